@@ -1,0 +1,82 @@
+//! BLAKE3 throughput, outboard build, and per-unit proof/verify costs.
+//!
+//! Run with `cargo bench -p tierswarm-io`.
+
+use std::sync::OnceLock;
+
+use divan::counter::BytesCount;
+use divan::{black_box, Bencher};
+use tierswarm_io::content::{verify_unit, Outboard, UnitProof, UNIT_LEN};
+
+const FILE_LEN: usize = 64 * 1024 * 1024;
+
+fn main() {
+    divan::main();
+}
+
+fn file() -> &'static [u8] {
+    static FILE: OnceLock<Vec<u8>> = OnceLock::new();
+    FILE.get_or_init(|| {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        (0..FILE_LEN)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    })
+}
+
+fn outboard() -> &'static Outboard {
+    static OUTBOARD: OnceLock<Outboard> = OnceLock::new();
+    OUTBOARD.get_or_init(|| Outboard::build(file(), FILE_LEN as u64).expect("in-memory build"))
+}
+
+/// A unit in the middle of the file (full-depth proof).
+const UNIT: u64 = 517;
+
+fn unit_data(unit: u64) -> &'static [u8] {
+    let start = (unit * UNIT_LEN) as usize;
+    &file()[start..start + UNIT_LEN as usize]
+}
+
+#[divan::bench(sample_count = 10, sample_size = 1)]
+fn hash_64mib(bencher: Bencher) {
+    let data = file();
+    bencher
+        .counter(BytesCount::new(data.len()))
+        .bench(|| blake3::hash(black_box(data)));
+}
+
+#[divan::bench(sample_count = 10, sample_size = 1)]
+fn outboard_build_64mib(bencher: Bencher) {
+    let data = file();
+    bencher
+        .counter(BytesCount::new(data.len()))
+        .bench(|| Outboard::build(black_box(data), data.len() as u64));
+}
+
+#[divan::bench]
+fn proof_per_unit(bencher: Bencher) {
+    let outboard = outboard();
+    bencher.bench(|| outboard.proof(black_box(UNIT)));
+}
+
+#[divan::bench]
+fn verify_per_unit(bencher: Bencher) {
+    let outboard = outboard();
+    let root = outboard.root();
+    let proof: UnitProof = outboard.proof(UNIT).expect("unit in range");
+    let data = unit_data(UNIT);
+    bencher.counter(BytesCount::new(data.len())).bench(|| {
+        verify_unit(
+            &root,
+            FILE_LEN as u64,
+            black_box(UNIT),
+            black_box(data),
+            &proof,
+        )
+    });
+}

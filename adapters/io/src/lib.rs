@@ -1,0 +1,39 @@
+//! # tierswarm-io
+//!
+//! The runtime-independent half of tierswarm's network adapters: everything the tokio and
+//! async-std drivers share that touches bytes or files but not sockets or executors. Nothing here
+//! depends on an async runtime; every call is plain blocking `std` I/O (run it on a blocking pool
+//! from async code).
+//!
+//! Modules, one concept each:
+//! - [`content`]: BLAKE3 verified units — the content root, the [`Outboard`] that produces a
+//!   proof for any 64 KiB unit, and [`verify_unit`] that checks a unit from a hostile peer.
+//! - [`manifest`]: the `.tsm` manifest file (root, length, suggested name) as JSON.
+//! - [`data_file`]: positional unit reads and writes in the data file.
+//! - [`store_file`]: atomic persistence of an opaque blob (the availability store).
+//!
+//! ## Hashing: BLAKE3's `hazmat` API rather than `bao-tree`
+//!
+//! The content root is the plain BLAKE3 hash of the file, so `b3sum` agrees, and a unit's proof
+//! is the chaining values beside its path in the standard BLAKE3 tree. `blake3::hazmat` (blake3 ≥
+//! 1.8) exposes exactly the three operations this needs — the chaining value of a subtree at an
+//! input offset ([`HasherExt::set_input_offset`](blake3::hazmat::HasherExt::set_input_offset) +
+//! [`finalize_non_root`](blake3::hazmat::HasherExt::finalize_non_root)), non-root parent merges and
+//! the root merge — over the same tree `bao-tree` uses. It is maintained with BLAKE3 itself, adds
+//! no dependency (blake3 is already in the workspace) and leaves the proof layout ours, so it maps
+//! 1:1 onto the wire's `BaoProof { leaf_start, leaf_count, repeated BaoProofNode { hash, level } }`.
+//! `bao-tree` would bring its own outboard and encoding formats and several more crates for the
+//! same tree.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod content;
+pub mod data_file;
+pub mod manifest;
+pub mod store_file;
+
+pub use content::{
+    hash_file_root, verify_unit, ContentError, Outboard, ProofNode, UnitProof, UNIT_LEN,
+};
+pub use data_file::DataFile;
+pub use manifest::{Manifest, ManifestError};

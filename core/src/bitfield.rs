@@ -1,0 +1,321 @@
+//! A fixed-length bitfield with the wire's byte encoding.
+//!
+//! Bit `i` lives at bit `7 - i % 8` of byte `i / 8` (most significant bit first), the encoding is
+//! `ceil(len / 8)` bytes and spare bits in the last byte are zero. This is exactly the layout of
+//! the protocol's `BitfieldPayload`, so encoding is a borrow of the backing bytes.
+//!
+//! Operations on a window (extract, merge, iterate, count) cost time proportional to the window,
+//! not to the whole bitfield.
+//!
+//! ```
+//! use tierswarm_core::Bitfield;
+//! let mut b = Bitfield::new(10);
+//! b.set(0);
+//! b.set(9);
+//! assert_eq!(b.as_bytes(), &[0b1000_0000, 0b0100_0000]);
+//! assert_eq!(b.first_zero_in(0..10), Some(1));
+//! let back = Bitfield::from_bytes(b.as_bytes(), 10).unwrap();
+//! assert_eq!(back, b);
+//! ```
+
+use bitvec::prelude::*;
+use core::ops::Range;
+
+/// Errors decoding a bitfield from bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BitfieldError {
+    /// The byte count does not match `ceil(len / 8)`.
+    #[error("bitfield of {bits} bits needs {expected} bytes, got {got}")]
+    WrongLength {
+        /// Number of bits expected.
+        bits: u64,
+        /// Bytes expected.
+        expected: u64,
+        /// Bytes received.
+        got: u64,
+    },
+    /// A spare bit past the end is set.
+    #[error("bit {index} is set but the bitfield has only {bits} bits")]
+    SpareBitSet {
+        /// First set bit at or past `bits`.
+        index: u64,
+        /// Number of bits.
+        bits: u64,
+    },
+}
+
+/// A fixed-length bitfield (most-significant-bit-first bytes).
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
+pub struct Bitfield {
+    bits: BitVec<u8, Msb0>,
+}
+
+impl core::fmt::Debug for Bitfield {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Bitfield({}/{} set)", self.count_ones(), self.len())
+    }
+}
+
+fn clamp(r: Range<u64>, len: u64) -> Range<usize> {
+    let end = r.end.min(len);
+    let start = r.start.min(end);
+    start as usize..end as usize
+}
+
+impl Bitfield {
+    /// An all-zero bitfield of `len` bits.
+    pub fn new(len: u64) -> Self {
+        Bitfield {
+            bits: bitvec![u8, Msb0; 0; len as usize],
+        }
+    }
+
+    /// An all-one bitfield of `len` bits.
+    pub fn full(len: u64) -> Self {
+        Bitfield {
+            bits: bitvec![u8, Msb0; 1; len as usize],
+        }
+    }
+
+    /// Decodes `len` bits from exactly `ceil(len / 8)` bytes whose spare bits are zero.
+    pub fn from_bytes(bytes: &[u8], len: u64) -> Result<Self, BitfieldError> {
+        let expected = len.div_ceil(8);
+        if bytes.len() as u64 != expected {
+            return Err(BitfieldError::WrongLength {
+                bits: len,
+                expected,
+                got: bytes.len() as u64,
+            });
+        }
+        let mut bits = BitVec::<u8, Msb0>::from_slice(bytes);
+        if let Some(i) = bits[len as usize..].first_one() {
+            return Err(BitfieldError::SpareBitSet {
+                index: len + i as u64,
+                bits: len,
+            });
+        }
+        bits.truncate(len as usize);
+        Ok(Bitfield { bits })
+    }
+
+    /// Decodes a window of bits whose length is given by the byte count, clamped to `max_len`
+    /// bits: any set bit past `max_len` is an error. Used for windows a peer sends us, where the
+    /// window may end with spare bits but must never claim anything past the end.
+    pub fn from_window_bytes(bytes: &[u8], max_len: u64) -> Result<Self, BitfieldError> {
+        let len = (bytes.len() as u64 * 8).min(max_len);
+        let bits = BitSlice::<u8, Msb0>::from_slice(bytes);
+        if let Some(i) = bits[len as usize..].first_one() {
+            return Err(BitfieldError::SpareBitSet {
+                index: len + i as u64,
+                bits: len,
+            });
+        }
+        Ok(Bitfield {
+            bits: bits[..len as usize].to_bitvec(),
+        })
+    }
+
+    /// The encoding: `ceil(len / 8)` bytes, spare bits zero.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.bits.as_raw_slice()
+    }
+
+    /// Number of bits.
+    pub fn len(&self) -> u64 {
+        self.bits.len() as u64
+    }
+
+    /// Whether the bitfield has no bits at all.
+    pub fn is_empty(&self) -> bool {
+        self.bits.is_empty()
+    }
+
+    /// Bit `i`; false past the end.
+    pub fn get(&self, i: u64) -> bool {
+        self.bits.get(i as usize).is_some_and(|b| *b)
+    }
+
+    /// Sets bit `i`; returns whether it was newly set. Ignores indices past the end.
+    pub fn set(&mut self, i: u64) -> bool {
+        match self.bits.get_mut(i as usize) {
+            Some(mut b) => !b.replace(true),
+            None => false,
+        }
+    }
+
+    /// Clears bit `i`; returns whether it was set.
+    pub fn clear(&mut self, i: u64) -> bool {
+        match self.bits.get_mut(i as usize) {
+            Some(mut b) => b.replace(false),
+            None => false,
+        }
+    }
+
+    /// Sets every bit in `range` (clamped to the length).
+    pub fn set_range(&mut self, range: Range<u64>) {
+        let r = clamp(range, self.len());
+        self.bits[r].fill(true);
+    }
+
+    /// Number of set bits.
+    pub fn count_ones(&self) -> u64 {
+        self.bits.count_ones() as u64
+    }
+
+    /// Number of set bits in `range` (clamped).
+    pub fn count_ones_in(&self, range: Range<u64>) -> u64 {
+        let r = clamp(range, self.len());
+        self.bits[r].count_ones() as u64
+    }
+
+    /// Whether every bit in `range` (clamped) is set; true for an empty range.
+    pub fn all_in(&self, range: Range<u64>) -> bool {
+        let r = clamp(range, self.len());
+        self.bits[r].all()
+    }
+
+    /// Whether any bit in `range` (clamped) is set.
+    pub fn any_in(&self, range: Range<u64>) -> bool {
+        let r = clamp(range, self.len());
+        self.bits[r].any()
+    }
+
+    /// Whether every bit is set (true for an empty bitfield).
+    pub fn is_full(&self) -> bool {
+        self.bits.all()
+    }
+
+    /// The first clear bit, if any.
+    pub fn first_zero(&self) -> Option<u64> {
+        self.bits.first_zero().map(|i| i as u64)
+    }
+
+    /// The first clear bit inside `range`, if any.
+    pub fn first_zero_in(&self, range: Range<u64>) -> Option<u64> {
+        let r = clamp(range, self.len());
+        let start = r.start as u64;
+        self.bits[r].first_zero().map(|i| start + i as u64)
+    }
+
+    /// Indices of the set bits inside `range`, ascending.
+    pub fn iter_ones_in(&self, range: Range<u64>) -> impl Iterator<Item = u64> + '_ {
+        let r = clamp(range, self.len());
+        let start = r.start as u64;
+        self.bits[r].iter_ones().map(move |i| start + i as u64)
+    }
+
+    /// Indices of the clear bits inside `range`, ascending.
+    pub fn iter_zeros_in(&self, range: Range<u64>) -> impl Iterator<Item = u64> + '_ {
+        let r = clamp(range, self.len());
+        let start = r.start as u64;
+        self.bits[r].iter_zeros().map(move |i| start + i as u64)
+    }
+
+    /// Copy of the bits in `start .. start + len` (clamped to the end) as a new bitfield.
+    pub fn window(&self, start: u64, len: u64) -> Bitfield {
+        let r = clamp(start..start.saturating_add(len), self.len());
+        Bitfield {
+            bits: self.bits[r].to_bitvec(),
+        }
+    }
+
+    /// ORs `other` into this bitfield at offset `start`; bits that would land past the end are
+    /// ignored. Returns how many bits were newly set.
+    pub fn merge_window(&mut self, start: u64, other: &Bitfield) -> u64 {
+        let r = clamp(start..start.saturating_add(other.len()), self.len());
+        let n = r.len();
+        let target = &mut self.bits[r];
+        let before = target.count_ones();
+        *target |= &other.bits[..n];
+        (target.count_ones() - before) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn encoding_is_msb_first_with_zero_spare_bits() {
+        let mut b = Bitfield::new(12);
+        b.set(0);
+        b.set(7);
+        b.set(8);
+        b.set(11);
+        assert_eq!(b.as_bytes(), &[0b1000_0001, 0b1001_0000]);
+        assert_eq!(
+            Bitfield::from_bytes(&[0, 0b0000_1000], 12),
+            Err(BitfieldError::SpareBitSet {
+                index: 12,
+                bits: 12
+            })
+        );
+        assert!(matches!(
+            Bitfield::from_bytes(&[0], 12),
+            Err(BitfieldError::WrongLength { expected: 2, .. })
+        ));
+        assert_eq!(Bitfield::new(0).as_bytes(), &[] as &[u8]);
+    }
+
+    #[test]
+    fn windows_clamp_and_reject_claims_past_end() {
+        let w = Bitfield::from_window_bytes(&[0xff, 0b1100_0000], 10).unwrap();
+        assert_eq!(w.len(), 10);
+        assert!(w.is_full());
+        assert!(Bitfield::from_window_bytes(&[0xff, 0b1110_0000], 10).is_err());
+        let mut b = Bitfield::new(10);
+        assert_eq!(b.merge_window(8, &w), 2);
+        assert_eq!(b.iter_ones_in(0..10).collect::<Vec<_>>(), vec![8, 9]);
+        assert!(!b.set(10));
+        assert!(!b.get(99));
+    }
+
+    proptest! {
+        #[test]
+        fn ops_match_a_vec_of_bools(
+            len in 0u64..300,
+            ops in proptest::collection::vec((0u64..320, any::<bool>()), 0..200),
+            win in (0u64..320, 0u64..320),
+        ) {
+            let mut b = Bitfield::new(len);
+            let mut m = vec![false; len as usize];
+            for (i, on) in ops {
+                let was = m.get(i as usize).copied();
+                if on {
+                    prop_assert_eq!(b.set(i), was == Some(false));
+                    if let Some(x) = m.get_mut(i as usize) { *x = true; }
+                } else {
+                    prop_assert_eq!(b.clear(i), was == Some(true));
+                    if let Some(x) = m.get_mut(i as usize) { *x = false; }
+                }
+            }
+            let ones: Vec<u64> = (0..len).filter(|&i| m[i as usize]).collect();
+            prop_assert_eq!(b.count_ones(), ones.len() as u64);
+            prop_assert_eq!(b.first_zero(), (0..len).find(|&i| !m[i as usize]));
+            let (s, l) = win;
+            let r = s..s + l;
+            let in_r: Vec<u64> = ones.iter().copied().filter(|i| r.contains(i)).collect();
+            prop_assert_eq!(b.iter_ones_in(r.clone()).collect::<Vec<_>>(), in_r.clone());
+            prop_assert_eq!(b.count_ones_in(r.clone()), in_r.len() as u64);
+            let zeros: Vec<u64> = (0..len).filter(|i| r.contains(i) && !m[*i as usize]).collect();
+            prop_assert_eq!(b.iter_zeros_in(r.clone()).collect::<Vec<_>>(), zeros.clone());
+            prop_assert_eq!(b.first_zero_in(r.clone()), zeros.first().copied());
+            prop_assert_eq!(b.all_in(r.clone()), zeros.is_empty());
+            prop_assert_eq!(b.any_in(r.clone()), !in_r.is_empty());
+            // Round trip through the byte encoding, and through window + merge.
+            let back = Bitfield::from_bytes(b.as_bytes(), len).unwrap();
+            prop_assert_eq!(&back, &b);
+            let w = b.window(s, l);
+            let mut c = Bitfield::new(len);
+            c.merge_window(s, &w);
+            prop_assert_eq!(c.iter_ones_in(0..len).collect::<Vec<_>>(), in_r);
+        }
+
+        #[test]
+        fn decoding_random_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..40), len in 0u64..400) {
+            let _ = Bitfield::from_bytes(&bytes, len);
+            let _ = Bitfield::from_window_bytes(&bytes, len);
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! The deterministic event queue of the next-event simulation.
+//!
+//! Events pop in order of time; events at the same time pop in the order they were pushed.
+//! The payload type needs no ordering of its own, so ties never depend on payload contents,
+//! and nothing depends on hash or allocation order.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+use crate::clock::SimTime;
+
+/// A min-queue of events keyed by `(time, insertion sequence)`.
+#[derive(Debug, Clone)]
+pub struct EventQueue<E> {
+    heap: BinaryHeap<Entry<E>>,
+    next_seq: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Entry<E> {
+    time: SimTime,
+    seq: u64,
+    event: E,
+}
+
+impl<E> PartialEq for Entry<E> {
+    fn eq(&self, other: &Self) -> bool {
+        (self.time, self.seq) == (other.time, other.seq)
+    }
+}
+
+impl<E> Eq for Entry<E> {}
+
+impl<E> PartialOrd for Entry<E> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<E> Ord for Entry<E> {
+    /// Reversed, so that the max-heap pops the earliest `(time, seq)`.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.time, other.seq).cmp(&(self.time, self.seq))
+    }
+}
+
+impl<E> Default for EventQueue<E> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<E> EventQueue<E> {
+    /// An empty queue.
+    pub fn new() -> Self {
+        EventQueue {
+            heap: BinaryHeap::new(),
+            next_seq: 0,
+        }
+    }
+
+    /// Schedules `event` at `time`; returns its sequence number (unique, increasing).
+    pub fn push(&mut self, time: SimTime, event: E) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.heap.push(Entry { time, seq, event });
+        seq
+    }
+
+    /// Removes and returns the earliest event (first pushed among equal times).
+    pub fn pop(&mut self) -> Option<(SimTime, E)> {
+        self.heap.pop().map(|e| (e.time, e.event))
+    }
+
+    /// The time of the earliest event, without removing it.
+    pub fn peek_time(&self) -> Option<SimTime> {
+        self.heap.peek().map(|e| e.time)
+    }
+
+    /// How many events are pending.
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// Whether no events are pending.
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+
+    /// How many events were ever pushed.
+    pub fn pushed(&self) -> u64 {
+        self.next_seq
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pops_by_time_then_insertion_order() {
+        let mut q = EventQueue::new();
+        let t = SimTime::from_micros;
+        q.push(t(5), "c");
+        q.push(t(1), "a");
+        q.push(t(5), "d");
+        q.push(t(1), "b");
+        q.push(t(3), "x");
+        assert_eq!(q.peek_time(), Some(t(1)));
+        assert_eq!(q.len(), 5);
+        let order: Vec<_> = std::iter::from_fn(|| q.pop()).map(|(_, e)| e).collect();
+        assert_eq!(order, ["a", "b", "x", "c", "d"]);
+        assert!(q.is_empty());
+        assert_eq!(q.pushed(), 5);
+    }
+
+    #[test]
+    fn many_equal_times_keep_fifo_order() {
+        let mut q = EventQueue::new();
+        for i in 0..1000u32 {
+            q.push(SimTime::from_micros(u64::from(i % 3)), i);
+        }
+        let popped: Vec<(SimTime, u32)> = std::iter::from_fn(|| q.pop()).collect();
+        for w in popped.windows(2) {
+            assert!(w[0].0 < w[1].0 || (w[0].0 == w[1].0 && w[0].1 < w[1].1));
+        }
+    }
+}

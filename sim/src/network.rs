@@ -1,0 +1,613 @@
+//! The simulated network: bandwidth, latency and faults.
+//!
+//! # Model
+//!
+//! Each peer has an **uplink** (its upload capacity) and a **downlink** (its download capacity),
+//! each a serialiser that sends one message at a time. A message of `n` bytes from `a` to `b`
+//! sent at `t`:
+//!
+//! 1. is serialised on `a`'s uplink: it starts at `max(t, uplink free)` and occupies the link for
+//!    `ceil(n · 10⁶ / upload)` µs;
+//! 2. propagates for `latency(a) + latency(b)` (the access latencies add up);
+//! 3. is serialised on `b`'s downlink likewise, starting at `max(arrival, downlink free)`;
+//! 4. is delivered when its last byte leaves the downlink.
+//!
+//! Everything is integer microseconds (rounded up), so results are exact and identical on every
+//! platform. Delivery times are computed when the message is sent, so each downlink serves
+//! messages in the order they were *sent* (across all senders), not strictly in order of arrival;
+//! a message can wait behind one that was sent earlier but arrives slightly later. The error is
+//! at most one message's serialisation time and keeps the model simple and deterministic.
+//!
+//! # Control and bulk
+//!
+//! With plain FIFO links, a HAVE or a REQUEST would wait behind every queued unit payload, which
+//! no real protocol implementation does (it writes control frames between data frames).
+//! Messages therefore come in two [`Class`]es:
+//!
+//! - [`Class::Bulk`] (unit payloads) queue FIFO behind all earlier bulk.
+//! - [`Class::Control`] (everything else) wait only for the bulk message *in progress* at the
+//!   time they reach the link (a frame is never pre-empted mid-way) and for earlier control
+//!   messages, then go. They are still **charged** to the link: the link's bulk queue is pushed
+//!   back by the control message's serialisation time, so later bulk pays for it. Bulk already
+//!   scheduled is not moved (its delivery time was already handed out), so for the length of one
+//!   control message the link briefly carries a little more than its capacity; control messages
+//!   are tens of bytes against 64 KiB units, so total throughput is conserved and the
+//!   instantaneous error is negligible.
+//!
+//! # Faults
+//!
+//! Every message draws exactly four numbers from the network's own random stream (so the stream
+//! stays aligned whatever the probabilities are), then:
+//!
+//! - **partition**: if the sender's and receiver's groups are separated by a partition window at
+//!   the send time, the message is dropped before it uses any bandwidth;
+//! - **loss** (probability `loss`): the uplink is charged, the message vanishes in transit;
+//! - **duplicate** (probability `duplicate`): the receiver's downlink serialises and delivers it
+//!   twice (the second copy right behind the first);
+//! - **reorder** (probability `reorder`): the message is delayed by an extra 1..=2×path-latency
+//!   µs *after* the downlink, so messages sent later can overtake it without the delay holding
+//!   the link.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::clock::{micros_ceil, SimTime};
+use crate::rng::SimRng;
+use crate::scenario::{PeerSpec, Scenario};
+
+/// How a message is queued on a link; see the [module documentation](self).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Class {
+    /// Small protocol messages: wait only for the bulk message in progress.
+    Control,
+    /// Unit payloads: FIFO behind all earlier bulk.
+    Bulk,
+}
+
+/// One peer's access link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerLink {
+    /// The peer's group (for partitions).
+    pub group: usize,
+    /// Upload capacity, bytes per second (0 is treated as 1).
+    pub upload_bps: u64,
+    /// Download capacity, bytes per second (0 is treated as 1).
+    pub download_bps: u64,
+    /// One-way access latency, µs.
+    pub latency_us: u64,
+}
+
+impl From<&PeerSpec> for PeerLink {
+    fn from(p: &PeerSpec) -> Self {
+        PeerLink {
+            group: p.group,
+            upload_bps: p.upload_bps,
+            download_bps: p.download_bps,
+            latency_us: micros_ceil(p.latency),
+        }
+    }
+}
+
+/// Per-message fault probabilities, each in `[0, 1]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FaultRates {
+    /// Probability that a message is lost.
+    pub loss: f64,
+    /// Probability that a message is delivered twice.
+    pub duplicate: f64,
+    /// Probability that a message is delayed past later ones.
+    pub reorder: f64,
+}
+
+/// Groups `a` and `b` cannot reach each other during `from..until`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionWindow {
+    /// One group index.
+    pub a: usize,
+    /// The other group index.
+    pub b: usize,
+    /// Start, inclusive.
+    pub from: SimTime,
+    /// End, exclusive.
+    pub until: SimTime,
+}
+
+impl PartitionWindow {
+    /// Whether this window separates groups `x` and `y` at `t`.
+    pub fn blocks(&self, t: SimTime, x: usize, y: usize) -> bool {
+        ((self.a, self.b) == (x, y) || (self.a, self.b) == (y, x))
+            && self.from <= t
+            && t < self.until
+    }
+}
+
+/// What happened to a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Fate {
+    /// Delivered (once, or twice if `duplicated`).
+    Delivered,
+    /// Lost in transit (the uplink was charged).
+    Lost,
+    /// Dropped by a partition (no bandwidth used).
+    Partitioned,
+    /// The sender or receiver index is not a peer of this network (an engine bug).
+    NoSuchPeer,
+}
+
+/// The outcome of [`Network::send`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// When each copy arrives at the receiver, in increasing order; empty unless delivered.
+    pub times: Vec<SimTime>,
+    /// What happened.
+    pub fate: Fate,
+    /// Whether a second copy was delivered.
+    pub duplicated: bool,
+    /// Whether an extra reordering delay was added.
+    pub reordered: bool,
+}
+
+impl Delivery {
+    fn dropped(fate: Fate) -> Delivery {
+        Delivery {
+            times: Vec::new(),
+            fate,
+            duplicated: false,
+            reordered: false,
+        }
+    }
+}
+
+/// Counters for one directed pair of peers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkCounters {
+    /// Messages sent (whatever became of them).
+    pub messages: u64,
+    /// Bytes sent (whatever became of them).
+    pub bytes: u64,
+    /// Of `messages`, how many were [`Class::Control`].
+    pub control: u64,
+    /// Messages delivered at least once.
+    pub delivered: u64,
+    /// Messages lost in transit.
+    pub lost: u64,
+    /// Messages dropped by a partition.
+    pub partitioned: u64,
+    /// Messages delivered twice.
+    pub duplicated: u64,
+    /// Messages delayed for reordering.
+    pub reordered: u64,
+}
+
+impl LinkCounters {
+    fn add(&mut self, o: &LinkCounters) {
+        self.messages += o.messages;
+        self.bytes += o.bytes;
+        self.control += o.control;
+        self.delivered += o.delivered;
+        self.lost += o.lost;
+        self.partitioned += o.partitioned;
+        self.duplicated += o.duplicated;
+        self.reordered += o.reordered;
+    }
+}
+
+/// One direction of one peer's access link.
+#[derive(Debug, Clone, Default)]
+struct Serialiser {
+    bytes_per_second: u64,
+    /// Scheduled bulk transmissions `(start, end)`, ordered and disjoint; those that ended before
+    /// the current time are pruned.
+    bulk: VecDeque<(u64, u64)>,
+    /// When the bulk queue is empty.
+    bulk_free_at: u64,
+    /// When the last control message finishes.
+    control_free_at: u64,
+    /// Total µs spent transmitting.
+    busy_us: u64,
+}
+
+impl Serialiser {
+    fn new(bytes_per_second: u64) -> Serialiser {
+        Serialiser {
+            bytes_per_second: bytes_per_second.max(1),
+            ..Serialiser::default()
+        }
+    }
+
+    /// µs to serialise `bytes`, rounded up.
+    fn duration(&self, bytes: u64) -> u64 {
+        let micros = (u128::from(bytes) * 1_000_000).div_ceil(u128::from(self.bytes_per_second));
+        u64::try_from(micros).unwrap_or(u64::MAX)
+    }
+
+    /// Forgets bulk transmissions that ended by `now` (no later query can fall inside them).
+    fn prune(&mut self, now: u64) {
+        while self.bulk.front().is_some_and(|&(_, end)| end <= now) {
+            self.bulk.pop_front();
+        }
+    }
+
+    /// Transmits `bytes` reaching the link at `t`; returns when the last byte leaves.
+    fn transmit(&mut self, t: u64, bytes: u64, class: Class) -> u64 {
+        let d = self.duration(bytes);
+        self.busy_us = self.busy_us.saturating_add(d);
+        match class {
+            Class::Bulk => {
+                let start = t.max(self.bulk_free_at);
+                let end = start.saturating_add(d);
+                self.bulk.push_back((start, end));
+                self.bulk_free_at = end;
+                end
+            }
+            Class::Control => {
+                let i = self.bulk.partition_point(|&(_, end)| end <= t);
+                let in_progress_end = match self.bulk.get(i) {
+                    Some(&(start, end)) if start <= t => end,
+                    _ => t,
+                };
+                let start = t.max(self.control_free_at).max(in_progress_end);
+                let end = start.saturating_add(d);
+                self.control_free_at = end;
+                self.bulk_free_at = if self.bulk_free_at > start {
+                    self.bulk_free_at.saturating_add(d)
+                } else {
+                    end
+                };
+                end
+            }
+        }
+    }
+
+    fn reset(&mut self, now: u64) {
+        self.bulk.clear();
+        self.bulk_free_at = now;
+        self.control_free_at = now;
+    }
+}
+
+/// The network of one run. See the [module documentation](self) for the model.
+#[derive(Debug, Clone)]
+pub struct Network {
+    links: Vec<PeerLink>,
+    uplinks: Vec<Serialiser>,
+    downlinks: Vec<Serialiser>,
+    faults: FaultRates,
+    partitions: Vec<PartitionWindow>,
+    rng: SimRng,
+    counters: BTreeMap<(usize, usize), LinkCounters>,
+}
+
+impl Network {
+    /// A network of `links` (indexed by peer id), with fault decisions drawn from `rng`.
+    pub fn new(
+        links: Vec<PeerLink>,
+        faults: FaultRates,
+        partitions: Vec<PartitionWindow>,
+        rng: SimRng,
+    ) -> Network {
+        Network {
+            uplinks: links
+                .iter()
+                .map(|l| Serialiser::new(l.upload_bps))
+                .collect(),
+            downlinks: links
+                .iter()
+                .map(|l| Serialiser::new(l.download_bps))
+                .collect(),
+            links,
+            faults,
+            partitions,
+            rng,
+            counters: BTreeMap::new(),
+        }
+    }
+
+    /// The network for `peers` (from [`Scenario::peers`]) with the scenario's faults; each
+    /// partition of several groups becomes one window per pair of them.
+    pub fn from_scenario(scenario: &Scenario, peers: &[PeerSpec], rng: SimRng) -> Network {
+        let f = &scenario.faults;
+        let mut windows = Vec::new();
+        for p in &f.partitions {
+            let from = SimTime::from_duration(p.at);
+            let until = from + p.duration;
+            for (i, &a) in p.groups.iter().enumerate() {
+                for &b in &p.groups[i + 1..] {
+                    windows.push(PartitionWindow { a, b, from, until });
+                }
+            }
+        }
+        let rates = FaultRates {
+            loss: f.loss,
+            duplicate: f.duplicate,
+            reorder: f.reorder,
+        };
+        Network::new(
+            peers.iter().map(PeerLink::from).collect(),
+            rates,
+            windows,
+            rng,
+        )
+    }
+
+    /// Sends `bytes` from peer `from` to peer `to` at `now`, and says when (if ever) it arrives.
+    ///
+    /// Calls must come in non-decreasing `now` (the engine's clock).
+    pub fn send(
+        &mut self,
+        now: SimTime,
+        from: usize,
+        to: usize,
+        bytes: u64,
+        class: Class,
+    ) -> Delivery {
+        // Always four draws per message, so the stream stays aligned.
+        let lose = self.rng.chance(self.faults.loss);
+        let duplicate = self.rng.chance(self.faults.duplicate);
+        let reorder = self.rng.chance(self.faults.reorder);
+        let extra_draw = self.rng.u64();
+
+        let (Some(&src), Some(&dst)) = (self.links.get(from), self.links.get(to)) else {
+            return Delivery::dropped(Fate::NoSuchPeer);
+        };
+        let counters = self.counters.entry((from, to)).or_default();
+        counters.messages += 1;
+        counters.bytes += bytes;
+        counters.control += u64::from(class == Class::Control);
+
+        if self
+            .partitions
+            .iter()
+            .any(|w| w.blocks(now, src.group, dst.group))
+        {
+            counters.partitioned += 1;
+            return Delivery::dropped(Fate::Partitioned);
+        }
+        let now_us = now.as_micros();
+        let uplink = &mut self.uplinks[from];
+        uplink.prune(now_us);
+        let sent = uplink.transmit(now_us, bytes, class);
+        if lose {
+            counters.lost += 1;
+            return Delivery::dropped(Fate::Lost);
+        }
+        let path = src.latency_us.saturating_add(dst.latency_us);
+        let arrival = sent.saturating_add(path);
+        let downlink = &mut self.downlinks[to];
+        downlink.prune(now_us);
+        let mut times = vec![downlink.transmit(arrival, bytes, class)];
+        if duplicate {
+            times.push(downlink.transmit(arrival, bytes, class));
+            counters.duplicated += 1;
+        }
+        let extra = if reorder {
+            counters.reordered += 1;
+            // 1..=2×path µs, from one draw (multiply-high; bias below 2^-40).
+            let range = path.saturating_mul(2);
+            1 + ((u128::from(extra_draw) * u128::from(range)) >> 64) as u64
+        } else {
+            0
+        };
+        counters.delivered += 1;
+        Delivery {
+            times: times
+                .into_iter()
+                .map(|t| SimTime::from_micros(t.saturating_add(extra)))
+                .collect(),
+            fate: Fate::Delivered,
+            duplicated: duplicate,
+            reordered: reorder,
+        }
+    }
+
+    /// Forgets everything queued on `peer`'s links (it crashed at `now`). Deliveries already
+    /// handed out are the engine's to discard.
+    pub fn reset_peer(&mut self, peer: usize, now: SimTime) {
+        if let Some(up) = self.uplinks.get_mut(peer) {
+            up.reset(now.as_micros());
+        }
+        if let Some(down) = self.downlinks.get_mut(peer) {
+            down.reset(now.as_micros());
+        }
+    }
+
+    /// How many peers the network has.
+    pub fn peers(&self) -> usize {
+        self.links.len()
+    }
+
+    /// Counters for messages from `from` to `to`.
+    pub fn link(&self, from: usize, to: usize) -> LinkCounters {
+        self.counters.get(&(from, to)).copied().unwrap_or_default()
+    }
+
+    /// All directed pairs that carried traffic, in `(from, to)` order.
+    pub fn links(&self) -> impl Iterator<Item = ((usize, usize), &LinkCounters)> + '_ {
+        self.counters.iter().map(|(&k, v)| (k, v))
+    }
+
+    /// Counters summed over all pairs.
+    pub fn totals(&self) -> LinkCounters {
+        let mut total = LinkCounters::default();
+        for c in self.counters.values() {
+            total.add(c);
+        }
+        total
+    }
+
+    /// Total µs `peer`'s uplink and downlink spent transmitting, `(up, down)`.
+    pub fn busy_us(&self, peer: usize) -> (u64, u64) {
+        (
+            self.uplinks.get(peer).map_or(0, |s| s.busy_us),
+            self.downlinks.get(peer).map_or(0, |s| s.busy_us),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000;
+
+    /// Peer 0: 1 MB/s up, 10 ms; peer 1: 2 MB/s down, 5 ms; peer 2 in group 1.
+    fn net(faults: FaultRates) -> Network {
+        let link = |group, up, down, lat| PeerLink {
+            group,
+            upload_bps: up,
+            download_bps: down,
+            latency_us: lat,
+        };
+        Network::new(
+            vec![
+                link(0, 1_000_000, 10_000_000, 10 * MS),
+                link(0, 10_000_000, 2_000_000, 5 * MS),
+                link(1, 1_000_000, 1_000_000, 0),
+            ],
+            faults,
+            vec![PartitionWindow {
+                a: 1,
+                b: 0,
+                from: SimTime::from_micros(1_000 * MS),
+                until: SimTime::from_micros(2_000 * MS),
+            }],
+            SimRng::new(1),
+        )
+    }
+
+    fn at(ms: u64) -> SimTime {
+        SimTime::from_micros(ms * MS)
+    }
+
+    fn times(d: &Delivery) -> Vec<u64> {
+        d.times.iter().map(|t| t.as_micros()).collect()
+    }
+
+    #[test]
+    fn bulk_is_fifo_on_both_links() {
+        let mut n = net(FaultRates::default());
+        // 100 kB: 100 ms on the uplink, 15 ms path, 50 ms on the downlink.
+        let a = n.send(at(0), 0, 1, 100_000, Class::Bulk);
+        assert_eq!(times(&a), [165 * MS]);
+        let b = n.send(at(0), 0, 1, 100_000, Class::Bulk);
+        assert_eq!(times(&b), [265 * MS]);
+        assert_eq!(n.busy_us(0), (200 * MS, 0));
+        assert_eq!(n.busy_us(1), (0, 100 * MS));
+    }
+
+    #[test]
+    fn control_waits_only_for_the_bulk_in_progress_and_is_charged() {
+        let mut n = net(FaultRates::default());
+        n.send(at(0), 0, 1, 100_000, Class::Bulk); // up 0..100, down 115..165
+        n.send(at(0), 0, 1, 100_000, Class::Bulk); // up 100..200, down 215..265
+                                                   // 1 kB control at 50 ms: waits for the first bulk only (up 100..101 ms), arrives at
+                                                   // 116 ms during the first bulk on the downlink, leaves at 165.5 ms.
+        let c = n.send(at(50), 0, 1, 1_000, Class::Control);
+        assert_eq!(times(&c), [165 * MS + 500]);
+        // The next bulk pays for the control bytes on both links: up 201..301, down 316..366.
+        let d = n.send(at(60), 0, 1, 100_000, Class::Bulk);
+        assert_eq!(times(&d), [366 * MS]);
+        // A control on an idle link goes straight through: 1 ms + 15 ms + 0.5 ms.
+        let e = n.send(at(1_000 - 20), 0, 1, 1_000, Class::Control);
+        assert_eq!(times(&e), [(1_000 - 20 + 16) * MS + 500]);
+        assert_eq!(n.link(0, 1).control, 2);
+        assert_eq!(n.link(0, 1).messages, 5);
+    }
+
+    #[test]
+    fn sizes_round_up_to_whole_microseconds() {
+        let mut n = net(FaultRates::default());
+        // 1 byte at 1 MB/s = 1 µs up; 0.5 µs down rounds up to 1 µs.
+        let d = n.send(at(0), 0, 1, 1, Class::Control);
+        assert_eq!(times(&d), [1 + 15 * MS + 1]);
+        let z = n.send(at(10), 0, 1, 0, Class::Bulk);
+        assert_eq!(times(&z), [25 * MS]);
+    }
+
+    #[test]
+    fn partitions_drop_between_groups_only_during_the_window() {
+        let mut n = net(FaultRates::default());
+        assert_eq!(
+            n.send(at(1_500), 0, 2, 10, Class::Control).fate,
+            Fate::Partitioned
+        );
+        assert_eq!(
+            n.send(at(1_500), 2, 1, 10, Class::Control).fate,
+            Fate::Partitioned
+        );
+        assert_eq!(
+            n.send(at(1_500), 0, 1, 10, Class::Control).fate,
+            Fate::Delivered
+        );
+        assert_eq!(
+            n.send(at(2_000), 0, 2, 10, Class::Control).fate,
+            Fate::Delivered
+        );
+        assert_eq!(n.link(0, 2).partitioned, 1);
+        assert_eq!(n.busy_us(2).0, 0, "partitioned messages use no bandwidth");
+        assert_eq!(
+            n.send(at(2_000), 0, 9, 10, Class::Control).fate,
+            Fate::NoSuchPeer
+        );
+    }
+
+    #[test]
+    fn certain_faults() {
+        let mut lossy = net(FaultRates {
+            loss: 1.0,
+            ..FaultRates::default()
+        });
+        let d = lossy.send(at(0), 0, 1, 1_000, Class::Bulk);
+        assert_eq!((d.fate, d.times.len()), (Fate::Lost, 0));
+        assert_eq!(
+            lossy.busy_us(0).0,
+            MS,
+            "a lost message still used the uplink"
+        );
+
+        let mut dup = net(FaultRates {
+            duplicate: 1.0,
+            ..FaultRates::default()
+        });
+        let d = dup.send(at(0), 0, 1, 1_000, Class::Bulk);
+        assert!(d.duplicated);
+        assert_eq!(times(&d), [16 * MS + 500, 17 * MS]);
+
+        let mut re = net(FaultRates {
+            reorder: 1.0,
+            ..FaultRates::default()
+        });
+        let d = re.send(at(0), 0, 1, 1_000, Class::Bulk);
+        assert!(d.reordered);
+        let t = d.times[0].as_micros();
+        assert!(t > 16 * MS + 500 && t <= 16 * MS + 500 + 30 * MS, "{t}");
+        assert_eq!(re.totals().reordered, 1);
+    }
+
+    #[test]
+    fn reordered_messages_are_overtaken_and_runs_repeat() {
+        let faults = FaultRates {
+            loss: 0.1,
+            duplicate: 0.1,
+            reorder: 0.3,
+        };
+        let run = || {
+            let mut n = net(faults);
+            (0..200)
+                .map(|i| n.send(at(i * 10), 0, 1, 100, Class::Control))
+                .collect::<Vec<_>>()
+        };
+        let a = run();
+        assert_eq!(a, run(), "same seed, same deliveries");
+        let firsts: Vec<u64> = a
+            .iter()
+            .filter_map(|d| d.times.first())
+            .map(|t| t.as_micros())
+            .collect();
+        assert!(
+            firsts.windows(2).any(|w| w[1] < w[0]),
+            "some message overtaken"
+        );
+        assert!(a.iter().any(|d| d.fate == Fate::Lost));
+        assert!(a.iter().any(|d| d.duplicated));
+    }
+}

@@ -1,0 +1,119 @@
+//! The shipped scenarios parse, and the command line reports bad input with exit status 2.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tierswarm_sim::scenario::{Protocol, Role, Scenario, Strategy};
+
+fn scenario_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(name)
+}
+
+#[test]
+fn shipped_scenarios_parse() {
+    let mut names: Vec<String> =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".toml"))
+            .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "flash-crowd.toml",
+            "lossy-churn.toml",
+            "mixed-legacy.toml",
+            "smoke.toml"
+        ]
+    );
+    for name in &names {
+        let s = Scenario::load(&scenario_path(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(format!("{}.toml", s.name), *name);
+        assert!(s.count(Role::Seeder) >= 1 && s.count(Role::Leecher) >= 1);
+    }
+}
+
+#[test]
+fn shipped_scenarios_have_the_documented_shape() {
+    let flash = Scenario::load(&scenario_path("flash-crowd.toml")).unwrap();
+    let peers = flash.peers(Strategy::Auto);
+    assert_eq!(peers.len(), 101);
+    assert_eq!(flash.file_size, 1 << 30);
+    assert_eq!(peers[0].upload_bps, 25_000_000);
+    assert_eq!(peers[100].join_at.as_secs(), 10);
+    assert_eq!(peers[1].join_at.as_secs(), 0);
+
+    let churn = Scenario::load(&scenario_path("lossy-churn.toml")).unwrap();
+    assert_eq!(churn.faults.loss, 0.02);
+    assert_eq!(churn.faults.crashes[0].victims(30), 6);
+    assert_eq!(churn.faults.partitions[0].groups, [0, 1]);
+
+    let mixed = Scenario::load(&scenario_path("mixed-legacy.toml")).unwrap();
+    let legacy = mixed
+        .peers(Strategy::Auto)
+        .iter()
+        .filter(|p| p.protocol == Protocol::Legacy)
+        .count();
+    assert_eq!(legacy, 20);
+    assert!(mixed
+        .peers(Strategy::Hierarchical)
+        .iter()
+        .all(|p| p.protocol == Protocol::Hierarchical));
+}
+
+fn sim(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tierswarm-sim"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn invalid_input_exits_2_with_one_line() {
+    let dir = std::env::temp_dir().join(format!("tierswarm-sim-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    let text = std::fs::read_to_string(scenario_path("smoke.toml"))
+        .unwrap()
+        .replace("upload = \"50Mbit/s\"", "upload = \"40Mbps\"");
+    std::fs::write(&bad, text).unwrap();
+
+    let (code, stderr) = sim(&["run", bad.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr
+            .ends_with("group[1].upload: cannot parse \"40Mbps\" as a rate (e.g. \"100Mbit/s\")\n"),
+        "{stderr}"
+    );
+
+    let (code, stderr) = sim(&["run", dir.join("missing.toml").to_str().unwrap()]);
+    assert_eq!((code, stderr.lines().count()), (2, 1), "{stderr}");
+
+    let smoke = scenario_path("smoke.toml");
+    let smoke = smoke.to_str().unwrap();
+    assert_eq!(sim(&["run", smoke, "--strategy", "flat"]).0, 2);
+    assert_eq!(sim(&["run", smoke, "--seed", "-1"]).0, 2);
+    assert_eq!(sim(&["sweep", smoke, "--seeds", "0"]).0, 2);
+    assert_eq!(
+        sim(&[
+            "sweep",
+            smoke,
+            "--seeds",
+            "2",
+            "--start",
+            &u64::MAX.to_string()
+        ])
+        .0,
+        2
+    );
+    assert_eq!(sim(&["frobnicate"]).0, 2);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
