@@ -88,6 +88,8 @@ pub struct LocalTiers {
     /// Units present per T3 block (at most 512): makes the partial bit and the
     /// empty→partial transition O(1).
     t3_units: Vec<u16>,
+    /// Units present in all (so that progress and completeness are O(1)).
+    present: u64,
 }
 
 impl LocalTiers {
@@ -99,6 +101,7 @@ impl LocalTiers {
             t2: Bitfield::new(geo.blocks(Tier::T2)),
             t3: Bitfield::new(geo.blocks(Tier::T3)),
             t3_units: vec![0; geo.blocks(Tier::T3) as usize],
+            present: 0,
         }
     }
 
@@ -116,6 +119,7 @@ impl LocalTiers {
             let r = geo.unit_range(Tier::T3, b).expect("in range");
             t.t3_units[b as usize] = t1.count_ones_in(r) as u16;
         }
+        t.present = t1.count_ones();
         t.t1 = t1;
         for b in 0..geo.blocks(Tier::T2) {
             t.promote_if_complete(Tier::T2, b);
@@ -169,12 +173,12 @@ impl LocalTiers {
 
     /// Number of units present.
     pub fn units_present(&self) -> u64 {
-        self.t3_units.iter().map(|&n| n as u64).sum()
+        self.present
     }
 
     /// Whether every unit is present.
     pub fn is_complete(&self) -> bool {
-        self.t3.is_full()
+        self.present == self.geo.units()
     }
 
     /// Records that `unit` is present (verified) and promotes what it completes.
@@ -185,6 +189,7 @@ impl LocalTiers {
             return Ok(p);
         }
         p.newly_set = true;
+        self.present += 1;
         let b3 = self.geo.parent_of(Tier::T1, unit, Tier::T3);
         let n = &mut self.t3_units[b3 as usize];
         *n += 1;
@@ -288,7 +293,9 @@ fn check_len(tier: Tier, expected: u64, b: &Bitfield) -> Result<(), ConsistencyE
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClaimError {
     /// A window starting or reaching past the last block of its tier.
-    #[error("peer claims {tier:?} blocks past the end of the file (start {start}, {count} blocks)")]
+    #[error(
+        "peer claims {tier:?} blocks past the end of the file (start {start}, {count} blocks)"
+    )]
     PastEnd {
         /// Tier of the claim.
         tier: Tier,
@@ -422,7 +429,11 @@ impl TieredView {
             if self.partial.set(b3) {
                 newly.push(b3);
             }
-            let base = self.geo.unit_range(Tier::T3, b3).expect("parent exists").start;
+            let base = self
+                .geo
+                .unit_range(Tier::T3, b3)
+                .expect("parent exists")
+                .start;
             let w = self.window_mut(b3);
             w.set_range(units.start - base..units.end - base);
         }
@@ -449,7 +460,10 @@ impl TieredView {
                 count,
             });
         }
-        Ok(self.apply_refined(Tier::T1, unit, &bytes[..])?.first().copied())
+        Ok(self
+            .apply_refined(Tier::T1, unit, &bytes[..])?
+            .first()
+            .copied())
     }
 
     fn window_mut(&mut self, block: u64) -> &mut Bitfield {
@@ -465,7 +479,10 @@ impl TieredView {
                 .expect("non-empty");
             self.windows.swap_remove(lru);
         }
-        let len = self.geo.unit_range(Tier::T3, block).map_or(0, |r| r.end - r.start);
+        let len = self
+            .geo
+            .unit_range(Tier::T3, block)
+            .map_or(0, |r| r.end - r.start);
         self.windows.push(Window {
             block,
             bits: Bitfield::new(len),
@@ -491,7 +508,10 @@ impl TieredView {
 
     /// The refined window of T3 block `block`, if held (bit i = unit `block·512 + i`).
     pub fn window(&self, block: u64) -> Option<&Bitfield> {
-        self.windows.iter().find(|w| w.block == block).map(|w| &w.bits)
+        self.windows
+            .iter()
+            .find(|w| w.block == block)
+            .map(|w| &w.bits)
     }
 
     /// Forgets the refined window of `block` (it went stale).
@@ -536,7 +556,11 @@ impl TieredView {
         self.all.as_bytes().len()
             + self.partial.as_bytes().len()
             + self.windows.capacity() * core::mem::size_of::<Window>()
-            + self.windows.iter().map(|w| w.bits.as_bytes().len()).sum::<usize>()
+            + self
+                .windows
+                .iter()
+                .map(|w| w.bits.as_bytes().len())
+                .sum::<usize>()
     }
 }
 
@@ -668,8 +692,14 @@ mod tests {
     fn tiered_view_bounds_and_knowledge() {
         let geo = Geometry::new(3 * T3_SIZE - T1_SIZE).unwrap(); // 3 T3 blocks, 1535 units
         let mut v = TieredView::new(geo);
-        assert_eq!(v.apply_summary(0, &[0b1000_0000], &[0b0100_0000]).unwrap(), vec![0, 1]);
-        assert_eq!(v.apply_summary(0, &[0b1100_0000], &[]).unwrap(), Vec::<u64>::new());
+        assert_eq!(
+            v.apply_summary(0, &[0b1000_0000], &[0b0100_0000]).unwrap(),
+            vec![0, 1]
+        );
+        assert_eq!(
+            v.apply_summary(0, &[0b1100_0000], &[]).unwrap(),
+            Vec::<u64>::new()
+        );
         assert!(v.has_all(1) && !v.partial_bits().get(1));
         assert_eq!(v.knowledge(3), Knowledge::Has);
         assert_eq!(v.knowledge(600), Knowledge::Has);

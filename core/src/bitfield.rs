@@ -72,9 +72,9 @@ impl Bitfield {
 
     /// An all-one bitfield of `len` bits.
     pub fn full(len: u64) -> Self {
-        Bitfield {
-            bits: bitvec![u8, Msb0; 1; len as usize],
-        }
+        let mut bits = bitvec![u8, Msb0; 1; len as usize];
+        bits.set_uninitialized(false);
+        Bitfield { bits }
     }
 
     /// Decodes `len` bits from exactly `ceil(len / 8)` bytes whose spare bits are zero.
@@ -110,9 +110,9 @@ impl Bitfield {
                 bits: len,
             });
         }
-        Ok(Bitfield {
-            bits: bits[..len as usize].to_bitvec(),
-        })
+        let mut bits = bits[..len as usize].to_bitvec();
+        bits.set_uninitialized(false);
+        Ok(Bitfield { bits })
     }
 
     /// The encoding: `ceil(len / 8)` bytes, spare bits zero.
@@ -214,9 +214,12 @@ impl Bitfield {
     /// Copy of the bits in `start .. start + len` (clamped to the end) as a new bitfield.
     pub fn window(&self, start: u64, len: u64) -> Bitfield {
         let r = clamp(start..start.saturating_add(len), self.len());
-        Bitfield {
-            bits: self.bits[r].to_bitvec(),
-        }
+        let mut bits = self.bits[r].to_bitvec();
+        // `to_bitvec` keeps the slice's offset inside its first byte; the encoding must start
+        // at bit 0.
+        bits.force_align();
+        bits.set_uninitialized(false);
+        Bitfield { bits }
     }
 
     /// ORs `other` into this bitfield at offset `start`; bits that would land past the end are
@@ -238,6 +241,11 @@ mod tests {
 
     #[test]
     fn encoding_is_msb_first_with_zero_spare_bits() {
+        assert_eq!(Bitfield::full(10).as_bytes(), &[0xff, 0b1100_0000]);
+        assert_eq!(
+            Bitfield::full(20).window(3, 9).as_bytes(),
+            &[0xff, 0b1000_0000]
+        );
         let mut b = Bitfield::new(12);
         b.set(0);
         b.set(7);
@@ -307,6 +315,12 @@ mod tests {
             let back = Bitfield::from_bytes(b.as_bytes(), len).unwrap();
             prop_assert_eq!(&back, &b);
             let w = b.window(s, l);
+            // The window's encoding is its own bits from bit 0, spare bits zero.
+            let wl = w.len();
+            prop_assert_eq!(Bitfield::from_bytes(w.as_bytes(), wl).as_ref(), Ok(&w));
+            for i in 0..wl {
+                prop_assert_eq!(w.get(i), b.get(s + i));
+            }
             let mut c = Bitfield::new(len);
             c.merge_window(s, &w);
             prop_assert_eq!(c.iter_ones_in(0..len).collect::<Vec<_>>(), in_r);

@@ -4,9 +4,7 @@
 use core::time::Duration;
 
 /// Microseconds since an epoch chosen by the embedder.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(transparent)]
 pub struct Timestamp(pub u64);
 
@@ -26,7 +24,10 @@ impl Timestamp {
 
     /// This time plus `d`, saturating.
     pub fn add(self, d: Duration) -> Timestamp {
-        Timestamp(self.0.saturating_add(d.as_micros().min(u64::MAX as u128) as u64))
+        Timestamp(
+            self.0
+                .saturating_add(d.as_micros().min(u64::MAX as u128) as u64),
+        )
     }
 
     /// Time elapsed since `earlier` (zero if `earlier` is later).

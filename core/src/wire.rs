@@ -462,11 +462,10 @@ impl Message {
         }) as i32
     }
 
-    /// Encodes the payload message; returns its length.
+    /// Encodes the payload message.
     fn encode_payload(&self, out: &mut impl BufMut) {
-        match self.payload() {
-            Some(p) => p.encode_raw(out),
-            None => {}
+        if let Some(p) = self.payload() {
+            p.encode_raw(out);
         }
     }
 
@@ -500,24 +499,22 @@ impl Message {
             Message::Request { unit } | Message::Cancel { unit } => {
                 Payload::Request(proto::TransferRequestPayload { unit_index: *unit })
             }
-            Message::Transfer { unit, data, proof } => {
-                Payload::Transfer(proto::TransferPayload {
-                    unit_index: *unit,
-                    data: data.clone(),
-                    proof: proof.as_ref().map(|p| proto::BaoProof {
-                        leaf_start: p.leaf_start,
-                        leaf_count: p.leaf_count,
-                        proof: p
-                            .nodes
-                            .iter()
-                            .map(|(hash, level)| proto::BaoProofNode {
-                                hash: hash.clone(),
-                                level: *level,
-                            })
-                            .collect(),
-                    }),
-                })
-            }
+            Message::Transfer { unit, data, proof } => Payload::Transfer(proto::TransferPayload {
+                unit_index: *unit,
+                data: data.clone(),
+                proof: proof.as_ref().map(|p| proto::BaoProof {
+                    leaf_start: p.leaf_start,
+                    leaf_count: p.leaf_count,
+                    proof: p
+                        .nodes
+                        .iter()
+                        .map(|(hash, level)| proto::BaoProofNode {
+                            hash: hash.clone(),
+                            level: *level,
+                        })
+                        .collect(),
+                }),
+            }),
             Message::Reject { unit, reason } => Payload::Reject(proto::RejectPayload {
                 unit_index: *unit,
                 reason: reason.clone(),

@@ -54,6 +54,20 @@ impl fmt::Display for SimTime {
     }
 }
 
+/// The same instant as the core's timestamp (both are microseconds since the run's epoch).
+impl From<SimTime> for tierswarm_core::Timestamp {
+    fn from(t: SimTime) -> Self {
+        tierswarm_core::Timestamp::from_micros(t.0)
+    }
+}
+
+/// The same instant as a simulator time.
+impl From<tierswarm_core::Timestamp> for SimTime {
+    fn from(t: tierswarm_core::Timestamp) -> Self {
+        SimTime(t.as_micros())
+    }
+}
+
 impl std::ops::Add<Duration> for SimTime {
     type Output = SimTime;
 
@@ -91,6 +105,8 @@ mod tests {
         );
         assert_eq!(SimTime::from_micros(1_500_000).as_secs_f64(), 1.5);
         assert_eq!(SimTime::from_micros(12_000_250).to_string(), "12.000250s");
+        let core: tierswarm_core::Timestamp = SimTime::from_micros(9).into();
+        assert_eq!(SimTime::from(core), SimTime::from_micros(9));
         assert_eq!(
             SimTime::ZERO + Duration::from_micros(7),
             SimTime::from_micros(7)

@@ -1,14 +1,821 @@
-//! Runs a scenario: drives the protocol nodes over the simulated network.
+//! Runs a scenario: drives real `tierswarm-core` nodes over the simulated network.
+//!
+//! The engine is the nodes' embedder. It is a next-event loop: it pops the earliest event
+//! (a message arriving, a node's timer, a join, a crash), hands it to the node concerned, and
+//! executes the actions that come out — sends go onto the [`Network`], serves become unit
+//! payloads modelled by size, persists are kept as the node's last store (a crashed node restarts
+//! from exactly those bytes). Every random choice comes from the scenario seed through labelled
+//! sub-streams, so the same scenario, seed and strategy replay bit for bit.
 
-use crate::report::Report;
+use crate::bound::lower_bound;
+use crate::clock::SimTime;
+use crate::events::EventQueue;
+use crate::network::{Class, Network};
+use crate::perfetto;
+use crate::report::{CompletionStats, ExitReason, Report};
+use crate::rng::SimRng;
+use crate::scenario::{PeerSpec, Protocol, Role};
+use crate::svg::render_progress_svg;
 use crate::{RunOptions, Scenario, SimError};
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::{Duration, Instant};
+use tierswarm_core::node::{Action, Config, Event, Input, Node, PeerId};
+use tierswarm_core::wire::{Frame, Message, MessageKind};
+use tierswarm_core::{Geometry, LocalTiers, Tier};
 
-// TODO(lead): engine — replace this file with the event loop driving tierswarm-core nodes.
+/// Connections a joining peer asks the tracker for.
+pub const TRACKER_PEERS: usize = 30;
+/// Connections a peer accepts in all.
+pub const MAX_CONNECTIONS: usize = 60;
+/// How often a peer below its target asks the tracker again.
+const TRACKER_INTERVAL: Duration = Duration::from_secs(10);
+/// No unit completed anywhere for this long (with leechers left) is a stall.
+const STALL_AFTER: Duration = Duration::from_secs(600);
 
-/// Runs `scenario` with `opts` and returns its report.
-///
-/// Not implemented yet: always returns [`SimError::NotYetImplemented`].
+/// The content root the simulated swarm shares (payloads are modelled by size, so any value).
+const ROOT: [u8; 32] = [0x42; 32];
+
+#[derive(Debug)]
+enum Ev {
+    Join(usize),
+    Connected { conn: u64 },
+    Deliver { conn: u64, to: usize, from: usize, msg: Message },
+    Closed { conn: u64, to: usize, from: usize },
+    UnitSent { conn: u64, node: usize, to: usize, unit: u64 },
+    Local { node: usize, epoch: u32, input: LocalInput },
+    Timer { node: usize, epoch: u32, at: SimTime },
+    Tracker(usize),
+    Crash { group: usize, victims: u32, down_for: Duration },
+    Restart(usize),
+}
+
+#[derive(Debug)]
+enum LocalInput {
+    UnitComplete(u64),
+}
+
+struct Slot {
+    spec: PeerSpec,
+    node: Option<Node>,
+    /// Bumped on every crash: events for an older life are dropped.
+    epoch: u32,
+    store: Option<Bytes>,
+    timer: Option<SimTime>,
+    conns: BTreeMap<usize, u64>,
+    joined_at: Option<SimTime>,
+    complete_at: Option<SimTime>,
+    progress: Vec<(f64, f64)>,
+    last_percent: u64,
+    seed: u64,
+    /// Stats of earlier lives (before crashes).
+    carried: Carried,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Carried {
+    refine_requests: u64,
+    refine_timeouts: u64,
+    retries: u64,
+    duplicate_units: u64,
+    events: u64,
+}
+
+impl Carried {
+    fn add(&mut self, n: &Node) {
+        let s = n.stats();
+        self.refine_requests += s.refine_requests;
+        self.refine_timeouts += s.refine_timeouts;
+        self.retries += s.retries;
+        self.duplicate_units += s.duplicate_units;
+        self.events += s.events;
+    }
+}
+
+struct Engine<'a> {
+    scenario: &'a Scenario,
+    geo: Geometry,
+    now: SimTime,
+    queue: EventQueue<Ev>,
+    net: Network,
+    slots: Vec<Slot>,
+    /// Live connections: id → (a, b).
+    conns: BTreeMap<u64, (usize, usize)>,
+    next_conn: u64,
+    tracker_rng: SimRng,
+    messages: BTreeMap<String, u64>,
+    availability_bytes: u64,
+    data_bytes: u64,
+    hasher: blake3::Hasher,
+    trace: Option<std::io::BufWriter<std::fs::File>>,
+    trace_path: Option<std::path::PathBuf>,
+    tracing: bool,
+    last_progress: SimTime,
+    violation: Option<String>,
+    instants: Vec<perfetto::Instant>,
+    leechers_left: usize,
+    root: Bytes,
+}
+
+/// Runs `scenario` with `opts` and returns its report (whose exit code says how it ended).
 pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Report, SimError> {
-    let _ = (scenario, opts);
-    Err(SimError::NotYetImplemented)
+    let wall = Instant::now();
+    let seed = opts.effective_seed(scenario);
+    let root_rng = SimRng::new(seed);
+    let peers = scenario.peers(opts.strategy);
+    let net = Network::from_scenario(scenario, &peers, root_rng.derive("network"));
+    let mut node_seeds = root_rng.derive("nodes");
+    let trace = match &opts.trace {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(path).map_err(|source| SimError::Output {
+                flag: "--trace",
+                path: path.clone(),
+                source,
+            })?,
+        )),
+        None => None,
+    };
+    let geo = Geometry::new(scenario.file_size).map_err(|e| SimError::Output {
+        flag: "file_size",
+        path: Default::default(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()),
+    })?;
+    let slots: Vec<Slot> = peers
+        .iter()
+        .map(|spec| Slot {
+            spec: spec.clone(),
+            node: None,
+            epoch: 0,
+            store: None,
+            timer: None,
+            conns: BTreeMap::new(),
+            joined_at: None,
+            complete_at: None,
+            progress: Vec::new(),
+            last_percent: 0,
+            seed: node_seeds.u64(),
+            carried: Carried::default(),
+        })
+        .collect();
+    let leechers_left = peers.iter().filter(|p| p.role == Role::Leecher).count();
+    let mut e = Engine {
+        scenario,
+        geo,
+        now: SimTime::ZERO,
+        queue: EventQueue::new(),
+        net,
+        slots,
+        conns: BTreeMap::new(),
+        next_conn: 1,
+        tracker_rng: root_rng.derive("tracker"),
+        messages: BTreeMap::new(),
+        availability_bytes: 0,
+        data_bytes: 0,
+        hasher: blake3::Hasher::new(),
+        tracing: trace.is_some(),
+        trace,
+        trace_path: opts.trace.clone(),
+        last_progress: SimTime::ZERO,
+        violation: None,
+        instants: Vec::new(),
+        leechers_left,
+        root: Bytes::from_static(&ROOT),
+    };
+    for p in &peers {
+        e.queue.push(SimTime::from_duration(p.join_at), Ev::Join(p.id));
+    }
+    let mut crash_rng = root_rng.derive("crash");
+    for c in &scenario.faults.crashes {
+        let count = scenario.groups[c.group].count;
+        let victims = c.victims(count);
+        // Draw now so that the victims do not depend on anything that happens in the run.
+        let _ = crash_rng.u64();
+        e.queue.push(
+            SimTime::from_duration(c.at),
+            Ev::Crash {
+                group: c.group,
+                victims,
+                down_for: c.down_for,
+            },
+        );
+    }
+    let reason = e.run_loop(crash_rng);
+    e.finish(opts, seed, reason, wall)
+}
+
+impl Engine<'_> {
+    fn run_loop(&mut self, mut crash_rng: SimRng) -> ExitReason {
+        let limit = SimTime::from_duration(self.scenario.time_limit);
+        while let Some((t, ev)) = self.queue.pop() {
+            if t > limit {
+                self.now = limit;
+                return ExitReason::TimeLimit;
+            }
+            if let Ok(v) = std::env::var("SIMDBG") {
+                let (n, at): (usize, u64) = {
+                    let mut it = v.split(':');
+                    (it.next().unwrap().parse().unwrap(), it.next().unwrap().parse().unwrap())
+                };
+                if self.now.as_micros() < at && t.as_micros() >= at {
+                    if let Some(node) = &self.slots[n].node {
+                        eprintln!("node {n} at {at}: has {} stats {:?}", node.local().units_present(), node.stats());
+                        let d = format!("{node:?}"); if let Some(i) = d.find("requests: {") { eprintln!("REQ {}", &d[i..(i+600).min(d.len())]); } if let Some(i) = d.find("verifying:") { eprintln!("VER {}", &d[i..(i+300).min(d.len())]); }
+                        for (id, p) in node.peers() {
+                            eprintln!("  peer {id}: {:?}", p);
+                        }
+                    }
+                }
+            }
+            self.now = t;
+            self.dispatch(ev, &mut crash_rng);
+            if let Some(v) = &self.violation {
+                return ExitReason::Invariant(v.clone());
+            }
+            if self.leechers_left == 0 {
+                return ExitReason::Complete;
+            }
+            if self.now.micros_since(self.last_progress) > STALL_AFTER.as_micros() as u64 {
+                return ExitReason::Stalled;
+            }
+        }
+        ExitReason::Stalled
+    }
+
+    fn dispatch(&mut self, ev: Ev, crash_rng: &mut SimRng) {
+        match ev {
+            Ev::Join(i) => self.join(i),
+            Ev::Connected { conn } => {
+                if let Some(&(a, b)) = self.conns.get(&conn) {
+                    self.input(a, Input::PeerConnected { peer: PeerId(b as u64) });
+                    self.input(b, Input::PeerConnected { peer: PeerId(a as u64) });
+                }
+            }
+            Ev::Deliver { conn, to, from, msg } => {
+                if self.conns.contains_key(&conn) {
+                    let frame = Frame {
+                        info_hash: self.root.clone(),
+                        msg,
+                    };
+                    self.input(
+                        to,
+                        Input::PeerFrame {
+                            peer: PeerId(from as u64),
+                            frame,
+                        },
+                    );
+                }
+            }
+            Ev::Closed { conn, to, from } => {
+                // Only if `to` has not already reconnected to `from` on a newer connection.
+                if self.slots[to].conns.get(&from) == Some(&conn) {
+                    self.slots[to].conns.remove(&from);
+                    self.input(to, Input::PeerDisconnected { peer: PeerId(from as u64) });
+                }
+            }
+            Ev::UnitSent { conn, node, to, unit } => {
+                if self.conns.contains_key(&conn) {
+                    self.input(node, Input::UnitSent { peer: PeerId(to as u64), unit });
+                }
+            }
+            Ev::Local { node, epoch, input } => {
+                if self.slots[node].epoch == epoch {
+                    let LocalInput::UnitComplete(unit) = input;
+                    self.input(node, Input::UnitComplete { unit });
+                }
+            }
+            Ev::Timer { node, epoch, at } => {
+                let slot = &mut self.slots[node];
+                if slot.epoch == epoch && slot.timer == Some(at) {
+                    slot.timer = None;
+                    if let Some(n) = slot.node.as_mut() {
+                        n.handle_timeout(at.into());
+                    }
+                    self.after(node);
+                }
+            }
+            Ev::Tracker(i) => {
+                if self.slots[i].node.is_some() {
+                    self.connect_more(i);
+                    self.queue.push(self.now + TRACKER_INTERVAL, Ev::Tracker(i));
+                }
+            }
+            Ev::Crash {
+                group,
+                victims,
+                down_for,
+            } => {
+                let members: Vec<usize> = self
+                    .slots
+                    .iter()
+                    .filter(|s| s.spec.group == group)
+                    .map(|s| s.spec.id)
+                    .collect();
+                let picks = crash_rng.sample(members.len(), victims as usize);
+                for k in picks {
+                    let i = members[k];
+                    self.crash(i);
+                    self.queue.push(self.now + down_for, Ev::Restart(i));
+                }
+            }
+            Ev::Restart(i) => self.restart(i),
+        }
+    }
+
+    fn config(&self, i: usize) -> Config {
+        let s = &self.slots[i];
+        let mut c = Config::new(ROOT, self.geo.file_len(), &format!("peer{i}"));
+        c.hierarchical = s.spec.protocol == Protocol::Hierarchical;
+        c.seed = s.seed;
+        c.trace = self.tracing;
+        c
+    }
+
+    fn join(&mut self, i: usize) {
+        let local = match self.slots[i].spec.role {
+            Role::Seeder => LocalTiers::full(self.geo),
+            Role::Leecher => LocalTiers::new(self.geo),
+        };
+        let node = Node::new(self.config(i), local, self.now.into());
+        self.slots[i].node = Some(node);
+        self.slots[i].joined_at = Some(self.now);
+        self.note_progress(i);
+        self.connect_more(i);
+        self.queue.push(self.now + TRACKER_INTERVAL, Ev::Tracker(i));
+        self.after(i);
+    }
+
+    /// The tracker: up to [`TRACKER_PEERS`] random live peers this one is not connected to.
+    fn connect_more(&mut self, i: usize) {
+        let want = TRACKER_PEERS.saturating_sub(self.slots[i].conns.len());
+        if want == 0 {
+            return;
+        }
+        let live: Vec<usize> = self
+            .slots
+            .iter()
+            .filter(|s| {
+                s.spec.id != i
+                    && s.node.is_some()
+                    && !self.slots[i].conns.contains_key(&s.spec.id)
+                    && s.conns.len() < MAX_CONNECTIONS
+            })
+            .map(|s| s.spec.id)
+            .collect();
+        let picks = self.tracker_rng.sample(live.len(), want.min(live.len()));
+        for k in picks {
+            let j = live[k];
+            let conn = self.next_conn;
+            self.next_conn += 1;
+            self.conns.insert(conn, (i, j));
+            self.slots[i].conns.insert(j, conn);
+            self.slots[j].conns.insert(i, conn);
+            let rtt = self.slots[i].spec.latency + self.slots[j].spec.latency;
+            self.queue.push(self.now + rtt, Ev::Connected { conn });
+        }
+    }
+
+    fn crash(&mut self, i: usize) {
+        let Some(node) = self.slots[i].node.take() else {
+            return;
+        };
+        self.slots[i].carried.add(&node);
+        self.slots[i].epoch += 1;
+        self.slots[i].timer = None;
+        self.net.reset_peer(i, self.now);
+        let conns: Vec<(usize, u64)> =
+            self.slots[i].conns.iter().map(|(j, c)| (*j, *c)).collect();
+        for (j, conn) in conns {
+            self.close(conn, i, j);
+        }
+        self.instants.push(perfetto::Instant {
+            peer: i,
+            name: "crash".into(),
+            at_us: self.now.as_micros(),
+        });
+    }
+
+    fn restart(&mut self, i: usize) {
+        if self.slots[i].node.is_some() {
+            return;
+        }
+        let cfg = self.config(i);
+        let node = match (&self.slots[i].store, self.slots[i].spec.role) {
+            (Some(store), _) => match Node::from_store(cfg.clone(), store, self.now.into()) {
+                Ok((n, _)) => n,
+                Err(e) => {
+                    self.violation = Some(format!("peer {i} cannot load its own store: {e}"));
+                    return;
+                }
+            },
+            (None, Role::Seeder) => Node::new(cfg, LocalTiers::full(self.geo), self.now.into()),
+            (None, Role::Leecher) => Node::new(cfg, LocalTiers::new(self.geo), self.now.into()),
+        };
+        self.slots[i].node = Some(node);
+        self.instants.push(perfetto::Instant {
+            peer: i,
+            name: "restart".into(),
+            at_us: self.now.as_micros(),
+        });
+        self.connect_more(i);
+        self.queue.push(self.now + TRACKER_INTERVAL, Ev::Tracker(i));
+        self.after(i);
+    }
+
+    /// Closes connection `conn` from `i`'s side: `j` learns after the path latency.
+    fn close(&mut self, conn: u64, i: usize, j: usize) {
+        if self.conns.remove(&conn).is_none() {
+            return;
+        }
+        self.slots[i].conns.remove(&j);
+        let lat = self.slots[i].spec.latency + self.slots[j].spec.latency;
+        self.queue.push(self.now + lat, Ev::Closed { conn, to: j, from: i });
+    }
+
+    fn input(&mut self, i: usize, input: Input) {
+        let Some(n) = self.slots[i].node.as_mut() else {
+            return;
+        };
+        n.handle_input(self.now.into(), input);
+        self.after(i);
+    }
+
+    /// Executes node `i`'s actions, checks its invariants and re-arms its timer.
+    fn after(&mut self, i: usize) {
+        loop {
+            let Some(action) = self.slots[i].node.as_mut().and_then(|n| n.poll_action()) else {
+                break;
+            };
+            self.execute(i, action);
+        }
+        let epoch = self.slots[i].epoch;
+        let Some(n) = self.slots[i].node.as_ref() else {
+            return;
+        };
+        let s = n.stats();
+        let l = &n.config().limits;
+        if s.in_flight_requests > l.max_requests || s.in_flight_refines > l.max_refines {
+            self.violation = Some(format!(
+                "peer {i} exceeds its caps: {} requests, {} refinements in flight",
+                s.in_flight_requests, s.in_flight_refines
+            ));
+        }
+        if let Some(t) = n.poll_timeout() {
+            let at = SimTime::from(t).max(self.now);
+            let slot = &mut self.slots[i];
+            if slot.timer.is_none_or(|cur| at < cur) {
+                slot.timer = Some(at);
+                self.queue.push(at, Ev::Timer { node: i, epoch, at });
+            }
+        }
+    }
+
+    fn count(&mut self, kind: MessageKind, bytes: u64) {
+        *self.messages.entry(kind.name().to_string()).or_default() += 1;
+        if kind.is_availability() {
+            self.availability_bytes += bytes;
+        }
+    }
+
+    fn execute(&mut self, i: usize, action: Action) {
+        match action {
+            Action::Send { peer, msg } => {
+                let j = peer.0 as usize;
+                let bytes = msg.frame_len() as u64;
+                self.count(msg.kind(), bytes);
+                if let Message::Handshake {
+                    capabilities: Some(_),
+                    ..
+                } = &msg
+                {
+                    // Capability fields: version (2), max tier (2), flag (2).
+                    self.availability_bytes += 6;
+                }
+                self.hash_send(i, j, &msg);
+                let Some(&conn) = self.slots[i].conns.get(&j) else {
+                    return;
+                };
+                if !self.conns.contains_key(&conn) {
+                    return;
+                }
+                let d = self.net.send(self.now, i, j, bytes, Class::Control);
+                for t in d.times {
+                    self.queue.push(
+                        t,
+                        Ev::Deliver {
+                            conn,
+                            to: j,
+                            from: i,
+                            msg: msg.clone(),
+                        },
+                    );
+                }
+            }
+            Action::Serve { peer, unit } => {
+                let j = peer.0 as usize;
+                let holds = self.slots[i]
+                    .node
+                    .as_ref()
+                    .is_some_and(|n| n.local().has_at_tier(Tier::T1, unit));
+                if !holds {
+                    self.violation = Some(format!("peer {i} served unit {unit} it lacks"));
+                    return;
+                }
+                let msg = Message::Transfer {
+                    unit,
+                    data: Bytes::new(),
+                    proof: None,
+                };
+                // Payload and a proof of ~log2(units) chaining values, modelled by size.
+                let proof = 40 * (64 - self.geo.units().leading_zeros() as u64);
+                let bytes = msg.frame_len() as u64 + self.geo.unit_len(unit) + proof;
+                self.count(MessageKind::Transfer, 0);
+                self.data_bytes += bytes;
+                self.hash_send(i, j, &msg);
+                let Some(&conn) = self.slots[i].conns.get(&j) else {
+                    return;
+                };
+                let d = self.net.send(self.now, i, j, bytes, Class::Bulk);
+                self.queue.push(
+                    d.left_sender.max(self.now),
+                    Ev::UnitSent {
+                        conn,
+                        node: i,
+                        to: j,
+                        unit,
+                    },
+                );
+                for t in d.times {
+                    self.queue.push(
+                        t,
+                        Ev::Deliver {
+                            conn,
+                            to: j,
+                            from: i,
+                            msg: msg.clone(),
+                        },
+                    );
+                }
+            }
+            Action::StoreUnit { unit, .. } => {
+                // Verification is instant here (payloads are modelled by size).
+                let epoch = self.slots[i].epoch;
+                self.queue.push(
+                    self.now,
+                    Ev::Local {
+                        node: i,
+                        epoch,
+                        input: LocalInput::UnitComplete(unit),
+                    },
+                );
+            }
+            Action::Disconnect { peer, .. } => {
+                let j = peer.0 as usize;
+                if let Some(&conn) = self.slots[i].conns.get(&j) {
+                    self.close(conn, i, j);
+                }
+            }
+            Action::Persist { store } => self.slots[i].store = Some(store),
+            Action::Event(ev) => match ev {
+                Event::Progress { .. } => {
+                    self.last_progress = self.now;
+                    self.note_progress(i);
+                }
+                Event::Complete => {
+                    let s = &mut self.slots[i];
+                    if s.spec.role == Role::Leecher && s.complete_at.is_none() {
+                        s.complete_at = Some(self.now);
+                        self.leechers_left -= 1;
+                    }
+                }
+                Event::PeerReady { .. } | Event::Drained => {}
+            },
+            Action::Trace(rec) => {
+                let json = rec.to_json_line();
+                let line = format!("{{\"node\":{i},{}\n", &json[1..]);
+                self.hasher.update(line.as_bytes());
+                if let Some(w) = self.trace.as_mut() {
+                    if w.write_all(line.as_bytes()).is_err() {
+                        self.violation = Some("cannot write the trace file".into());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Without a trace file, the trace hash digests every message sent (time, ends, kind, unit).
+    fn hash_send(&mut self, i: usize, j: usize, msg: &Message) {
+        if self.tracing {
+            return;
+        }
+        let unit = match msg {
+            Message::Have { unit }
+            | Message::Request { unit }
+            | Message::Transfer { unit, .. }
+            | Message::Reject { unit, .. }
+            | Message::Cancel { unit } => *unit,
+            Message::RefineRequest { index, .. } => *index,
+            _ => u64::MAX,
+        };
+        let mut rec = [0u8; 33];
+        rec[..8].copy_from_slice(&self.now.as_micros().to_le_bytes());
+        rec[8..16].copy_from_slice(&(i as u64).to_le_bytes());
+        rec[16..24].copy_from_slice(&(j as u64).to_le_bytes());
+        rec[24..32].copy_from_slice(&unit.to_le_bytes());
+        rec[32] = msg.kind() as u8;
+        self.hasher.update(&rec);
+    }
+
+    fn note_progress(&mut self, i: usize) {
+        let total = self.geo.units().max(1);
+        let s = &mut self.slots[i];
+        if s.spec.role != Role::Leecher {
+            return;
+        }
+        let have = s.node.as_ref().map_or(0, |n| n.local().units_present());
+        let percent = have * 100 / total;
+        if percent != s.last_percent || s.progress.is_empty() {
+            s.last_percent = percent;
+            s.progress
+                .push((self.now.as_secs_f64(), have as f64 / total as f64));
+        }
+    }
+
+    fn finish(
+        mut self,
+        opts: &RunOptions,
+        seed: u64,
+        reason: ExitReason,
+        wall: Instant,
+    ) -> Result<Report, SimError> {
+        if let Some(mut w) = self.trace.take() {
+            w.flush().map_err(|source| SimError::Output {
+                flag: "--trace",
+                path: self.trace_path.clone().unwrap_or_default(),
+                source,
+            })?;
+        }
+        let peers: Vec<PeerSpec> = self.slots.iter().map(|s| s.spec.clone()).collect();
+        let bound_s = lower_bound(self.scenario.file_size, &peers);
+        let mut totals = Carried::default();
+        for s in &self.slots {
+            let mut c = s.carried;
+            if let Some(n) = &s.node {
+                c.add(n);
+            }
+            totals.refine_requests += c.refine_requests;
+            totals.refine_timeouts += c.refine_timeouts;
+            totals.retries += c.retries;
+            totals.duplicate_units += c.duplicate_units;
+            totals.events += c.events;
+        }
+        let leechers: Vec<&Slot> = self
+            .slots
+            .iter()
+            .filter(|s| s.spec.role == Role::Leecher)
+            .collect();
+        let times: Vec<f64> = leechers
+            .iter()
+            .filter_map(|s| {
+                let done = s.complete_at?;
+                let joined = SimTime::from_duration(s.spec.join_at);
+                Some(done.as_secs_f64() - joined.as_secs_f64())
+            })
+            .collect();
+        let first_join = peers
+            .iter()
+            .map(|p| p.join_at)
+            .min()
+            .map_or(0.0, |d| d.as_secs_f64());
+        let last = if reason == ExitReason::Complete {
+            leechers
+                .iter()
+                .filter_map(|s| s.complete_at)
+                .max()
+                .unwrap_or(self.now)
+        } else {
+            self.now
+        };
+        let makespan_s = (last.as_secs_f64() - first_join).max(0.0);
+        if let Some(path) = &opts.svg {
+            let series: Vec<(String, Vec<(f64, f64)>)> = leechers
+                .iter()
+                .map(|s| (format!("peer{}", s.spec.id), s.progress.clone()))
+                .collect();
+            let svg = render_progress_svg(&series, bound_s, makespan_s);
+            std::fs::write(path, svg).map_err(|source| SimError::Output {
+                flag: "--svg",
+                path: path.clone(),
+                source,
+            })?;
+        }
+        if let Some(path) = &opts.perfetto {
+            let names: Vec<String> = self
+                .slots
+                .iter()
+                .map(|s| format!("{} {}", self.scenario.groups[s.spec.group].name, s.spec.id))
+                .collect();
+            let spans: Vec<perfetto::Span> = self
+                .slots
+                .iter()
+                .filter_map(|s| {
+                    let start = s.joined_at?;
+                    let end = s.complete_at.unwrap_or(self.now);
+                    Some(perfetto::Span {
+                        peer: s.spec.id,
+                        track: 0,
+                        name: if s.complete_at.is_some() {
+                            "download".into()
+                        } else {
+                            "incomplete".into()
+                        },
+                        start_us: start.as_micros(),
+                        dur_us: end.micros_since(start),
+                    })
+                })
+                .collect();
+            let json = perfetto::render(&names, &spans, &self.instants);
+            std::fs::write(path, json).map_err(|source| SimError::Output {
+                flag: "--perfetto",
+                path: path.clone(),
+                source,
+            })?;
+        }
+        let completed = times.len() as u64;
+        Ok(Report {
+            scenario: self.scenario.name.clone(),
+            seed,
+            strategy: opts.strategy,
+            file_bytes: self.scenario.file_size,
+            leechers: leechers.len() as u64,
+            seeders: (self.slots.len() - leechers.len()) as u64,
+            completed,
+            all_complete: completed == leechers.len() as u64,
+            completion_s: CompletionStats::of(&times),
+            makespan_s,
+            bound_s,
+            efficiency: if makespan_s > 0.0 {
+                bound_s / makespan_s
+            } else {
+                0.0
+            },
+            availability_bytes: self.availability_bytes,
+            data_bytes: self.data_bytes,
+            messages: std::mem::take(&mut self.messages),
+            refine_requests: totals.refine_requests,
+            refine_timeouts: totals.refine_timeouts,
+            retries: totals.retries,
+            duplicate_units: totals.duplicate_units,
+            events: totals.events,
+            wall_s: wall.elapsed().as_secs_f64(),
+            trace_hash: self.hasher.finalize().to_hex().to_string(),
+            exit_reason: reason,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SMALL: &str = r#"
+name = "tiny"
+file_size = "8MiB"
+seed = 5
+time_limit = "10m"
+[[group]]
+name = "seed"
+count = 1
+role = "seeder"
+upload = "50Mbit/s"
+download = "50Mbit/s"
+latency = "10ms"
+[[group]]
+name = "crowd"
+count = 4
+role = "leecher"
+upload = "20Mbit/s"
+download = "100Mbit/s"
+latency = "20ms"
+"#;
+
+    #[test]
+    fn tiny_swarm_completes_and_replays() {
+        let s = Scenario::from_toml(SMALL).unwrap();
+        let a = run(&s, &RunOptions::default()).unwrap();
+        assert_eq!(a.exit_reason, ExitReason::Complete, "{}", a.summary());
+        assert!(a.all_complete && a.completed == 4);
+        assert!(a.efficiency > 0.0 && a.efficiency <= 1.0 + 1e-9);
+        let b = run(&s, &RunOptions::default()).unwrap();
+        assert_eq!(a.trace_hash, b.trace_hash);
+        let c = run(
+            &s,
+            &RunOptions {
+                seed: Some(6),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_ne!(a.trace_hash, c.trace_hash);
+    }
 }

@@ -144,15 +144,18 @@ pub struct Delivery {
     pub duplicated: bool,
     /// Whether an extra reordering delay was added.
     pub reordered: bool,
+    /// When the last byte left the sender's uplink (the send time when nothing was sent).
+    pub left_sender: SimTime,
 }
 
 impl Delivery {
-    fn dropped(fate: Fate) -> Delivery {
+    fn dropped(fate: Fate, left_sender: SimTime) -> Delivery {
         Delivery {
             times: Vec::new(),
             fate,
             duplicated: false,
             reordered: false,
+            left_sender,
         }
     }
 }
@@ -347,7 +350,7 @@ impl Network {
         let extra_draw = self.rng.u64();
 
         let (Some(&src), Some(&dst)) = (self.links.get(from), self.links.get(to)) else {
-            return Delivery::dropped(Fate::NoSuchPeer);
+            return Delivery::dropped(Fate::NoSuchPeer, now);
         };
         let counters = self.counters.entry((from, to)).or_default();
         counters.messages += 1;
@@ -360,7 +363,7 @@ impl Network {
             .any(|w| w.blocks(now, src.group, dst.group))
         {
             counters.partitioned += 1;
-            return Delivery::dropped(Fate::Partitioned);
+            return Delivery::dropped(Fate::Partitioned, now);
         }
         let now_us = now.as_micros();
         let uplink = &mut self.uplinks[from];
@@ -368,7 +371,7 @@ impl Network {
         let sent = uplink.transmit(now_us, bytes, class);
         if lose {
             counters.lost += 1;
-            return Delivery::dropped(Fate::Lost);
+            return Delivery::dropped(Fate::Lost, SimTime::from_micros(sent));
         }
         let path = src.latency_us.saturating_add(dst.latency_us);
         let arrival = sent.saturating_add(path);
@@ -396,6 +399,7 @@ impl Network {
             fate: Fate::Delivered,
             duplicated: duplicate,
             reordered: reorder,
+            left_sender: SimTime::from_micros(sent),
         }
     }
 

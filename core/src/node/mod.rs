@@ -56,8 +56,8 @@ use crate::availability::{LocalTiers, PeerView};
 use crate::bitfield::Bitfield;
 use crate::rarity::Rarity;
 use crate::store::{LoadNotes, StoreError, StoreState};
-use crate::time::Timestamp;
 use crate::tiers::{Geometry, Tier, TierError, T1_SIZE};
+use crate::time::Timestamp;
 use crate::timers::TimerQueue;
 use crate::trace::{Record, Stamped};
 use crate::wire::{Capabilities, Frame, Message, MessageKind, Proof};
@@ -98,6 +98,8 @@ pub struct Limits {
     pub max_rto: Duration,
     /// Consecutive request timeouts after which a peer is dropped as unresponsive.
     pub max_consecutive_timeouts: u32,
+    /// How long a unit a peer rejected is not asked of that peer again.
+    pub reject_backoff: Duration,
     /// T3 blocks downloaded from one peer at once (hysteresis).
     pub max_current_blocks: usize,
     /// Candidate blocks or units examined per decision before falling back to a bounded scan.
@@ -122,6 +124,9 @@ pub struct Limits {
     pub keepalive: Duration,
     /// Coalescing delay for availability deltas under backpressure.
     pub batch_delay: Duration,
+    /// Coalescing delay for the T1 deltas pushed to subscribers of a block: one window message
+    /// per block and subscriber per interval instead of one HAVE per unit.
+    pub push_interval: Duration,
 }
 
 impl Default for Limits {
@@ -136,11 +141,12 @@ impl Default for Limits {
             max_refines: 64,
             refine_retries: 3,
             refine_backoff: Duration::from_millis(500),
-            refine_ttl: Duration::from_secs(2),
+            refine_ttl: Duration::from_secs(10),
             initial_rto: Duration::from_secs(5),
             min_rto: Duration::from_millis(500),
             max_rto: Duration::from_secs(60),
             max_consecutive_timeouts: 8,
+            reject_backoff: Duration::from_secs(2),
             max_current_blocks: 4,
             max_probes: 64,
             endgame_duplicates: 2,
@@ -153,6 +159,7 @@ impl Default for Limits {
             summary_refresh: Duration::from_secs(30),
             keepalive: Duration::from_secs(30),
             batch_delay: Duration::from_millis(500),
+            push_interval: Duration::from_millis(500),
         }
     }
 }
@@ -470,6 +477,7 @@ enum Timer {
     SummaryRefresh,
     KeepAlive,
     FlushDeltas,
+    FlushPushes,
 }
 
 /// Output priority classes: control is never starved by bulk data.
@@ -511,6 +519,9 @@ pub struct Node {
     serve_rr: PeerId,
     pending_deltas: BTreeSet<u64>,
     deltas_armed: bool,
+    /// Units completed since the last push, per T3 block: `(first, last)`.
+    pending_pushes: BTreeMap<u64, (u64, u64)>,
+    pushes_armed: bool,
     unpersisted: u64,
     persist_armed: bool,
     pressure: Backpressure,
@@ -568,6 +579,8 @@ impl Node {
             serve_rr: PeerId(0),
             pending_deltas: BTreeSet::new(),
             deltas_armed: false,
+            pending_pushes: BTreeMap::new(),
+            pushes_armed: false,
             unpersisted: 0,
             persist_armed: false,
             pressure: Backpressure::None,
@@ -581,8 +594,10 @@ impl Node {
                 node.rarity3.park(b);
             }
         }
-        node.timers
-            .push(now.add(node.cfg.limits.summary_refresh), Timer::SummaryRefresh);
+        node.timers.push(
+            now.add(node.cfg.limits.summary_refresh),
+            Timer::SummaryRefresh,
+        );
         node.timers
             .push(now.add(node.cfg.limits.keepalive), Timer::KeepAlive);
         Ok(node)
@@ -632,6 +647,11 @@ impl Node {
     /// Heap bytes held for one peer, if connected.
     pub fn peer_heap_bytes(&self, peer: PeerId) -> Option<usize> {
         self.peers.get(&peer).map(|p| p.heap_bytes())
+    }
+
+    /// What we know `peer` holds (None before its handshake or when unknown).
+    pub fn peer_view(&self, peer: PeerId) -> Option<&PeerView> {
+        self.peers.get(&peer).and_then(|p| p.view.as_ref())
     }
 
     /// Connected peers.
@@ -704,8 +724,10 @@ impl Node {
             self.flush_deltas();
         } else if !self.pending_deltas.is_empty() && !self.deltas_armed {
             self.deltas_armed = true;
-            self.timers
-                .push(self.now.add(self.cfg.limits.batch_delay), Timer::FlushDeltas);
+            self.timers.push(
+                self.now.add(self.cfg.limits.batch_delay),
+                Timer::FlushDeltas,
+            );
         }
         if self.draining && !self.drained && self.active_requests == 0 && self.verifying.is_empty()
         {
@@ -715,7 +737,11 @@ impl Node {
         }
         self.stats.in_flight_requests = self.active_requests;
         self.stats.in_flight_refines = self.active_refines;
-        self.stats.queued_serves = self.peers.values().map(|p| p.serve_queue.len() as u64).sum();
+        self.stats.queued_serves = self
+            .peers
+            .values()
+            .map(|p| p.serve_queue.len() as u64)
+            .sum();
     }
 
     // ---- output -------------------------------------------------------------------------
@@ -882,7 +908,11 @@ impl Node {
         let Some(p) = self.peers.get(&peer) else {
             return;
         };
-        *self.stats.received.entry(frame.msg.kind().name()).or_default() += 1;
+        *self
+            .stats
+            .received
+            .entry(frame.msg.kind().name())
+            .or_default() += 1;
         if !frame.info_hash.is_empty() && frame.info_hash[..] != self.cfg.info_hash[..] {
             return self.disconnect(peer, "frame for another info hash");
         }
@@ -943,8 +973,7 @@ impl Node {
     }
 
     fn on_handshake(&mut self, peer: PeerId, peer_id: String, caps: Option<Capabilities>) {
-        let capable =
-            self.cfg.hierarchical && caps.is_some_and(|c| c.max_tier_supported >= 3);
+        let capable = self.cfg.hierarchical && caps.is_some_and(|c| c.max_tier_supported >= 3);
         let geo = self.geo;
         let p = self.peers.get_mut(&peer).expect("present");
         p.state = Lifecycle::Ready { capable };
@@ -1124,7 +1153,8 @@ impl Node {
             self.stats.late_refines += 1;
         }
         if let Some(reason) = reject {
-            p.refine_backoff.push((r.block, now.add(limits.refine_backoff * 4)));
+            p.refine_backoff
+                .push((r.block, now.add(limits.refine_backoff * 4)));
             self.trace(Record::Rejected {
                 peer,
                 unit: r.block,
@@ -1227,7 +1257,10 @@ impl Node {
         while self.serving_total < total {
             let after = self
                 .peers
-                .range((core::ops::Bound::Excluded(self.serve_rr), core::ops::Bound::Unbounded))
+                .range((
+                    core::ops::Bound::Excluded(self.serve_rr),
+                    core::ops::Bound::Unbounded,
+                ))
                 .chain(self.peers.range(..=self.serve_rr))
                 .find(|(_, p)| !p.serve_queue.is_empty() && p.serving < per_peer)
                 .map(|(id, _)| *id);
@@ -1254,6 +1287,7 @@ impl Node {
         let len = self.geo.unit_len(unit);
         let p = self.peers.get_mut(&peer).expect("present");
         p.owed -= 1;
+        p.last_answer_at = Some(now);
         let late = r.state != ReqState::Active;
         if !late {
             p.active -= 1;
@@ -1306,15 +1340,22 @@ impl Node {
         let Some(r) = self.requests.remove(&(unit, peer)) else {
             return self.disconnect(peer, "protocol: reject nobody asked for");
         };
+        let now = self.now;
         let p = self.peers.get_mut(&peer).expect("present");
         p.owed -= 1;
+        p.last_answer_at = Some(now);
         if r.state == ReqState::Active {
             p.active -= 1;
             self.active_requests -= 1;
-            if p.rejected.len() >= 4096 {
-                p.rejected.clear();
+            if p.rejected.len() >= peer::MAX_REJECTED {
+                p.rejected.retain(|_, until| *until > now);
+                if p.rejected.len() >= peer::MAX_REJECTED {
+                    p.rejected.pop_first();
+                }
             }
-            p.rejected.insert(unit);
+            p.rejected.insert(unit, now.add(self.cfg.limits.reject_backoff));
+            self.timers
+                .push(now.add(self.cfg.limits.reject_backoff), Timer::Wake(peer));
             self.stats.retries += 1;
             self.unclaim_if_free(unit);
             self.trace(Record::Rejected { peer, unit, reason });
@@ -1346,19 +1387,29 @@ impl Node {
         for (id, p) in self.peers.iter_mut() {
             match p.state {
                 Lifecycle::Ready { capable: false } => haves.push(*id),
-                Lifecycle::Ready { capable: true } => {
-                    if promo.t3 == Some(b3) {
-                        p.subscriptions.retain(|&b| b != b3);
-                    } else if p.subscriptions.contains(&b3) && self.pressure < Backpressure::Batch
-                    {
-                        haves.push(*id);
-                    }
+                Lifecycle::Ready { capable: true } if promo.t3 == Some(b3) => {
+                    p.subscriptions.retain(|&b| b != b3);
                 }
-                Lifecycle::Unconfirmed => {}
+                _ => {}
             }
         }
         for id in haves {
             self.send(id, Message::Have { unit });
+        }
+        if promo.t3 == Some(b3) {
+            // The T3 delta tells everyone; subscriptions to the block have lapsed.
+            self.pending_pushes.remove(&b3);
+        } else {
+            let e = self.pending_pushes.entry(b3).or_insert((unit, unit));
+            *e = (e.0.min(unit), e.1.max(unit));
+            if !self.pushes_armed {
+                self.pushes_armed = true;
+                let delay = match self.pressure {
+                    Backpressure::None | Backpressure::Throttle => self.cfg.limits.push_interval,
+                    _ => self.cfg.limits.push_interval * 4,
+                };
+                self.timers.push(self.now.add(delay), Timer::FlushPushes);
+            }
         }
         if promo.t3_started.is_some() || promo.t3.is_some() {
             self.pending_deltas.insert(b3);
@@ -1378,8 +1429,10 @@ impl Node {
             self.persist();
         } else if !self.persist_armed {
             self.persist_armed = true;
-            self.timers
-                .push(self.now.add(self.cfg.limits.persist_interval), Timer::Persist);
+            self.timers.push(
+                self.now.add(self.cfg.limits.persist_interval),
+                Timer::Persist,
+            );
         }
     }
 
@@ -1430,7 +1483,10 @@ impl Node {
             }
         }
         for (start, len) in runs {
-            let s = self.local.summary(Tier::T3, start, len).expect("blocks exist");
+            let s = self
+                .local
+                .summary(Tier::T3, start, len)
+                .expect("blocks exist");
             let (all, partial) = (
                 Bytes::copy_from_slice(s.all.as_bytes()),
                 Bytes::copy_from_slice(s.partial.as_bytes()),
@@ -1443,6 +1499,33 @@ impl Node {
                         start,
                         all: all.clone(),
                         partial: partial.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Sends each subscriber of a changed block one T1 window covering the units completed
+    /// there since the last push.
+    fn flush_pushes(&mut self) {
+        let pushes = core::mem::take(&mut self.pending_pushes);
+        for (block, (lo, hi)) in pushes {
+            let bits = self.local.bitfield(Tier::T1).window(lo, hi - lo + 1);
+            let bits = Bytes::copy_from_slice(bits.as_bytes());
+            let subs: Vec<PeerId> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.is_capable() && p.subscriptions.contains(&block))
+                .map(|(id, _)| *id)
+                .collect();
+            for id in subs {
+                self.send(
+                    id,
+                    Message::Summary {
+                        tier: 1,
+                        start: lo,
+                        all: bits.clone(),
+                        partial: Bytes::new(),
                     },
                 );
             }
@@ -1531,6 +1614,10 @@ impl Node {
                 self.deltas_armed = false;
                 self.flush_deltas();
             }
+            Timer::FlushPushes => {
+                self.pushes_armed = false;
+                self.flush_pushes();
+            }
             Timer::SummaryRefresh => {
                 let n = self.geo.blocks(Tier::T3);
                 self.pending_deltas.extend(0..n);
@@ -1563,20 +1650,39 @@ impl Node {
 
     fn on_request_timeout(&mut self, unit: u64, peer: PeerId, sent_at: Timestamp) {
         let k = (unit, peer);
-        match self.requests.get_mut(&k) {
-            Some(r) if r.sent_at == sent_at && r.state == ReqState::Active => {
-                r.state = ReqState::Expired;
-            }
+        match self.requests.get(&k) {
+            Some(r) if r.sent_at == sent_at && r.state == ReqState::Active => {}
             _ => return,
+        }
+        // A peer answers its requests in order, so a request queued behind others is late only
+        // if the peer has made no progress for a whole timeout: re-arm from its last answer.
+        // The hard limit keeps a unit from waiting forever behind a trickling peer.
+        let p = self
+            .peers
+            .get(&peer)
+            .expect("requests are released with peers");
+        let rto = self.rto(p);
+        if let Some(last) = p.last_answer_at.filter(|&t| t > sent_at) {
+            let again = last.add(rto);
+            if again > self.now && self.now.since(sent_at) < self.cfg.limits.max_rto {
+                self.timers.push(
+                    again,
+                    Timer::Request {
+                        unit,
+                        peer,
+                        sent_at,
+                    },
+                );
+                return;
+            }
+        }
+        if let Some(r) = self.requests.get_mut(&k) {
+            r.state = ReqState::Expired;
         }
         self.active_requests -= 1;
         self.stats.request_timeouts += 1;
         self.stats.retries += 1;
         let max_rto = self.cfg.limits.max_rto;
-        let rto = {
-            let p = self.peers.get(&peer).expect("requests are released with peers");
-            self.rto(p)
-        };
         let p = self.peers.get_mut(&peer).expect("present");
         p.active -= 1;
         p.rtt.on_timeout();
@@ -1614,7 +1720,12 @@ impl Node {
         self.active_refines -= 1;
         self.stats.refine_timeouts += 1;
         let l = self.cfg.limits.clone();
-        let attempt = self.refine_attempts.get(&(r.peer, r.block)).copied().unwrap_or(0) + 1;
+        let attempt = self
+            .refine_attempts
+            .get(&(r.peer, r.block))
+            .copied()
+            .unwrap_or(0)
+            + 1;
         let retry = attempt <= l.refine_retries;
         // Exponential backoff with deterministic jitter (±25 %) from the node's generator.
         let base = l.refine_backoff * (1 << attempt.min(10));
@@ -1630,12 +1741,16 @@ impl Node {
         } else {
             self.refine_attempts.remove(&(r.peer, r.block));
         }
-        let p = self.peers.get_mut(&r.peer).expect("refines are released with peers");
+        let p = self
+            .peers
+            .get_mut(&r.peer)
+            .expect("refines are released with peers");
         p.refines -= 1;
         p.rtt.on_timeout();
         p.refine_backoff.push((r.block, until));
         self.timers.push(until, Timer::Wake(r.peer));
-        self.timers.push(self.now.add(l.max_rto), Timer::ForgetRefine(id));
+        self.timers
+            .push(self.now.add(l.max_rto), Timer::ForgetRefine(id));
         self.trace(Record::RefineTimeout {
             peer: r.peer,
             block: r.block,
@@ -1650,7 +1765,9 @@ impl Node {
     // ---- claims ------------------------------------------------------------------------------
 
     fn block_len(&self, b: u64) -> u16 {
-        self.geo.unit_range(Tier::T3, b).map_or(0, |r| (r.end - r.start) as u16)
+        self.geo
+            .unit_range(Tier::T3, b)
+            .map_or(0, |r| (r.end - r.start) as u16)
     }
 
     fn block_claimed(&self, b: u64) -> bool {
@@ -1793,8 +1910,36 @@ impl Node {
         });
     }
 
-    /// Units of T3 block `b` that `p` has and nobody is fetching, in order, up to `max`.
-    fn takeable(&self, p: &Peer, b: u64, max: usize, out: &mut Vec<u64>) -> usize {
+    /// Units of T3 block `b` that other connected peers are known to have (the union of their
+    /// knowledge), as a window over the block. O(peers).
+    fn held_elsewhere(&self, p: PeerId, b: u64) -> Bitfield {
+        let range = self.geo.unit_range(Tier::T3, b).unwrap_or(0..0);
+        let len = range.end - range.start;
+        let mut held = Bitfield::new(len);
+        for (id, q) in &self.peers {
+            if *id == p {
+                continue;
+            }
+            match &q.view {
+                Some(PeerView::Tiered(v)) if v.has_all(b) => return Bitfield::full(len),
+                Some(PeerView::Tiered(v)) => {
+                    if let Some(w) = v.window(b) {
+                        held.merge_window(0, w);
+                    }
+                }
+                Some(PeerView::Flat(bits)) => {
+                    held.merge_window(0, &bits.window(range.start, len));
+                }
+                None => {}
+            }
+        }
+        held
+    }
+
+    /// Units of T3 block `b` that `p` has and nobody is fetching, up to `max`, walked from this
+    /// node's own offset in the block. With `rare_only`, only units no other connected peer is
+    /// known to have: a source's upload goes first to what nobody else can give.
+    fn takeable(&self, p: &Peer, b: u64, max: usize, rare_only: bool, out: &mut Vec<u64>) -> usize {
         let Some(PeerView::Tiered(v)) = &p.view else {
             return 0;
         };
@@ -1804,52 +1949,68 @@ impl Node {
         let base = range.start;
         let all = v.has_all(b);
         let window = v.window(b);
+        let elsewhere = rare_only.then(|| self.held_elsewhere(p.id, b));
         let before = out.len();
-        for u in self.claimed.iter_zeros_in(range) {
+        // Each node walks a block in its own pseudo-random order (a full-cycle stride
+        // permutation), so that peers fetching the same block from the same source ask for
+        // different units and can then trade them.
+        let len = range.end - base;
+        let h = splitmix(self.cfg.seed ^ b.wrapping_mul(0x9e37_79b9));
+        let offset = h % len;
+        let mut stride = (h >> 32) % len | 1;
+        while gcd(stride, len) != 1 {
+            stride += 2;
+        }
+        for k in 0..len {
             if out.len() - before >= max {
                 break;
             }
+            let u = base + (offset + k * stride) % len;
+            if self.claimed.get(u) {
+                continue;
+            }
             let has = all || window.is_some_and(|w| w.get(u - base));
-            if has && !p.rejected.contains(&u) {
+            let rare = elsewhere.as_ref().is_none_or(|e| !e.get(u - base));
+            if has
+                && rare
+                && !p.refuses(u, self.now)
+                && !self.requests.contains_key(&(u, p.id))
+                && !out.contains(&u)
+            {
                 out.push(u);
             }
         }
         out.len() - before
     }
 
-    /// Coarse-first: stay on current blocks, then take the rarest block the peer has whole, or
-    /// refine a partial one.
+    /// Coarse-first scheduling for a capable peer. Stage 1 chooses coarse blocks: the blocks
+    /// already being fetched from this peer (hysteresis), then the rarest blocks it has whole or
+    /// has been refined, from the availability buckets; stage 2 refines partial blocks whose
+    /// detail is missing or stale; stage 3 requests units of the chosen blocks, first those no
+    /// other peer can give, then any.
     fn pick_blocks(&mut self, p: &mut Peer, budget: usize, out: &mut Vec<u64>) {
         let now = self.now;
+        let l = self.cfg.limits.clone();
         p.refine_backoff.retain(|(_, until)| *until > now);
-        // Stage 0: hysteresis — keep to the blocks already started with this peer.
-        let mut i = 0;
-        while i < p.current_blocks.len() && out.len() < budget {
-            let b = p.current_blocks[i];
-            let mut got = Vec::new();
-            self.takeable(p, b, budget - out.len(), &mut got);
-            if got.is_empty() {
-                p.current_blocks.remove(i);
-            } else {
-                out.extend(got);
-                i += 1;
+        let mut blocks: Vec<u64> = Vec::new();
+        let mut probe = Vec::new();
+        let mut found = 0;
+        for &b in &p.current_blocks {
+            probe.clear();
+            if self.takeable(p, b, budget, true, &mut probe) > 0 {
+                found += probe.len();
+                blocks.push(b);
+            } else if self.takeable(p, b, 1, false, &mut probe) > 0 {
+                blocks.push(b);
             }
         }
-        if out.len() >= budget || p.current_blocks.len() >= self.cfg.limits.max_current_blocks {
-            return;
-        }
-        // Stage 1: choose coarse blocks, rarest first, from the availability buckets.
         let mut passed: Vec<(u64, &'static str)> = Vec::new();
         let mut to_refine: Vec<u64> = Vec::new();
         let mut chosen: Vec<(u64, &'static str)> = Vec::new();
-        let max_probes = self.cfg.limits.max_probes;
-        let refine_room = self
-            .cfg
-            .limits
+        let refine_room = l
             .max_refines_per_peer
             .saturating_sub(p.refines)
-            .min(self.cfg.limits.max_refines.saturating_sub(self.active_refines))
-            as usize;
+            .min(l.max_refines.saturating_sub(self.active_refines)) as usize;
         let Some(PeerView::Tiered(v)) = &p.view else {
             return;
         };
@@ -1858,26 +2019,44 @@ impl Node {
                 passed.push((b, why));
             }
         };
-        let mut got = Vec::new();
-        for b in self.rarity3.candidates().take(max_probes) {
-            if out.len() + got.len() >= budget
-                || p.current_blocks.len() + chosen.len() >= self.cfg.limits.max_current_blocks
-            {
+        for b in self.rarity3.candidates().take(l.max_probes) {
+            if found >= budget || blocks.len() >= l.max_current_blocks {
                 break;
             }
-            if p.current_blocks.contains(&b) {
+            if blocks.contains(&b) {
                 continue;
             }
             if !v.has_some(b) {
                 note(&mut passed, b, "peer lacks it");
                 continue;
             }
-            let before = got.len();
-            if v.has_all(b) || v.is_refined(b) {
-                self.takeable(p, b, budget - out.len() - got.len(), &mut got);
-            }
-            if got.len() > before {
-                chosen.push((b, if v.has_all(b) { "rarest, peer has all" } else { "rarest, refined" }));
+            probe.clear();
+            // From a peer that has the whole block (a seed), count only units nobody else can
+            // give, so that its upload spreads over blocks instead of duplicating.
+            let rare_only = v.has_all(b) && blocks.len() + 1 < l.max_current_blocks;
+            let takes = (v.has_all(b) || v.is_refined(b)) && {
+                let rare = if rare_only {
+                    self.takeable(p, b, budget, true, &mut probe)
+                } else {
+                    0
+                };
+                found += rare;
+                rare > 0 || {
+                    let any = self.takeable(p, b, budget, false, &mut probe);
+                    if !rare_only {
+                        found += any;
+                    }
+                    any > 0
+                }
+            };
+            if takes {
+                blocks.push(b);
+                let why = if v.has_all(b) {
+                    "rarest, peer has all"
+                } else {
+                    "rarest, refined"
+                };
+                chosen.push((b, why));
                 continue;
             }
             if v.has_all(b) {
@@ -1888,7 +2067,7 @@ impl Node {
             let fresh = p
                 .refined_at
                 .iter()
-                .any(|(x, at)| *x == b && now.since(*at) < self.cfg.limits.refine_ttl);
+                .any(|(x, at)| *x == b && now.since(*at) < l.refine_ttl);
             if v.is_refined(b) && fresh {
                 note(&mut passed, b, "refined window exhausted");
             } else if p.refine_backoff.iter().any(|(x, _)| *x == b) {
@@ -1899,16 +2078,23 @@ impl Node {
                 to_refine.push(b);
             }
         }
-        out.extend(got);
-        let availability = |r: &Rarity, b| r.count(b);
+        // Stage 3.
+        for rare_only in [true, false] {
+            for &b in &blocks {
+                if out.len() >= budget {
+                    break;
+                }
+                self.takeable(p, b, budget - out.len(), rare_only, out);
+            }
+        }
+        p.current_blocks = blocks.iter().copied().collect();
         for (b, why) in chosen {
-            p.current_blocks.push_back(b);
-            let a = availability(&self.rarity3, b);
+            let availability = self.rarity3.count(b);
             self.trace(Record::PickBlock {
                 peer: p.id,
                 block: b,
                 why,
-                availability: a,
+                availability,
                 passed: passed.clone(),
             });
         }
@@ -1920,7 +2106,11 @@ impl Node {
     fn send_refine(&mut self, p: &mut Peer, block: u64) {
         let id = self.next_refine_id;
         self.next_refine_id += 1;
-        let attempt = self.refine_attempts.get(&(p.id, block)).copied().unwrap_or(0);
+        let attempt = self
+            .refine_attempts
+            .get(&(p.id, block))
+            .copied()
+            .unwrap_or(0);
         self.refines.insert(
             id,
             RefineReq {
@@ -1970,7 +2160,10 @@ impl Node {
                 if out.len() >= budget {
                     return;
                 }
-                if have.get(u) && !p.rejected.contains(&u) {
+                if have.get(u)
+                    && !p.refuses(u, self.now)
+                    && !self.requests.contains_key(&(u, p.id))
+                {
                     out.push(u);
                 }
             }
@@ -1982,13 +2175,20 @@ impl Node {
         }
         let start = self.rng.next_u64() % n;
         let span = 65_536.min(n);
-        let ranges = [start..(start + span).min(n), 0..(start + span).saturating_sub(n)];
+        let ranges = [
+            start..(start + span).min(n),
+            0..(start + span).saturating_sub(n),
+        ];
         for r in ranges {
             for u in have.iter_ones_in(r) {
                 if out.len() >= budget {
                     return;
                 }
-                if !self.claimed.get(u) && !p.rejected.contains(&u) && !out.contains(&u) {
+                if !self.claimed.get(u)
+                    && !p.refuses(u, self.now)
+                    && !out.contains(&u)
+                    && !self.requests.contains_key(&(u, p.id))
+                {
                     out.push(u);
                 }
             }
@@ -2018,6 +2218,21 @@ impl Node {
             }
         }
     }
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// SplitMix64's finaliser: a fixed, well-mixed hash of a `u64`.
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 /// `0..n` in an order drawn from `rng` (Fisher–Yates).

@@ -3,10 +3,13 @@
 
 use crate::availability::{PeerView, TieredView};
 use crate::bitfield::Bitfield;
-use crate::time::Timestamp;
 use crate::tiers::Geometry;
+use crate::time::Timestamp;
 use core::time::Duration;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+/// Rejected units remembered per peer.
+pub const MAX_REJECTED: usize = 4096;
 
 /// An embedder-chosen handle for one connection. Never reused while the connection lives.
 #[derive(
@@ -106,6 +109,8 @@ pub struct Peer {
     /// Bytes per second received from this peer (EWMA over units).
     pub(crate) rate: f64,
     pub(crate) last_unit_at: Option<Timestamp>,
+    /// When the peer last answered one of our requests (transfer or reject).
+    pub(crate) last_answer_at: Option<Timestamp>,
     /// Requests we sent that are still owed an answer (active, expired or cancelled).
     pub(crate) owed: u32,
     /// Requests we sent that are active (not expired, not cancelled).
@@ -127,8 +132,9 @@ pub struct Peer {
     pub(crate) last_sent: Timestamp,
     /// Blocks we last refined at this peer and when (to pace re-refinement).
     pub(crate) refined_at: Vec<(u64, Timestamp)>,
-    /// Units we requested from this peer and it rejected: not asked again.
-    pub(crate) rejected: BTreeSet<u64>,
+    /// Units this peer rejected, with when we may ask it again (rejections such as "busy" or
+    /// "not available" are transient). At most [`MAX_REJECTED`] entries.
+    pub(crate) rejected: BTreeMap<u64, Timestamp>,
 }
 
 impl Peer {
@@ -141,6 +147,7 @@ impl Peer {
             rtt: RttEstimator::new(),
             rate: 0.0,
             last_unit_at: None,
+            last_answer_at: None,
             owed: 0,
             active: 0,
             consecutive_timeouts: 0,
@@ -152,8 +159,13 @@ impl Peer {
             refine_backoff: Vec::new(),
             last_sent: now,
             refined_at: Vec::new(),
-            rejected: BTreeSet::new(),
+            rejected: BTreeMap::new(),
         }
+    }
+
+    /// Whether the peer rejected `unit` recently enough that we should not ask again yet.
+    pub(crate) fn refuses(&self, unit: u64, now: Timestamp) -> bool {
+        self.rejected.get(&unit).is_some_and(|&until| until > now)
     }
 
     pub(crate) fn is_ready(&self) -> bool {
@@ -204,7 +216,7 @@ impl Peer {
             + self.subscriptions.capacity() * 8
             + self.refine_backoff.capacity() * 16
             + self.refined_at.capacity() * 16
-            + self.rejected.len() * 24
+            + self.rejected.len() * 32
             + self.peer_id.capacity()
     }
 }
