@@ -23,6 +23,7 @@ impl Timestamp {
     }
 
     /// This time plus `d`, saturating.
+    #[allow(clippy::should_implement_trait)] // saturating, and usable without importing `Add`
     pub fn add(self, d: Duration) -> Timestamp {
         Timestamp(
             self.0

@@ -40,14 +40,42 @@ const ROOT: [u8; 32] = [0x42; 32];
 #[derive(Debug)]
 enum Ev {
     Join(usize),
-    Connected { conn: u64 },
-    Deliver { conn: u64, to: usize, from: usize, msg: Message },
-    Closed { conn: u64, to: usize, from: usize },
-    UnitSent { conn: u64, node: usize, to: usize, unit: u64 },
-    Local { node: usize, epoch: u32, input: LocalInput },
-    Timer { node: usize, epoch: u32, at: SimTime },
+    Connected {
+        conn: u64,
+    },
+    Deliver {
+        conn: u64,
+        to: usize,
+        from: usize,
+        msg: Message,
+    },
+    Closed {
+        conn: u64,
+        to: usize,
+        from: usize,
+    },
+    UnitSent {
+        conn: u64,
+        node: usize,
+        to: usize,
+        unit: u64,
+    },
+    Local {
+        node: usize,
+        epoch: u32,
+        input: LocalInput,
+    },
+    Timer {
+        node: usize,
+        epoch: u32,
+        at: SimTime,
+    },
     Tracker(usize),
-    Crash { group: usize, victims: u32, down_for: Duration },
+    Crash {
+        group: usize,
+        victims: u32,
+        down_for: Duration,
+    },
     Restart(usize),
 }
 
@@ -183,7 +211,8 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Report, SimError> {
         root: Bytes::from_static(&ROOT),
     };
     for p in &peers {
-        e.queue.push(SimTime::from_duration(p.join_at), Ev::Join(p.id));
+        e.queue
+            .push(SimTime::from_duration(p.join_at), Ev::Join(p.id));
     }
     let mut crash_rng = root_rng.derive("crash");
     for c in &scenario.faults.crashes {
@@ -215,12 +244,25 @@ impl Engine<'_> {
             if let Ok(v) = std::env::var("SIMDBG") {
                 let (n, at): (usize, u64) = {
                     let mut it = v.split(':');
-                    (it.next().unwrap().parse().unwrap(), it.next().unwrap().parse().unwrap())
+                    (
+                        it.next().unwrap().parse().unwrap(),
+                        it.next().unwrap().parse().unwrap(),
+                    )
                 };
                 if self.now.as_micros() < at && t.as_micros() >= at {
                     if let Some(node) = &self.slots[n].node {
-                        eprintln!("node {n} at {at}: has {} stats {:?}", node.local().units_present(), node.stats());
-                        let d = format!("{node:?}"); if let Some(i) = d.find("requests: {") { eprintln!("REQ {}", &d[i..(i+600).min(d.len())]); } if let Some(i) = d.find("verifying:") { eprintln!("VER {}", &d[i..(i+300).min(d.len())]); }
+                        eprintln!(
+                            "node {n} at {at}: has {} stats {:?}",
+                            node.local().units_present(),
+                            node.stats()
+                        );
+                        let d = format!("{node:?}");
+                        if let Some(i) = d.find("requests: {") {
+                            eprintln!("REQ {}", &d[i..(i + 600).min(d.len())]);
+                        }
+                        if let Some(i) = d.find("verifying:") {
+                            eprintln!("VER {}", &d[i..(i + 300).min(d.len())]);
+                        }
                         for (id, p) in node.peers() {
                             eprintln!("  peer {id}: {:?}", p);
                         }
@@ -247,11 +289,26 @@ impl Engine<'_> {
             Ev::Join(i) => self.join(i),
             Ev::Connected { conn } => {
                 if let Some(&(a, b)) = self.conns.get(&conn) {
-                    self.input(a, Input::PeerConnected { peer: PeerId(b as u64) });
-                    self.input(b, Input::PeerConnected { peer: PeerId(a as u64) });
+                    self.input(
+                        a,
+                        Input::PeerConnected {
+                            peer: PeerId(b as u64),
+                        },
+                    );
+                    self.input(
+                        b,
+                        Input::PeerConnected {
+                            peer: PeerId(a as u64),
+                        },
+                    );
                 }
             }
-            Ev::Deliver { conn, to, from, msg } => {
+            Ev::Deliver {
+                conn,
+                to,
+                from,
+                msg,
+            } => {
                 if self.conns.contains_key(&conn) {
                     let frame = Frame {
                         info_hash: self.root.clone(),
@@ -270,12 +327,28 @@ impl Engine<'_> {
                 // Only if `to` has not already reconnected to `from` on a newer connection.
                 if self.slots[to].conns.get(&from) == Some(&conn) {
                     self.slots[to].conns.remove(&from);
-                    self.input(to, Input::PeerDisconnected { peer: PeerId(from as u64) });
+                    self.input(
+                        to,
+                        Input::PeerDisconnected {
+                            peer: PeerId(from as u64),
+                        },
+                    );
                 }
             }
-            Ev::UnitSent { conn, node, to, unit } => {
+            Ev::UnitSent {
+                conn,
+                node,
+                to,
+                unit,
+            } => {
                 if self.conns.contains_key(&conn) {
-                    self.input(node, Input::UnitSent { peer: PeerId(to as u64), unit });
+                    self.input(
+                        node,
+                        Input::UnitSent {
+                            peer: PeerId(to as u64),
+                            unit,
+                        },
+                    );
                 }
             }
             Ev::Local { node, epoch, input } => {
@@ -383,8 +456,7 @@ impl Engine<'_> {
         self.slots[i].epoch += 1;
         self.slots[i].timer = None;
         self.net.reset_peer(i, self.now);
-        let conns: Vec<(usize, u64)> =
-            self.slots[i].conns.iter().map(|(j, c)| (*j, *c)).collect();
+        let conns: Vec<(usize, u64)> = self.slots[i].conns.iter().map(|(j, c)| (*j, *c)).collect();
         for (j, conn) in conns {
             self.close(conn, i, j);
         }
@@ -429,7 +501,14 @@ impl Engine<'_> {
         }
         self.slots[i].conns.remove(&j);
         let lat = self.slots[i].spec.latency + self.slots[j].spec.latency;
-        self.queue.push(self.now + lat, Ev::Closed { conn, to: j, from: i });
+        self.queue.push(
+            self.now + lat,
+            Ev::Closed {
+                conn,
+                to: j,
+                from: i,
+            },
+        );
     }
 
     fn input(&mut self, i: usize, input: Input) {

@@ -89,7 +89,6 @@ fn every_leecher_finishes_under_1_percent_loss() {
 }
 
 #[test]
-#[ignore = "bug: under 3-10 % loss leechers stall for good (stuck requests, healthy seeder dropped as unresponsive)"]
 fn every_leecher_finishes_under_5_percent_loss() {
     sweep(50);
 }

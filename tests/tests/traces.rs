@@ -508,7 +508,6 @@ fn unsolicited_transfer_costs_the_connection() {
 }
 
 #[test]
-#[ignore = "bug: a refinement is re-sent for a block already being refined at the same peer"]
 fn no_second_refinement_of_a_block_already_being_refined() {
     let mut s = Swarm::new(ms(10));
     // The peer has part of both blocks; its answer for block 1 is slow (30 s, beyond the

@@ -11,6 +11,8 @@
 //! - [`manifest`]: the `.tsm` manifest file (root, length, suggested name) as JSON.
 //! - [`data_file`]: positional unit reads and writes in the data file.
 //! - [`store_file`]: atomic persistence of an opaque blob (the availability store).
+//! - [`driver`]: the runtime-independent driver — a [`Session`] wrapping the core node with its
+//!   content, framing, the clock, the proof tree of a download and the flight recorder.
 //!
 //! ## Hashing: BLAKE3's `hazmat` API rather than `bao-tree`
 //!
@@ -29,6 +31,7 @@
 
 pub mod content;
 pub mod data_file;
+pub mod driver;
 pub mod manifest;
 pub mod store_file;
 
@@ -36,4 +39,5 @@ pub use content::{
     hash_file_root, verify_unit, ContentError, Outboard, ProofNode, UnitProof, UNIT_LEN,
 };
 pub use data_file::DataFile;
+pub use driver::{Effect, Session, SessionEvent, SessionOptions};
 pub use manifest::{Manifest, ManifestError};

@@ -480,6 +480,9 @@ enum Timer {
     FlushPushes,
 }
 
+/// Forgotten requests remembered (so that their late answers are not taken as unsolicited).
+const MAX_FORGOTTEN: usize = 4096;
+
 /// Output priority classes: control is never starved by bulk data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Class {
@@ -504,6 +507,8 @@ pub struct Node {
     /// Claimed units per T3 block.
     claimed3: Vec<u16>,
     requests: BTreeMap<(u64, PeerId), UnitReq>,
+    /// Requests we stopped waiting for, whose answers are still accepted as late.
+    forgotten: VecDeque<(u64, PeerId)>,
     active_requests: u32,
     verifying: BTreeSet<u64>,
     refines: BTreeMap<u64, RefineReq>,
@@ -564,6 +569,7 @@ impl Node {
             local,
             peers: BTreeMap::new(),
             requests: BTreeMap::new(),
+            forgotten: VecDeque::new(),
             active_requests: 0,
             verifying: BTreeSet::new(),
             refines: BTreeMap::new(),
@@ -677,6 +683,7 @@ impl Node {
             Input::PeerConnected { peer } => self.on_connected(peer),
             Input::PeerFrame { peer, frame } => self.on_frame(peer, frame),
             Input::PeerDisconnected { peer } => {
+                self.purge_outbox(peer);
                 self.release(peer, "connection closed");
             }
             Input::UnitComplete { unit } => self.on_unit_complete(unit),
@@ -750,6 +757,16 @@ impl Node {
         self.outbox[class as usize].push_back(a);
     }
 
+    /// Drops queued sends and serves to `peer`: nothing may be sent on a closed connection.
+    fn purge_outbox(&mut self, peer: PeerId) {
+        for q in &mut self.outbox {
+            q.retain(|a| match a {
+                Action::Send { peer: p, .. } | Action::Serve { peer: p, .. } => *p != peer,
+                _ => true,
+            });
+        }
+    }
+
     fn trace(&mut self, r: Record) {
         if self.cfg.trace && self.pressure < Backpressure::Batch {
             let s = Stamped {
@@ -777,6 +794,7 @@ impl Node {
 
     fn disconnect(&mut self, peer: PeerId, reason: &str) {
         if self.peers.contains_key(&peer) {
+            self.purge_outbox(peer);
             *self
                 .stats
                 .disconnects
@@ -1280,19 +1298,30 @@ impl Node {
     }
 
     fn on_transfer(&mut self, peer: PeerId, unit: u64, data: Bytes, proof: Option<Proof>) {
-        let Some(r) = self.requests.remove(&(unit, peer)) else {
+        let forgotten = !self.requests.contains_key(&(unit, peer)) && self.forgotten(unit, peer);
+        let Some(r) = self
+            .requests
+            .remove(&(unit, peer))
+            .or(forgotten.then_some(UnitReq {
+                sent_at: Timestamp::ZERO,
+                state: ReqState::Expired,
+            }))
+        else {
             return self.disconnect(peer, "protocol: unit nobody asked for");
         };
         let now = self.now;
         let len = self.geo.unit_len(unit);
         let p = self.peers.get_mut(&peer).expect("present");
-        p.owed -= 1;
+        if !forgotten {
+            p.owed -= 1;
+        }
         p.last_answer_at = Some(now);
         let late = r.state != ReqState::Active;
         if !late {
             p.active -= 1;
             p.rtt.sample(now.since(r.sent_at));
             p.consecutive_timeouts = 0;
+            p.last_answered_sent = p.last_answered_sent.max(r.sent_at);
             self.active_requests -= 1;
         }
         p.note_unit(len, now);
@@ -1327,17 +1356,52 @@ impl Node {
         for q in others {
             if let Some(r) = self.requests.get_mut(&(unit, q)) {
                 r.state = ReqState::Cancelled;
+                let sent_at = r.sent_at;
                 self.active_requests -= 1;
                 if let Some(p) = self.peers.get_mut(&q) {
                     p.active -= 1;
                 }
+                self.arm_forget(unit, q, sent_at);
                 self.send(q, Message::Cancel { unit });
             }
         }
     }
 
+    /// Arms the timer after which an expired or cancelled request stops holding window room.
+    /// Its answer may still come later: it is then recognised by [`Node::forgotten`].
+    fn arm_forget(&mut self, unit: u64, peer: PeerId, sent_at: Timestamp) {
+        let wait = self
+            .peers
+            .get(&peer)
+            .map_or(self.cfg.limits.max_rto, |p| self.rto(p) * 2)
+            .max(Duration::from_secs(2));
+        self.timers.push(
+            self.now.add(wait),
+            Timer::ForgetRequest {
+                unit,
+                peer,
+                sent_at,
+            },
+        );
+    }
+
+    /// Whether `(unit, peer)` is a request we gave up waiting for (its answer is late, not
+    /// unsolicited). Consumes the record.
+    fn forgotten(&mut self, unit: u64, peer: PeerId) -> bool {
+        match self.forgotten.iter().position(|&k| k == (unit, peer)) {
+            Some(i) => {
+                self.forgotten.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
     fn on_reject(&mut self, peer: PeerId, unit: u64, reason: String) {
         let Some(r) = self.requests.remove(&(unit, peer)) else {
+            if self.forgotten(unit, peer) {
+                return;
+            }
             return self.disconnect(peer, "protocol: reject nobody asked for");
         };
         let now = self.now;
@@ -1353,7 +1417,8 @@ impl Node {
                     p.rejected.pop_first();
                 }
             }
-            p.rejected.insert(unit, now.add(self.cfg.limits.reject_backoff));
+            p.rejected
+                .insert(unit, now.add(self.cfg.limits.reject_backoff));
             self.timers
                 .push(now.add(self.cfg.limits.reject_backoff), Timer::Wake(peer));
             self.stats.retries += 1;
@@ -1589,6 +1654,10 @@ impl Node {
                     .is_some_and(|r| r.sent_at == sent_at && r.state != ReqState::Active)
                 {
                     self.requests.remove(&k);
+                    if self.forgotten.len() >= MAX_FORGOTTEN {
+                        self.forgotten.pop_front();
+                    }
+                    self.forgotten.push_back(k);
                     if let Some(p) = self.peers.get_mut(&peer) {
                         p.owed -= 1;
                     }
@@ -1662,7 +1731,10 @@ impl Node {
             .get(&peer)
             .expect("requests are released with peers");
         let rto = self.rto(p);
-        if let Some(last) = p.last_answer_at.filter(|&t| t > sent_at) {
+        // Answers come in order: if a request sent after this one was answered, this one (or
+        // its answer) was lost.
+        let overtaken = p.last_answered_sent > sent_at;
+        if let Some(last) = p.last_answer_at.filter(|&t| t > sent_at && !overtaken) {
             let again = last.add(rto);
             if again > self.now && self.now.since(sent_at) < self.cfg.limits.max_rto {
                 self.timers.push(
@@ -1682,24 +1754,23 @@ impl Node {
         self.active_requests -= 1;
         self.stats.request_timeouts += 1;
         self.stats.retries += 1;
-        let max_rto = self.cfg.limits.max_rto;
         let p = self.peers.get_mut(&peer).expect("present");
         p.active -= 1;
         p.rtt.on_timeout();
         p.consecutive_timeouts += 1;
-        let unresponsive = p.consecutive_timeouts >= self.cfg.limits.max_consecutive_timeouts;
-        self.timers.push(
-            self.now.add(max_rto),
-            Timer::ForgetRequest {
-                unit,
-                peer,
-                sent_at,
-            },
-        );
+        // Unresponsive: many timeouts in a row and no answer at all for a while (a peer that
+        // answers others but loses some is slow or lossy, not dead).
+        let silent = p
+            .last_answer_at
+            .is_none_or(|t| self.now.since(t) >= self.cfg.limits.max_rto / 2);
+        let unresponsive =
+            p.consecutive_timeouts >= self.cfg.limits.max_consecutive_timeouts && silent;
+        self.arm_forget(unit, peer, sent_at);
+        let waited = self.now.since(sent_at);
         self.trace(Record::RequestTimeout {
             peer,
             unit,
-            rto_us: rto.as_micros() as u64,
+            rto_us: waited.as_micros() as u64,
         });
         self.unclaim_if_free(unit);
         if unresponsive {
@@ -2007,10 +2078,10 @@ impl Node {
         let mut passed: Vec<(u64, &'static str)> = Vec::new();
         let mut to_refine: Vec<u64> = Vec::new();
         let mut chosen: Vec<(u64, &'static str)> = Vec::new();
-        let refine_room = l
-            .max_refines_per_peer
-            .saturating_sub(p.refines)
-            .min(l.max_refines.saturating_sub(self.active_refines)) as usize;
+        let refine_room =
+            l.max_refines_per_peer
+                .saturating_sub(p.refines)
+                .min(l.max_refines.saturating_sub(self.active_refines)) as usize;
         let Some(PeerView::Tiered(v)) = &p.view else {
             return;
         };
@@ -2068,7 +2139,13 @@ impl Node {
                 .refined_at
                 .iter()
                 .any(|(x, at)| *x == b && now.since(*at) < l.refine_ttl);
-            if v.is_refined(b) && fresh {
+            let in_flight = self
+                .refines
+                .values()
+                .any(|r| r.peer == p.id && r.block == b && !r.expired);
+            if in_flight {
+                note(&mut passed, b, "refining");
+            } else if v.is_refined(b) && fresh {
                 note(&mut passed, b, "refined window exhausted");
             } else if p.refine_backoff.iter().any(|(x, _)| *x == b) {
                 note(&mut passed, b, "refine backing off");
@@ -2160,9 +2237,7 @@ impl Node {
                 if out.len() >= budget {
                     return;
                 }
-                if have.get(u)
-                    && !p.refuses(u, self.now)
-                    && !self.requests.contains_key(&(u, p.id))
+                if have.get(u) && !p.refuses(u, self.now) && !self.requests.contains_key(&(u, p.id))
                 {
                     out.push(u);
                 }

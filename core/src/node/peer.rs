@@ -111,6 +111,8 @@ pub struct Peer {
     pub(crate) last_unit_at: Option<Timestamp>,
     /// When the peer last answered one of our requests (transfer or reject).
     pub(crate) last_answer_at: Option<Timestamp>,
+    /// Send time of the latest request the peer answered with its unit.
+    pub(crate) last_answered_sent: Timestamp,
     /// Requests we sent that are still owed an answer (active, expired or cancelled).
     pub(crate) owed: u32,
     /// Requests we sent that are active (not expired, not cancelled).
@@ -148,6 +150,7 @@ impl Peer {
             rate: 0.0,
             last_unit_at: None,
             last_answer_at: None,
+            last_answered_sent: Timestamp::ZERO,
             owed: 0,
             active: 0,
             consecutive_timeouts: 0,

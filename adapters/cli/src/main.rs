@@ -1,0 +1,500 @@
+//! `tierswarm`: share and fetch files over a tierswarm swarm.
+//!
+//! ```text
+//! tierswarm manifest FILE
+//! tierswarm share FILE [--listen ADDR] [--runtime tokio|async-std] [--manifest-out PATH] [--record PATH]
+//! tierswarm fetch MANIFEST --peer ADDR [--peer ADDR ...] --out PATH [--runtime tokio|async-std]
+//!                 [--listen ADDR] [--repair] [--record PATH]
+//! tierswarm demo [--peers N] [--size SIZE] [--runtime tokio|async-std|mixed]
+//! tierswarm replay RECORD
+//! ```
+//!
+//! Exit codes: 0 success; 1 the work failed (no reachable peer, a disk error, a replay that
+//! differs, a demo output that does not match); 2 invalid command line, manifest or store, or a
+//! runtime not available in this build; 130 interrupted before the download completed (state
+//! persisted: run the same command again to resume).
+#![forbid(unsafe_code)]
+
+mod demo;
+
+use std::io::Write as _;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use tierswarm_io::driver::{recorder, SessionOptions};
+use tierswarm_io::manifest::root_to_hex;
+use tierswarm_io::{hash_file_root, Manifest, Session, SessionEvent};
+use tierswarm_tokio::{Outcome, RunConfig};
+
+/// A failure: the exit code and a one-line reason.
+pub(crate) struct Failure(u8, String);
+
+impl Failure {
+    pub(crate) fn usage(reason: impl Into<String>) -> Self {
+        Failure(2, reason.into())
+    }
+    pub(crate) fn failed(reason: impl Into<String>) -> Self {
+        Failure(1, reason.into())
+    }
+}
+
+type Result<T> = std::result::Result<T, Failure>;
+
+#[derive(Parser)]
+#[command(
+    name = "tierswarm",
+    version,
+    about = "Peer-to-peer swarm file transfer"
+)]
+struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// The async runtime driving the network.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+enum Runtime {
+    /// tokio.
+    #[default]
+    Tokio,
+    /// async-std.
+    AsyncStd,
+    /// The demo's peers split between both runtimes.
+    Mixed,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print the content root of FILE: its BLAKE3 hash, 64 hex digits (as `b3sum` prints).
+    Manifest {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Write a manifest for FILE and serve it until interrupted (Ctrl-C).
+    Share {
+        /// The file to serve.
+        file: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+        /// Async runtime.
+        #[arg(long, value_enum, default_value_t)]
+        runtime: Runtime,
+        /// Where to write the manifest (default FILE.tsm).
+        #[arg(long)]
+        manifest_out: Option<PathBuf>,
+        /// Flight record of every core input (JSON lines), for `tierswarm replay`.
+        #[arg(long)]
+        record: Option<PathBuf>,
+    },
+    /// Download the file of MANIFEST from peers into --out, resuming from OUT.tsa.
+    Fetch {
+        /// The manifest (`.tsm`).
+        manifest: PathBuf,
+        /// A peer to connect to (repeatable).
+        #[arg(long = "peer", required = true)]
+        peers: Vec<String>,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Async runtime.
+        #[arg(long, value_enum, default_value_t)]
+        runtime: Runtime,
+        /// Also accept peers here (to serve what we have while downloading).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Rebuild the availability store first: re-verify every unit of the output file
+        /// against the content root (units that fail, or lack a proof, are fetched again).
+        #[arg(long)]
+        repair: bool,
+        /// Flight record of every core input (JSON lines), for `tierswarm replay`.
+        #[arg(long)]
+        record: Option<PathBuf>,
+    },
+    /// Run a local swarm on loopback: one seeder and N leechers of a generated file.
+    Demo {
+        /// Leechers.
+        #[arg(long, default_value_t = 4)]
+        peers: usize,
+        /// File size (e.g. 64MiB, 1GiB).
+        #[arg(long, default_value = "64MiB")]
+        size: String,
+        /// Async runtime(s).
+        #[arg(long, value_enum, default_value_t)]
+        runtime: Runtime,
+    },
+    /// Feed a flight record to a fresh core and check that the same actions come out.
+    Replay {
+        /// The record (JSON lines).
+        record: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(cli.verbose);
+    match dispatch(cli.cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(code, reason)) => {
+            eprintln!("tierswarm: error: {reason}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn init_logs(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let level = ["warn", "info", "debug", "trace"][usize::from(verbose.min(3))];
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn dispatch(cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::Manifest { file } => {
+            let f = std::fs::File::open(&file)
+                .map_err(|e| Failure::usage(format!("{}: {e}", file.display())))?;
+            let root = hash_file_root(std::io::BufReader::with_capacity(1 << 20, f))
+                .map_err(|e| Failure::failed(format!("{}: {e}", file.display())))?;
+            println!("{}", root_to_hex(&root));
+            Ok(())
+        }
+        Cmd::Share {
+            file,
+            listen,
+            runtime,
+            manifest_out,
+            record,
+        } => {
+            tokio_only(runtime)?;
+            share(&file, &listen, manifest_out, record)
+        }
+        Cmd::Fetch {
+            manifest,
+            peers,
+            out,
+            runtime,
+            listen,
+            repair,
+            record,
+        } => {
+            tokio_only(runtime)?;
+            fetch(&manifest, &peers, &out, listen.as_deref(), repair, record)
+        }
+        Cmd::Demo {
+            peers,
+            size,
+            runtime,
+        } => {
+            tokio_only(runtime)?;
+            let size = tierswarm_core::units::parse_size(&size)
+                .map_err(|e| Failure::usage(format!("--size: {e}")))?;
+            if peers == 0 {
+                return Err(Failure::usage("--peers: must be at least 1"));
+            }
+            rt()?.block_on(demo::run(peers, size))
+        }
+        Cmd::Replay { record } => {
+            let report = recorder::replay(&record)
+                .map_err(|e| Failure::failed(format!("{}: {e}", record.display())))?;
+            println!(
+                "replayed {} inputs and {} actions: identical",
+                report.inputs, report.actions
+            );
+            Ok(())
+        }
+    }
+}
+
+fn tokio_only(runtime: Runtime) -> Result<()> {
+    match runtime {
+        Runtime::Tokio => Ok(()),
+        Runtime::AsyncStd | Runtime::Mixed => Err(Failure::usage(format!(
+            "--runtime {}: not yet available in this build (only tokio is)",
+            runtime
+                .to_possible_value()
+                .map_or("?".into(), |v| v.get_name().to_string())
+        ))),
+    }
+}
+
+pub(crate) fn rt() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::failed(format!("cannot start the tokio runtime: {e}")))
+}
+
+/// A seed for the core's random choices and a peer id, different per process.
+pub(crate) fn options(record: Option<PathBuf>) -> SessionOptions {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let seed = nanos ^ (u64::from(std::process::id()) << 32);
+    SessionOptions {
+        peer_id: format!("tierswarm-{:08x}", seed as u32),
+        seed,
+        record,
+        ..SessionOptions::default()
+    }
+}
+
+/// Resolves after the first Ctrl-C; a second one exits at once.
+pub(crate) async fn ctrl_c() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        return std::future::pending().await;
+    }
+    eprintln!(
+        "interrupted: finishing in-flight requests and saving state (Ctrl-C again to quit now)"
+    );
+    tokio::spawn(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("tierswarm: interrupted again: exiting without draining");
+            std::process::exit(130);
+        }
+    });
+}
+
+fn resolve(addr: &str, what: &str) -> Result<Vec<SocketAddr>> {
+    let addrs: Vec<SocketAddr> = addr
+        .to_socket_addrs()
+        .map_err(|e| Failure::usage(format!("{what} `{addr}`: {e}")))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(Failure::usage(format!("{what} `{addr}`: no address")));
+    }
+    Ok(addrs)
+}
+
+pub(crate) fn spinner(msg: String) -> ProgressBar {
+    let pb = ProgressBar::new_spinner().with_message(msg);
+    pb.enable_steady_tick(Duration::from_millis(120));
+    pb
+}
+
+pub(crate) fn bytes_bar(len: u64) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{msg:12} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    pb
+}
+
+/// `4.77 MiB`: sizes for people (the core's `format_size` is exact, for files).
+pub(crate) fn format_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.2} {}", UNITS[i])
+    }
+}
+
+/// `228.31 MiB/s`.
+pub(crate) fn format_rate(bytes_per_second: u64) -> String {
+    format!("{}/s", format_size(bytes_per_second))
+}
+
+/// `1.05 s`, `20.9 ms`.
+pub(crate) fn format_duration(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s >= 1.0 {
+        format!("{s:.2} s")
+    } else {
+        format!("{:.1} ms", s * 1000.0)
+    }
+}
+
+pub(crate) fn unit_bytes(units: u64, file_len: u64) -> u64 {
+    units.saturating_mul(65536).min(file_len)
+}
+
+fn share(
+    file: &Path,
+    listen: &str,
+    manifest_out: Option<PathBuf>,
+    record: Option<PathBuf>,
+) -> Result<()> {
+    let addrs = resolve(listen, "--listen")?;
+    let pb = spinner(format!("hashing {}", file.display()));
+    let session =
+        Session::seeder(file, options(record)).map_err(|e| Failure::failed(e.to_string()))?;
+    pb.finish_and_clear();
+    let manifest = session.manifest().clone();
+    let path = manifest_out.unwrap_or_else(|| {
+        let mut p = file.as_os_str().to_owned();
+        p.push(".tsm");
+        PathBuf::from(p)
+    });
+    manifest
+        .save(&path)
+        .map_err(|e| Failure::failed(e.to_string()))?;
+    let rt = rt()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&addrs[..])
+            .await
+            .map_err(|e| Failure::failed(format!("--listen {listen}: {e}")))?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| Failure::failed(e.to_string()))?;
+        eprintln!(
+            "sharing {} ({}), root {}, manifest {}",
+            file.display(),
+            format_size(manifest.file_len),
+            root_to_hex(&manifest.root),
+            path.display()
+        );
+        println!("listening on {bound}");
+        let _ = std::io::stdout().flush();
+        let cfg = RunConfig {
+            listener: Some(listener),
+            peers: vec![],
+            stop_when_complete: false,
+        };
+        let started = Instant::now();
+        let mut peers = 0u64;
+        let (session, outcome) = tierswarm_tokio::run(session, cfg, ctrl_c(), |e| {
+            if let SessionEvent::PeerReady { .. } = e {
+                peers += 1;
+            }
+        })
+        .await;
+        let s = session.stats();
+        let sent = s.sent.get("transfer").map_or(0, |t| t.1);
+        eprintln!(
+            "served {} units ({}) to {peers} peers in {}",
+            s.units_served,
+            format_size(sent),
+            format_duration(started.elapsed())
+        );
+        match outcome {
+            Outcome::Failed(reason) => Err(Failure::failed(reason)),
+            _ => Ok(()),
+        }
+    })
+}
+
+fn fetch(
+    manifest_path: &Path,
+    peers: &[String],
+    out: &Path,
+    listen: Option<&str>,
+    repair: bool,
+    record: Option<PathBuf>,
+) -> Result<()> {
+    let manifest = Manifest::load(manifest_path).map_err(|e| Failure::usage(e.to_string()))?;
+    let mut addrs = Vec::new();
+    for p in peers {
+        addrs.extend(resolve(p, "--peer")?);
+    }
+    let listen = listen.map(|l| resolve(l, "--listen")).transpose()?;
+    let (session, notes) = {
+        let pb = repair.then(|| spinner(format!("repairing: re-verifying {}", out.display())));
+        let r = Session::leecher(&manifest, out, repair, options(record));
+        if let Some(pb) = pb {
+            pb.finish_and_clear();
+        }
+        r.map_err(|e| match e {
+            tierswarm_io::driver::SessionError::Store { .. } => Failure::usage(e.to_string()),
+            e => Failure::failed(e.to_string()),
+        })?
+    };
+    if notes.units > 0 || repair {
+        eprintln!(
+            "resuming: {} of {} units already verified{}",
+            notes.units,
+            session.progress().1,
+            if notes.dropped_without_proof > 0 {
+                format!(
+                    " ({} without a proof will be fetched again)",
+                    notes.dropped_without_proof
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    let file_len = manifest.file_len;
+    let rt = rt()?;
+    rt.block_on(async move {
+        let listener = match listen {
+            Some(a) => Some(
+                tokio::net::TcpListener::bind(&a[..])
+                    .await
+                    .map_err(|e| Failure::failed(format!("--listen: {e}")))?,
+            ),
+            None => None,
+        };
+        if let Some(l) = &listener {
+            if let Ok(a) = l.local_addr() {
+                println!("listening on {a}");
+            }
+        }
+        let cfg = RunConfig {
+            listener,
+            peers: addrs,
+            stop_when_complete: true,
+        };
+        let pb = bytes_bar(file_len).with_message(manifest.name.chars().take(12).collect::<String>());
+        let start_bytes = unit_bytes(notes.units, file_len);
+        pb.set_position(start_bytes);
+        let started = Instant::now();
+        let mut peers = 0u64;
+        let (session, outcome) = tierswarm_tokio::run(session, cfg, ctrl_c(), |e| match e {
+            SessionEvent::Progress { units, .. } => pb.set_position(unit_bytes(*units, file_len)),
+            SessionEvent::PeerReady { .. } => peers += 1,
+            SessionEvent::BadUnit { peer, unit, reason } => {
+                pb.suspend(|| eprintln!("peer {peer} sent a bad unit {unit} ({reason}): disconnected"))
+            }
+            _ => {}
+        })
+        .await;
+        pb.finish_and_clear();
+        let s = session.stats();
+        let (units, total) = session.progress();
+        let got = unit_bytes(units, file_len).saturating_sub(start_bytes);
+        let secs = started.elapsed().as_secs_f64().max(1e-6);
+        match outcome {
+            Outcome::Complete => {
+                eprintln!(
+                    "fetched {} ({}) in {} at {} from {peers} peers; {} requests, {} retries, {} bad units",
+                    out.display(),
+                    format_size(file_len),
+                    format_duration(started.elapsed()),
+                    format_rate((got as f64 / secs) as u64),
+                    s.requests,
+                    s.retries,
+                    s.failed_units
+                );
+                Ok(())
+            }
+            Outcome::Drained | Outcome::Interrupted => Err(Failure(
+                130,
+                format!("interrupted at {units} of {total} units; run the same command again to resume"),
+            )),
+            Outcome::Failed(reason) => Err(Failure::failed(format!(
+                "{reason} ({units} of {total} units verified; run again to resume)"
+            ))),
+        }
+    })
+}

@@ -1,0 +1,218 @@
+//! The `tierswarm` binary end to end, over loopback. Every child process is bounded in time.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tierswarm");
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn make_file(path: &Path, len: usize) {
+    let mut x: u32 = 0x1234_5678;
+    let data: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    std::fs::write(path, data).unwrap();
+}
+
+/// Waits for `child` at most [`LIMIT`]; kills it (by its id) past that.
+fn wait(mut child: Child) -> Output {
+    let start = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if start.elapsed() > LIMIT {
+            let _ = child.kill();
+            panic!("child did not finish within {LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn tierswarm(args: &[&str]) -> Output {
+    let child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait(child)
+}
+
+/// `tierswarm share FILE`, once it printed its address.
+struct Share {
+    child: Child,
+    addr: String,
+}
+
+impl Share {
+    fn start(file: &Path) -> Share {
+        let mut child = Command::new(BIN)
+            .args(["share", file.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        Share { child, addr }
+    }
+
+    /// Ctrl-C (SIGINT by process id): it drains and exits 0.
+    fn interrupt(self) -> Output {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        wait(self.child)
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn tsm(file: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.tsm", file.display()))
+}
+
+#[test]
+fn manifest_prints_the_blake3_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("a.bin");
+    make_file(&f, 200_000);
+    let out = tierswarm(&["manifest", f.to_str().unwrap()]);
+    assert!(out.status.success());
+    let expected = blake3::hash(&std::fs::read(&f).unwrap())
+        .to_hex()
+        .to_string();
+    assert_eq!(text(&out.stdout).trim(), expected);
+    let missing = tierswarm(&["manifest", "/nonexistent/x"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert_eq!(text(&missing.stderr).lines().count(), 1);
+}
+
+#[test]
+fn unavailable_runtimes_and_bad_sizes_exit_2() {
+    for args in [
+        &["demo", "--runtime", "async-std"][..],
+        &["demo", "--runtime", "mixed"][..],
+        &["share", "x", "--runtime", "async-std"][..],
+        &["demo", "--size", "12 parsecs"][..],
+    ] {
+        let out = tierswarm(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = text(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    let err = text(&tierswarm(&["demo", "--runtime", "mixed"]).stderr);
+    assert!(err.contains("not yet available in this build"), "{err}");
+}
+
+#[test]
+fn share_fetch_record_replay_repair() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("data.bin");
+    make_file(&f, 3 * 1024 * 1024 + 12345);
+    let share = Share::start(&f);
+    let out = dir.path().join("copy.bin");
+    let rec = dir.path().join("fetch.jsonl");
+    let o = out.to_str().unwrap();
+    let m = tsm(&f);
+    let m = m.to_str().unwrap();
+    let fetched = tierswarm(&[
+        "fetch",
+        m,
+        "--peer",
+        &share.addr,
+        "--out",
+        o,
+        "--record",
+        rec.to_str().unwrap(),
+    ]);
+    assert!(fetched.status.success(), "{}", text(&fetched.stderr));
+    assert_eq!(std::fs::read(&f).unwrap(), std::fs::read(&out).unwrap());
+
+    let replayed = tierswarm(&["replay", rec.to_str().unwrap()]);
+    assert!(replayed.status.success(), "{}", text(&replayed.stderr));
+    assert!(text(&replayed.stdout).contains("identical"));
+
+    // Damage one unit on disk: a plain restart trusts the store (no scan) and has nothing to
+    // do; --repair re-verifies every unit, finds the damage and fetches that unit again.
+    let mut bytes = std::fs::read(&out).unwrap();
+    bytes[5 * 65536 + 7] ^= 0x55;
+    std::fs::write(&out, &bytes).unwrap();
+    let again = tierswarm(&["fetch", m, "--peer", &share.addr, "--out", o]);
+    assert!(again.status.success());
+    assert_ne!(std::fs::read(&f).unwrap(), std::fs::read(&out).unwrap());
+    let repaired = tierswarm(&["fetch", m, "--peer", &share.addr, "--out", o, "--repair"]);
+    let err = text(&repaired.stderr);
+    assert!(repaired.status.success(), "{err}");
+    assert!(err.contains("resuming: 48 of 49 units"), "{err}");
+    assert_eq!(std::fs::read(&f).unwrap(), std::fs::read(&out).unwrap());
+
+    // A damaged store is refused with a one-line reason naming --repair.
+    let mut store = std::fs::File::create(format!("{o}.tsa")).unwrap();
+    store.write_all(b"garbage").unwrap();
+    drop(store);
+    let bad = tierswarm(&["fetch", m, "--peer", &share.addr, "--out", o]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad.stderr).contains("--repair"));
+
+    let stopped = share.interrupt();
+    assert!(stopped.status.success(), "{}", text(&stopped.stderr));
+}
+
+#[test]
+fn fetch_without_reachable_peers_fails_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("d.bin");
+    make_file(&f, 1000);
+    // A port that was just free: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let m = dir.path().join("d.tsm");
+    std::fs::write(
+        &m,
+        format!(
+            "{{\"version\":1,\"root\":\"{}\",\"file_len\":1000,\"name\":\"d\"}}",
+            blake3::hash(&std::fs::read(&f).unwrap()).to_hex()
+        ),
+    )
+    .unwrap();
+    let out = tierswarm(&[
+        "fetch",
+        m.to_str().unwrap(),
+        "--peer",
+        &port.to_string(),
+        "--out",
+        dir.path().join("o").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("no peer is reachable"), "{err}");
+}
+
+#[test]
+fn demo_runs_a_small_swarm() {
+    let out = tierswarm(&["demo", "--peers", "3", "--size", "3MiB"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("all 3 outputs match root"));
+}

@@ -1,0 +1,31 @@
+//! Runtime-independent driver logic shared by the tokio and async-std adapters.
+//!
+//! The runtime glue owns sockets, tasks and one timer; everything else lives here:
+//!
+//! - [`Session`]: the core [`Node`](tierswarm_core::Node) plus the data file, proofs and the
+//!   availability store. The glue feeds it connection news, frames, "unit written" reports and
+//!   timeouts, and drains a small set of runtime-neutral [`Effect`]s (bytes to write on a
+//!   connection, close a connection, progress news). Unit verification, positional reads and
+//!   writes, proof lookups and store persistence happen inside, synchronously.
+//! - [`FrameReader`]: per-connection framing over the core's
+//!   [`decode_frame`](tierswarm_core::wire::decode_frame).
+//! - [`Clock`]: a monotonic clock turned into core [`Timestamp`](tierswarm_core::Timestamp)s.
+//! - [`ProofTree`]: the proof nodes a downloader has verified, enough to serve and re-verify
+//!   every unit it holds without the whole file (persisted as `OUT.tsp`).
+//! - [`recorder`]: the flight recorder (`--record`) and its replay.
+//! - [`proof`]: conversion between [`UnitProof`](crate::UnitProof) and the wire's
+//!   [`Proof`](tierswarm_core::wire::Proof).
+
+mod clock;
+mod framing;
+pub mod proof;
+pub mod recorder;
+mod session;
+mod tree;
+
+pub use clock::{Clock, MonotonicClock};
+pub use framing::{FrameReader, Incoming};
+pub use session::{
+    store_paths, Effect, ResumeNotes, Role, Session, SessionError, SessionEvent, SessionOptions,
+};
+pub use tree::ProofTree;

@@ -1,0 +1,485 @@
+//! The flight recorder: every input a session's core received, with its time, and a digest of
+//! the actions that came out; and [`replay`], which feeds a record to a fresh core and checks
+//! that the same actions come out.
+//!
+//! A record is JSON lines. The first line is the header (configuration, limits, seed and the
+//! initial availability), then one line per input:
+//!
+//! ```json
+//! {"t":1532,"in":"frame","peer":1,"bytes":"AAAAJwoglq…","n":2,"d":"5f1c…"}
+//! ```
+//!
+//! `t` is the input's time (µs since the session started), `in` its kind (`connected`,
+//! `frame`, `disconnected`, `complete`, `failed`, `sent`, `pressure`, `reconfigure`, `drain`,
+//! `timeout`), then its fields (frames as their received bytes, base64), `n` the number of
+//! actions the core handed out for it and `d` a BLAKE3 digest of those actions in a canonical
+//! rendering (messages as their encoded frames, payloads as their bytes, the rest as text).
+//! Verification results are inputs (`complete`/`failed`), so a replay needs neither the data
+//! file nor the network.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+use tierswarm_core::node::{Config, Limits, PressureSnapshot};
+use tierswarm_core::store::StoreState;
+use tierswarm_core::wire::{decode_frame, encode_frame};
+use tierswarm_core::{Action, Geometry, Input, LocalTiers, Node, PeerId, Timestamp};
+
+use crate::manifest::{root_from_hex, root_to_hex};
+
+/// Record format version.
+pub const RECORD_VERSION: u32 = 1;
+
+macro_rules! limits_mirror {
+    (counts { $($c:ident : $ct:ty),* $(,)? } durations { $($d:ident),* $(,)? }) => {
+        /// [`Limits`] with durations in microseconds.
+        #[derive(Debug, Clone, Serialize, Deserialize)]
+        struct RecLimits {
+            $($c: $ct,)*
+            $($d: u64,)*
+        }
+        impl From<&Limits> for RecLimits {
+            fn from(l: &Limits) -> Self {
+                RecLimits {
+                    $($c: l.$c,)*
+                    $($d: u64::try_from(l.$d.as_micros()).unwrap_or(u64::MAX),)*
+                }
+            }
+        }
+        impl From<&RecLimits> for Limits {
+            /// Fields the mirror does not know keep their defaults; [`replay`] notices when
+            /// that changes anything (the header also holds the limits' `Debug` rendering).
+            fn from(r: &RecLimits) -> Self {
+                let mut l = Limits::default();
+                $(l.$c = r.$c;)*
+                $(l.$d = Duration::from_micros(r.$d);)*
+                l
+            }
+        }
+    };
+}
+
+limits_mirror! {
+    counts {
+        max_peers: usize, min_window: u32, max_window: u32, max_requests: u32,
+        max_refines_per_peer: u32, max_refines: u32, refine_retries: u32,
+        max_consecutive_timeouts: u32, max_current_blocks: usize, max_probes: usize,
+        endgame_duplicates: u32, max_serve_queue: usize, upload_slots_per_peer: u32,
+        upload_slots: u32, max_subscriptions: usize, persist_every: u64,
+    }
+    durations {
+        handshake_timeout, refine_backoff, refine_ttl, initial_rto, min_rto, max_rto,
+        persist_interval, summary_refresh, keepalive, batch_delay, push_interval,
+    }
+}
+
+/// The first line of a record: enough to build the same core again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Header {
+    tierswarm_record: u32,
+    info_hash: String,
+    file_len: u64,
+    peer_id: String,
+    hierarchical: bool,
+    seed: u64,
+    trace: bool,
+    limits: RecLimits,
+    /// `Debug` of the limits, to detect fields the mirror above does not carry.
+    limits_debug: String,
+    /// The initial availability store (base64); absent for a seeder (everything present).
+    initial: Option<String>,
+}
+
+impl Header {
+    pub(crate) fn new(cfg: &Config, initial_store: Option<&[u8]>) -> Self {
+        Header {
+            tierswarm_record: RECORD_VERSION,
+            info_hash: root_to_hex(&cfg.info_hash),
+            file_len: cfg.file_len,
+            peer_id: cfg.peer_id.clone(),
+            hierarchical: cfg.hierarchical,
+            seed: cfg.seed,
+            trace: cfg.trace,
+            limits: RecLimits::from(&cfg.limits),
+            limits_debug: format!("{:?}", cfg.limits),
+            initial: initial_store.map(|s| B64.encode(s)),
+        }
+    }
+}
+
+/// One input, as recorded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "in", rename_all = "snake_case")]
+enum RecInput {
+    Connected {
+        peer: u64,
+    },
+    Frame {
+        peer: u64,
+        bytes: String,
+    },
+    Disconnected {
+        peer: u64,
+    },
+    Complete {
+        unit: u64,
+    },
+    Failed {
+        peer: u64,
+        unit: u64,
+    },
+    Sent {
+        peer: u64,
+        unit: u64,
+    },
+    Pressure {
+        network: f32,
+        disk: f32,
+        cpu: f32,
+        memory: f32,
+    },
+    Reconfigure {
+        limits: RecLimits,
+    },
+    Drain,
+    Timeout,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Line {
+    t: u64,
+    #[serde(flatten)]
+    input: RecInput,
+    n: u64,
+    d: String,
+}
+
+fn rec_input(info_hash: &[u8; 32], input: &Input, raw: Option<&Bytes>) -> RecInput {
+    match input {
+        Input::PeerConnected { peer } => RecInput::Connected { peer: peer.0 },
+        Input::PeerFrame { peer, frame } => {
+            let bytes = match raw {
+                Some(b) => B64.encode(b),
+                None => {
+                    let mut buf = BytesMut::new();
+                    let hash: &[u8] = if frame.info_hash.is_empty() {
+                        &[]
+                    } else {
+                        info_hash
+                    };
+                    encode_frame(hash, &frame.msg, &mut buf);
+                    B64.encode(&buf)
+                }
+            };
+            RecInput::Frame {
+                peer: peer.0,
+                bytes,
+            }
+        }
+        Input::PeerDisconnected { peer } => RecInput::Disconnected { peer: peer.0 },
+        Input::UnitComplete { unit } => RecInput::Complete { unit: *unit },
+        Input::UnitFailed { peer, unit } => RecInput::Failed {
+            peer: peer.0,
+            unit: *unit,
+        },
+        Input::UnitSent { peer, unit } => RecInput::Sent {
+            peer: peer.0,
+            unit: *unit,
+        },
+        Input::Pressure(p) => RecInput::Pressure {
+            network: p.network,
+            disk: p.disk,
+            cpu: p.cpu,
+            memory: p.memory,
+        },
+        Input::Reconfigure(l) => RecInput::Reconfigure {
+            limits: RecLimits::from(l),
+        },
+        Input::Drain => RecInput::Drain,
+    }
+}
+
+/// Feeds the canonical rendering of `action` to `h`.
+fn digest_action(h: &mut blake3::Hasher, info_hash: &[u8; 32], action: &Action) {
+    fn part(h: &mut blake3::Hasher, bytes: &[u8]) {
+        h.update(&(bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    }
+    let peer = |p: &PeerId| p.0.to_le_bytes();
+    match action {
+        Action::Send { peer: p, msg } => {
+            let mut buf = BytesMut::new();
+            encode_frame(info_hash, msg, &mut buf);
+            part(h, b"send");
+            part(h, &peer(p));
+            part(h, &buf);
+        }
+        Action::Serve { peer: p, unit } => {
+            part(h, b"serve");
+            part(h, &peer(p));
+            part(h, &unit.to_le_bytes());
+        }
+        Action::StoreUnit {
+            peer: p,
+            unit,
+            data,
+            proof,
+        } => {
+            part(h, b"store_unit");
+            part(h, &peer(p));
+            part(h, &unit.to_le_bytes());
+            part(h, data);
+            part(h, format!("{proof:?}").as_bytes());
+        }
+        Action::Disconnect { peer: p, reason } => {
+            part(h, b"disconnect");
+            part(h, &peer(p));
+            part(h, reason.as_bytes());
+        }
+        Action::Persist { store } => {
+            part(h, b"persist");
+            part(h, store);
+        }
+        Action::Event(e) => {
+            part(h, b"event");
+            part(h, format!("{e:?}").as_bytes());
+        }
+        Action::Trace(t) => {
+            part(h, b"trace");
+            part(h, format!("{t:?}").as_bytes());
+        }
+    }
+}
+
+/// Writes a record as a session runs.
+pub(crate) struct Recorder {
+    out: BufWriter<File>,
+    info_hash: [u8; 32],
+    open: Option<(u64, RecInput)>,
+    hasher: blake3::Hasher,
+    actions: u64,
+}
+
+impl Recorder {
+    pub(crate) fn create(path: &Path, header: &Header) -> io::Result<Recorder> {
+        let mut out = BufWriter::with_capacity(256 * 1024, File::create(path)?);
+        serde_json::to_writer(&mut out, header)?;
+        out.write_all(b"\n")?;
+        let info_hash = root_from_hex(&header.info_hash).unwrap_or_default();
+        Ok(Recorder {
+            out,
+            info_hash,
+            open: None,
+            hasher: blake3::Hasher::new(),
+            actions: 0,
+        })
+    }
+
+    pub(crate) fn begin(&mut self, t: Timestamp, input: &Input, raw: Option<&Bytes>) {
+        self.open = Some((t.as_micros(), rec_input(&self.info_hash, input, raw)));
+    }
+
+    pub(crate) fn begin_timeout(&mut self, t: Timestamp) {
+        self.open = Some((t.as_micros(), RecInput::Timeout));
+    }
+
+    pub(crate) fn action(&mut self, action: &Action) {
+        digest_action(&mut self.hasher, &self.info_hash, action);
+        self.actions += 1;
+    }
+
+    pub(crate) fn end(&mut self) -> io::Result<()> {
+        let Some((t, input)) = self.open.take() else {
+            return Ok(());
+        };
+        let d = self.hasher.finalize().to_hex().to_string();
+        let line = Line {
+            t,
+            input,
+            n: self.actions,
+            d,
+        };
+        self.hasher.reset();
+        self.actions = 0;
+        serde_json::to_writer(&mut self.out, &line)?;
+        self.out.write_all(b"\n")
+    }
+
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// What a successful replay checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayReport {
+    /// Inputs fed.
+    pub inputs: u64,
+    /// Actions compared.
+    pub actions: u64,
+}
+
+/// Why a replay failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The record could not be read.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// A line is not a valid record line.
+    #[error("line {line}: {reason}")]
+    Parse {
+        /// 1-based line number.
+        line: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The core did something else this time.
+    #[error("line {line}: the core handed out {got} actions (digest {got_digest}), the record has {expected} (digest {expected_digest})")]
+    Mismatch {
+        /// 1-based line number.
+        line: u64,
+        /// Actions recorded.
+        expected: u64,
+        /// Actions now.
+        got: u64,
+        /// Digest recorded.
+        expected_digest: String,
+        /// Digest now.
+        got_digest: String,
+    },
+}
+
+/// Feeds the record at `path` to a fresh core and checks that every input gives the same
+/// actions as recorded. A record cut short (a killed process) is checked up to its last whole
+/// line.
+pub fn replay(path: &Path) -> Result<ReplayReport, ReplayError> {
+    let reader = BufReader::new(File::open(path)?);
+    let mut lines = reader.lines();
+    let parse = |line: u64, reason: String| ReplayError::Parse { line, reason };
+    let first = lines
+        .next()
+        .ok_or_else(|| parse(1, "empty record".into()))??;
+    let header: Header = serde_json::from_str(&first).map_err(|e| parse(1, e.to_string()))?;
+    if header.tierswarm_record != RECORD_VERSION {
+        return Err(parse(
+            1,
+            format!(
+                "record version {} is not {RECORD_VERSION}",
+                header.tierswarm_record
+            ),
+        ));
+    }
+    let info_hash = root_from_hex(&header.info_hash).map_err(|e| parse(1, e))?;
+    let cfg = Config {
+        info_hash,
+        file_len: header.file_len,
+        peer_id: header.peer_id.clone(),
+        hierarchical: header.hierarchical,
+        seed: header.seed,
+        trace: header.trace,
+        limits: Limits::from(&header.limits),
+    };
+    if format!("{:?}", cfg.limits) != header.limits_debug {
+        return Err(parse(
+            1,
+            "the record's limits cannot be rebuilt by this build (a field it does not know)".into(),
+        ));
+    }
+    let geo = Geometry::new(header.file_len).map_err(|e| parse(1, e.to_string()))?;
+    let local = match &header.initial {
+        None => LocalTiers::full(geo),
+        Some(b) => {
+            let bytes = B64.decode(b).map_err(|e| parse(1, e.to_string()))?;
+            StoreState::decode_for(&bytes, header.file_len)
+                .map_err(|e| parse(1, e.to_string()))?
+                .0
+                .tiers
+        }
+    };
+    let mut node =
+        Node::try_new(cfg, local, Timestamp::ZERO).map_err(|e| parse(1, e.to_string()))?;
+    let max_frame = node.max_frame_len();
+    let mut report = ReplayReport {
+        inputs: 0,
+        actions: 0,
+    };
+    for (i, text) in lines.enumerate() {
+        let no = i as u64 + 2;
+        let text = text?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        let Ok(line) = serde_json::from_str::<Line>(&text) else {
+            // A torn last line of a killed process ends the record.
+            break;
+        };
+        let t = Timestamp::from_micros(line.t);
+        let input = match line.input {
+            RecInput::Timeout => None,
+            RecInput::Connected { peer } => Some(Input::PeerConnected { peer: PeerId(peer) }),
+            RecInput::Frame { peer, bytes } => {
+                let raw = B64.decode(bytes).map_err(|e| parse(no, e.to_string()))?;
+                let mut buf = BytesMut::from(&raw[..]);
+                let frame = decode_frame(&mut buf, max_frame)
+                    .map_err(|e| parse(no, e.to_string()))?
+                    .ok_or_else(|| parse(no, "truncated frame".into()))?;
+                Some(Input::PeerFrame {
+                    peer: PeerId(peer),
+                    frame,
+                })
+            }
+            RecInput::Disconnected { peer } => Some(Input::PeerDisconnected { peer: PeerId(peer) }),
+            RecInput::Complete { unit } => Some(Input::UnitComplete { unit }),
+            RecInput::Failed { peer, unit } => Some(Input::UnitFailed {
+                peer: PeerId(peer),
+                unit,
+            }),
+            RecInput::Sent { peer, unit } => Some(Input::UnitSent {
+                peer: PeerId(peer),
+                unit,
+            }),
+            RecInput::Pressure {
+                network,
+                disk,
+                cpu,
+                memory,
+            } => Some(Input::Pressure(PressureSnapshot {
+                network,
+                disk,
+                cpu,
+                memory,
+            })),
+            RecInput::Reconfigure { limits } => Some(Input::Reconfigure(Limits::from(&limits))),
+            RecInput::Drain => Some(Input::Drain),
+        };
+        match input {
+            Some(input) => node.handle_input(t, input),
+            None => node.handle_timeout(t),
+        }
+        let mut h = blake3::Hasher::new();
+        let mut n = 0;
+        while let Some(a) = node.poll_action() {
+            digest_action(&mut h, &info_hash, &a);
+            n += 1;
+        }
+        let got_digest = h.finalize().to_hex().to_string();
+        if n != line.n || got_digest != line.d {
+            return Err(ReplayError::Mismatch {
+                line: no,
+                expected: line.n,
+                got: n,
+                expected_digest: line.d,
+                got_digest,
+            });
+        }
+        report.inputs += 1;
+        report.actions += n;
+    }
+    Ok(report)
+}

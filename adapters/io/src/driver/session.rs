@@ -1,0 +1,680 @@
+//! The session: one core node plus its content, executed without any runtime.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use tierswarm_core::node::{Config, Limits, NodeError, Stats};
+use tierswarm_core::store::{LoadNotes, StoreState};
+use tierswarm_core::wire::{encode_frame, Message, Proof};
+use tierswarm_core::{Action, Bitfield, Event, Geometry, Input, LocalTiers, Node, PeerId, Tier};
+
+use super::clock::{Clock, Epoch, MonotonicClock};
+use super::framing::Incoming;
+use super::proof;
+use super::recorder::{Header, Recorder};
+use super::tree::ProofTree;
+use crate::content::{verify_unit, Outboard};
+use crate::{store_file, DataFile, Manifest};
+
+/// Whether the session serves a whole file or downloads one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Has the whole file (proofs from an [`Outboard`]).
+    Seeder,
+    /// Downloads into an output file (proofs from the [`ProofTree`]), serving what it has.
+    Leecher,
+}
+
+/// How to build a session.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// Our identity in handshakes.
+    pub peer_id: String,
+    /// Seed of the core's random choices (recorded, so replays are exact).
+    pub seed: u64,
+    /// Speak the hierarchical protocol (false: a legacy, flat-only node).
+    pub hierarchical: bool,
+    /// The core's limits.
+    pub limits: Limits,
+    /// Write a flight record (JSON lines) here.
+    pub record: Option<PathBuf>,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            peer_id: "tierswarm".into(),
+            seed: 0,
+            hierarchical: true,
+            limits: Limits::default(),
+            record: None,
+        }
+    }
+}
+
+/// What the runtime glue must do. Effects come out in the order the core decided them.
+#[derive(Debug, Clone)]
+pub enum Effect {
+    /// Write `bytes` (whole frames) on connection `peer`. When `unit` is set the bytes are a
+    /// TRANSFER: once written to the socket, call [`Session::on_unit_sent`].
+    Send {
+        /// The connection.
+        peer: PeerId,
+        /// Encoded frames.
+        bytes: Bytes,
+        /// The unit carried, for TRANSFERs.
+        unit: Option<u64>,
+    },
+    /// Close connection `peer` (after writing what was queued before). The session already
+    /// forgot it; no [`Session::on_disconnected`] is needed (one is harmless).
+    Close {
+        /// The connection.
+        peer: PeerId,
+        /// Why.
+        reason: String,
+    },
+    /// News for the user interface.
+    Event(SessionEvent),
+}
+
+/// News from a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// A peer finished its handshake.
+    PeerReady {
+        /// The connection.
+        peer: PeerId,
+        /// Whether it speaks the hierarchical protocol.
+        capable: bool,
+    },
+    /// A unit was verified and written.
+    Progress {
+        /// Units present.
+        units: u64,
+        /// Units in the file.
+        total: u64,
+    },
+    /// A unit from `peer` failed verification; the peer is disconnected.
+    BadUnit {
+        /// Who sent it.
+        peer: PeerId,
+        /// The unit.
+        unit: u64,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The availability store was written (data and proofs were fsynced first).
+    Persisted {
+        /// Units it records.
+        units: u64,
+    },
+    /// Every unit is present, verified, written and persisted.
+    Complete,
+    /// Drain finished (after [`Session::drain`]): nothing in flight, state persisted.
+    Drained,
+    /// A local disk error; the session cannot go on.
+    Fatal(String),
+}
+
+/// Why a session could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// A file could not be read or written.
+    #[error("{what}: {source}")]
+    Io {
+        /// Which file and what was done.
+        what: String,
+        /// The error.
+        source: io::Error,
+    },
+    /// The availability store was refused.
+    #[error("availability store {path}: {reason} (run with --repair to rebuild it)")]
+    Store {
+        /// Its path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The core refused the configuration.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> SessionError {
+    let what = what.into();
+    move |source| SessionError::Io { what, source }
+}
+
+/// `(OUT.tsa, OUT.tsp)`: the availability store and the proof-node log of a download.
+pub fn store_paths(out: &Path) -> (PathBuf, PathBuf) {
+    let with = |ext: &str| {
+        let mut s = OsString::from(out.as_os_str());
+        s.push(ext);
+        PathBuf::from(s)
+    };
+    (with(".tsa"), with(".tsp"))
+}
+
+/// One core [`Node`] with its data file, proofs, store and recorder. See the
+/// [module docs](super).
+///
+/// The glue calls [`connected`](Self::connected), [`on_frame`](Self::on_frame),
+/// [`on_disconnected`](Self::on_disconnected), [`on_unit_sent`](Self::on_unit_sent),
+/// [`on_timeout`](Self::on_timeout) and [`drain`](Self::drain) as things happen, then executes
+/// every [`poll_effect`](Self::poll_effect) in order, and re-arms its single timer at
+/// [`next_deadline`](Self::next_deadline).
+pub struct Session {
+    node: Node,
+    epoch: Epoch,
+    clock: Box<dyn Clock>,
+    role: Role,
+    manifest: Manifest,
+    data: DataFile,
+    outboard: Option<Outboard>,
+    tree: Option<ProofTree>,
+    store_path: Option<PathBuf>,
+    recorder: Option<Recorder>,
+    effects: VecDeque<Effect>,
+    pending: VecDeque<Input>,
+    next_peer: u64,
+    requested: Bitfield,
+    failed: bool,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("role", &self.role)
+            .field("manifest", &self.manifest)
+            .field("units", &self.node.local().units_present())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a leecher found on disk at start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResumeNotes {
+    /// Units already present (from the store, or verified by repair).
+    pub units: u64,
+    /// Notes from the store decoder.
+    pub store: Option<LoadNotes>,
+    /// Units the store claimed but whose proofs were missing (they are fetched again).
+    pub dropped_without_proof: u64,
+}
+
+impl Session {
+    /// Serves the whole file at `path`: hashes it once (building the [`Outboard`]).
+    pub fn seeder(path: &Path, opts: SessionOptions) -> Result<Session, SessionError> {
+        let shown = path.display().to_string();
+        let data = DataFile::open(path).map_err(io_err(format!("open {shown}")))?;
+        let file = File::open(path).map_err(io_err(format!("open {shown}")))?;
+        let outboard =
+            Outboard::build(file, data.len()).map_err(io_err(format!("hash {shown}")))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let manifest = Manifest {
+            root: outboard.root(),
+            file_len: data.len(),
+            name,
+        };
+        let geo = Geometry::new(data.len()).map_err(NodeError::from)?;
+        Self::build(
+            Role::Seeder,
+            manifest,
+            data,
+            Some(outboard),
+            None,
+            None,
+            LocalTiers::full(geo),
+            opts,
+        )
+    }
+
+    /// Downloads `manifest`'s file into `out`, resuming from `OUT.tsa` (no data scan). With
+    /// `repair`, the store is rebuilt first: every unit whose proof is in `OUT.tsp` is read back
+    /// and re-verified against the root; the others are fetched again.
+    pub fn leecher(
+        manifest: &Manifest,
+        out: &Path,
+        repair: bool,
+        opts: SessionOptions,
+    ) -> Result<(Session, ResumeNotes), SessionError> {
+        let shown = out.display().to_string();
+        let geo = Geometry::new(manifest.file_len).map_err(NodeError::from)?;
+        let data =
+            DataFile::create(out, manifest.file_len).map_err(io_err(format!("open {shown}")))?;
+        let (store_path, tree_path) = store_paths(out);
+        let tree = ProofTree::open(manifest.file_len, &tree_path)
+            .map_err(io_err(format!("read {}", tree_path.display())))?;
+        let mut notes = ResumeNotes::default();
+        let mut local = if repair {
+            let mut local = LocalTiers::new(geo);
+            for unit in 0..geo.units() {
+                let Some(p) = tree.proof(unit) else { continue };
+                let bytes = data
+                    .read_unit(unit)
+                    .map_err(io_err(format!("read {shown}")))?;
+                if verify_unit(&manifest.root, manifest.file_len, unit, &bytes, &p).is_ok() {
+                    let _ = local.mark_t1_complete(unit);
+                }
+            }
+            let store = StoreState::from_tiers(&local, 0).encode();
+            store_file::save(&store_path, &store)
+                .map_err(io_err(format!("write {}", store_path.display())))?;
+            local
+        } else {
+            let shown_store = store_path.display().to_string();
+            match store_file::load(&store_path).map_err(io_err(format!("read {shown_store}")))? {
+                None => LocalTiers::new(geo),
+                Some(bytes) => {
+                    let (state, n) =
+                        StoreState::decode_for(&bytes, manifest.file_len).map_err(|e| {
+                            SessionError::Store {
+                                path: shown_store.clone(),
+                                reason: e.to_string(),
+                            }
+                        })?;
+                    notes.store = Some(n);
+                    state.tiers
+                }
+            }
+        };
+        // A unit we cannot prove is a unit we cannot serve: fetch it again.
+        let present = local.bitfield(Tier::T1).clone();
+        let unproven: Vec<u64> = present
+            .iter_ones_in(0..geo.units())
+            .filter(|&u| tree.proof(u).is_none())
+            .collect();
+        if !unproven.is_empty() {
+            notes.dropped_without_proof = unproven.len() as u64;
+            let mut rebuilt = LocalTiers::new(geo);
+            for u in present.iter_ones_in(0..geo.units()) {
+                if tree.proof(u).is_some() {
+                    let _ = rebuilt.mark_t1_complete(u);
+                }
+            }
+            local = rebuilt;
+        }
+        notes.units = local.units_present();
+        let session = Self::build(
+            Role::Leecher,
+            manifest.clone(),
+            data,
+            None,
+            Some(tree),
+            Some(store_path),
+            local,
+            opts,
+        )?;
+        Ok((session, notes))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        role: Role,
+        manifest: Manifest,
+        data: DataFile,
+        outboard: Option<Outboard>,
+        tree: Option<ProofTree>,
+        store_path: Option<PathBuf>,
+        local: LocalTiers,
+        opts: SessionOptions,
+    ) -> Result<Session, SessionError> {
+        let cfg = Config {
+            info_hash: manifest.root,
+            file_len: manifest.file_len,
+            peer_id: opts.peer_id,
+            hierarchical: opts.hierarchical,
+            seed: opts.seed,
+            trace: false,
+            limits: opts.limits,
+        };
+        let recorder = match &opts.record {
+            Some(path) => {
+                let initial = match role {
+                    Role::Seeder => None,
+                    Role::Leecher => Some(StoreState::from_tiers(&local, 0).encode()),
+                };
+                let header = Header::new(&cfg, initial.as_deref());
+                Some(
+                    Recorder::create(path, &header)
+                        .map_err(io_err(format!("record {}", path.display())))?,
+                )
+            }
+            None => None,
+        };
+        let units = local.geometry().units();
+        let node = Node::try_new(cfg, local, tierswarm_core::Timestamp::ZERO)?;
+        let clock: Box<dyn Clock> = Box::new(MonotonicClock);
+        Ok(Session {
+            node,
+            epoch: Epoch(clock.now()),
+            clock,
+            role,
+            manifest,
+            data,
+            outboard,
+            tree,
+            store_path,
+            recorder,
+            effects: VecDeque::new(),
+            pending: VecDeque::new(),
+            next_peer: 0,
+            requested: Bitfield::new(units),
+            failed: false,
+        })
+    }
+
+    /// Replaces the clock (tests); the session's epoch restarts at the new clock's now.
+    pub fn with_clock(mut self, clock: Box<dyn Clock>) -> Self {
+        self.epoch = Epoch(clock.now());
+        self.clock = clock;
+        self
+    }
+
+    // ---- inputs ---------------------------------------------------------------------------
+
+    /// A connection is up (either direction): returns its handle.
+    pub fn connected(&mut self) -> PeerId {
+        self.next_peer += 1;
+        let peer = PeerId(self.next_peer);
+        self.feed(Input::PeerConnected { peer }, None);
+        peer
+    }
+
+    /// A frame arrived on `peer`.
+    pub fn on_frame(&mut self, peer: PeerId, incoming: Incoming) {
+        let Incoming { frame, raw } = incoming;
+        self.feed(Input::PeerFrame { peer, frame }, raw);
+    }
+
+    /// Connection `peer` closed (by the remote, or after an error).
+    pub fn on_disconnected(&mut self, peer: PeerId) {
+        self.feed(Input::PeerDisconnected { peer }, None);
+    }
+
+    /// The TRANSFER of `unit` handed out for `peer` has been written to the socket.
+    pub fn on_unit_sent(&mut self, peer: PeerId, unit: u64) {
+        self.feed(Input::UnitSent { peer, unit }, None);
+    }
+
+    /// Stop requesting, finish what is in flight, persist; [`SessionEvent::Drained`] follows.
+    pub fn drain(&mut self) {
+        self.feed(Input::Drain, None);
+    }
+
+    /// The timer fired: runs the core's due timers (nothing if none is due yet).
+    pub fn on_timeout(&mut self) {
+        let now = self.now();
+        if self.node.poll_timeout().is_some_and(|t| t <= now) {
+            if let Some(r) = self.recorder.as_mut() {
+                r.begin_timeout(now);
+            }
+            self.node.handle_timeout(now);
+            self.run_actions();
+            self.run_pending();
+        }
+    }
+
+    /// When [`on_timeout`](Self::on_timeout) must be called next.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.node.poll_timeout().map(|t| self.epoch.instant(t))
+    }
+
+    /// The next effect to execute.
+    pub fn poll_effect(&mut self) -> Option<Effect> {
+        self.effects.pop_front()
+    }
+
+    // ---- queries --------------------------------------------------------------------------
+
+    /// The manifest of the content.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Seeder or leecher.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Whether every unit is present.
+    pub fn is_complete(&self) -> bool {
+        self.node.is_complete()
+    }
+
+    /// Units present and in the file.
+    pub fn progress(&self) -> (u64, u64) {
+        (
+            self.node.local().units_present(),
+            self.node.geometry().units(),
+        )
+    }
+
+    /// The core's counters.
+    pub fn stats(&self) -> &Stats {
+        self.node.stats()
+    }
+
+    /// The core node (read-only).
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Units this session has sent a REQUEST for.
+    pub fn requested_units(&self) -> &Bitfield {
+        &self.requested
+    }
+
+    /// Largest frame to accept from a peer.
+    pub fn max_frame_len(&self) -> u64 {
+        self.node.max_frame_len()
+    }
+
+    /// Whether a flight recorder is on (the glue then keeps raw frame bytes).
+    pub fn is_recording(&self) -> bool {
+        self.recorder.is_some()
+    }
+
+    /// Whether a fatal local error happened.
+    pub fn has_failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Flushes the data file, the proof log and the recorder.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if let Some(r) = self.recorder.as_mut() {
+            r.flush()?;
+        }
+        if let Some(t) = self.tree.as_mut() {
+            t.sync()?;
+        }
+        if self.role == Role::Leecher {
+            self.data.sync()?;
+        }
+        Ok(())
+    }
+
+    // ---- execution ------------------------------------------------------------------------
+
+    fn now(&self) -> tierswarm_core::Timestamp {
+        self.epoch.stamp(self.clock.now())
+    }
+
+    fn feed(&mut self, input: Input, raw: Option<Bytes>) {
+        self.feed_one(input, raw);
+        self.run_pending();
+    }
+
+    fn run_pending(&mut self) {
+        while let Some(input) = self.pending.pop_front() {
+            self.feed_one(input, None);
+        }
+    }
+
+    fn feed_one(&mut self, input: Input, raw: Option<Bytes>) {
+        let now = self.now();
+        if let Some(r) = self.recorder.as_mut() {
+            r.begin(now, &input, raw.as_ref());
+        }
+        self.node.handle_input(now, input);
+        self.run_actions();
+    }
+
+    /// Executes every action the node has ready. Inputs they produce (a unit verified or
+    /// failed, a connection given up) are queued and fed after, so each input's actions are
+    /// complete before the next input: that is what the recorder digests.
+    fn run_actions(&mut self) {
+        while let Some(action) = self.node.poll_action() {
+            if let Some(r) = self.recorder.as_mut() {
+                r.action(&action);
+            }
+            match action {
+                Action::Send { peer, msg } => {
+                    if let Message::Request { unit } = msg {
+                        self.requested.set(unit);
+                    }
+                    let bytes = self.encode(&msg);
+                    self.effects.push_back(Effect::Send {
+                        peer,
+                        bytes,
+                        unit: None,
+                    });
+                }
+                Action::Serve { peer, unit } => match self.read_for_serve(unit) {
+                    Ok(msg) => {
+                        let bytes = self.encode(&msg);
+                        self.effects.push_back(Effect::Send {
+                            peer,
+                            bytes,
+                            unit: Some(unit),
+                        });
+                    }
+                    Err(reason) => {
+                        self.pending.push_back(Input::PeerDisconnected { peer });
+                        self.effects.push_back(Effect::Close { peer, reason });
+                    }
+                },
+                Action::StoreUnit {
+                    peer,
+                    unit,
+                    data,
+                    proof,
+                } => match self.store_unit(unit, &data, proof.as_ref()) {
+                    Ok(()) => self.pending.push_back(Input::UnitComplete { unit }),
+                    Err(StoreFail::Invalid(reason)) => {
+                        self.event(SessionEvent::BadUnit { peer, unit, reason });
+                        self.pending.push_back(Input::UnitFailed { peer, unit });
+                    }
+                    Err(StoreFail::Io(e)) => self.fatal(format!(
+                        "writing unit {unit} to the output file failed: {e}"
+                    )),
+                },
+                Action::Disconnect { peer, reason } => {
+                    self.effects.push_back(Effect::Close { peer, reason })
+                }
+                Action::Persist { store } => self.persist(&store),
+                Action::Event(e) => {
+                    let e = match e {
+                        Event::PeerReady { peer, capable } => {
+                            SessionEvent::PeerReady { peer, capable }
+                        }
+                        Event::Progress { units, total } => SessionEvent::Progress { units, total },
+                        Event::Complete => SessionEvent::Complete,
+                        Event::Drained => SessionEvent::Drained,
+                    };
+                    self.event(e);
+                }
+                Action::Trace(_) => {}
+            }
+        }
+        if let Some(r) = self.recorder.as_mut() {
+            if let Err(e) = r.end() {
+                self.recorder = None;
+                self.fatal(format!("writing the flight record failed: {e}"));
+            }
+        }
+    }
+
+    fn encode(&self, msg: &Message) -> Bytes {
+        let mut buf = BytesMut::new();
+        encode_frame(&self.manifest.root, msg, &mut buf);
+        buf.freeze()
+    }
+
+    fn event(&mut self, e: SessionEvent) {
+        self.effects.push_back(Effect::Event(e));
+    }
+
+    fn fatal(&mut self, reason: String) {
+        if !self.failed {
+            self.failed = true;
+            self.event(SessionEvent::Fatal(reason));
+        }
+    }
+
+    fn read_for_serve(&self, unit: u64) -> Result<Message, String> {
+        let proof = match (&self.outboard, &self.tree) {
+            (Some(o), _) => o.proof(unit).ok(),
+            (None, Some(t)) => t.proof(unit),
+            (None, None) => None,
+        }
+        .ok_or_else(|| format!("no proof for unit {unit}"))?;
+        let data = self
+            .data
+            .read_unit(unit)
+            .map_err(|e| format!("reading unit {unit} failed: {e}"))?;
+        Ok(Message::Transfer {
+            unit,
+            data,
+            proof: Some(proof::to_wire(&proof)),
+        })
+    }
+
+    fn store_unit(&mut self, unit: u64, data: &[u8], p: Option<&Proof>) -> Result<(), StoreFail> {
+        let p = p
+            .and_then(proof::from_wire)
+            .ok_or_else(|| StoreFail::Invalid("missing or malformed proof".into()))?;
+        verify_unit(&self.manifest.root, self.manifest.file_len, unit, data, &p)
+            .map_err(|e| StoreFail::Invalid(e.to_string()))?;
+        self.data.write_unit(unit, data).map_err(StoreFail::Io)?;
+        if let Some(t) = self.tree.as_mut() {
+            t.learn(unit, &p).map_err(StoreFail::Io)?;
+        }
+        Ok(())
+    }
+
+    fn persist(&mut self, store: &[u8]) {
+        let Some(path) = self.store_path.clone() else {
+            return;
+        };
+        // Data and proofs reach the disk before the store that relies on them.
+        let result = self
+            .data
+            .sync()
+            .and_then(|()| self.tree.as_mut().map_or(Ok(()), ProofTree::sync))
+            .and_then(|()| store_file::save(&path, store));
+        match result {
+            Ok(()) => {
+                let units = self.node.local().units_present();
+                self.event(SessionEvent::Persisted { units });
+            }
+            Err(e) => self.fatal(format!(
+                "writing the availability store {} failed: {e}",
+                path.display()
+            )),
+        }
+    }
+}
+
+enum StoreFail {
+    Invalid(String),
+    Io(io::Error),
+}
