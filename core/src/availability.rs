@@ -418,8 +418,27 @@ impl TieredView {
         if start > count || (start == count && !bits.is_empty()) {
             return Err(ClaimError::PastEnd { tier, start, count });
         }
-        let bits = Bitfield::from_window_bytes(bits, count - start)?;
+                let bits = Bitfield::from_window_bytes(bits, count - start)?;
         let mut newly = Vec::new();
+        if tier == Tier::T1 {
+            // Unit windows (pushed deltas, refine responses): merge a block's segment at once.
+            let end = start + bits.len();
+            let mut u = start;
+            while u < end {
+                let b3 = self.geo.parent_of(Tier::T1, u, Tier::T3);
+                let block = self.geo.unit_range(Tier::T3, b3).expect("unit exists");
+                let seg_end = end.min(block.end);
+                let seg = bits.window(u - start, seg_end - u);
+                if !self.all.get(b3) && seg.count_ones() > 0 {
+                    if self.partial.set(b3) {
+                        newly.push(b3);
+                    }
+                    self.window_mut(b3).merge_window(u - block.start, &seg);
+                }
+                u = seg_end;
+            }
+            return Ok(newly);
+        }
         for i in bits.iter_ones_in(0..bits.len()) {
             let units = self.geo.unit_range(tier, start + i).expect("checked above");
             let b3 = self.geo.parent_of(Tier::T1, units.start, Tier::T3);

@@ -44,6 +44,55 @@ pub enum BitfieldError {
     },
 }
 
+/// Up to 512 bits — the units of one T3 block — as eight words, for word-at-a-time set
+/// arithmetic on the scheduler's hot path. Bit `j` is bit `63 - j % 64` of word `j / 64`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockMask(pub [u64; 8]);
+
+impl BlockMask {
+    /// Bits `0..len` set (`len` ≤ 512).
+    pub fn full(len: u64) -> Self {
+        let mut m = BlockMask::default();
+        for (i, w) in m.0.iter_mut().enumerate() {
+            let lo = i as u64 * 64;
+            *w = match len.saturating_sub(lo) {
+                0 => 0,
+                n if n >= 64 => u64::MAX,
+                n => !(u64::MAX >> n),
+            };
+        }
+        m
+    }
+
+    /// Bit `j`.
+    pub fn get(&self, j: u64) -> bool {
+        j < 512 && self.0[(j / 64) as usize] >> (63 - j % 64) & 1 == 1
+    }
+
+    /// Whether no bit is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|&w| w == 0)
+    }
+
+    /// `self & other`.
+    pub fn and(mut self, other: &BlockMask) -> Self {
+        self.0.iter_mut().zip(other.0).for_each(|(a, b)| *a &= b);
+        self
+    }
+
+    /// `self & !other`.
+    pub fn and_not(mut self, other: &BlockMask) -> Self {
+        self.0.iter_mut().zip(other.0).for_each(|(a, b)| *a &= !b);
+        self
+    }
+
+    /// `self | other`.
+    pub fn or(mut self, other: &BlockMask) -> Self {
+        self.0.iter_mut().zip(other.0).for_each(|(a, b)| *a |= b);
+        self
+    }
+}
+
 /// A fixed-length bitfield (most-significant-bit-first bytes).
 #[derive(Clone, PartialEq, Eq, Hash, Default)]
 pub struct Bitfield {
@@ -113,6 +162,30 @@ impl Bitfield {
         let mut bits = bits[..len as usize].to_bitvec();
         bits.set_uninitialized(false);
         Ok(Bitfield { bits })
+    }
+
+        /// Bits `start .. start + len` as a [`BlockMask`]; `start` must be a multiple of 8 and
+    /// `len` at most 512. Bits past the end read as zero. Reads whole bytes: no per-bit work.
+    pub fn block_mask(&self, start: u64, len: u64) -> BlockMask {
+        debug_assert!(start % 8 == 0 && len <= 512);
+        let bytes = self.as_bytes();
+        let end = (start + len.min(512)).min(self.len());
+        let mut m = BlockMask::default();
+        if end <= start {
+            return m;
+        }
+                let first = (start / 8) as usize;
+        let last = end.div_ceil(8) as usize;
+        let src = &bytes[first..last];
+        for (w, chunk) in m.0.iter_mut().zip(src.chunks(8)) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            *w = u64::from_be_bytes(word);
+        }
+        if end - start < 512 {
+            m = m.and(&BlockMask::full(end - start));
+        }
+        m
     }
 
     /// The encoding: `ceil(len / 8)` bytes, spare bits zero.
@@ -264,6 +337,21 @@ mod tests {
             Err(BitfieldError::WrongLength { expected: 2, .. })
         ));
         assert_eq!(Bitfield::new(0).as_bytes(), &[] as &[u8]);
+    }
+
+        #[test]
+    fn block_masks_read_whole_bytes() {
+        let mut b = Bitfield::new(1100);
+        for i in [512, 513, 575, 576, 1023, 1024, 1099] {
+            b.set(i);
+        }
+        let m = b.block_mask(512, 512);
+        let got: Vec<u64> = (0..512).filter(|&j| m.get(j)).collect();
+        assert_eq!(got, vec![0, 1, 63, 64, 511]);
+        let tail = b.block_mask(1024, 512);
+        assert_eq!((0..512).filter(|&j| tail.get(j)).collect::<Vec<_>>(), vec![0, 75]);
+        assert_eq!(BlockMask::full(70).0[..2], [u64::MAX, 0b11 << 62]);
+        assert!(b.block_mask(2048, 512).is_empty());
     }
 
     #[test]

@@ -53,7 +53,7 @@ mod peer;
 pub use peer::{Lifecycle, Peer, PeerId, RttEstimator};
 
 use crate::availability::{LocalTiers, PeerView};
-use crate::bitfield::Bitfield;
+use crate::bitfield::{Bitfield, BlockMask};
 use crate::rarity::Rarity;
 use crate::store::{LoadNotes, StoreError, StoreState};
 use crate::tiers::{Geometry, Tier, TierError, T1_SIZE};
@@ -519,7 +519,13 @@ pub struct Node {
     rarity1: Option<Rarity>,
     timers: TimerQueue<Timer>,
     outbox: [VecDeque<Action>; 4],
-    dirty: BTreeSet<PeerId>,
+        dirty: BTreeSet<PeerId>,
+    /// Peers whose last scheduling pass found less to request than their window allowed: the
+    /// only ones worth waking when a unit returns to the pool.
+        starved: BTreeSet<PeerId>,
+    /// Some peer could not be scheduled because of the global request cap.
+    global_blocked: bool,
+    queued_serves: u64,
     serving_total: u32,
     serve_rr: PeerId,
     pending_deltas: BTreeSet<u64>,
@@ -580,7 +586,10 @@ impl Node {
             rarity1: None,
             timers: TimerQueue::default(),
             outbox: Default::default(),
-            dirty: BTreeSet::new(),
+                        dirty: BTreeSet::new(),
+                        starved: BTreeSet::new(),
+            global_blocked: false,
+            queued_serves: 0,
             serving_total: 0,
             serve_rr: PeerId(0),
             pending_deltas: BTreeSet::new(),
@@ -722,7 +731,11 @@ impl Node {
     }
 
     /// After every input: schedule dirty peers, flush deltas, check drain, update gauges.
-    fn finish(&mut self) {
+        fn finish(&mut self) {
+        if self.global_blocked && self.active_requests < self.cfg.limits.max_requests {
+            self.global_blocked = false;
+            self.wake_starved();
+        }
         let dirty = core::mem::take(&mut self.dirty);
         for p in dirty {
             self.fill(p);
@@ -744,17 +757,18 @@ impl Node {
         }
         self.stats.in_flight_requests = self.active_requests;
         self.stats.in_flight_refines = self.active_refines;
-        self.stats.queued_serves = self
-            .peers
-            .values()
-            .map(|p| p.serve_queue.len() as u64)
-            .sum();
+                self.stats.queued_serves = self.queued_serves;
     }
 
     // ---- output -------------------------------------------------------------------------
 
     fn emit(&mut self, class: Class, a: Action) {
         self.outbox[class as usize].push_back(a);
+    }
+
+        /// A unit went back to the pool: the peers that had nothing to do may have now.
+    fn wake_starved(&mut self) {
+        self.dirty.extend(self.starved.iter().copied());
     }
 
     /// Drops queued sends and serves to `peer`: nothing may be sent on a closed connection.
@@ -908,9 +922,11 @@ impl Node {
         };
         self.timers.retain(peer_timers);
         self.dirty.remove(&peer);
+                self.starved.remove(&peer);
+        self.queued_serves -= p.serve_queue.len() as u64;
         // Released units may be wanted from someone else now.
         if released > 0 {
-            self.dirty.extend(self.peers.keys().copied());
+            self.wake_starved();
         }
         self.trace(Record::PeerGone {
             peer,
@@ -1244,8 +1260,9 @@ impl Node {
                 );
             }
             None => {
-                let p = self.peers.get_mut(&peer).expect("present");
+                                let p = self.peers.get_mut(&peer).expect("present");
                 p.serve_queue.push_back(unit);
+                self.queued_serves += 1;
                 self.pump_serves();
             }
         }
@@ -1253,8 +1270,9 @@ impl Node {
 
     fn on_cancel(&mut self, peer: PeerId, unit: u64) {
         let p = self.peers.get_mut(&peer).expect("present");
-        if let Some(i) = p.serve_queue.iter().position(|&u| u == unit) {
+                if let Some(i) = p.serve_queue.iter().position(|&u| u == unit) {
             p.serve_queue.remove(i);
+            self.queued_serves -= 1;
             // Every request gets exactly one answer, even a cancelled one.
             self.send(
                 peer,
@@ -1284,7 +1302,8 @@ impl Node {
                 .map(|(id, _)| *id);
             let Some(peer) = after else { break };
             let p = self.peers.get_mut(&peer).expect("present");
-            let unit = p.serve_queue.pop_front().expect("non-empty");
+                        let unit = p.serve_queue.pop_front().expect("non-empty");
+            self.queued_serves -= 1;
             p.serving += 1;
             self.serving_total += 1;
             self.serve_rr = peer;
@@ -1423,8 +1442,8 @@ impl Node {
                 .push(now.add(self.cfg.limits.reject_backoff), Timer::Wake(peer));
             self.stats.retries += 1;
             self.unclaim_if_free(unit);
-            self.trace(Record::Rejected { peer, unit, reason });
-            self.dirty.extend(self.peers.keys().copied());
+                        self.trace(Record::Rejected { peer, unit, reason });
+            self.wake_starved();
         }
     }
 
@@ -1504,9 +1523,9 @@ impl Node {
     fn on_unit_failed(&mut self, peer: PeerId, unit: u64) {
         if self.verifying.remove(&unit) {
             self.stats.failed_units += 1;
-            self.stats.retries += 1;
+                        self.stats.retries += 1;
             self.unclaim_if_free(unit);
-            self.dirty.extend(self.peers.keys().copied());
+            self.wake_starved();
         }
         self.disconnect(peer, "sent data that failed verification");
     }
@@ -1773,10 +1792,10 @@ impl Node {
             rto_us: waited.as_micros() as u64,
         });
         self.unclaim_if_free(unit);
-        if unresponsive {
+                if unresponsive {
             self.disconnect(peer, "unresponsive: too many request timeouts");
         }
-        self.dirty.extend(self.peers.keys().copied());
+        self.wake_starved();
     }
 
     fn on_refine_timeout(&mut self, id: u64) {
@@ -1829,8 +1848,8 @@ impl Node {
             attempt: r.attempt,
             retry,
         });
-        // The block may be sought from someone else meanwhile.
-        self.dirty.extend(self.peers.keys().copied());
+                // The block may be sought from someone else meanwhile.
+        self.wake_starved();
     }
 
     // ---- claims ------------------------------------------------------------------------------
@@ -1906,7 +1925,11 @@ impl Node {
             };
             let room = window.saturating_sub(p.owed);
             let global = l.max_requests.saturating_sub(self.active_requests);
-            let budget = room.min(global) as usize;
+                        let budget = room.min(global) as usize;
+            let mut issued = 0;
+            if global == 0 {
+                self.global_blocked = true;
+            }
             if budget > 0 {
                 let mut picks = Vec::new();
                 let path = if p.is_capable() {
@@ -1916,12 +1939,19 @@ impl Node {
                     self.pick_flat(&p, budget, &mut picks);
                     "flat"
                 };
-                self.issue(&mut p, &picks, path, window);
+                                self.issue(&mut p, &picks, path, window);
+                issued = picks.len();
                 if picks.len() < budget && self.claimed_count == self.geo.units() {
                     let mut dup = Vec::new();
                     self.pick_endgame(&p, budget - picks.len(), &mut dup);
                     self.issue(&mut p, &dup, "endgame", window);
+                    issued += dup.len();
                 }
+            }
+            if issued < budget || global == 0 {
+                self.starved.insert(peer);
+            } else {
+                self.starved.remove(&peer);
             }
         }
         self.peers.insert(peer, p);
@@ -1983,33 +2013,31 @@ impl Node {
 
     /// Units of T3 block `b` that other connected peers are known to have (the union of their
     /// knowledge), as a window over the block. O(peers).
-    fn held_elsewhere(&self, p: PeerId, b: u64) -> Bitfield {
+    fn held_elsewhere(&self, p: PeerId, b: u64) -> BlockMask {
         let range = self.geo.unit_range(Tier::T3, b).unwrap_or(0..0);
         let len = range.end - range.start;
-        let mut held = Bitfield::new(len);
+        let mut held = BlockMask::default();
         for (id, q) in &self.peers {
             if *id == p {
                 continue;
             }
             match &q.view {
-                Some(PeerView::Tiered(v)) if v.has_all(b) => return Bitfield::full(len),
+                Some(PeerView::Tiered(v)) if v.has_all(b) => return BlockMask::full(len),
                 Some(PeerView::Tiered(v)) => {
                     if let Some(w) = v.window(b) {
-                        held.merge_window(0, w);
+                        held = held.or(&w.block_mask(0, len));
                     }
                 }
-                Some(PeerView::Flat(bits)) => {
-                    held.merge_window(0, &bits.window(range.start, len));
-                }
+                Some(PeerView::Flat(bits)) => held = held.or(&bits.block_mask(range.start, len)),
                 None => {}
             }
         }
         held
     }
 
-    /// Units of T3 block `b` that `p` has and nobody is fetching, up to `max`, walked from this
-    /// node's own offset in the block. With `rare_only`, only units no other connected peer is
-    /// known to have: a source's upload goes first to what nobody else can give.
+    /// Units of T3 block `b` that `p` has and nobody is fetching, up to `max`, in this node's
+    /// own order for the block. With `rare_only`, only units no other connected peer is known
+    /// to have: a source's upload goes first to what nobody else can give.
     fn takeable(&self, p: &Peer, b: u64, max: usize, rare_only: bool, out: &mut Vec<u64>) -> usize {
         let Some(PeerView::Tiered(v)) = &p.view else {
             return 0;
@@ -2017,15 +2045,28 @@ impl Node {
         let Ok(range) = self.geo.unit_range(Tier::T3, b) else {
             return 0;
         };
-        let base = range.start;
-        let all = v.has_all(b);
-        let window = v.window(b);
-        let elsewhere = rare_only.then(|| self.held_elsewhere(p.id, b));
+        let (base, len) = (range.start, range.end - range.start);
+        // Word-at-a-time: units we lack and nobody fetches, that the peer has.
+        let mut cand = BlockMask::full(len).and_not(&self.claimed.block_mask(base, len));
+        if !v.has_all(b) {
+            match v.window(b) {
+                Some(w) => cand = cand.and(&w.block_mask(0, len)),
+                None => return 0,
+            }
+        }
+        if cand.is_empty() {
+            return 0;
+        }
+        if rare_only {
+            cand = cand.and_not(&self.held_elsewhere(p.id, b));
+            if cand.is_empty() {
+                return 0;
+            }
+        }
         let before = out.len();
         // Each node walks a block in its own pseudo-random order (a full-cycle stride
         // permutation), so that peers fetching the same block from the same source ask for
         // different units and can then trade them.
-        let len = range.end - base;
         let h = splitmix(self.cfg.seed ^ b.wrapping_mul(0x9e37_79b9));
         let offset = h % len;
         let mut stride = (h >> 32) % len | 1;
@@ -2036,14 +2077,9 @@ impl Node {
             if out.len() - before >= max {
                 break;
             }
-            let u = base + (offset + k * stride) % len;
-            if self.claimed.get(u) {
-                continue;
-            }
-            let has = all || window.is_some_and(|w| w.get(u - base));
-            let rare = elsewhere.as_ref().is_none_or(|e| !e.get(u - base));
-            if has
-                && rare
+            let j = (offset + k * stride) % len;
+            let u = base + j;
+            if cand.get(j)
                 && !p.refuses(u, self.now)
                 && !self.requests.contains_key(&(u, p.id))
                 && !out.contains(&u)
