@@ -418,7 +418,7 @@ impl TieredView {
         if start > count || (start == count && !bits.is_empty()) {
             return Err(ClaimError::PastEnd { tier, start, count });
         }
-                let bits = Bitfield::from_window_bytes(bits, count - start)?;
+        let bits = Bitfield::from_window_bytes(bits, count - start)?;
         let mut newly = Vec::new();
         if tier == Tier::T1 {
             // Unit windows (pushed deltas, refine responses): merge a block's segment at once.

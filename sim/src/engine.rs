@@ -241,34 +241,6 @@ impl Engine<'_> {
                 self.now = limit;
                 return ExitReason::TimeLimit;
             }
-            if let Ok(v) = std::env::var("SIMDBG") {
-                let (n, at): (usize, u64) = {
-                    let mut it = v.split(':');
-                    (
-                        it.next().unwrap().parse().unwrap(),
-                        it.next().unwrap().parse().unwrap(),
-                    )
-                };
-                if self.now.as_micros() < at && t.as_micros() >= at {
-                    if let Some(node) = &self.slots[n].node {
-                        eprintln!(
-                            "node {n} at {at}: has {} stats {:?}",
-                            node.local().units_present(),
-                            node.stats()
-                        );
-                        let d = format!("{node:?}");
-                        if let Some(i) = d.find("requests: {") {
-                            eprintln!("REQ {}", &d[i..(i + 600).min(d.len())]);
-                        }
-                        if let Some(i) = d.find("verifying:") {
-                            eprintln!("VER {}", &d[i..(i + 300).min(d.len())]);
-                        }
-                        for (id, p) in node.peers() {
-                            eprintln!("  peer {id}: {:?}", p);
-                        }
-                    }
-                }
-            }
             self.now = t;
             self.dispatch(ev, &mut crash_rng);
             if let Some(v) = &self.violation {
@@ -672,7 +644,6 @@ impl Engine<'_> {
             Action::Trace(rec) => {
                 let json = rec.to_json_line();
                 let line = format!("{{\"node\":{i},{}\n", &json[1..]);
-                self.hasher.update(line.as_bytes());
                 if let Some(w) = self.trace.as_mut() {
                     if w.write_all(line.as_bytes()).is_err() {
                         self.violation = Some("cannot write the trace file".into());
@@ -682,11 +653,9 @@ impl Engine<'_> {
         }
     }
 
-    /// Without a trace file, the trace hash digests every message sent (time, ends, kind, unit).
+    /// The trace hash digests every message sent (time, ends, kind, unit), whether or not a
+    /// trace file is written, so a sweep's hash can be checked against a traced re-run.
     fn hash_send(&mut self, i: usize, j: usize, msg: &Message) {
-        if self.tracing {
-            return;
-        }
         let unit = match msg {
             Message::Have { unit }
             | Message::Request { unit }
@@ -833,7 +802,8 @@ impl Engine<'_> {
             completion_s: CompletionStats::of(&times),
             makespan_s,
             bound_s,
-            efficiency: if makespan_s > 0.0 {
+            // Only a run in which every leecher finished has a makespan to compare.
+            efficiency: if makespan_s > 0.0 && completed == leechers.len() as u64 {
                 bound_s / makespan_s
             } else {
                 0.0

@@ -122,7 +122,11 @@ fn run(args: RunArgs) -> ExitCode {
     print!("{}", report.summary());
     let code = report.exit_code();
     if code != 0 {
-        eprintln!("error: {}: {}", args.scenario.display(), why_failed(&report));
+        eprintln!(
+            "error: {}: {}",
+            args.scenario.display(),
+            why_failed(&report)
+        );
     }
     ExitCode::from(code)
 }

@@ -23,10 +23,15 @@ fn shipped_scenarios_parse() {
     assert_eq!(
         names,
         [
+            "capable-seeder-legacy-crowd.toml",
             "flash-crowd.toml",
+            "legacy-seeder.toml",
             "lossy-churn.toml",
             "mixed-legacy.toml",
-            "smoke.toml"
+            "multi-gib.toml",
+            "smoke.toml",
+            "sweep-small.toml",
+            "thousand.toml",
         ]
     );
     for name in &names {
@@ -51,6 +56,15 @@ fn shipped_scenarios_have_the_documented_shape() {
     assert_eq!(churn.faults.crashes[0].victims(30), 6);
     assert_eq!(churn.faults.partitions[0].groups, [0, 1]);
 
+    let small = Scenario::load(&scenario_path("sweep-small.toml")).unwrap();
+    assert_eq!(
+        (small.count(Role::Seeder), small.count(Role::Leecher)),
+        (1, 6)
+    );
+    assert_eq!(small.file_size, 12 << 20);
+    assert_eq!(small.faults.crashes[0].victims(6), 2);
+    assert_eq!(small.faults.partitions.len(), 1);
+
     let mixed = Scenario::load(&scenario_path("mixed-legacy.toml")).unwrap();
     let legacy = mixed
         .peers(Strategy::Auto)
@@ -62,6 +76,28 @@ fn shipped_scenarios_have_the_documented_shape() {
         .peers(Strategy::Hierarchical)
         .iter()
         .all(|p| p.protocol == Protocol::Hierarchical));
+}
+
+#[test]
+fn thousand_has_the_documented_shape() {
+    // Not run here (the lead measures it); it must parse and describe the intended swarm.
+    let s = Scenario::load(&scenario_path("thousand.toml")).unwrap();
+    let peers = s.peers(Strategy::Auto);
+    assert_eq!(peers.len(), 1001);
+    assert_eq!((s.count(Role::Seeder), s.count(Role::Leecher)), (1, 1000));
+    assert_eq!(s.file_size, 64 << 20);
+    let seeder = &peers[0];
+    assert_eq!(seeder.role, Role::Seeder);
+    assert_eq!(seeder.upload_bps, 125_000_000);
+    let leechers: Vec<_> = peers.iter().filter(|p| p.role == Role::Leecher).collect();
+    const MBIT: u64 = 125_000;
+    assert!(leechers
+        .iter()
+        .all(|p| (20 * MBIT..=50 * MBIT).contains(&p.upload_bps)
+            && (100 * MBIT..=200 * MBIT).contains(&p.download_bps)));
+    let first = leechers.iter().map(|p| p.join_at).min().unwrap();
+    let last = leechers.iter().map(|p| p.join_at).max().unwrap();
+    assert_eq!((first.as_secs(), last.as_secs()), (0, 60));
 }
 
 fn sim(args: &[&str]) -> (i32, String) {

@@ -10,9 +10,13 @@
 //! ```
 //!
 //! Exit codes: 0 success; 1 the work failed (no reachable peer, a disk error, a replay that
-//! differs, a demo output that does not match); 2 invalid command line, manifest or store, or a
-//! runtime not available in this build; 130 interrupted before the download completed (state
+//! differs, a demo output that does not match); 2 invalid command line, manifest or store (or
+//! `--runtime mixed` outside `demo`); 130 interrupted before the download completed (state
 //! persisted: run the same command again to resume).
+//!
+//! Sessions run as tasks of the chosen runtime ([`Runtimes`]); the main thread binds listeners
+//! with `std`, waits with `futures`' executor and takes Ctrl-C through `ctrlc`, so nothing but
+//! the network driver depends on the runtime.
 #![forbid(unsafe_code)]
 
 mod demo;
@@ -21,14 +25,18 @@ use std::io::Write as _;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use futures::channel::oneshot;
 use indicatif::{ProgressBar, ProgressStyle};
-use tierswarm_io::driver::{recorder, SessionOptions};
+use tierswarm_async_std::AsyncStd;
+use tierswarm_io::driver::{self, recorder, Outcome, RunConfig, SessionOptions};
 use tierswarm_io::manifest::root_to_hex;
 use tierswarm_io::{hash_file_root, Manifest, Session, SessionEvent};
-use tierswarm_tokio::{Outcome, RunConfig};
+use tierswarm_tokio::Tokio;
 
 /// A failure: the exit code and a one-line reason.
 pub(crate) struct Failure(u8, String);
@@ -66,8 +74,69 @@ enum Runtime {
     Tokio,
     /// async-std.
     AsyncStd,
-    /// The demo's peers split between both runtimes.
+    /// The demo's peers alternate between both runtimes (`demo` only).
     Mixed,
+}
+
+impl Runtime {
+    /// The runtime of peer `i` (the demo's seeder is peer 0): `Mixed` alternates, starting
+    /// with tokio.
+    pub(crate) fn of_peer(self, i: usize) -> Runtime {
+        match self {
+            Runtime::Mixed if i % 2 == 0 => Runtime::Tokio,
+            Runtime::Mixed => Runtime::AsyncStd,
+            r => r,
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Runtime::Tokio => "tokio",
+            Runtime::AsyncStd => "async-std",
+            Runtime::Mixed => "mixed",
+        }
+    }
+}
+
+/// The runtimes sessions run on: tokio's is started on first use, async-std's global executor
+/// starts itself.
+#[derive(Default)]
+pub(crate) struct Runtimes {
+    tokio: Option<tokio::runtime::Runtime>,
+}
+
+impl Runtimes {
+    /// Runs `session` as a task of `runtime` (tokio or async-std) with a listener bound by
+    /// `std`; the handle gives its end.
+    pub(crate) fn spawn(
+        &mut self,
+        runtime: Runtime,
+        session: Session,
+        cfg: RunConfig<std::net::TcpListener>,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+        on_event: impl FnMut(&SessionEvent) + Send + 'static,
+    ) -> Result<driver::RunHandle> {
+        if runtime == Runtime::AsyncStd {
+            return Ok(driver::spawn::<AsyncStd>(session, cfg, shutdown, on_event));
+        }
+        let rt = match &mut self.tokio {
+            Some(rt) => rt,
+            slot => slot.insert(
+                tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| Failure::failed(format!("cannot start the tokio runtime: {e}")))?,
+            ),
+        };
+        let _in_runtime = rt.enter();
+        Ok(driver::spawn::<Tokio>(session, cfg, shutdown, on_event))
+    }
+}
+
+/// Waits for a spawned session on this thread.
+pub(crate) fn join(handle: driver::RunHandle) -> Result<(Session, Outcome)> {
+    futures::executor::block_on(handle.join())
+        .ok_or_else(|| Failure::failed("the session's runtime stopped"))
 }
 
 #[derive(Subcommand)]
@@ -175,10 +244,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             runtime,
             manifest_out,
             record,
-        } => {
-            tokio_only(runtime)?;
-            share(&file, &listen, manifest_out, record)
-        }
+        } => share(single(runtime)?, &file, &listen, manifest_out, record),
         Cmd::Fetch {
             manifest,
             peers,
@@ -187,22 +253,26 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             listen,
             repair,
             record,
-        } => {
-            tokio_only(runtime)?;
-            fetch(&manifest, &peers, &out, listen.as_deref(), repair, record)
-        }
+        } => fetch(
+            single(runtime)?,
+            &manifest,
+            &peers,
+            &out,
+            listen.as_deref(),
+            repair,
+            record,
+        ),
         Cmd::Demo {
             peers,
             size,
             runtime,
         } => {
-            tokio_only(runtime)?;
             let size = tierswarm_core::units::parse_size(&size)
                 .map_err(|e| Failure::usage(format!("--size: {e}")))?;
             if peers == 0 {
                 return Err(Failure::usage("--peers: must be at least 1"));
             }
-            rt()?.block_on(demo::run(peers, size))
+            demo::run(runtime, peers, size)
         }
         Cmd::Replay { record } => {
             let report = recorder::replay(&record)
@@ -216,23 +286,14 @@ fn dispatch(cmd: Cmd) -> Result<()> {
     }
 }
 
-fn tokio_only(runtime: Runtime) -> Result<()> {
+/// The runtime of a single session: `mixed` only makes sense for the demo's swarm.
+fn single(runtime: Runtime) -> Result<Runtime> {
     match runtime {
-        Runtime::Tokio => Ok(()),
-        Runtime::AsyncStd | Runtime::Mixed => Err(Failure::usage(format!(
-            "--runtime {}: not yet available in this build (only tokio is)",
-            runtime
-                .to_possible_value()
-                .map_or("?".into(), |v| v.get_name().to_string())
-        ))),
+        Runtime::Mixed => Err(Failure::usage(
+            "--runtime mixed: only `demo` runs several peers; choose tokio or async-std",
+        )),
+        r => Ok(r),
     }
-}
-
-pub(crate) fn rt() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::failed(format!("cannot start the tokio runtime: {e}")))
 }
 
 /// A seed for the core's random choices and a peer id, different per process.
@@ -249,20 +310,28 @@ pub(crate) fn options(record: Option<PathBuf>) -> SessionOptions {
     }
 }
 
-/// Resolves after the first Ctrl-C; a second one exits at once.
-pub(crate) async fn ctrl_c() {
-    if tokio::signal::ctrl_c().await.is_err() {
-        return std::future::pending().await;
-    }
-    eprintln!(
-        "interrupted: finishing in-flight requests and saving state (Ctrl-C again to quit now)"
-    );
-    tokio::spawn(async {
-        if tokio::signal::ctrl_c().await.is_ok() {
+/// Resolves after the first Ctrl-C; a second one exits at once. Runtime-neutral: the handler
+/// runs on `ctrlc`'s own thread.
+pub(crate) fn ctrl_c() -> impl std::future::Future<Output = ()> + Send + 'static {
+    let (tx, rx) = oneshot::channel::<()>();
+    let mut first = Some(tx);
+    let installed = ctrlc::set_handler(move || match first.take() {
+        Some(tx) => {
+            eprintln!(
+                "interrupted: finishing in-flight requests and saving state (Ctrl-C again to quit now)"
+            );
+            let _ = tx.send(());
+        }
+        None => {
             eprintln!("tierswarm: interrupted again: exiting without draining");
             std::process::exit(130);
         }
     });
+    async move {
+        if installed.is_err() || rx.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 fn resolve(addr: &str, what: &str) -> Result<Vec<SocketAddr>> {
@@ -330,6 +399,7 @@ pub(crate) fn unit_bytes(units: u64, file_len: u64) -> u64 {
 }
 
 fn share(
+    runtime: Runtime,
     file: &Path,
     listen: &str,
     manifest_out: Option<PathBuf>,
@@ -349,52 +419,52 @@ fn share(
     manifest
         .save(&path)
         .map_err(|e| Failure::failed(e.to_string()))?;
-    let rt = rt()?;
-    rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&addrs[..])
-            .await
-            .map_err(|e| Failure::failed(format!("--listen {listen}: {e}")))?;
-        let bound = listener
-            .local_addr()
-            .map_err(|e| Failure::failed(e.to_string()))?;
-        eprintln!(
-            "sharing {} ({}), root {}, manifest {}",
-            file.display(),
-            format_size(manifest.file_len),
-            root_to_hex(&manifest.root),
-            path.display()
-        );
-        println!("listening on {bound}");
-        let _ = std::io::stdout().flush();
-        let cfg = RunConfig {
-            listener: Some(listener),
-            peers: vec![],
-            stop_when_complete: false,
-        };
-        let started = Instant::now();
-        let mut peers = 0u64;
-        let (session, outcome) = tierswarm_tokio::run(session, cfg, ctrl_c(), |e| {
-            if let SessionEvent::PeerReady { .. } = e {
-                peers += 1;
-            }
-        })
-        .await;
-        let s = session.stats();
-        let sent = s.sent.get("transfer").map_or(0, |t| t.1);
-        eprintln!(
-            "served {} units ({}) to {peers} peers in {}",
-            s.units_served,
-            format_size(sent),
-            format_duration(started.elapsed())
-        );
-        match outcome {
-            Outcome::Failed(reason) => Err(Failure::failed(reason)),
-            _ => Ok(()),
+    let listener = std::net::TcpListener::bind(&addrs[..])
+        .map_err(|e| Failure::failed(format!("--listen {listen}: {e}")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Failure::failed(e.to_string()))?;
+    eprintln!(
+        "sharing {} ({}), root {}, manifest {}",
+        file.display(),
+        format_size(manifest.file_len),
+        root_to_hex(&manifest.root),
+        path.display()
+    );
+    println!("listening on {bound}");
+    let _ = std::io::stdout().flush();
+    let cfg = RunConfig {
+        listener: Some(listener),
+        peers: vec![],
+        stop_when_complete: false,
+    };
+    let started = Instant::now();
+    let peers = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&peers);
+    let mut runtimes = Runtimes::default();
+    let handle = runtimes.spawn(runtime, session, cfg, ctrl_c(), move |e| {
+        if let SessionEvent::PeerReady { .. } = e {
+            counted.fetch_add(1, Ordering::Relaxed);
         }
-    })
+    })?;
+    let (session, outcome) = join(handle)?;
+    let s = session.stats();
+    let sent = s.sent.get("transfer").map_or(0, |t| t.1);
+    eprintln!(
+        "served {} units ({}) to {} peers in {}",
+        s.units_served,
+        format_size(sent),
+        peers.load(Ordering::Relaxed),
+        format_duration(started.elapsed())
+    );
+    match outcome {
+        Outcome::Failed(reason) => Err(Failure::failed(reason)),
+        _ => Ok(()),
+    }
 }
 
 fn fetch(
+    runtime: Runtime,
     manifest_path: &Path,
     peers: &[String],
     out: &Path,
@@ -435,66 +505,70 @@ fn fetch(
         );
     }
     let file_len = manifest.file_len;
-    let rt = rt()?;
-    rt.block_on(async move {
-        let listener = match listen {
-            Some(a) => Some(
-                tokio::net::TcpListener::bind(&a[..])
-                    .await
-                    .map_err(|e| Failure::failed(format!("--listen: {e}")))?,
+    let listener = match listen {
+        Some(a) => Some(
+            std::net::TcpListener::bind(&a[..])
+                .map_err(|e| Failure::failed(format!("--listen: {e}")))?,
+        ),
+        None => None,
+    };
+    if let Some(l) = &listener {
+        if let Ok(a) = l.local_addr() {
+            println!("listening on {a}");
+        }
+    }
+    let cfg = RunConfig {
+        listener,
+        peers: addrs,
+        stop_when_complete: true,
+    };
+    let pb = bytes_bar(file_len).with_message(manifest.name.chars().take(12).collect::<String>());
+    let start_bytes = unit_bytes(notes.units, file_len);
+    pb.set_position(start_bytes);
+    let started = Instant::now();
+    let peers = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&peers);
+    let bar = pb.clone();
+    let mut runtimes = Runtimes::default();
+    let handle = runtimes.spawn(runtime, session, cfg, ctrl_c(), move |e| match e {
+        SessionEvent::Progress { units, .. } => bar.set_position(unit_bytes(*units, file_len)),
+        SessionEvent::PeerReady { .. } => {
+            counted.fetch_add(1, Ordering::Relaxed);
+        }
+        SessionEvent::BadUnit { peer, unit, reason } => {
+            bar.suspend(|| eprintln!("peer {peer} sent a bad unit {unit} ({reason}): disconnected"))
+        }
+        _ => {}
+    })?;
+    let (session, outcome) = join(handle)?;
+    pb.finish_and_clear();
+    let s = session.stats();
+    let (units, total) = session.progress();
+    let got = unit_bytes(units, file_len).saturating_sub(start_bytes);
+    let secs = started.elapsed().as_secs_f64().max(1e-6);
+    match outcome {
+        Outcome::Complete => {
+            eprintln!(
+                "fetched {} ({}) in {} at {} from {} peers; {} requests, {} retries, {} bad units",
+                out.display(),
+                format_size(file_len),
+                format_duration(started.elapsed()),
+                format_rate((got as f64 / secs) as u64),
+                peers.load(Ordering::Relaxed),
+                s.requests,
+                s.retries,
+                s.failed_units
+            );
+            Ok(())
+        }
+        Outcome::Drained | Outcome::Interrupted => Err(Failure(
+            130,
+            format!(
+                "interrupted at {units} of {total} units; run the same command again to resume"
             ),
-            None => None,
-        };
-        if let Some(l) = &listener {
-            if let Ok(a) = l.local_addr() {
-                println!("listening on {a}");
-            }
-        }
-        let cfg = RunConfig {
-            listener,
-            peers: addrs,
-            stop_when_complete: true,
-        };
-        let pb = bytes_bar(file_len).with_message(manifest.name.chars().take(12).collect::<String>());
-        let start_bytes = unit_bytes(notes.units, file_len);
-        pb.set_position(start_bytes);
-        let started = Instant::now();
-        let mut peers = 0u64;
-        let (session, outcome) = tierswarm_tokio::run(session, cfg, ctrl_c(), |e| match e {
-            SessionEvent::Progress { units, .. } => pb.set_position(unit_bytes(*units, file_len)),
-            SessionEvent::PeerReady { .. } => peers += 1,
-            SessionEvent::BadUnit { peer, unit, reason } => {
-                pb.suspend(|| eprintln!("peer {peer} sent a bad unit {unit} ({reason}): disconnected"))
-            }
-            _ => {}
-        })
-        .await;
-        pb.finish_and_clear();
-        let s = session.stats();
-        let (units, total) = session.progress();
-        let got = unit_bytes(units, file_len).saturating_sub(start_bytes);
-        let secs = started.elapsed().as_secs_f64().max(1e-6);
-        match outcome {
-            Outcome::Complete => {
-                eprintln!(
-                    "fetched {} ({}) in {} at {} from {peers} peers; {} requests, {} retries, {} bad units",
-                    out.display(),
-                    format_size(file_len),
-                    format_duration(started.elapsed()),
-                    format_rate((got as f64 / secs) as u64),
-                    s.requests,
-                    s.retries,
-                    s.failed_units
-                );
-                Ok(())
-            }
-            Outcome::Drained | Outcome::Interrupted => Err(Failure(
-                130,
-                format!("interrupted at {units} of {total} units; run the same command again to resume"),
-            )),
-            Outcome::Failed(reason) => Err(Failure::failed(format!(
-                "{reason} ({units} of {total} units verified; run again to resume)"
-            ))),
-        }
-    })
+        )),
+        Outcome::Failed(reason) => Err(Failure::failed(format!(
+            "{reason} ({units} of {total} units verified; run again to resume)"
+        ))),
+    }
 }

@@ -54,8 +54,12 @@ struct Share {
 
 impl Share {
     fn start(file: &Path) -> Share {
+        Share::start_on(file, "tokio")
+    }
+
+    fn start_on(file: &Path, runtime: &str) -> Share {
         let mut child = Command::new(BIN)
-            .args(["share", file.to_str().unwrap()])
+            .args(["share", file.to_str().unwrap(), "--runtime", runtime])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -108,11 +112,19 @@ fn manifest_prints_the_blake3_root() {
 }
 
 #[test]
-fn unavailable_runtimes_and_bad_sizes_exit_2() {
+fn mixed_outside_demo_and_bad_sizes_exit_2() {
     for args in [
-        &["demo", "--runtime", "async-std"][..],
-        &["demo", "--runtime", "mixed"][..],
-        &["share", "x", "--runtime", "async-std"][..],
+        &["share", "x", "--runtime", "mixed"][..],
+        &[
+            "fetch",
+            "x.tsm",
+            "--peer",
+            "127.0.0.1:1",
+            "--out",
+            "y",
+            "--runtime",
+            "mixed",
+        ][..],
         &["demo", "--size", "12 parsecs"][..],
     ] {
         let out = tierswarm(args);
@@ -120,8 +132,8 @@ fn unavailable_runtimes_and_bad_sizes_exit_2() {
         let err = text(&out.stderr);
         assert_eq!(err.lines().count(), 1, "{err}");
     }
-    let err = text(&tierswarm(&["demo", "--runtime", "mixed"]).stderr);
-    assert!(err.contains("not yet available in this build"), "{err}");
+    let err = text(&tierswarm(&["share", "x", "--runtime", "mixed"]).stderr);
+    assert!(err.contains("only `demo` runs several peers"), "{err}");
 }
 
 #[test]
@@ -215,4 +227,48 @@ fn demo_runs_a_small_swarm() {
     let out = tierswarm(&["demo", "--peers", "3", "--size", "3MiB"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("all 3 outputs match root"));
+}
+
+#[test]
+fn demo_runs_a_mixed_swarm() {
+    let out = tierswarm(&[
+        "demo",
+        "--peers",
+        "5",
+        "--size",
+        "3MiB",
+        "--runtime",
+        "mixed",
+    ]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("tokio and async-std, alternating"), "{err}");
+    assert!(text(&out.stdout).contains("all 5 outputs match root"));
+}
+
+/// A share on one runtime serves fetches on both; Ctrl-C stops it cleanly on async-std too.
+#[test]
+fn async_std_share_serves_fetches_on_both_runtimes() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("data.bin");
+    make_file(&f, 2 * 1024 * 1024 + 99);
+    let share = Share::start_on(&f, "async-std");
+    let m = tsm(&f);
+    for runtime in ["tokio", "async-std"] {
+        let out = dir.path().join(format!("copy-{runtime}.bin"));
+        let fetched = tierswarm(&[
+            "fetch",
+            m.to_str().unwrap(),
+            "--peer",
+            &share.addr,
+            "--out",
+            out.to_str().unwrap(),
+            "--runtime",
+            runtime,
+        ]);
+        assert!(fetched.status.success(), "{}", text(&fetched.stderr));
+        assert_eq!(std::fs::read(&f).unwrap(), std::fs::read(&out).unwrap());
+    }
+    let stopped = share.interrupt();
+    assert!(stopped.status.success(), "{}", text(&stopped.stderr));
 }

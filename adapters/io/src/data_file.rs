@@ -128,6 +128,30 @@ fn invalid_input(e: ContentError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, e)
 }
 
+/// Writes `len` pseudo-random bytes (xorshift64 from `seed`) to a new file at `path`, 1 MiB at a
+/// time: sample content for demos and benchmarks.
+pub fn write_pseudo_random(path: &Path, len: u64, seed: u64) -> io::Result<()> {
+    use std::io::Write as _;
+    let mut w = io::BufWriter::with_capacity(1 << 20, File::create(path)?);
+    let mut x = seed | 1;
+    let mut block = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        for chunk in block.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes());
+        }
+        let n = left.min(block.len() as u64) as usize;
+        w.write_all(&block[..n])?;
+        left -= n as u64;
+    }
+    w.into_inner()
+        .map_err(io::IntoInnerError::into_error)?
+        .sync_all()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

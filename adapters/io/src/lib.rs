@@ -1,9 +1,10 @@
 //! # tierswarm-io
 //!
 //! The runtime-independent half of tierswarm's network adapters: everything the tokio and
-//! async-std drivers share that touches bytes or files but not sockets or executors. Nothing here
-//! depends on an async runtime; every call is plain blocking `std` I/O (run it on a blocking pool
-//! from async code).
+//! async-std drivers share. Nothing here depends on an async runtime: content and files are
+//! plain blocking `std` I/O, and the session loop ([`driver::run`]) is written against the
+//! runtime-neutral `futures` crate and a small [`driver::Runtime`] trait that each runtime's glue
+//! implements.
 //!
 //! Modules, one concept each:
 //! - [`content`]: BLAKE3 verified units — the content root, the [`Outboard`] that produces a
@@ -12,7 +13,8 @@
 //! - [`data_file`]: positional unit reads and writes in the data file.
 //! - [`store_file`]: atomic persistence of an opaque blob (the availability store).
 //! - [`driver`]: the runtime-independent driver — a [`Session`] wrapping the core node with its
-//!   content, framing, the clock, the proof tree of a download and the flight recorder.
+//!   content, framing, the clock, the proof tree of a download, the flight recorder, and the
+//!   session loop over TCP ([`driver::run`]).
 //!
 //! ## Hashing: BLAKE3's `hazmat` API rather than `bao-tree`
 //!

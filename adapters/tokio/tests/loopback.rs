@@ -1,16 +1,35 @@
 //! End-to-end tests over real loopback TCP, each bounded by a timeout.
 
-mod common;
-
-use common::*;
-use tierswarm_core::store::StoreState;
 use tierswarm_core::wire::{decode_frame, encode_frame, Message};
-use tierswarm_core::{Geometry, LocalTiers, Tier};
-use tierswarm_io::driver::{recorder, store_paths, ProofTree};
-use tierswarm_io::{store_file, verify_unit, Outboard, Session, SessionEvent};
-use tierswarm_tokio::{run, Outcome, RunConfig};
+use tierswarm_core::Geometry;
+use tierswarm_io::driver::Outcome;
+use tierswarm_io::driver::Runtime;
+use tierswarm_io::{verify_unit, Outboard, Session, SessionEvent};
+use tierswarm_testkit::{make_file, opts, same_bytes, spawn_run, LIMIT};
+use tierswarm_tokio::Tokio;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
+
+/// The shared helpers, on tokio.
+fn seed(
+    path: &std::path::Path,
+    o: tierswarm_io::SessionOptions,
+) -> (tierswarm_testkit::Serving, tierswarm_io::Manifest) {
+    tierswarm_testkit::seed::<Tokio>(path, o)
+}
+
+async fn fetch(
+    manifest: &tierswarm_io::Manifest,
+    out: &std::path::Path,
+    peers: Vec<std::net::SocketAddr>,
+    o: tierswarm_io::SessionOptions,
+) -> (Session, Outcome, tierswarm_io::driver::ResumeNotes) {
+    tierswarm_testkit::fetch::<Tokio>(manifest, out, peers, o).await
+}
+
+async fn listener() -> tokio::net::TcpListener {
+    Tokio::listener(tierswarm_testkit::listener()).unwrap()
+}
 
 const MIB: u64 = 1 << 20;
 
@@ -19,7 +38,7 @@ async fn share_fetch_odd_length() {
     timeout(LIMIT, async {
         let dir = tempfile::tempdir().unwrap();
         let src = make_file(dir.path(), "src.bin", 3 * MIB + 12345, 1);
-        let (seeder, manifest) = seed(&src, opts("seed", 1)).await;
+        let (seeder, manifest) = seed(&src, opts("seed", 1));
         assert_eq!(
             manifest.root,
             *blake3::hash(&std::fs::read(&src).unwrap()).as_bytes()
@@ -53,12 +72,9 @@ async fn three_leechers_trade_with_each_other() {
         let mut seed_opts = opts("seed", 10);
         seed_opts.limits.upload_slots = 1;
         seed_opts.limits.upload_slots_per_peer = 1;
-        let (seeder, manifest) = seed(&src, seed_opts).await;
+        let (seeder, manifest) = seed(&src, seed_opts);
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut listeners = Vec::new();
-        for _ in 0..3 {
-            listeners.push(listener().await);
-        }
+        let listeners: Vec<_> = (0..3).map(|_| tierswarm_testkit::listener()).collect();
         let addrs: Vec<_> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
         let mut tasks = Vec::new();
         let mut stops = Vec::new();
@@ -73,26 +89,24 @@ async fn three_leechers_trade_with_each_other() {
             .unwrap();
             let mut peers = vec![seeder.addr];
             peers.extend(&addrs[..i]);
-            let cfg = RunConfig {
-                listener: Some(l),
-                peers,
-                stop_when_complete: false,
-            };
             let (stop, rx) = tokio::sync::oneshot::channel::<()>();
             let done = done_tx.clone();
             stops.push(stop);
-            tasks.push(tokio::spawn(run(
+            let shutdown = async move {
+                let _ = rx.await;
+            };
+            tasks.push(spawn_run::<Tokio>(
                 s,
-                cfg,
-                async move {
-                    let _ = rx.await;
-                },
+                Some(l),
+                peers,
+                false,
+                shutdown,
                 move |e| {
                     if *e == SessionEvent::Complete {
                         let _ = done.send(i);
                     }
                 },
-            )));
+            ));
         }
         for _ in 0..3 {
             done_rx.recv().await.unwrap();
@@ -102,7 +116,7 @@ async fn three_leechers_trade_with_each_other() {
         }
         let mut served = 0;
         for (i, t) in tasks.into_iter().enumerate() {
-            let (s, outcome) = t.await.unwrap();
+            let (s, outcome) = t.join().await;
             assert_eq!(outcome, Outcome::Drained);
             assert!(s.is_complete());
             served += s.stats().units_served;
@@ -117,88 +131,12 @@ async fn three_leechers_trade_with_each_other() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_fetch_resumes_without_refetching_verified_units() {
-    timeout(LIMIT, async {
-        let dir = tempfile::tempdir().unwrap();
-        let len = 4 * MIB + 100;
-        let src = make_file(dir.path(), "src.bin", len, 3);
-        let bytes = std::fs::read(&src).unwrap();
-        let outboard = Outboard::build(&bytes[..], len).unwrap();
-        let geo = Geometry::new(len).unwrap();
-        // A partial seeder holding units 0..40 of 65: the first fetch cannot finish.
-        let partial = dir.path().join("partial.bin");
-        std::fs::copy(&src, &partial).unwrap();
-        let (pstore, ptree) = store_paths(&partial);
-        let mut tiers = LocalTiers::new(geo);
-        let mut tree = ProofTree::open(len, &ptree).unwrap();
-        for u in 0..40 {
-            tiers.mark_t1_complete(u).unwrap();
-            tree.learn(u, &outboard.proof(u).unwrap()).unwrap();
-        }
-        tree.sync().unwrap();
-        store_file::save(&pstore, &StoreState::from_tiers(&tiers, 0).encode()).unwrap();
-        let (ps, notes) = Session::leecher(
-            &outboard_manifest(&outboard),
-            &partial,
-            false,
-            opts("partial", 5),
-        )
-        .unwrap();
-        assert_eq!(notes.units, 40);
-        let partial_seed = serve(ps, listener().await, vec![]);
-
-        let out = dir.path().join("out.bin");
-        let manifest = outboard_manifest(&outboard);
-        let mut o = opts("leech", 6);
-        o.limits = small_persist_limits();
-        let (s, _) = Session::leecher(&manifest, &out, false, o).unwrap();
-        let (on_event, mut events) = events();
-        let cfg = RunConfig {
-            listener: None,
-            peers: vec![partial_seed.addr],
-            stop_when_complete: true,
-        };
-        let task = tokio::spawn(run(s, cfg, std::future::pending(), on_event));
-        loop {
-            match events.recv().await.unwrap() {
-                SessionEvent::Persisted { units } if units >= 16 => break,
-                _ => {}
-            }
-        }
-        task.abort(); // hard stop: no drain, no final persist
-        assert!(task.await.unwrap_err().is_cancelled());
-        let (store, _) = store_paths(&out);
-        let saved = store_file::load(&store).unwrap().unwrap();
-        let (state, _) = StoreState::decode_for(&saved, len).unwrap();
-        let before = state.tiers.bitfield(Tier::T1).clone();
-        assert!(before.count_ones() >= 16 && before.count_ones() <= 40);
-
-        // Restart against a full seeder: resumes, and asks for none of the persisted units.
-        let (seeder, _) = seed(&src, opts("seed", 7)).await;
-        let (s, outcome, notes) = fetch(&manifest, &out, vec![seeder.addr], opts("leech", 8)).await;
-        assert_eq!(outcome, Outcome::Complete);
-        assert_eq!(notes.units, before.count_ones());
-        let asked = s.requested_units();
-        for u in before.iter_ones_in(0..geo.units()) {
-            assert!(
-                !asked.get(u),
-                "unit {u} was verified before the kill yet requested again"
-            );
-        }
-        assert_eq!(asked.count_ones() + before.count_ones(), geo.units());
-        assert!(same_bytes(&src, &out));
-        seeder.stop().await;
-        partial_seed.stop().await;
-    })
+    timeout(
+        LIMIT,
+        tierswarm_testkit::killed_fetch_resumes_without_refetching_verified_units::<Tokio>(),
+    )
     .await
     .unwrap();
-}
-
-fn outboard_manifest(o: &Outboard) -> tierswarm_io::Manifest {
-    tierswarm_io::Manifest {
-        root: o.root(),
-        file_len: o.file_len(),
-        name: "src.bin".into(),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,7 +205,7 @@ async fn corrupt_peer_is_dropped_and_download_completes() {
         });
         // The honest seeder's port is bound but not served until the hostile peer is dropped,
         // so the hostile one gets the first requests.
-        let honest = listener().await;
+        let honest = tierswarm_testkit::listener();
         let honest_addr = honest.local_addr().unwrap();
         let s = Session::seeder(&src, opts("seed", 1)).unwrap();
         let manifest = s.manifest().clone();
@@ -287,7 +225,7 @@ async fn corrupt_peer_is_dropped_and_download_completes() {
         });
         let corrupted = hostile_task.await.unwrap();
         assert!(corrupted >= 1, "the hostile peer was never asked");
-        let seeder = serve(s, honest, vec![]);
+        let seeder = tierswarm_testkit::serve::<Tokio>(s, honest, vec![]);
         let (leecher, outcome, _) = fetch_task.await.unwrap();
         assert_eq!(outcome, Outcome::Complete);
         assert!(leecher.stats().failed_units >= 1);
@@ -307,37 +245,10 @@ async fn corrupt_peer_is_dropped_and_download_completes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recorded_sessions_replay_identically() {
-    timeout(LIMIT, async {
-        let dir = tempfile::tempdir().unwrap();
-        let src = make_file(dir.path(), "src.bin", MIB + 999, 5);
-        let mut so = opts("seed", 11);
-        so.record = Some(dir.path().join("seed.jsonl"));
-        let (seeder, manifest) = seed(&src, so).await;
-        let mut lo = opts("leech", 12);
-        lo.record = Some(dir.path().join("leech.jsonl"));
-        let out = dir.path().join("out.bin");
-        let (_, outcome, _) = fetch(&manifest, &out, vec![seeder.addr], lo).await;
-        assert_eq!(outcome, Outcome::Complete);
-        seeder.stop().await;
-        for name in ["seed.jsonl", "leech.jsonl"] {
-            let report = recorder::replay(&dir.path().join(name)).unwrap();
-            assert!(
-                report.inputs > 10 && report.actions > 10,
-                "{name}: {report:?}"
-            );
-        }
-        // A tampered record is caught.
-        let path = dir.path().join("leech.jsonl");
-        let text = std::fs::read_to_string(&path).unwrap();
-        let tampered = text.replacen(
-            "\"in\":\"complete\",\"unit\":",
-            "\"in\":\"complete\",\"unit\":1",
-            1,
-        );
-        assert_ne!(tampered, text);
-        std::fs::write(&path, tampered).unwrap();
-        assert!(recorder::replay(&path).is_err());
-    })
+    timeout(
+        LIMIT,
+        tierswarm_testkit::recorded_sessions_replay_identically::<Tokio>(),
+    )
     .await
     .unwrap();
 }
@@ -410,7 +321,7 @@ async fn contract_peer_fetches_units_from_share() {
         let len = 3 * 65536 + 500;
         let src = make_file(dir.path(), "src.bin", len, 6);
         let bytes = std::fs::read(&src).unwrap();
-        let (seeder, manifest) = seed(&src, opts("seed", 1)).await;
+        let (seeder, manifest) = seed(&src, opts("seed", 1));
         let root = manifest.root.to_vec();
         let mut sock = tokio::net::TcpStream::connect(seeder.addr).await.unwrap();
         async fn send(sock: &mut tokio::net::TcpStream, root: &[u8], kind: i32, payload: Vec<u8>) {

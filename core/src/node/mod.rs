@@ -141,7 +141,7 @@ impl Default for Limits {
             max_refines: 64,
             refine_retries: 3,
             refine_backoff: Duration::from_millis(500),
-            refine_ttl: Duration::from_secs(10),
+            refine_ttl: Duration::from_secs(5),
             initial_rto: Duration::from_secs(5),
             min_rto: Duration::from_millis(500),
             max_rto: Duration::from_secs(60),
@@ -153,7 +153,7 @@ impl Default for Limits {
             max_serve_queue: 256,
             upload_slots_per_peer: 2,
             upload_slots: 16,
-            max_subscriptions: 64,
+            max_subscriptions: 0,
             persist_every: 256,
             persist_interval: Duration::from_secs(1),
             summary_refresh: Duration::from_secs(30),
@@ -519,10 +519,10 @@ pub struct Node {
     rarity1: Option<Rarity>,
     timers: TimerQueue<Timer>,
     outbox: [VecDeque<Action>; 4],
-        dirty: BTreeSet<PeerId>,
+    dirty: BTreeSet<PeerId>,
     /// Peers whose last scheduling pass found less to request than their window allowed: the
     /// only ones worth waking when a unit returns to the pool.
-        starved: BTreeSet<PeerId>,
+    starved: BTreeSet<PeerId>,
     /// Some peer could not be scheduled because of the global request cap.
     global_blocked: bool,
     queued_serves: u64,
@@ -586,8 +586,8 @@ impl Node {
             rarity1: None,
             timers: TimerQueue::default(),
             outbox: Default::default(),
-                        dirty: BTreeSet::new(),
-                        starved: BTreeSet::new(),
+            dirty: BTreeSet::new(),
+            starved: BTreeSet::new(),
             global_blocked: false,
             queued_serves: 0,
             serving_total: 0,
@@ -731,7 +731,7 @@ impl Node {
     }
 
     /// After every input: schedule dirty peers, flush deltas, check drain, update gauges.
-        fn finish(&mut self) {
+    fn finish(&mut self) {
         if self.global_blocked && self.active_requests < self.cfg.limits.max_requests {
             self.global_blocked = false;
             self.wake_starved();
@@ -757,7 +757,7 @@ impl Node {
         }
         self.stats.in_flight_requests = self.active_requests;
         self.stats.in_flight_refines = self.active_refines;
-                self.stats.queued_serves = self.queued_serves;
+        self.stats.queued_serves = self.queued_serves;
     }
 
     // ---- output -------------------------------------------------------------------------
@@ -766,7 +766,7 @@ impl Node {
         self.outbox[class as usize].push_back(a);
     }
 
-        /// A unit went back to the pool: the peers that had nothing to do may have now.
+    /// A unit went back to the pool: the peers that had nothing to do may have now.
     fn wake_starved(&mut self) {
         self.dirty.extend(self.starved.iter().copied());
     }
@@ -922,7 +922,7 @@ impl Node {
         };
         self.timers.retain(peer_timers);
         self.dirty.remove(&peer);
-                self.starved.remove(&peer);
+        self.starved.remove(&peer);
         self.queued_serves -= p.serve_queue.len() as u64;
         // Released units may be wanted from someone else now.
         if released > 0 {
@@ -959,6 +959,14 @@ impl Node {
                 capabilities,
             } => {
                 if ready {
+                    // A repeat of the same handshake is harmless; a different one is not.
+                    let same = p.peer_id == peer_id.chars().take(64).collect::<String>()
+                        && capable
+                            == (self.cfg.hierarchical
+                                && capabilities.is_some_and(|c| c.max_tier_supported >= 3));
+                    if same {
+                        return;
+                    }
                     return self.disconnect(peer, "protocol: second handshake");
                 }
                 if info_hash[..] != self.cfg.info_hash[..] {
@@ -1082,7 +1090,8 @@ impl Node {
         let p = self.peers.get_mut(&peer).expect("present");
         match p.view.as_mut() {
             Some(PeerView::Flat(have)) => {
-                if have.set(unit) {
+                let newly = have.set(unit);
+                if newly {
                     self.rarity1().inc(unit);
                 }
             }
@@ -1152,7 +1161,7 @@ impl Node {
         let max = self.cfg.limits.max_subscriptions;
         let whole = self.local.has_at_tier(Tier::T3, block);
         let p = self.peers.get_mut(&peer).expect("present");
-        if !whole && !p.subscriptions.contains(&block) {
+        if max > 0 && !whole && !p.subscriptions.contains(&block) {
             if p.subscriptions.len() >= max {
                 p.subscriptions.pop_front();
             }
@@ -1215,7 +1224,7 @@ impl Node {
         let units = v.window(r.block).map_or(0, |w| w.count_ones());
         p.refined_at.retain(|(b, _)| *b != r.block);
         p.refined_at.push((r.block, now));
-        if p.refined_at.len() > limits.max_subscriptions {
+        if p.refined_at.len() > crate::availability::MAX_WINDOWS {
             p.refined_at.remove(0);
         }
         if !late {
@@ -1260,7 +1269,7 @@ impl Node {
                 );
             }
             None => {
-                                let p = self.peers.get_mut(&peer).expect("present");
+                let p = self.peers.get_mut(&peer).expect("present");
                 p.serve_queue.push_back(unit);
                 self.queued_serves += 1;
                 self.pump_serves();
@@ -1270,7 +1279,7 @@ impl Node {
 
     fn on_cancel(&mut self, peer: PeerId, unit: u64) {
         let p = self.peers.get_mut(&peer).expect("present");
-                if let Some(i) = p.serve_queue.iter().position(|&u| u == unit) {
+        if let Some(i) = p.serve_queue.iter().position(|&u| u == unit) {
             p.serve_queue.remove(i);
             self.queued_serves -= 1;
             // Every request gets exactly one answer, even a cancelled one.
@@ -1302,7 +1311,7 @@ impl Node {
                 .map(|(id, _)| *id);
             let Some(peer) = after else { break };
             let p = self.peers.get_mut(&peer).expect("present");
-                        let unit = p.serve_queue.pop_front().expect("non-empty");
+            let unit = p.serve_queue.pop_front().expect("non-empty");
             self.queued_serves -= 1;
             p.serving += 1;
             self.serving_total += 1;
@@ -1345,6 +1354,9 @@ impl Node {
         }
         p.note_unit(len, now);
         self.dirty.insert(peer);
+        if !forgotten {
+            self.settle(unit, peer);
+        }
         if self.local.has_at_tier(Tier::T1, unit) || self.verifying.contains(&unit) {
             self.stats.duplicate_units += 1;
             return;
@@ -1404,7 +1416,16 @@ impl Node {
         );
     }
 
-    /// Whether `(unit, peer)` is a request we gave up waiting for (its answer is late, not
+    /// Remembers that `(unit, peer)` is settled (answered, or given up on), so that a late or
+    /// repeated answer is recognised rather than taken as unsolicited.
+    fn settle(&mut self, unit: u64, peer: PeerId) {
+        if self.forgotten.len() >= MAX_FORGOTTEN {
+            self.forgotten.pop_front();
+        }
+        self.forgotten.push_back((unit, peer));
+    }
+
+    /// Whether `(unit, peer)` is a settled request (its answer is late or repeated, not
     /// unsolicited). Consumes the record.
     fn forgotten(&mut self, unit: u64, peer: PeerId) -> bool {
         match self.forgotten.iter().position(|&k| k == (unit, peer)) {
@@ -1423,6 +1444,7 @@ impl Node {
             }
             return self.disconnect(peer, "protocol: reject nobody asked for");
         };
+        self.settle(unit, peer);
         let now = self.now;
         let p = self.peers.get_mut(&peer).expect("present");
         p.owed -= 1;
@@ -1442,7 +1464,8 @@ impl Node {
                 .push(now.add(self.cfg.limits.reject_backoff), Timer::Wake(peer));
             self.stats.retries += 1;
             self.unclaim_if_free(unit);
-                        self.trace(Record::Rejected { peer, unit, reason });
+            self.trace(Record::Rejected { peer, unit, reason });
+            self.dirty.insert(peer);
             self.wake_starved();
         }
     }
@@ -1523,7 +1546,7 @@ impl Node {
     fn on_unit_failed(&mut self, peer: PeerId, unit: u64) {
         if self.verifying.remove(&unit) {
             self.stats.failed_units += 1;
-                        self.stats.retries += 1;
+            self.stats.retries += 1;
             self.unclaim_if_free(unit);
             self.wake_starved();
         }
@@ -1631,9 +1654,7 @@ impl Node {
             .copied()
             .unwrap_or(Backpressure::None);
         // Hysteresis: going down needs the load 0.1 below the current level's threshold.
-        let next = if up >= self.pressure {
-            up
-        } else if x < self.pressure.threshold() - 0.1 {
+        let next = if up >= self.pressure || x < self.pressure.threshold() - 0.1 {
             up
         } else {
             self.pressure
@@ -1673,10 +1694,7 @@ impl Node {
                     .is_some_and(|r| r.sent_at == sent_at && r.state != ReqState::Active)
                 {
                     self.requests.remove(&k);
-                    if self.forgotten.len() >= MAX_FORGOTTEN {
-                        self.forgotten.pop_front();
-                    }
-                    self.forgotten.push_back(k);
+                    self.settle(unit, peer);
                     if let Some(p) = self.peers.get_mut(&peer) {
                         p.owed -= 1;
                     }
@@ -1792,8 +1810,10 @@ impl Node {
             rto_us: waited.as_micros() as u64,
         });
         self.unclaim_if_free(unit);
-                if unresponsive {
+        if unresponsive {
             self.disconnect(peer, "unresponsive: too many request timeouts");
+        } else {
+            self.dirty.insert(peer);
         }
         self.wake_starved();
     }
@@ -1848,7 +1868,8 @@ impl Node {
             attempt: r.attempt,
             retry,
         });
-                // The block may be sought from someone else meanwhile.
+        // The block may be sought from someone else meanwhile.
+        self.dirty.insert(r.peer);
         self.wake_starved();
     }
 
@@ -1923,9 +1944,13 @@ impl Node {
                 Backpressure::Batch => (window / 4).max(1),
                 _ => window,
             };
-            let room = window.saturating_sub(p.owed);
+            // Expired requests still owed an answer do not hold the window (a lossy or
+            // partitioned link would otherwise starve it), but they are bounded too.
+            let room = window
+                .saturating_sub(p.active)
+                .min((2 * window).saturating_sub(p.owed));
             let global = l.max_requests.saturating_sub(self.active_requests);
-                        let budget = room.min(global) as usize;
+            let budget = room.min(global) as usize;
             let mut issued = 0;
             if global == 0 {
                 self.global_blocked = true;
@@ -1939,7 +1964,7 @@ impl Node {
                     self.pick_flat(&p, budget, &mut picks);
                     "flat"
                 };
-                                self.issue(&mut p, &picks, path, window);
+                self.issue(&mut p, &picks, path, window);
                 issued = picks.len();
                 if picks.len() < budget && self.claimed_count == self.geo.units() {
                     let mut dup = Vec::new();
@@ -2069,7 +2094,7 @@ impl Node {
         // different units and can then trade them.
         let h = splitmix(self.cfg.seed ^ b.wrapping_mul(0x9e37_79b9));
         let offset = h % len;
-        let mut stride = (h >> 32) % len | 1;
+        let mut stride = ((h >> 32) % len) | 1;
         while gcd(stride, len) != 1 {
             stride += 2;
         }

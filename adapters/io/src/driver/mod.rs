@@ -1,6 +1,6 @@
 //! Runtime-independent driver logic shared by the tokio and async-std adapters.
 //!
-//! The runtime glue owns sockets, tasks and one timer; everything else lives here:
+//! The runtime glue implements [`Runtime`] (tasks, a timer, TCP); everything else lives here:
 //!
 //! - [`Session`]: the core [`Node`](tierswarm_core::Node) plus the data file, proofs and the
 //!   availability store. The glue feeds it connection news, frames, "unit written" reports and
@@ -12,6 +12,8 @@
 //! - [`Clock`]: a monotonic clock turned into core [`Timestamp`](tierswarm_core::Timestamp)s.
 //! - [`ProofTree`]: the proof nodes a downloader has verified, enough to serve and re-verify
 //!   every unit it holds without the whole file (persisted as `OUT.tsp`).
+//! - [`run`]: the session loop over TCP — connections, dialling, effects, the drain —
+//!   written once against the [`Runtime`] trait that each runtime's glue implements.
 //! - [`recorder`]: the flight recorder (`--record`) and its replay.
 //! - [`proof`]: conversion between [`UnitProof`](crate::UnitProof) and the wire's
 //!   [`Proof`](tierswarm_core::wire::Proof).
@@ -20,11 +22,13 @@ mod clock;
 mod framing;
 pub mod proof;
 pub mod recorder;
+mod runner;
 mod session;
 mod tree;
 
 pub use clock::{Clock, MonotonicClock};
 pub use framing::{FrameReader, Incoming};
+pub use runner::{run, spawn, Outcome, RunConfig, RunHandle, Runtime};
 pub use session::{
     store_paths, Effect, ResumeNotes, Role, Session, SessionError, SessionEvent, SessionOptions,
 };
