@@ -141,7 +141,7 @@ impl Default for Limits {
             max_refines: 64,
             refine_retries: 3,
             refine_backoff: Duration::from_millis(500),
-            refine_ttl: Duration::from_secs(5),
+            refine_ttl: Duration::from_millis(1000),
             initial_rto: Duration::from_secs(5),
             min_rto: Duration::from_millis(500),
             max_rto: Duration::from_secs(60),
@@ -455,6 +455,8 @@ struct RefineReq {
     sent_at: Timestamp,
     attempt: u32,
     expired: bool,
+    /// Units of the block we already knew the peer had when asking.
+    known: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -1222,8 +1224,20 @@ impl Node {
         };
         v.note_refined(r.block);
         let units = v.window(r.block).map_or(0, |w| w.count_ones());
-        p.refined_at.retain(|(b, _)| *b != r.block);
-        p.refined_at.push((r.block, now));
+        // A refinement that told us nothing new doubles the wait before the next one of this
+        // block at this peer (a peer that stays partial is not polled every second).
+        let prev_ttl = p
+            .refined_at
+            .iter()
+            .find(|(b, ..)| *b == r.block)
+            .map_or(limits.refine_ttl, |(.., ttl)| *ttl);
+        let ttl = if units > r.known {
+            limits.refine_ttl
+        } else {
+            (prev_ttl * 2).min(limits.max_rto / 2)
+        };
+        p.refined_at.retain(|(b, ..)| *b != r.block);
+        p.refined_at.push((r.block, now, ttl));
         if p.refined_at.len() > crate::availability::MAX_WINDOWS {
             p.refined_at.remove(0);
         }
@@ -2151,7 +2165,34 @@ impl Node {
                 passed.push((b, why));
             }
         };
-        for b in self.rarity3.candidates().take(l.max_probes) {
+        // Candidates: the rarest blocks from the buckets; if the probe limit cuts that list
+        // short, also the blocks this peer has (from a random point, a word at a time), so that
+        // a peer holding none of the globally rarest blocks is still used. Both bounded.
+        let mut recheck: Option<Timestamp> = None;
+        let mut cands: Vec<u64> = self.rarity3.candidates().take(l.max_probes).collect();
+        if cands.len() == l.max_probes {
+            let n3 = self.geo.blocks(Tier::T3);
+            let chunks = n3.div_ceil(512);
+            let first = self.rng.next_u64() % chunks.max(1);
+            'scan: for k in 0..chunks.min(8) {
+                let base = ((first + k) % chunks) * 512;
+                let len = (n3 - base).min(512);
+                let some = v
+                    .all_bits()
+                    .block_mask(base, len)
+                    .or(&v.partial_bits().block_mask(base, len));
+                for j in (0..len).filter(|&j| some.get(j)) {
+                    let b = base + j;
+                    if cands.len() >= 2 * l.max_probes {
+                        break 'scan;
+                    }
+                    if !self.rarity3.parked(b) && !cands.contains(&b) {
+                        cands.push(b);
+                    }
+                }
+            }
+        }
+        for b in cands {
             if found >= budget || blocks.len() >= l.max_current_blocks {
                 break;
             }
@@ -2196,10 +2237,12 @@ impl Node {
                 continue;
             }
             // Stage 2: the peer has part of it and we lack detail (or it went stale).
-            let fresh = p
+            let refreshed = p
                 .refined_at
                 .iter()
-                .any(|(x, at)| *x == b && now.since(*at) < l.refine_ttl);
+                .find(|(x, ..)| *x == b)
+                .map(|(_, at, ttl)| at.add(*ttl));
+            let fresh = refreshed.is_some_and(|stale_at| now < stale_at);
             let in_flight = self
                 .refines
                 .values()
@@ -2208,6 +2251,10 @@ impl Node {
                 note(&mut passed, b, "refining");
             } else if v.is_refined(b) && fresh {
                 note(&mut passed, b, "refined window exhausted");
+                // Nothing tells us when the peer gains units there (deltas are per block):
+                // come back when the window may be refined again.
+                let stale_at = refreshed.expect("fresh");
+                recheck = Some(recheck.map_or(stale_at, |t: Timestamp| t.min(stale_at)));
             } else if p.refine_backoff.iter().any(|(x, _)| *x == b) {
                 note(&mut passed, b, "refine backing off");
             } else if to_refine.len() >= refine_room {
@@ -2239,6 +2286,12 @@ impl Node {
         for b in to_refine {
             self.send_refine(p, b);
         }
+        if let Some(at) = recheck.filter(|_| out.len() < budget) {
+            if p.wake_at.is_none_or(|w| w <= now || at < w) {
+                p.wake_at = Some(at);
+                self.timers.push(at, Timer::Wake(p.id));
+            }
+        }
     }
 
     fn send_refine(&mut self, p: &mut Peer, block: u64) {
@@ -2257,6 +2310,10 @@ impl Node {
                 sent_at: self.now,
                 attempt,
                 expired: false,
+                known: match &p.view {
+                    Some(PeerView::Tiered(v)) => v.window(block).map_or(0, |w| w.count_ones()),
+                    _ => 0,
+                },
             },
         );
         p.refines += 1;
@@ -2264,9 +2321,6 @@ impl Node {
         self.stats.refine_requests += 1;
         let rto = self.rto(p);
         self.timers.push(self.now.add(rto), Timer::Refine(id));
-        if let Some(PeerView::Tiered(v)) = p.view.as_mut() {
-            v.drop_window(block);
-        }
         self.trace(Record::Refine {
             peer: p.id,
             block,
@@ -2304,24 +2358,29 @@ impl Node {
                 }
             }
         }
-        // Bounded fallback: 64 Ki bits from a random start, wrapping once.
+        // Bounded fallback: 128 chunks of 512 units (64 Ki units) from a random chunk, wrapping,
+        // a word at a time: what the peer has and nobody fetches.
         let n = self.geo.units();
         if out.len() >= budget || n == 0 {
             return;
         }
-        let start = self.rng.next_u64() % n;
-        let span = 65_536.min(n);
-        let ranges = [
-            start..(start + span).min(n),
-            0..(start + span).saturating_sub(n),
-        ];
-        for r in ranges {
-            for u in have.iter_ones_in(r) {
+        let chunks = n.div_ceil(512);
+        let first = self.rng.next_u64() % chunks;
+        for k in 0..chunks.min(128) {
+            let base = ((first + k) % chunks) * 512;
+            let len = (n - base).min(512);
+            let cand = have
+                .block_mask(base, len)
+                .and_not(&self.claimed.block_mask(base, len));
+            if cand.is_empty() {
+                continue;
+            }
+            for j in (0..len).filter(|&j| cand.get(j)) {
                 if out.len() >= budget {
                     return;
                 }
-                if !self.claimed.get(u)
-                    && !p.refuses(u, self.now)
+                let u = base + j;
+                if !p.refuses(u, self.now)
                     && !out.contains(&u)
                     && !self.requests.contains_key(&(u, p.id))
                 {

@@ -132,8 +132,11 @@ pub struct Peer {
     pub(crate) refine_backoff: Vec<(u64, Timestamp)>,
     /// When we last sent it anything.
     pub(crate) last_sent: Timestamp,
-    /// Blocks we last refined at this peer and when (to pace re-refinement).
-    pub(crate) refined_at: Vec<(u64, Timestamp)>,
+    /// Blocks we last refined at this peer, when, and how long that window stays fresh (paces
+    /// re-refinement; doubles while refinements bring nothing new).
+    pub(crate) refined_at: Vec<(u64, Timestamp, core::time::Duration)>,
+    /// When a wake-up for this peer is already armed (so that re-checks are not duplicated).
+    pub(crate) wake_at: Option<Timestamp>,
     /// Units this peer rejected, with when we may ask it again (rejections such as "busy" or
     /// "not available" are transient). At most [`MAX_REJECTED`] entries.
     pub(crate) rejected: BTreeMap<u64, Timestamp>,
@@ -163,6 +166,7 @@ impl Peer {
             last_sent: now,
             refined_at: Vec::new(),
             rejected: BTreeMap::new(),
+            wake_at: None,
         }
     }
 
@@ -218,7 +222,7 @@ impl Peer {
             + self.serve_queue.capacity() * 8
             + self.subscriptions.capacity() * 8
             + self.refine_backoff.capacity() * 16
-            + self.refined_at.capacity() * 16
+            + self.refined_at.capacity() * 32
             + self.rejected.len() * 32
             + self.peer_id.capacity()
     }
