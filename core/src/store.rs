@@ -175,33 +175,57 @@ impl StoreState {
     /// Encodes in `version` (1 drops the tier sections: the earlier format, kept so that
     /// backward compatibility stays tested).
     pub fn encode_version(&self, version: u16) -> Vec<u8> {
-        let geo = self.geometry();
-        let mut sections: Vec<(u8, &Bitfield)> =
-            vec![(TAG_T1_HAVE, &self.have), (TAG_T1_PROVEN, &self.proven)];
-        if version >= 2 {
-            sections.push((TAG_T2, self.tiers.bitfield(Tier::T2)));
-            sections.push((TAG_T3, self.tiers.bitfield(Tier::T3)));
-        }
-        let body: usize = sections.iter().map(|(_, b)| 5 + b.as_bytes().len()).sum();
-        let mut out = Vec::with_capacity(HEADER_LEN + body + CHECKSUM_LEN);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&version.to_le_bytes());
-        out.extend_from_slice(&0u16.to_le_bytes());
-        out.extend_from_slice(&geo.file_len().to_le_bytes());
-        out.extend_from_slice(&(T1_SIZE as u32).to_le_bytes());
-        out.extend_from_slice(&geo.units().to_le_bytes());
-        out.extend_from_slice(&self.updated_at_us.to_le_bytes());
-        out.extend_from_slice(&(sections.len() as u16).to_le_bytes());
-        for (tag, bits) in sections {
-            out.push(tag);
-            out.extend_from_slice(&(bits.as_bytes().len() as u32).to_le_bytes());
-            out.extend_from_slice(bits.as_bytes());
-        }
-        let sum = blake3::hash(&out);
-        out.extend_from_slice(sum.as_bytes());
-        out
+        encode_parts(
+            &self.tiers,
+            &self.have,
+            &self.proven,
+            self.updated_at_us,
+            version,
+        )
     }
+}
 
+/// Encodes local tiers as a current-version store without copying them (have = proven = the
+/// tiers' T1 units): what the node persists, on its hot path.
+pub fn encode_tiers(tiers: &LocalTiers, updated_at_us: u64) -> Vec<u8> {
+    let t1 = tiers.bitfield(Tier::T1);
+    encode_parts(tiers, t1, t1, updated_at_us, CURRENT_VERSION)
+}
+
+fn encode_parts(
+    tiers: &LocalTiers,
+    have: &Bitfield,
+    proven: &Bitfield,
+    updated_at_us: u64,
+    version: u16,
+) -> Vec<u8> {
+    let geo = tiers.geometry();
+    let mut sections: Vec<(u8, &Bitfield)> = vec![(TAG_T1_HAVE, have), (TAG_T1_PROVEN, proven)];
+    if version >= 2 {
+        sections.push((TAG_T2, tiers.bitfield(Tier::T2)));
+        sections.push((TAG_T3, tiers.bitfield(Tier::T3)));
+    }
+    let body: usize = sections.iter().map(|(_, b)| 5 + b.as_bytes().len()).sum();
+    let mut out = Vec::with_capacity(HEADER_LEN + body + CHECKSUM_LEN);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&geo.file_len().to_le_bytes());
+    out.extend_from_slice(&(T1_SIZE as u32).to_le_bytes());
+    out.extend_from_slice(&geo.units().to_le_bytes());
+    out.extend_from_slice(&updated_at_us.to_le_bytes());
+    out.extend_from_slice(&(sections.len() as u16).to_le_bytes());
+    for (tag, bits) in sections {
+        out.push(tag);
+        out.extend_from_slice(&(bits.as_bytes().len() as u32).to_le_bytes());
+        out.extend_from_slice(bits.as_bytes());
+    }
+    let sum = blake3::hash(&out);
+    out.extend_from_slice(sum.as_bytes());
+    out
+}
+
+impl StoreState {
     /// Decodes and validates a store; never panics, whatever the bytes.
     pub fn decode(bytes: &[u8]) -> Result<(Self, LoadNotes), StoreError> {
         if bytes.len() < HEADER_LEN + CHECKSUM_LEN {
@@ -354,6 +378,12 @@ mod tests {
         let sum = blake3::hash(&bytes[..n]);
         bytes[n..].copy_from_slice(sum.as_bytes());
         bytes
+    }
+
+    #[test]
+    fn encoding_tiers_directly_matches_the_state_encoding() {
+        let s = sample(T3_SIZE + 5 * T1_SIZE, &[0, 7, 513]);
+        assert_eq!(encode_tiers(&s.tiers, 42), s.encode());
     }
 
     #[test]

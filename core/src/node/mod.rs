@@ -1573,7 +1573,7 @@ impl Node {
         }
         self.unpersisted = 0;
         self.stats.persists += 1;
-        let store = StoreState::from_tiers(&self.local, self.now.as_micros()).encode();
+        let store = crate::store::encode_tiers(&self.local, self.now.as_micros());
         let units = self.local.units_present();
         self.trace(Record::Persist { units });
         self.emit(
