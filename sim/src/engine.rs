@@ -521,6 +521,22 @@ impl Engine<'_> {
         }
     }
 
+    /// Schedules the arrival of each copy of `msg` on connection `conn`.
+    fn deliver(&mut self, conn: u64, from: usize, to: usize, msg: &Message, times: &[SimTime]) {
+        for &t in times {
+            let msg = msg.clone();
+            self.queue.push(
+                t,
+                Ev::Deliver {
+                    conn,
+                    to,
+                    from,
+                    msg,
+                },
+            );
+        }
+    }
+
     fn count(&mut self, kind: MessageKind, bytes: u64) {
         *self.messages.entry(kind.name().to_string()).or_default() += 1;
         if kind.is_availability() {
@@ -550,17 +566,7 @@ impl Engine<'_> {
                     return;
                 }
                 let d = self.net.send(self.now, i, j, bytes, Class::Control);
-                for t in d.times {
-                    self.queue.push(
-                        t,
-                        Ev::Deliver {
-                            conn,
-                            to: j,
-                            from: i,
-                            msg: msg.clone(),
-                        },
-                    );
-                }
+                self.deliver(conn, i, j, &msg, &d.times);
             }
             Action::Serve { peer, unit } => {
                 let j = peer.0 as usize;
@@ -596,17 +602,7 @@ impl Engine<'_> {
                         unit,
                     },
                 );
-                for t in d.times {
-                    self.queue.push(
-                        t,
-                        Ev::Deliver {
-                            conn,
-                            to: j,
-                            from: i,
-                            msg: msg.clone(),
-                        },
-                    );
-                }
+                self.deliver(conn, i, j, &msg, &d.times);
             }
             Action::StoreUnit { unit, .. } => {
                 // Verification is instant here (payloads are modelled by size).

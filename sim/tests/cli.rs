@@ -1,20 +1,13 @@
 //! The `tierswarm-sim` command line against its contract (contracts.md, `tierswarm-sim`): the real
 //! binary, its exit statuses, its report keys and its output files.
 
+mod common;
+use common::{scenario_path, sim};
+
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 use serde_json::Value;
-
-fn scenario_path(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("scenarios")
-        .join(name)
-        .to_str()
-        .unwrap()
-        .to_owned()
-}
 
 /// A fresh scratch directory for one test, removed when dropped.
 struct Scratch(PathBuf);
@@ -43,24 +36,6 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn sim(args: &[&str]) -> Out {
-    let out = Command::new(env!("CARGO_BIN_EXE_tierswarm-sim"))
-        .args(args)
-        .output()
-        .unwrap();
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
 

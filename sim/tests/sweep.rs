@@ -2,35 +2,8 @@
 //! `sweep` command reports failing seeds with the command that reproduces each, and its output
 //! does not depend on `--jobs`. Seeds found failing by larger sweeps are pinned at the end.
 
-use std::path::Path;
-use std::process::Command;
-
-fn scenario_path(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("scenarios")
-        .join(name)
-        .to_str()
-        .unwrap()
-        .to_owned()
-}
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn sim(args: &[&str]) -> Out {
-    let out = Command::new(env!("CARGO_BIN_EXE_tierswarm-sim"))
-        .args(args)
-        .output()
-        .unwrap();
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
+mod common;
+use common::{scenario_path, sim};
 
 fn failing_lines(stdout: &str) -> Vec<&str> {
     stdout.lines().filter(|l| l.starts_with("FAIL ")).collect()
