@@ -50,7 +50,7 @@ impl Default for SessionOptions {
         SessionOptions {
             peer_id: "tierswarm".into(),
             seed: 0,
-                        hierarchical: true,
+            hierarchical: true,
             // On real disks a persist costs three fsyncs (data, proof log, store): at loopback
             // speeds the core's default of one per 256 units spent more time syncing than
             // receiving. Persist once a second (the core's interval) or every 4096 units.
