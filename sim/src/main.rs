@@ -123,9 +123,12 @@ fn run(args: RunArgs) -> ExitCode {
     let code = report.exit_code();
     if code != 0 {
         eprintln!(
-            "error: {}: {}",
+            "error: {}: {}; reproduce: tierswarm-sim run {} --seed {} --strategy {}",
             args.scenario.display(),
-            why_failed(&report)
+            why_failed(&report),
+            shell_quote(&args.scenario.display().to_string()),
+            report.seed,
+            report.strategy.as_str()
         );
     }
     ExitCode::from(code)
