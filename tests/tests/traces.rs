@@ -90,27 +90,32 @@ fn legacy_kinds() -> BTreeSet<&'static str> {
     ])
 }
 
-#[test]
-fn capable_leecher_from_legacy_seeder() {
+/// A capable node and a legacy one, one seeding the other: both sides must see only the flat
+/// protocol. Returns the swarm and the two indices `(seed, leech)`.
+fn legacy_pair(seed_capable: bool, seed_name: &str, leech_name: &str) -> (Swarm, usize, usize) {
     let mut s = Swarm::new(ms(10));
-    let seed = s.add(config("legacy-seed", SMALL, false), None);
-    let leech = s.add(config("leech", SMALL, true), Some(&[]));
+    let seed = s.add(config(seed_name, SMALL, seed_capable), None);
+    let leech = s.add(config(leech_name, SMALL, !seed_capable), Some(&[]));
     s.log_kinds = kinds(&["handshake", "summary", "bitfield"]);
     s.connect(seed, leech);
     finish(&mut s, leech, secs(5));
     s.run_until(s.now.add(ms(100)));
 
     assert_idle(s.node(leech));
-    assert!(
-        s.kinds(leech, seed).is_subset(&legacy_kinds()),
-        "{:?}",
-        s.kinds(leech, seed)
-    );
-    assert!(
-        s.kinds(seed, leech).is_subset(&legacy_kinds()),
-        "{:?}",
-        s.kinds(seed, leech)
-    );
+    for (from, to) in [(seed, leech), (leech, seed)] {
+        assert!(
+            s.kinds(from, to).is_subset(&legacy_kinds()),
+            "{:?}",
+            s.kinds(from, to)
+        );
+    }
+    assert_eq!(s.node(leech).stats().requests, 41);
+    (s, seed, leech)
+}
+
+#[test]
+fn capable_leecher_from_legacy_seeder() {
+    let (s, seed, leech) = legacy_pair(false, "legacy-seed", "leech");
     assert_eq!(
         s.count(leech, seed, "bitfield"),
         1,
@@ -121,38 +126,18 @@ fn capable_leecher_from_legacy_seeder() {
         41,
         "and one HAVE per completed unit"
     );
-    assert_eq!(s.node(leech).stats().requests, 41);
     insta::assert_snapshot!(s.log_text());
 }
 
 #[test]
 fn legacy_leecher_from_capable_seeder() {
-    let mut s = Swarm::new(ms(10));
-    let seed = s.add(config("seed", SMALL, true), None);
-    let leech = s.add(config("legacy-leech", SMALL, false), Some(&[]));
-    s.log_kinds = kinds(&["handshake", "summary", "bitfield"]);
-    s.connect(seed, leech);
-    finish(&mut s, leech, secs(5));
-    s.run_until(s.now.add(ms(100)));
-
-    assert_idle(s.node(leech));
-    assert!(
-        s.kinds(seed, leech).is_subset(&legacy_kinds()),
-        "{:?}",
-        s.kinds(seed, leech)
-    );
-    assert!(
-        s.kinds(leech, seed).is_subset(&legacy_kinds()),
-        "{:?}",
-        s.kinds(leech, seed)
-    );
+    let (s, seed, leech) = legacy_pair(true, "seed", "legacy-leech");
     assert_eq!(
         s.count(seed, leech, "bitfield"),
         1,
         "the capable seeder falls back to flat"
     );
     assert_eq!(s.count(seed, leech, "summary"), 0);
-    assert_eq!(s.node(leech).stats().requests, 41);
     insta::assert_snapshot!(s.log_text());
 }
 
