@@ -783,8 +783,11 @@ impl Node {
         }
     }
 
+    /// Emits a trace record; under batch pressure or worse telemetry is shed, except the record
+    /// of the level change itself.
     fn trace(&mut self, r: Record) {
-        if self.cfg.trace && self.pressure < Backpressure::Batch {
+        let shed = self.pressure >= Backpressure::Batch && !matches!(r, Record::Pressure { .. });
+        if self.cfg.trace && !shed {
             let s = Stamped {
                 t: self.now,
                 record: r,
