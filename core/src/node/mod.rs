@@ -482,6 +482,9 @@ enum Timer {
     FlushPushes,
 }
 
+/// Per decision: what other peers are known to hold in a T3 block, by block.
+type HeldCache = Vec<(u64, BlockMask)>;
+
 /// Forgotten requests remembered (so that their late answers are not taken as unsolicited).
 const MAX_FORGOTTEN: usize = 4096;
 
@@ -797,18 +800,28 @@ impl Node {
     }
 
     fn send(&mut self, peer: PeerId, msg: Message) {
-        let kind = msg.kind();
-        let e = self.stats.sent.entry(kind.name()).or_default();
-        e.0 += 1;
-        e.1 += msg.frame_len() as u64;
         if let Some(p) = self.peers.get_mut(&peer) {
             p.last_sent = self.now;
         }
+        self.queue_send(peer, msg);
+    }
+
+    /// Counts and queues a message; the caller keeps the peer's `last_sent` (the scheduler
+    /// holds the peer outside the map while it decides).
+    fn queue_send(&mut self, peer: PeerId, msg: Message) {
+        let kind = msg.kind();
+        self.count_sent(kind.name(), msg.frame_len() as u64);
         let class = match kind {
             MessageKind::Bitfield | MessageKind::Have | MessageKind::Summary => Class::Availability,
             _ => Class::Control,
         };
         self.emit(class, Action::Send { peer, msg });
+    }
+
+    fn count_sent(&mut self, kind: &'static str, bytes: u64) {
+        let e = self.stats.sent.entry(kind).or_default();
+        e.0 += 1;
+        e.1 += bytes;
     }
 
     fn disconnect(&mut self, peer: PeerId, reason: &str) {
@@ -1334,9 +1347,8 @@ impl Node {
             self.serving_total += 1;
             self.serve_rr = peer;
             self.stats.units_served += 1;
-            self.stats.sent.entry("transfer").or_default().0 += 1;
-            self.stats.sent.entry("transfer").or_default().1 +=
-                self.geo.unit_len(unit) + 64 + 40 * 32;
+            // The embedder builds the TRANSFER: count its payload and a full-depth proof.
+            self.count_sent("transfer", self.geo.unit_len(unit) + 64 + 40 * 32);
             self.trace(Record::Serve { peer, unit });
             self.emit(Class::Data, Action::Serve { peer, unit });
         }
@@ -2024,11 +2036,7 @@ impl Node {
                     sent_at: self.now,
                 },
             );
-            let msg = Message::Request { unit };
-            let e = self.stats.sent.entry(msg.kind().name()).or_default();
-            e.0 += 1;
-            e.1 += msg.frame_len() as u64;
-            self.emit(Class::Control, Action::Send { peer: p.id, msg });
+            self.queue_send(p.id, Message::Request { unit });
             run = match run {
                 Some((s, n)) if s + n as u64 == unit => Some((s, n + 1)),
                 Some((s, n)) => {
@@ -2080,7 +2088,14 @@ impl Node {
     /// Units of T3 block `b` that `p` has and nobody is fetching, up to `max`, in this node's
     /// own order for the block. With `rare_only`, only units no other connected peer is known
     /// to have: a source's upload goes first to what nobody else can give.
-    fn takeable(&self, p: &Peer, b: u64, max: usize, rare_only: bool, out: &mut Vec<u64>) -> usize {
+    fn takeable(
+        &self,
+        p: &Peer,
+        b: u64,
+        max: usize,
+        rare_only: Option<&mut HeldCache>,
+        out: &mut Vec<u64>,
+    ) -> usize {
         let Some(PeerView::Tiered(v)) = &p.view else {
             return 0;
         };
@@ -2099,8 +2114,16 @@ impl Node {
         if cand.is_empty() {
             return 0;
         }
-        if rare_only {
-            cand = cand.and_not(&self.held_elsewhere(p.id, b));
+        if let Some(cache) = rare_only {
+            let held = match cache.iter().find(|(x, _)| *x == b) {
+                Some((_, m)) => *m,
+                None => {
+                    let m = self.held_elsewhere(p.id, b);
+                    cache.push((b, m));
+                    m
+                }
+            };
+            cand = cand.and_not(&held);
             if cand.is_empty() {
                 return 0;
             }
@@ -2143,13 +2166,15 @@ impl Node {
         p.refine_backoff.retain(|(_, until)| *until > now);
         let mut blocks: Vec<u64> = Vec::new();
         let mut probe = Vec::new();
+        // What other peers hold, per block, computed once per decision (O(peers) each).
+        let mut held = HeldCache::new();
         let mut found = 0;
         for &b in &p.current_blocks {
             probe.clear();
-            if self.takeable(p, b, budget, true, &mut probe) > 0 {
+            if self.takeable(p, b, budget, Some(&mut held), &mut probe) > 0 {
                 found += probe.len();
                 blocks.push(b);
-            } else if self.takeable(p, b, 1, false, &mut probe) > 0 {
+            } else if self.takeable(p, b, 1, None, &mut probe) > 0 {
                 blocks.push(b);
             }
         }
@@ -2212,13 +2237,13 @@ impl Node {
             let rare_only = v.has_all(b) && blocks.len() + 1 < l.max_current_blocks;
             let takes = (v.has_all(b) || v.is_refined(b)) && {
                 let rare = if rare_only {
-                    self.takeable(p, b, budget, true, &mut probe)
+                    self.takeable(p, b, budget, Some(&mut held), &mut probe)
                 } else {
                     0
                 };
                 found += rare;
                 rare > 0 || {
-                    let any = self.takeable(p, b, budget, false, &mut probe);
+                    let any = self.takeable(p, b, budget, None, &mut probe);
                     if !rare_only {
                         found += any;
                     }
@@ -2272,7 +2297,8 @@ impl Node {
                 if out.len() >= budget {
                     break;
                 }
-                self.takeable(p, b, budget - out.len(), rare_only, out);
+                let cache = rare_only.then_some(&mut held);
+                self.takeable(p, b, budget - out.len(), cache, out);
             }
         }
         p.current_blocks = blocks.iter().copied().collect();
@@ -2336,11 +2362,8 @@ impl Node {
             index: block,
             id,
         };
-        let e = self.stats.sent.entry(msg.kind().name()).or_default();
-        e.0 += 1;
-        e.1 += msg.frame_len() as u64;
         p.last_sent = self.now;
-        self.emit(Class::Control, Action::Send { peer: p.id, msg });
+        self.queue_send(p.id, msg);
     }
 
     /// The flat path (legacy peers): rarest unit first from the buckets, then a bounded scan of
