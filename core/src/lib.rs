@@ -18,7 +18,6 @@
 //! - [`rarity`]: rarest-first availability buckets.
 //! - [`timers`]: the deadline queue; [`time`]: timestamps.
 //! - [`trace`]: structured records of every decision.
-//! - [`units`]: parsing and formatting sizes, rates and durations.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -31,7 +30,6 @@ pub mod tiers;
 pub mod time;
 pub mod timers;
 pub mod trace;
-pub mod units;
 pub mod wire;
 
 pub use availability::LocalTiers;

@@ -267,7 +267,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             size,
             runtime,
         } => {
-            let size = tierswarm_core::units::parse_size(&size)
+            let size = tierswarm_units::parse_size(&size)
                 .map_err(|e| Failure::usage(format!("--size: {e}")))?;
             if peers == 0 {
                 return Err(Failure::usage("--peers: must be at least 1"));

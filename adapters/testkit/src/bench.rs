@@ -35,7 +35,7 @@ impl Bench {
     pub fn setup() -> Bench {
         let size = std::env::var("TIERSWARM_BENCH_SIZE")
             .ok()
-            .map(|s| tierswarm_core::units::parse_size(&s).expect("TIERSWARM_BENCH_SIZE"))
+            .map(|s| tierswarm_units::parse_size(&s).expect("TIERSWARM_BENCH_SIZE"))
             .unwrap_or(1 << 30);
         let base = std::env::var("TIERSWARM_BENCH_DIR").unwrap_or_else(|_| ".".into());
         let dir = tempfile::tempdir_in(base).unwrap();
