@@ -34,6 +34,6 @@ pub mod wire;
 
 pub use availability::LocalTiers;
 pub use bitfield::Bitfield;
-pub use node::{Action, Config, Event, Input, Node, PeerId};
+pub use node::{drive, Action, Config, Event, Host, Input, Node, PeerId};
 pub use tiers::{Geometry, Tier};
 pub use time::Timestamp;

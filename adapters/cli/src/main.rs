@@ -449,7 +449,7 @@ fn share(
     })?;
     let (session, outcome) = join(handle)?;
     let s = session.stats();
-    let sent = s.sent.get("transfer").map_or(0, |t| t.1);
+    let sent = s.sent[tierswarm_core::wire::MessageKind::Transfer].bytes;
     eprintln!(
         "served {} units ({}) to {} peers in {}",
         s.units_served,
