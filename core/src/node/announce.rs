@@ -91,7 +91,9 @@ impl Node {
         for id in legacy {
             self.send(id, Message::Have { unit });
         }
-        self.queue_push(unit, b3, promo.t3 == Some(b3));
+        if self.cfg.limits.max_subscriptions > 0 {
+            self.queue_push(unit, b3, promo.t3 == Some(b3));
+        }
         if promo.t3_started.is_some() || promo.t3.is_some() {
             self.announce.deltas.insert(b3);
         }
