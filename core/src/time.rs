@@ -6,7 +6,7 @@ use core::time::Duration;
 /// Microseconds since an epoch chosen by the embedder.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(transparent)]
-pub struct Timestamp(pub u64);
+pub struct Timestamp(u64);
 
 impl Timestamp {
     /// The epoch.

@@ -2,6 +2,9 @@
 
 use core::time::Duration;
 
+/// Timeouts double per loss up to 2^this (64×): beyond that the caller's maximum governs.
+const MAX_BACKOFF_DOUBLINGS: u32 = 6;
+
 /// Smoothed round-trip estimate (RFC 6298) with exponential backoff on timeouts.
 #[derive(Debug, Clone)]
 pub struct RttEstimator {
@@ -30,6 +33,7 @@ impl RttEstimator {
                 self.rttvar = rtt / 2;
             }
             Some(s) => {
+                // RFC 6298 §2.3: beta = 1/4, alpha = 1/8.
                 let diff = s.abs_diff(rtt);
                 self.rttvar = (self.rttvar * 3 + diff) / 4;
                 self.srtt = Some((s * 7 + rtt) / 8);
@@ -40,7 +44,7 @@ impl RttEstimator {
 
     /// A timeout: the next timeout doubles (capped by the caller's maximum).
     pub fn on_timeout(&mut self) {
-        self.backoff = (self.backoff + 1).min(6);
+        self.backoff = (self.backoff + 1).min(MAX_BACKOFF_DOUBLINGS);
     }
 
     /// Smoothed RTT, if sampled.
@@ -53,7 +57,8 @@ impl RttEstimator {
         self.min_rtt
     }
 
-    /// Retransmission timeout: `srtt + 4·rttvar`, clamped, doubled per unanswered timeout.
+    /// Retransmission timeout: `srtt + 4·rttvar` (RFC 6298 §2.3, K = 4), clamped, doubled per
+    /// loss not answered since.
     pub fn rto(&self, initial: Duration, min: Duration, max: Duration) -> Duration {
         let base = match self.srtt {
             None => initial,
