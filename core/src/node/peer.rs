@@ -77,7 +77,10 @@ pub struct Peer {
     pub(crate) last_answer_at: Option<Timestamp>,
     /// Send time of the latest request the peer answered with its unit.
     pub(crate) last_answered_sent: Timestamp,
+    /// Loss events (timeouts with no answer since) in a row; see [`Peer::note_loss`].
     pub(crate) consecutive_timeouts: u32,
+    /// When the last loss event was counted.
+    pub(crate) last_loss_at: Option<Timestamp>,
     /// T3 blocks we are downloading from this peer (hysteresis: stay until exhausted). At most
     /// [`Limits::max_current_blocks`](super::Limits::max_current_blocks).
     pub(crate) current_blocks: VecDeque<u64>,
@@ -103,6 +106,7 @@ impl Peer {
             last_answer_at: None,
             last_answered_sent: Timestamp::ZERO,
             consecutive_timeouts: 0,
+            last_loss_at: None,
             current_blocks: VecDeque::new(),
             last_sent: now,
             wake_at: None,
@@ -128,6 +132,18 @@ impl Peer {
     /// Round-trip estimate.
     pub fn rtt(&self) -> &RttEstimator {
         &self.rtt
+    }
+
+    /// A request or refinement sent at `sent_at` timed out at `now`: the timeout backs off.
+    /// Requests sent before the last counted loss belong to that loss event (they were in
+    /// flight when it happened), so a burst of timeouts — a window queued behind one stall —
+    /// counts as one loss towards "unresponsive", not as one per request.
+    pub(crate) fn note_loss(&mut self, sent_at: Timestamp, now: Timestamp) {
+        self.rtt.on_timeout();
+        if self.last_loss_at.is_none_or(|t| sent_at >= t) {
+            self.consecutive_timeouts += 1;
+            self.last_loss_at = Some(now);
+        }
     }
 
     /// Whether the peer rejected `unit` recently enough that we should not ask again yet.
@@ -215,6 +231,20 @@ mod tests {
         assert_eq!(p.window(65536, 4, 64), 5);
         p.rate = 1e12;
         assert_eq!(p.window(65536, 4, 64), 64, "capped");
+    }
+
+    #[test]
+    fn a_burst_of_timeouts_is_one_loss() {
+        let t = |ms: u64| Timestamp::from_micros(ms * 1000);
+        let mut p = Peer::new(PeerId(1), Timestamp::ZERO);
+        // Nine requests sent at 0..=8 ms all time out around 500 ms.
+        for k in 0..9 {
+            p.note_loss(t(k), t(500 + k));
+        }
+        assert_eq!(p.consecutive_timeouts, 1);
+        // A request sent after that loss, lost too: a second event.
+        p.note_loss(t(600), t(1500));
+        assert_eq!(p.consecutive_timeouts, 2);
     }
 
     #[test]

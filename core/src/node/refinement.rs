@@ -379,11 +379,11 @@ impl Node {
         };
         let (until, forget_at) = (self.now.add(wait), self.now.add(l.max_rto));
         self.refines.back_off(r.peer, r.block, until);
+        let now = self.now;
         self.peers
             .get_mut(&r.peer)
             .expect("refines are released with peers")
-            .rtt
-            .on_timeout();
+            .note_loss(r.sent_at, now);
         self.timers.push(until, Timer::Wake(r.peer));
         self.timers.push(forget_at, Timer::ForgetRefine(id));
         self.trace(Record::RefineTimeout {

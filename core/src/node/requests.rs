@@ -271,9 +271,11 @@ impl Node {
             .get_mut(&peer)
             .expect("frames come from known peers");
         p.last_answer_at = Some(now);
+        // Any answer, late ones included, shows the peer is alive and serving: only timeouts
+        // with no answer at all in between count towards "unresponsive".
+        p.consecutive_timeouts = 0;
         if let (true, Some(sent_at)) = (active, sent_at) {
             p.rtt.sample(now.since(sent_at));
-            p.consecutive_timeouts = 0;
             p.last_answered_sent = p.last_answered_sent.max(sent_at);
         }
         p.note_unit(len, now);
@@ -342,6 +344,7 @@ impl Node {
             .get_mut(&peer)
             .expect("frames come from known peers");
         p.last_answer_at = Some(now);
+        p.consecutive_timeouts = 0;
         if active {
             p.note_rejected(unit, now, until);
             self.timers.push(until, Timer::Wake(peer));
@@ -393,9 +396,8 @@ impl Node {
         let now = self.now;
         let limits = &self.cfg.limits;
         let p = self.peers.get_mut(&peer).expect("present");
-        p.rtt.on_timeout();
-        p.consecutive_timeouts += 1;
-        // Unresponsive: many timeouts in a row and no answer at all for a while (a peer that
+        p.note_loss(sent_at, now);
+        // Unresponsive: many losses in a row and no answer at all for a while (a peer that
         // answers others but loses some is slow or lossy, not dead).
         let silent = p
             .last_answer_at
