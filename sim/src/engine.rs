@@ -63,11 +63,6 @@ enum Ev {
         to: usize,
         unit: u64,
     },
-    Local {
-        node: usize,
-        epoch: u32,
-        input: LocalInput,
-    },
     Timer {
         node: usize,
         epoch: u32,
@@ -80,11 +75,6 @@ enum Ev {
         down_for: Duration,
     },
     Restart(usize),
-}
-
-#[derive(Debug)]
-enum LocalInput {
-    UnitComplete(u64),
 }
 
 struct Slot {
@@ -146,18 +136,8 @@ impl Host for SimHost<'_, '_> {
 
     fn store_unit(&mut self, _: PeerId, unit: u64, _: Bytes, _: Option<Proof>) -> Verdict {
         // Verification is instant here (payloads are modelled by size).
-        let e = &mut *self.e;
-        e.slots[self.i].held.set(unit);
-        let epoch = e.slots[self.i].epoch;
-        e.queue.push(
-            e.now,
-            Ev::Local {
-                node: self.i,
-                epoch,
-                input: LocalInput::UnitComplete(unit),
-            },
-        );
-        Verdict::Later
+        self.e.slots[self.i].held.set(unit);
+        Verdict::Verified
     }
 
     fn persist(&mut self, store: Bytes) {
@@ -384,12 +364,6 @@ impl Engine<'_> {
                             unit,
                         },
                     );
-                }
-            }
-            Ev::Local { node, epoch, input } => {
-                if self.slots[node].epoch == epoch {
-                    let LocalInput::UnitComplete(unit) = input;
-                    self.input(node, Input::UnitComplete { unit });
                 }
             }
             Ev::Timer { node, epoch, at } => {
