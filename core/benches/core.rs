@@ -14,10 +14,12 @@ use divan::{black_box, Bencher};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
-use tierswarm_core::node::{Action, Config, Input, Node, PeerId};
+use tierswarm_core::node::{
+    drive, Config, DisconnectReason, Host, Input, Node, PeerId, Upload, Verdict,
+};
 use tierswarm_core::store::StoreState;
 use tierswarm_core::time::Timestamp;
-use tierswarm_core::wire::{Capabilities, Message};
+use tierswarm_core::wire::{Capabilities, Message, Proof};
 use tierswarm_core::{Geometry, LocalTiers, Tier};
 
 const GIB: u64 = 1 << 30;
@@ -42,6 +44,31 @@ fn bench_mode() -> bool {
 }
 
 /// Deterministic xorshift64* generator (no dependency on the core's RNG).
+/// The benchmark's host: keeps the requests and refinements the node sends, drops the rest.
+#[derive(Default)]
+struct Sends {
+    requests: Vec<(PeerId, u64)>,
+    refines: Vec<(PeerId, u64, u64)>,
+}
+
+impl Host for Sends {
+    fn send(&mut self, peer: PeerId, msg: Message) {
+        match msg {
+            Message::Request { unit } => self.requests.push((peer, unit)),
+            Message::RefineRequest { index, id, .. } => self.refines.push((peer, index, id)),
+            _ => {}
+        }
+    }
+    fn serve(&mut self, _: PeerId, _: u64) -> Upload {
+        Upload::Later
+    }
+    fn store_unit(&mut self, _: PeerId, _: u64, _: Bytes, _: Option<Proof>) -> Verdict {
+        Verdict::Later
+    }
+    fn persist(&mut self, _: Bytes) {}
+    fn disconnect(&mut self, _: PeerId, _: DisconnectReason) {}
+}
+
 struct Xs(u64);
 
 impl Xs {
@@ -333,20 +360,13 @@ impl Swarm {
     /// refinements answered at once (every other T2 block), everything else dropped.
     fn input(&mut self, input: Input) {
         self.node.handle_input(self.now, input);
-        let mut refines = Vec::new();
-        while let Some(a) = self.node.poll_action() {
-            if let Action::Send { peer, msg } = a {
-                match msg {
-                    Message::Request { unit } => {
-                        self.requests += 1;
-                        self.outstanding.push_back((peer, unit));
-                    }
-                    Message::RefineRequest { index, id, .. } => refines.push((peer, index, id)),
-                    _ => {}
-                }
-            }
+        let mut sent = Sends::default();
+        drive(&mut self.node, self.now, &mut sent);
+        for (peer, unit) in sent.requests {
+            self.requests += 1;
+            self.outstanding.push_back((peer, unit));
         }
-        for (peer, block, id) in refines {
+        for (peer, block, id) in sent.refines {
             self.refines += 1;
             let msg = Message::RefineResponse {
                 tier: 1,

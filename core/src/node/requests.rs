@@ -266,14 +266,7 @@ impl Node {
         };
         let now = self.now;
         let len = self.geo.unit_len(unit);
-        let p = self
-            .peers
-            .get_mut(&peer)
-            .expect("frames come from known peers");
-        p.last_answer_at = Some(now);
-        // Any answer, late ones included, shows the peer is alive and serving: only timeouts
-        // with no answer at all in between count towards "unresponsive".
-        p.consecutive_timeouts = 0;
+        let p = self.answered_by(peer);
         if let (true, Some(sent_at)) = (active, sent_at) {
             p.rtt.sample(now.since(sent_at));
             p.last_answered_sent = p.last_answered_sent.max(sent_at);
@@ -301,6 +294,20 @@ impl Node {
                 proof,
             },
         );
+    }
+
+    /// `peer` answered one of our requests (a TRANSFER or a REJECT, in time or late). Any
+    /// answer shows it alive and serving: only losses with no answer at all in between count
+    /// towards "unresponsive".
+    fn answered_by(&mut self, peer: PeerId) -> &mut super::Peer {
+        let now = self.now;
+        let p = self
+            .peers
+            .get_mut(&peer)
+            .expect("frames come from known peers");
+        p.last_answer_at = Some(now);
+        p.consecutive_timeouts = 0;
+        p
     }
 
     /// Cancels the other requests for `unit` (endgame duplicates): each still gets its answer.
@@ -339,12 +346,7 @@ impl Node {
         };
         let now = self.now;
         let until = now.add(self.cfg.limits.reject_backoff);
-        let p = self
-            .peers
-            .get_mut(&peer)
-            .expect("frames come from known peers");
-        p.last_answer_at = Some(now);
-        p.consecutive_timeouts = 0;
+        let p = self.answered_by(peer);
         if active {
             p.note_rejected(unit, now, until);
             self.timers.push(until, Timer::Wake(peer));
