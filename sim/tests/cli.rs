@@ -45,7 +45,7 @@ fn read_json(path: &str) -> Value {
 }
 
 /// The report keys of contracts.md, in its order.
-const CONTRACT_KEYS: [&str; 22] = [
+const CONTRACT_KEYS: [&str; 24] = [
     "scenario",
     "seed",
     "strategy",
@@ -57,7 +57,9 @@ const CONTRACT_KEYS: [&str; 22] = [
     "completion_s",
     "makespan_s",
     "bound_s",
+    "bound_kr_s",
     "efficiency",
+    "leechers_detail",
     "availability_bytes",
     "data_bytes",
     "messages",
@@ -128,9 +130,22 @@ fn run_smoke_writes_the_report_and_every_artefact() {
     // Everyone joins at 0 s, so the makespan is the slowest leecher's completion time.
     let makespan = r["makespan_s"].as_f64().unwrap();
     assert!(close(makespan, max), "makespan {makespan} vs max {max}");
-    // Kumar–Ross: max(F/u_s, F/d_min, N·F/(u_s + Σu_i)) = 8·64 MiB / (100 + 8·50) Mbit/s.
+    // Kumar–Ross: max(F/u_s, F/d_min, N·F/(u_s + Σu_i)) = 8·64 MiB / (100 + 8·50) Mbit/s; it is
+    // the bound, as everyone joins at 0 s and 64 MiB at 200 Mbit/s takes only 2.7 s.
     let bound = r["bound_s"].as_f64().unwrap();
     assert!(close(bound, 8.0 * (64u64 << 23) as f64 / 500e6), "{bound}");
+    assert_eq!(r["bound_kr_s"], r["bound_s"]);
+    // Each leecher, joined at 0 s, finished within the makespan.
+    let detail = r["leechers_detail"].as_array().unwrap();
+    assert_eq!(detail.len(), 8);
+    for l in detail {
+        assert_eq!(
+            (&l["group"], &l["join_s"]),
+            (&Value::from("leechers"), &Value::from(0.0))
+        );
+        let done = l["complete_s"].as_f64().unwrap();
+        assert!(min <= done && done <= makespan, "{l}");
+    }
     assert!(
         makespan >= bound,
         "faster than the lower bound: {makespan} < {bound}"
