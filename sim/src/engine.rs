@@ -7,7 +7,7 @@
 //! from exactly those bytes). Every random choice comes from the scenario seed through labelled
 //! sub-streams, so the same scenario, seed and strategy replay bit for bit.
 
-use crate::bound::{first_join, Bounds};
+use crate::bound::{first_join, fluid_bound, Bounds};
 use crate::clock::SimTime;
 use crate::events::EventQueue;
 use crate::network::{Class, Network};
@@ -804,6 +804,7 @@ impl Engine<'_> {
             makespan_s,
             bound_s,
             bound_kr_s: bounds.kumar_ross_s,
+            bound_fluid_s: fluid_bound(self.scenario.file_size, &peers),
             // Only a run in which every leecher finished has a makespan to compare.
             efficiency: if makespan_s > 0.0 && completed == leechers.len() as u64 {
                 bound_s / makespan_s

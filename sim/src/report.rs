@@ -144,6 +144,9 @@ pub struct Report {
     pub bound_s: f64,
     /// The plain Kumar–Ross bound, with every peer present from the start.
     pub bound_kr_s: f64,
+    /// A tighter lower bound that integrates the capacity present over time (proposed, not in
+    /// contracts.md; see [`crate::bound::fluid_bound`]). `efficiency` does not use it.
+    pub bound_fluid_s: f64,
     /// `bound_s / makespan_s` when every leecher finished, else 0.
     pub efficiency: f64,
     /// Bytes on the wire of availability metadata (bitfields, HAVEs, summaries, refine requests
@@ -234,8 +237,8 @@ impl Report {
         }
         let _ = writeln!(
             out,
-            "makespan   {:.2}s  bound {:.2}s (Kumar–Ross {:.2}s)  efficiency {:.3}",
-            self.makespan_s, self.bound_s, self.bound_kr_s, self.efficiency
+            "makespan   {:.2}s  bound {:.2}s (Kumar–Ross {:.2}s, fluid {:.2}s)  efficiency {:.3}",
+            self.makespan_s, self.bound_s, self.bound_kr_s, self.bound_fluid_s, self.efficiency
         );
         let total = self.data_bytes.saturating_add(self.availability_bytes);
         let share = if total == 0 {
@@ -346,6 +349,7 @@ mod tests {
             makespan_s: 4.5,
             bound_s: 4.0,
             bound_kr_s: 3.5,
+            bound_fluid_s: 4.25,
             efficiency: 4.0 / 4.5,
             availability_bytes: 12_345,
             data_bytes: 8 * (64 << 20),
@@ -402,6 +406,7 @@ mod tests {
             "makespan_s",
             "bound_s",
             "bound_kr_s",
+            "bound_fluid_s",
             "efficiency",
             "leechers_detail",
             "availability_bytes",
@@ -460,7 +465,7 @@ mod tests {
             "smoke",
             "8/8 complete, complete",
             "median 2.50s",
-            "bound 4.00s (Kumar–Ross 3.50s)  efficiency 0.889",
+            "bound 4.00s (Kumar–Ross 3.50s, fluid 4.25s)  efficiency 0.889",
             "  crowd: 1/1 complete, completion min 4.00s  median 4.00s  max 4.00s",
             "  late: 1/2 complete, completion min 3.50s  median 3.50s  max 3.50s",
             "data 512 MiB",

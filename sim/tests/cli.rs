@@ -73,7 +73,7 @@ const CONTRACT_KEYS: [&str; 24] = [
 ];
 
 /// Keys beyond the contract's, each documented in sim/README.md.
-const EXTRA_KEYS: [&str; 1] = ["exit_reason"];
+const EXTRA_KEYS: [&str; 2] = ["exit_reason", "bound_fluid_s"];
 
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
@@ -135,6 +135,12 @@ fn run_smoke_writes_the_report_and_every_artefact() {
     let bound = r["bound_s"].as_f64().unwrap();
     assert!(close(bound, 8.0 * (64u64 << 23) as f64 / 500e6), "{bound}");
     assert_eq!(r["bound_kr_s"], r["bound_s"]);
+    // With everyone there from the start, the fluid bound is Kumar–Ross too.
+    assert!(
+        close(r["bound_fluid_s"].as_f64().unwrap(), bound),
+        "{}",
+        r["bound_fluid_s"]
+    );
     // Each leecher, joined at 0 s, finished within the makespan.
     let detail = r["leechers_detail"].as_array().unwrap();
     assert_eq!(detail.len(), 8);
