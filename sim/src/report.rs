@@ -222,8 +222,9 @@ impl Report {
             secs(self.completion_s.median),
             secs(self.completion_s.max)
         );
-        if self.groups().len() > 1 {
-            for (name, g) in self.groups() {
+        let groups = self.groups();
+        if groups.len() > 1 {
+            for (name, g) in groups {
                 let _ = writeln!(
                     out,
                     "  {name}: {}/{} complete, completion min {}  median {}  max {}",
@@ -289,17 +290,23 @@ pub struct GroupFigures {
 }
 
 impl Report {
-    /// Per-group figures from `leechers_detail`, by group name.
-    pub fn groups(&self) -> BTreeMap<&str, GroupFigures> {
-        let mut times: BTreeMap<&str, (u64, Vec<f64>)> = BTreeMap::new();
+    /// Per-group figures from `leechers_detail`, groups in the order they first appear.
+    pub fn groups(&self) -> Vec<(&str, GroupFigures)> {
+        let mut groups: Vec<(&str, u64, Vec<f64>)> = Vec::new();
         for l in &self.leechers_detail {
-            let (count, done) = times.entry(l.group.as_str()).or_default();
-            *count += 1;
-            done.extend(l.complete_s.map(|c| c - l.join_s));
+            let k = match groups.iter().position(|g| g.0 == l.group) {
+                Some(k) => k,
+                None => {
+                    groups.push((l.group.as_str(), 0, Vec::new()));
+                    groups.len() - 1
+                }
+            };
+            groups[k].1 += 1;
+            groups[k].2.extend(l.complete_s.map(|c| c - l.join_s));
         }
-        times
+        groups
             .into_iter()
-            .map(|(name, (leechers, done))| {
+            .map(|(name, leechers, done)| {
                 let figures = GroupFigures {
                     leechers,
                     completed: done.len() as u64,

@@ -4,41 +4,12 @@
 //! with exit status 2 and one line naming the file.
 
 mod common;
-use common::{scenario_path, sim, Out};
+use common::{read_json, scenario_path, sim, Out, Scratch};
 
 use std::io::Write as _;
-use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
-
-/// A scratch directory for one test, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Scratch {
-        let dir =
-            std::env::temp_dir().join(format!("tierswarm-sim-shard-{}-{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.0.join(name).to_str().unwrap().to_owned()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn read_json(path: &str) -> Value {
-    let text = std::fs::read_to_string(path).unwrap();
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}\n{text}"))
-}
 
 /// `value` without its wall-clock keys (`wall_s`, at any depth).
 fn without_wall(mut value: Value) -> Value {
