@@ -7,12 +7,12 @@
 //! from exactly those bytes). Every random choice comes from the scenario seed through labelled
 //! sub-streams, so the same scenario, seed and strategy replay bit for bit.
 
-use crate::bound::lower_bound;
+use crate::bound::{first_join, fluid_bound, Bounds};
 use crate::clock::SimTime;
 use crate::events::EventQueue;
 use crate::network::{Class, Network};
 use crate::perfetto;
-use crate::report::{CompletionStats, ExitReason, Report};
+use crate::report::{CompletionStats, ExitReason, LeecherDetail, Report};
 use crate::rng::SimRng;
 use crate::scenario::{PeerSpec, Protocol, Role};
 use crate::svg::render_progress_svg;
@@ -712,7 +712,8 @@ impl Engine<'_> {
             })?;
         }
         let peers: Vec<PeerSpec> = self.slots.iter().map(|s| s.spec.clone()).collect();
-        let bound_s = lower_bound(self.scenario.file_size, &peers);
+        let bounds = Bounds::of(self.scenario.file_size, &peers);
+        let bound_s = bounds.bound_s();
         let mut totals = Carried::default();
         for s in &self.slots {
             let mut c = s.carried;
@@ -738,11 +739,7 @@ impl Engine<'_> {
                 Some(done.as_secs_f64() - joined.as_secs_f64())
             })
             .collect();
-        let first_join = peers
-            .iter()
-            .map(|p| p.join_at)
-            .min()
-            .map_or(0.0, |d| d.as_secs_f64());
+        let first_join = first_join(&peers).as_secs_f64();
         let last = if reason == ExitReason::Complete {
             leechers
                 .iter()
@@ -797,6 +794,14 @@ impl Engine<'_> {
                 source,
             })?;
         }
+        let leechers_detail = leechers
+            .iter()
+            .map(|s| LeecherDetail {
+                group: self.scenario.groups[s.spec.group].name.clone(),
+                join_s: SimTime::from_duration(s.spec.join_at).as_secs_f64(),
+                complete_s: s.complete_at.map(SimTime::as_secs_f64),
+            })
+            .collect();
         let completed = times.len() as u64;
         Ok(Report {
             scenario: self.scenario.name.clone(),
@@ -810,6 +815,8 @@ impl Engine<'_> {
             completion_s: CompletionStats::of(&times),
             makespan_s,
             bound_s,
+            bound_kr_s: bounds.kumar_ross_s,
+            bound_fluid_s: fluid_bound(self.scenario.file_size, &peers),
             // Only a run in which every leecher finished has a makespan to compare.
             efficiency: if makespan_s > 0.0 && completed == leechers.len() as u64 {
                 bound_s / makespan_s
@@ -827,6 +834,7 @@ impl Engine<'_> {
             wall_s: wall.elapsed().as_secs_f64(),
             trace_hash: self.hasher.finalize().to_hex().to_string(),
             exit_reason: reason,
+            leechers_detail,
         })
     }
 }

@@ -17,6 +17,7 @@
 //! - [`svg`]: the progress chart.
 //! - [`perfetto`]: Chrome trace-event JSON for Perfetto / `chrome://tracing`.
 //! - [`engine`]: runs a scenario.
+//! - [`sweep`]: seed sweeps, their shards, and the merge of shard reports.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -30,6 +31,7 @@ pub mod report;
 pub mod rng;
 pub mod scenario;
 pub mod svg;
+pub mod sweep;
 
 use std::path::PathBuf;
 

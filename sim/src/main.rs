@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 
 use clap::{Args, Parser, Subcommand};
-use tierswarm_sim::report::{CompletionStats, Report};
+use tierswarm_sim::report::Report;
+use tierswarm_sim::sweep::{read_part, shell_quote, why_failed, MergeError, Shard, SweepSpec};
 use tierswarm_sim::{engine, RunOptions, Scenario, SimError, Strategy};
 
 /// Deterministic simulator for tierswarm swarms.
@@ -26,8 +27,10 @@ struct Cli {
 enum Command {
     /// Run one scenario and print a summary.
     Run(RunArgs),
-    /// Run one scenario over a range of seeds and summarise.
+    /// Run one scenario over a range of seeds (or one shard of them) and summarise.
     Sweep(SweepArgs),
+    /// Combine the `--json` reports of every shard of a sweep into the whole sweep's report.
+    Merge(MergeArgs),
 }
 
 #[derive(Args, Debug)]
@@ -71,6 +74,25 @@ struct SweepArgs {
     /// so the output does not depend on this).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     jobs: u16,
+    /// Run only the K-th of M contiguous slices of the seeds (1-based), e.g. 2/8.
+    #[arg(long, value_name = "K/M")]
+    shard: Option<Shard>,
+    /// Write the sweep's report (every run's report, and the summary) as JSON here.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+    /// Print a line for every seed, not only the failing ones.
+    #[arg(long)]
+    verbose: bool,
+}
+
+#[derive(Args, Debug)]
+struct MergeArgs {
+    /// The `--json` reports of all shards of one sweep, in any order.
+    #[arg(required = true, value_name = "PART.json")]
+    parts: Vec<PathBuf>,
+    /// Write the merged report as JSON here.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
     /// Print a line for every seed, not only the failing ones.
     #[arg(long)]
     verbose: bool,
@@ -110,14 +132,8 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
-    if let Some(path) = &args.json {
-        if let Err(source) = std::fs::write(path, report.to_json()) {
-            return fail(&SimError::Output {
-                flag: "--json",
-                path: path.clone(),
-                source,
-            });
-        }
+    if let Some(code) = write_json(args.json.as_deref(), &report.to_json()) {
+        return code;
     }
     print!("{}", report.summary());
     let code = report.exit_code();
@@ -134,104 +150,71 @@ fn run(args: RunArgs) -> ExitCode {
     ExitCode::from(code)
 }
 
-/// One line saying why a run did not succeed, e.g.
-/// `time-limit: 3/8 leechers complete after 120.00s`.
-fn why_failed(report: &Report) -> String {
-    format!(
-        "{}: {}/{} leechers complete after {:.2}s",
-        report.exit_reason, report.completed, report.leechers, report.makespan_s
-    )
-}
-
-/// `text` quoted for a POSIX shell when it needs it.
-fn shell_quote(text: &str) -> String {
-    let plain = !text.is_empty()
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c));
-    if plain {
-        text.to_owned()
-    } else {
-        format!("'{}'", text.replace('\'', r"'\''"))
-    }
-}
-
-/// What a sweep keeps of one run.
-struct Outcome {
-    code: u8,
-    makespan_s: f64,
-    line: String,
-}
-
-/// Most failing seeds listed in the summary line (each also has its own line).
-const LISTED_FAILURES: usize = 20;
-
 fn sweep(args: SweepArgs) -> ExitCode {
     let scenario = match load(&args.scenario) {
         Ok(s) => s,
         Err(code) => return code,
     };
     let start = args.start.unwrap_or(scenario.seed);
-    if start.checked_add(args.seeds - 1).is_none() {
+    if start.checked_add(args.seeds).is_none() {
         eprintln!(
             "error: --seeds: {} seeds from {start} go past the largest seed",
             args.seeds
         );
         return ExitCode::from(INVALID);
     }
-    let wall = std::time::Instant::now();
-    let reproduce = |seed: u64| {
-        format!(
-            "tierswarm-sim run {} --seed {seed} --strategy {}",
-            shell_quote(&args.scenario.to_string_lossy()),
-            args.strategy
-        )
+    if let Some(shard) = args.shard {
+        if shard.count > args.seeds {
+            eprintln!(
+                "error: --shard: {} shards for {} seeds; use at most one shard per seed",
+                shard.count, args.seeds
+            );
+            return ExitCode::from(INVALID);
+        }
+    }
+    let spec = SweepSpec {
+        scenario,
+        path: args.scenario.to_string_lossy().into_owned(),
+        strategy: args.strategy,
+        start,
+        seeds: args.seeds,
+        shard: args.shard,
     };
-    let run_one = |seed: u64| -> Result<Outcome, SimError> {
+    // A sweep can run for hours: find out now, not at the end, that its report cannot be written.
+    if let Some(code) = write_json(args.json.as_deref(), "") {
+        return code;
+    }
+    let wall = std::time::Instant::now();
+    let range = spec.range();
+    let count = range.end - range.start;
+    // Only its header matters for the per-seed lines.
+    let lines = spec.report(Vec::new(), 0.0);
+    let run_one = |seed: u64| -> Result<Report, SimError> {
         let opts = RunOptions {
             seed: Some(seed),
             strategy: args.strategy,
             ..RunOptions::default()
         };
-        let report = engine::run(&scenario, &opts)?;
-        let code = report.exit_code();
-        let line = if code == 0 {
-            format!(
-                "seed {seed}: ok, makespan {:.2}s, efficiency {:.3}, trace {}",
-                report.makespan_s, report.efficiency, report.trace_hash
-            )
-        } else {
-            format!(
-                "FAIL seed {seed}: {}; reproduce: {}",
-                why_failed(&report),
-                reproduce(seed)
-            )
-        };
-        Ok(Outcome {
-            code,
-            makespan_s: report.makespan_s,
-            line,
-        })
+        engine::run(&spec.scenario, &opts)
     };
 
-    // Workers take seeds in order; results are printed in seed order whatever the timing.
+    // Workers take seeds in order; lines are printed in seed order whatever the timing.
     let next = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
-    let mut failed: Vec<u64> = Vec::new();
-    let mut makespans: Vec<f64> = Vec::new();
+    let mut runs: Vec<Report> = Vec::new();
     let mut error: Option<SimError> = None;
     std::thread::scope(|scope| {
-        let (tx, rx) = mpsc::channel::<(u64, Result<Outcome, SimError>)>();
+        let (tx, rx) = mpsc::channel::<(u64, Result<Report, SimError>)>();
         for _ in 0..args.jobs {
             let tx = tx.clone();
             let (next, stop, run_one) = (&next, &stop, &run_one);
             scope.spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= args.seeds {
+                    if i >= count {
                         break;
                     }
-                    if tx.send((i, run_one(start + i))).is_err() {
+                    if tx.send((i, run_one(range.start + i))).is_err() {
                         break;
                     }
                 }
@@ -239,65 +222,72 @@ fn sweep(args: SweepArgs) -> ExitCode {
         }
         drop(tx);
         let mut pending = BTreeMap::new();
-        let mut printed = 0u64;
         for (i, result) in rx {
             pending.insert(i, result);
-            while let Some(result) = pending.remove(&printed) {
-                let seed = start + printed;
-                printed += 1;
+            while let Some(result) = pending.remove(&(runs.len() as u64)) {
                 match result {
-                    Ok(o) => {
-                        if o.code == 0 {
-                            makespans.push(o.makespan_s);
-                            if args.verbose {
-                                println!("{}", o.line);
-                            }
-                        } else {
-                            failed.push(seed);
-                            println!("{}", o.line);
+                    Ok(report) => {
+                        if args.verbose || report.exit_code() != 0 {
+                            println!("{}", lines.run_line(&report));
                         }
+                        runs.push(report);
                     }
                     Err(e) => {
                         stop.store(true, Ordering::Relaxed);
                         error.get_or_insert(e);
+                        break;
                     }
                 }
+            }
+            if error.is_some() {
+                break;
             }
         }
     });
     if let Some(e) = error {
         return fail(&e);
     }
-    let stats = CompletionStats::of(&makespans);
-    let fmt = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), |s| format!("{s:.2}s"));
-    let mut listed: Vec<String> = failed
-        .iter()
-        .take(LISTED_FAILURES)
-        .map(u64::to_string)
-        .collect();
-    if failed.len() > LISTED_FAILURES {
-        listed.push(format!("... ({} more)", failed.len() - LISTED_FAILURES));
+    let wall_s = wall.elapsed().as_secs_f64();
+    let report = spec.report(runs, wall_s);
+    if let Some(code) = write_json(args.json.as_deref(), &report.to_json()) {
+        return code;
     }
-    println!(
-        "{}: {}/{} seeds succeeded (seeds {start}..={}, strategy {}, {} jobs, {:.1}s wall); \
-         makespan of the successful runs min {} median {} max {}; failed seeds: {}",
-        scenario.name,
-        args.seeds - failed.len() as u64,
-        args.seeds,
-        start + (args.seeds - 1),
-        args.strategy,
-        args.jobs,
-        wall.elapsed().as_secs_f64(),
-        fmt(stats.min),
-        fmt(stats.median),
-        fmt(stats.max),
-        if listed.is_empty() {
-            "none".to_owned()
-        } else {
-            listed.join(" ")
+    println!("{}", report.summary_line());
+    eprintln!("{count} seeds in {wall_s:.1}s wall (--jobs {})", args.jobs);
+    ExitCode::from(report.exit_code())
+}
+
+fn merge(args: MergeArgs) -> ExitCode {
+    let merged = args
+        .parts
+        .iter()
+        .map(|p| read_part(p).map(|r| (p.clone(), r)))
+        .collect::<Result<Vec<_>, MergeError>>()
+        .and_then(tierswarm_sim::sweep::merge);
+    let report = match merged {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(INVALID);
         }
-    );
-    ExitCode::from(if failed.is_empty() { 0 } else { 1 })
+    };
+    if let Some(code) = write_json(args.json.as_deref(), &report.to_json()) {
+        return code;
+    }
+    print!("{}", report.printed(args.verbose));
+    ExitCode::from(report.exit_code())
+}
+
+/// Writes `json` to `path` if given; the exit status if that failed.
+fn write_json(path: Option<&Path>, json: &str) -> Option<ExitCode> {
+    let path = path?;
+    std::fs::write(path, json).err().map(|source| {
+        fail(&SimError::Output {
+            flag: "--json",
+            path: path.to_owned(),
+            source,
+        })
+    })
 }
 
 /// Parses the command line. Help and version go to stdout with status 0; any other problem is
@@ -335,5 +325,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run(args),
         Command::Sweep(args) => sweep(args),
+        Command::Merge(args) => merge(args),
     }
 }

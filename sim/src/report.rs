@@ -104,6 +104,17 @@ impl CompletionStats {
     }
 }
 
+/// One leecher of a run (`leechers_detail`), so that per-group figures can be computed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeecherDetail {
+    /// The name of its group.
+    pub group: String,
+    /// When it joined, in simulated seconds from the start of the run (not from the first join).
+    pub join_s: f64,
+    /// When it finished, in simulated seconds from the start of the run; `null` if it never did.
+    pub complete_s: Option<f64>,
+}
+
 /// The report of one run, serialised with exactly the keys of contracts.md plus `exit_reason`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
@@ -128,9 +139,15 @@ pub struct Report {
     /// From the first join to the last completion; when not every leecher finished, to the
     /// moment the run ended.
     pub makespan_s: f64,
-    /// The Kumar–Ross lower bound (see [`crate::bound`]).
+    /// The lower bound on the makespan: the larger of `bound_kr_s` and, over leechers, join time
+    /// (from the first join) + file size / download rate (see [`crate::bound::Bounds`]).
     pub bound_s: f64,
-    /// `bound_s / makespan_s`.
+    /// The plain Kumar–Ross bound, with every peer present from the start.
+    pub bound_kr_s: f64,
+    /// A tighter lower bound that integrates the capacity present over time (proposed, not in
+    /// contracts.md; see [`crate::bound::fluid_bound`]). `efficiency` does not use it.
+    pub bound_fluid_s: f64,
+    /// `bound_s / makespan_s` when every leecher finished, else 0.
     pub efficiency: f64,
     /// Bytes on the wire of availability metadata (bitfields, HAVEs, summaries, refine requests
     /// and responses, handshake capability fields).
@@ -155,6 +172,8 @@ pub struct Report {
     pub trace_hash: String,
     /// Why the run ended.
     pub exit_reason: ExitReason,
+    /// Every leecher, in peer order.
+    pub leechers_detail: Vec<LeecherDetail>,
 }
 
 impl Report {
@@ -203,10 +222,24 @@ impl Report {
             secs(self.completion_s.median),
             secs(self.completion_s.max)
         );
+        let groups = self.groups();
+        if groups.len() > 1 {
+            for (name, g) in groups {
+                let _ = writeln!(
+                    out,
+                    "  {name}: {}/{} complete, completion min {}  median {}  max {}",
+                    g.completed,
+                    g.leechers,
+                    secs(g.completion_s.min),
+                    secs(g.completion_s.median),
+                    secs(g.completion_s.max)
+                );
+            }
+        }
         let _ = writeln!(
             out,
-            "makespan   {:.2}s  bound {:.2}s  efficiency {:.3}",
-            self.makespan_s, self.bound_s, self.efficiency
+            "makespan   {:.2}s  bound {:.2}s (Kumar–Ross {:.2}s, fluid {:.2}s)  efficiency {:.3}",
+            self.makespan_s, self.bound_s, self.bound_kr_s, self.bound_fluid_s, self.efficiency
         );
         let total = self.data_bytes.saturating_add(self.availability_bytes);
         let share = if total == 0 {
@@ -242,6 +275,46 @@ impl Report {
             self.events, self.wall_s, self.trace_hash
         );
         out
+    }
+}
+
+/// What [`Report::groups`] gives for one group of leechers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GroupFigures {
+    /// Leechers in the group.
+    pub leechers: u64,
+    /// How many of them finished.
+    pub completed: u64,
+    /// Their completion times, from each one's join.
+    pub completion_s: CompletionStats,
+}
+
+impl Report {
+    /// Per-group figures from `leechers_detail`, groups in the order they first appear.
+    pub fn groups(&self) -> Vec<(&str, GroupFigures)> {
+        let mut groups: Vec<(&str, u64, Vec<f64>)> = Vec::new();
+        for l in &self.leechers_detail {
+            let k = match groups.iter().position(|g| g.0 == l.group) {
+                Some(k) => k,
+                None => {
+                    groups.push((l.group.as_str(), 0, Vec::new()));
+                    groups.len() - 1
+                }
+            };
+            groups[k].1 += 1;
+            groups[k].2.extend(l.complete_s.map(|c| c - l.join_s));
+        }
+        groups
+            .into_iter()
+            .map(|(name, leechers, done)| {
+                let figures = GroupFigures {
+                    leechers,
+                    completed: done.len() as u64,
+                    completion_s: CompletionStats::of(&done),
+                };
+                (name, figures)
+            })
+            .collect()
     }
 }
 
@@ -282,6 +355,8 @@ mod tests {
             completion_s: CompletionStats::of(&[3.0, 1.0, 2.0, 4.0]),
             makespan_s: 4.5,
             bound_s: 4.0,
+            bound_kr_s: 3.5,
+            bound_fluid_s: 4.25,
             efficiency: 4.0 / 4.5,
             availability_bytes: 12_345,
             data_bytes: 8 * (64 << 20),
@@ -296,6 +371,23 @@ mod tests {
             wall_s: 0.25,
             trace_hash: "00ff".into(),
             exit_reason: ExitReason::Complete,
+            leechers_detail: vec![
+                LeecherDetail {
+                    group: "crowd".into(),
+                    join_s: 0.0,
+                    complete_s: Some(4.0),
+                },
+                LeecherDetail {
+                    group: "late".into(),
+                    join_s: 1.0,
+                    complete_s: Some(4.5),
+                },
+                LeecherDetail {
+                    group: "late".into(),
+                    join_s: 2.0,
+                    complete_s: None,
+                },
+            ],
         }
     }
 
@@ -320,7 +412,10 @@ mod tests {
             "completion_s",
             "makespan_s",
             "bound_s",
+            "bound_kr_s",
+            "bound_fluid_s",
             "efficiency",
+            "leechers_detail",
             "availability_bytes",
             "data_bytes",
             "messages",
@@ -341,6 +436,10 @@ mod tests {
         assert_eq!(value["exit_reason"], "complete");
         assert_eq!(value["completion_s"]["median"], 2.5);
         assert_eq!(value["messages"]["have"], 10);
+        assert_eq!(
+            value["leechers_detail"][2],
+            serde_json::json!({"group": "late", "join_s": 2.0, "complete_s": null})
+        );
     }
 
     #[test]
@@ -373,7 +472,9 @@ mod tests {
             "smoke",
             "8/8 complete, complete",
             "median 2.50s",
-            "efficiency 0.889",
+            "bound 4.00s (Kumar–Ross 3.50s, fluid 4.25s)  efficiency 0.889",
+            "  crowd: 1/1 complete, completion min 4.00s  median 4.00s  max 4.00s",
+            "  late: 1/2 complete, completion min 3.50s  median 3.50s  max 3.50s",
             "data 512 MiB",
             "messages   12 (bitfield 2, have 10)",
         ] {

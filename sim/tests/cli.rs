@@ -2,50 +2,14 @@
 //! binary, its exit statuses, its report keys and its output files.
 
 mod common;
-use common::{scenario_path, sim};
+use common::{read_json, scenario_path, sim, Scratch};
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 
 use serde_json::Value;
 
-/// A fresh scratch directory for one test, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Scratch {
-        let dir =
-            std::env::temp_dir().join(format!("tierswarm-sim-cli-{}-{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.0.join(name).to_str().unwrap().to_owned()
-    }
-
-    /// Writes `text` as `name` and returns its path.
-    fn write(&self, name: &str, text: &str) -> String {
-        let path = self.path(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn read_json(path: &str) -> Value {
-    let text = std::fs::read_to_string(path).unwrap();
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}\n{text}"))
-}
-
 /// The report keys of contracts.md, in its order.
-const CONTRACT_KEYS: [&str; 22] = [
+const CONTRACT_KEYS: [&str; 24] = [
     "scenario",
     "seed",
     "strategy",
@@ -57,7 +21,9 @@ const CONTRACT_KEYS: [&str; 22] = [
     "completion_s",
     "makespan_s",
     "bound_s",
+    "bound_kr_s",
     "efficiency",
+    "leechers_detail",
     "availability_bytes",
     "data_bytes",
     "messages",
@@ -71,7 +37,7 @@ const CONTRACT_KEYS: [&str; 22] = [
 ];
 
 /// Keys beyond the contract's, each documented in sim/README.md.
-const EXTRA_KEYS: [&str; 1] = ["exit_reason"];
+const EXTRA_KEYS: [&str; 2] = ["exit_reason", "bound_fluid_s"];
 
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
@@ -128,9 +94,28 @@ fn run_smoke_writes_the_report_and_every_artefact() {
     // Everyone joins at 0 s, so the makespan is the slowest leecher's completion time.
     let makespan = r["makespan_s"].as_f64().unwrap();
     assert!(close(makespan, max), "makespan {makespan} vs max {max}");
-    // Kumar–Ross: max(F/u_s, F/d_min, N·F/(u_s + Σu_i)) = 8·64 MiB / (100 + 8·50) Mbit/s.
+    // Kumar–Ross: max(F/u_s, F/d_min, N·F/(u_s + Σu_i)) = 8·64 MiB / (100 + 8·50) Mbit/s; it is
+    // the bound, as everyone joins at 0 s and 64 MiB at 200 Mbit/s takes only 2.7 s.
     let bound = r["bound_s"].as_f64().unwrap();
     assert!(close(bound, 8.0 * (64u64 << 23) as f64 / 500e6), "{bound}");
+    assert_eq!(r["bound_kr_s"], r["bound_s"]);
+    // With everyone there from the start, the fluid bound is Kumar–Ross too.
+    assert!(
+        close(r["bound_fluid_s"].as_f64().unwrap(), bound),
+        "{}",
+        r["bound_fluid_s"]
+    );
+    // Each leecher, joined at 0 s, finished within the makespan.
+    let detail = r["leechers_detail"].as_array().unwrap();
+    assert_eq!(detail.len(), 8);
+    for l in detail {
+        assert_eq!(
+            (&l["group"], &l["join_s"]),
+            (&Value::from("leechers"), &Value::from(0.0))
+        );
+        let done = l["complete_s"].as_f64().unwrap();
+        assert!(min <= done && done <= makespan, "{l}");
+    }
     assert!(
         makespan >= bound,
         "faster than the lower bound: {makespan} < {bound}"

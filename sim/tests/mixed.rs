@@ -30,7 +30,8 @@ fn assert_completes(name: &str, r: &Report) {
         r.summary()
     );
     assert_eq!(r.exit_code(), 0);
-    assert!(r.makespan_s >= r.bound_s, "{}", r.summary());
+    assert!(r.makespan_s >= r.bound_fluid_s, "{}", r.summary());
+    assert!(r.bound_fluid_s >= r.bound_s, "{}", r.summary());
 }
 
 fn count(r: &Report, kind: &str) -> u64 {

@@ -24,7 +24,12 @@ fn shipped_scenarios_parse() {
         names,
         [
             "capable-seeder-legacy-crowd.toml",
+            "crowd-1000.toml",
+            "crowd-300.toml",
             "flash-crowd.toml",
+            "hetero-1000-1gib.toml",
+            "hetero-300-1gib.toml",
+            "hetero-staggered.toml",
             "legacy-seeder.toml",
             "lossy-churn.toml",
             "mixed-legacy.toml",
@@ -98,6 +103,58 @@ fn thousand_has_the_documented_shape() {
     let first = leechers.iter().map(|p| p.join_at).min().unwrap();
     let last = leechers.iter().map(|p| p.join_at).max().unwrap();
     assert_eq!((first.as_secs(), last.as_secs()), (0, 60));
+}
+
+#[test]
+fn issue_11_crowds_have_the_documented_shape() {
+    // Not run here (minutes each; dev/SIMULATION.md has the commands and figures).
+    const MBIT: u64 = 125_000;
+    for (name, leechers) in [("crowd-300.toml", 300), ("crowd-1000.toml", 1000)] {
+        let s = Scenario::load(&scenario_path(name)).unwrap();
+        let peers = s.peers(Strategy::Auto);
+        assert_eq!(s.file_size, 256 << 20, "{name}");
+        assert_eq!(
+            (s.count(Role::Seeder), s.count(Role::Leecher)),
+            (1, leechers)
+        );
+        let seeder = &peers[0];
+        assert_eq!(
+            (
+                seeder.upload_bps,
+                seeder.download_bps,
+                seeder.latency.as_millis()
+            ),
+            (500 * MBIT, 1000 * MBIT, 10)
+        );
+        assert!(peers[1..].iter().all(|p| p.upload_bps == 20 * MBIT
+            && p.download_bps == 100 * MBIT
+            && p.latency.as_millis() == 40));
+        let last = peers.last().unwrap().join_at;
+        assert_eq!(
+            (peers[1].join_at.as_secs(), last.as_secs()),
+            (0, 30),
+            "{name}"
+        );
+    }
+    let hetero = Scenario::load(&scenario_path("hetero-staggered.toml")).unwrap();
+    assert!(hetero.count(Role::Leecher) >= 100);
+    assert_eq!(hetero.count(Role::Seeder), 2);
+    let peers = hetero.peers(Strategy::Auto);
+    let joins: std::collections::BTreeSet<u64> =
+        peers.iter().map(|p| p.join_at.as_secs()).collect();
+    assert!(joins.len() > 40, "staggered joins: {joins:?}");
+    for (name, leechers) in [
+        ("hetero-300-1gib.toml", 300),
+        ("hetero-1000-1gib.toml", 1000),
+    ] {
+        let s = Scenario::load(&scenario_path(name)).unwrap();
+        assert_eq!(s.file_size, 1 << 30, "{name}");
+        assert_eq!(s.count(Role::Leecher), leechers, "{name}");
+        assert_eq!(
+            s.groups.iter().filter(|g| g.role == Role::Leecher).count(),
+            3
+        );
+    }
 }
 
 fn sim(args: &[&str]) -> (i32, String) {
