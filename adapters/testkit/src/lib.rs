@@ -224,7 +224,11 @@ pub async fn killed_fetch_resumes_without_refetching_verified_units<R: Runtime>(
         tree.learn(u, &outboard.proof(u).unwrap()).unwrap();
     }
     tree.sync().unwrap();
-    store_file::save(&pstore, &StoreState::from_tiers(&tiers, 0).encode()).unwrap();
+    store_file::save(
+        &pstore,
+        &StoreState::from_tiers(outboard.root(), &tiers, 0).encode(),
+    )
+    .unwrap();
     let manifest = outboard_manifest(&outboard);
     let (ps, notes) = Session::leecher(&manifest, &partial, false, opts("partial", 5)).unwrap();
     assert_eq!(notes.units, 40);
@@ -246,7 +250,7 @@ pub async fn killed_fetch_resumes_without_refetching_verified_units<R: Runtime>(
     task.kill().await;
     let (store, _) = store_paths(&out);
     let saved = store_file::load(&store).unwrap().unwrap();
-    let (state, _) = StoreState::decode_for(&saved, len).unwrap();
+    let (state, _) = StoreState::decode_for(&saved, &outboard.root(), len).unwrap();
     let before = state.tiers.bitfield(Tier::T1).clone();
     assert!(before.count_ones() >= 16 && before.count_ones() <= 40);
 

@@ -630,7 +630,7 @@ impl Node {
         store: &[u8],
         now: Timestamp,
     ) -> Result<(Self, LoadNotes), NodeError> {
-        let (state, notes) = StoreState::decode_for(store, cfg.file_len)?;
+        let (state, notes) = StoreState::decode_for(store, &cfg.info_hash, cfg.file_len)?;
         Ok((Self::try_new(cfg, state.tiers, now)?, notes))
     }
 
@@ -1588,7 +1588,8 @@ impl Node {
         }
         self.unpersisted = 0;
         self.stats.persists += 1;
-        let store = crate::store::encode_tiers(&self.local, self.now.as_micros());
+        let store =
+            crate::store::encode_tiers(&self.cfg.info_hash, &self.local, self.now.as_micros());
         let units = self.local.units_present();
         self.trace(Record::Persist { units });
         self.emit(

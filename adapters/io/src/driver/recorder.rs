@@ -396,10 +396,15 @@ pub fn replay(path: &Path) -> Result<ReplayReport, ReplayError> {
         None => LocalTiers::full(geo),
         Some(b) => {
             let bytes = B64.decode(b).map_err(|e| parse(1, e.to_string()))?;
-            StoreState::decode_for(&bytes, header.file_len)
-                .map_err(|e| parse(1, e.to_string()))?
-                .0
-                .tiers
+            // Any store version: records made before stores named their root stay replayable.
+            let (state, _) = StoreState::decode(&bytes).map_err(|e| parse(1, e.to_string()))?;
+            if state.geometry() != geo {
+                return Err(parse(
+                    1,
+                    "the initial store is for another file length".into(),
+                ));
+            }
+            state.tiers
         }
     };
     let mut node =

@@ -271,7 +271,7 @@ impl Session {
                     let _ = local.mark_t1_complete(unit);
                 }
             }
-            let store = StoreState::from_tiers(&local, 0).encode();
+            let store = StoreState::from_tiers(manifest.root, &local, 0).encode();
             store_file::save(&store_path, &store)
                 .map_err(io_err(format!("write {}", store_path.display())))?;
             local
@@ -281,12 +281,12 @@ impl Session {
                 None => LocalTiers::new(geo),
                 Some(bytes) => {
                     let (state, n) =
-                        StoreState::decode_for(&bytes, manifest.file_len).map_err(|e| {
-                            SessionError::Store {
+                        StoreState::decode_for(&bytes, &manifest.root, manifest.file_len).map_err(
+                            |e| SessionError::Store {
                                 path: shown_store.clone(),
                                 reason: e.to_string(),
-                            }
-                        })?;
+                            },
+                        )?;
                     notes.store = Some(n);
                     state.tiers
                 }
@@ -346,7 +346,9 @@ impl Session {
             Some(path) => {
                 let initial = match role {
                     Role::Seeder => None,
-                    Role::Leecher => Some(StoreState::from_tiers(&local, 0).encode()),
+                    Role::Leecher => {
+                        Some(StoreState::from_tiers(manifest.root, &local, 0).encode())
+                    }
                 };
                 let header = Header::new(&cfg, initial.as_deref());
                 Some(
