@@ -659,9 +659,12 @@ impl Node {
         &self.cfg
     }
 
-    /// Largest frame this node accepts: a unit with its proof, or a flat bitfield of this file.
+    /// Largest frame this node accepts: the largest of the per-kind limits of this file
+    /// ([`FrameLimits`](crate::wire::FrameLimits), which a connection's reader applies).
     pub fn max_frame_len(&self) -> u64 {
-        (256 * 1024).max(self.geo.units() / 8 + 4096) + T1_SIZE
+        crate::wire::FrameLimits::for_geometry(self.geo)
+            .max_frame()
+            .into()
     }
 
     /// Heap bytes held for one peer, if connected.
