@@ -478,7 +478,8 @@ impl Message {
         }
     }
 
-    fn wire_type(&self) -> i32 {
+    /// The `type` number of the message on the wire (`PeerMessageType`).
+    pub fn wire_type(&self) -> i32 {
         (match self {
             Message::Handshake { .. } => Kind::Handshake,
             Message::Bitfield { .. } => Kind::Bitfield,
@@ -1523,6 +1524,9 @@ mod tests {
         assert!(huge.summary > 2 * (1 << 18));
         assert_eq!(limits_of(0).proof_nodes, 0);
         assert_eq!(limits_of(1).proof_nodes, 0);
+        // The figures in dev/ROBUSTNESS.md.
+        assert_eq!(limits_of(1).transfer, 65_615);
+        assert_eq!(huge.transfer, 66_876);
     }
 
     #[test]
