@@ -16,10 +16,16 @@
 //! rendering (messages as their encoded frames, payloads as their bytes, the rest as text).
 //! Verification results are inputs (`complete`/`failed`), so a replay needs neither the data
 //! file nor the network.
+//!
+//! A record is bounded: once the next line would take it past its size cap
+//! ([`SessionOptions::record_limit`](super::SessionOptions::record_limit), default
+//! [`DEFAULT_RECORD_LIMIT`]) a last line `{"note":"…","limit":N,"inputs":M}` says so and
+//! recording stops; [`replay`] checks the record up to the note and reports it. A record that
+//! cannot be written (a full disk) stops recording with a warning; the session goes on.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -35,6 +41,20 @@ use crate::manifest::{root_from_hex, root_to_hex};
 
 /// Record format version.
 pub const RECORD_VERSION: u32 = 1;
+
+/// Default size cap of a flight record: 1 GiB (about 750 MiB of received units, base64).
+pub const DEFAULT_RECORD_LIMIT: u64 = 1 << 30;
+
+/// Bytes kept free under the cap for the closing note.
+const NOTE_ROOM: u64 = 256;
+
+/// The last line of a record cut at its size cap.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Note {
+    note: String,
+    limit: u64,
+    inputs: u64,
+}
 
 macro_rules! limits_mirror {
     (counts { $($c:ident : $ct:ty),* $(,)? } durations { $($d:ident),* $(,)? }) => {
@@ -257,28 +277,56 @@ fn digest_action(h: &mut blake3::Hasher, info_hash: &[u8; 32], action: &Action) 
     }
 }
 
-/// Writes a record as a session runs.
+/// Writes a record as a session runs, up to its size cap.
 pub(crate) struct Recorder {
     out: BufWriter<File>,
+    path: PathBuf,
     info_hash: [u8; 32],
     open: Option<(u64, RecInput)>,
     hasher: blake3::Hasher,
     actions: u64,
+    written: u64,
+    limit: u64,
+    inputs: u64,
+}
+
+/// What [`Recorder::end`] did with the input's line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Recorded {
+    /// Written.
+    Line,
+    /// The cap is reached: the closing note was written instead, and the record is finished.
+    CapReached,
 }
 
 impl Recorder {
-    pub(crate) fn create(path: &Path, header: &Header) -> io::Result<Recorder> {
+    pub(crate) fn create(path: &Path, header: &Header, limit: u64) -> io::Result<Recorder> {
         let mut out = BufWriter::with_capacity(256 * 1024, File::create(path)?);
-        serde_json::to_writer(&mut out, header)?;
-        out.write_all(b"\n")?;
+        let mut first = serde_json::to_vec(header)?;
+        first.push(b'\n');
+        out.write_all(&first)?;
         let info_hash = root_from_hex(&header.info_hash).unwrap_or_default();
         Ok(Recorder {
             out,
+            path: path.to_path_buf(),
             info_hash,
             open: None,
             hasher: blake3::Hasher::new(),
             actions: 0,
+            written: first.len() as u64,
+            limit,
+            inputs: 0,
         })
+    }
+
+    /// The record's path.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The record's size cap in bytes.
+    pub(crate) fn limit(&self) -> u64 {
+        self.limit
     }
 
     pub(crate) fn begin(&mut self, t: Timestamp, input: &Input, raw: Option<&Bytes>) {
@@ -294,9 +342,11 @@ impl Recorder {
         self.actions += 1;
     }
 
-    pub(crate) fn end(&mut self) -> io::Result<()> {
+    /// Writes the line of the input begun last, or the closing note if the line would take the
+    /// record past its cap (the caller then drops the recorder).
+    pub(crate) fn end(&mut self) -> io::Result<Recorded> {
         let Some((t, input)) = self.open.take() else {
-            return Ok(());
+            return Ok(Recorded::Line);
         };
         let d = self.hasher.finalize().to_hex().to_string();
         let line = Line {
@@ -307,8 +357,27 @@ impl Recorder {
         };
         self.hasher.reset();
         self.actions = 0;
-        serde_json::to_writer(&mut self.out, &line)?;
-        self.out.write_all(b"\n")
+        let mut bytes = serde_json::to_vec(&line)?;
+        bytes.push(b'\n');
+        if self.written + bytes.len() as u64 + NOTE_ROOM > self.limit {
+            let note = Note {
+                note: format!(
+                    "size cap of {} bytes reached: recording stopped",
+                    self.limit
+                ),
+                limit: self.limit,
+                inputs: self.inputs,
+            };
+            let mut bytes = serde_json::to_vec(&note)?;
+            bytes.push(b'\n');
+            self.out.write_all(&bytes)?;
+            self.out.flush()?;
+            return Ok(Recorded::CapReached);
+        }
+        self.out.write_all(&bytes)?;
+        self.written += bytes.len() as u64;
+        self.inputs += 1;
+        Ok(Recorded::Line)
     }
 
     pub(crate) fn flush(&mut self) -> io::Result<()> {
@@ -317,12 +386,14 @@ impl Recorder {
 }
 
 /// What a successful replay checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplayReport {
     /// Inputs fed.
     pub inputs: u64,
     /// Actions compared.
     pub actions: u64,
+    /// The record's closing note when it was cut at its size cap (the replay stopped there).
+    pub truncated: Option<String>,
 }
 
 /// Why a replay failed.
@@ -413,6 +484,7 @@ pub fn replay(path: &Path) -> Result<ReplayReport, ReplayError> {
     let mut report = ReplayReport {
         inputs: 0,
         actions: 0,
+        truncated: None,
     };
     for (i, text) in lines.enumerate() {
         let no = i as u64 + 2;
@@ -421,7 +493,11 @@ pub fn replay(path: &Path) -> Result<ReplayReport, ReplayError> {
             continue;
         }
         let Ok(line) = serde_json::from_str::<Line>(&text) else {
-            // A torn last line of a killed process ends the record.
+            // A record cut at its size cap ends with a note; a torn last line of a killed
+            // process ends it too.
+            if let Ok(note) = serde_json::from_str::<Note>(&text) {
+                report.truncated = Some(note.note);
+            }
             break;
         };
         let t = Timestamp::from_micros(line.t);
