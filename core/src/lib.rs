@@ -34,6 +34,9 @@ pub mod trace;
 pub mod units;
 pub mod wire;
 
+#[cfg(test)]
+mod test_support;
+
 pub use availability::LocalTiers;
 pub use bitfield::Bitfield;
 pub use node::{Action, Config, Event, Input, Node, PeerId};

@@ -744,18 +744,10 @@ mod tests {
     /// property below tests nothing but the envelope. Prints the shares (quoted in the notes).
     #[test]
     fn mutated_stores_reach_the_deep_checks() {
-        use proptest::strategy::ValueTree;
-        let mut runner = proptest::test_runner::TestRunner::deterministic();
-        let strategy = arb_mutated_store();
-        let n = 2000;
-        let mut counts = std::collections::HashMap::new();
-        for _ in 0..n {
-            let bytes = strategy.new_tree(&mut runner).unwrap().current();
-            *counts
-                .entry(depth(&StoreState::decode(&bytes)))
-                .or_insert(0u32) += 1;
-        }
-        let share = |d| f64::from(counts.get(&d).copied().unwrap_or(0)) / f64::from(n);
+        let shares = crate::test_support::shares(arb_mutated_store(), 2000, |bytes| {
+            depth(&StoreState::decode(&bytes))
+        });
+        let share = |d| shares.get(&d).copied().unwrap_or(0.0);
         let past_version = share(Depth::Deep) + share(Depth::Decoded);
         eprintln!(
             "store mutations: {:.1}% refused at the envelope, {:.1}% at the version, \
@@ -765,9 +757,9 @@ mod tests {
             100.0 * share(Depth::Deep),
             100.0 * share(Depth::Decoded)
         );
-        assert!(past_version > 0.6, "{counts:?}");
-        assert!(share(Depth::Deep) > 0.3, "{counts:?}");
-        assert!(share(Depth::Decoded) > 0.05, "{counts:?}");
+        assert!(past_version > 0.6, "{shares:?}");
+        assert!(share(Depth::Deep) > 0.3, "{shares:?}");
+        assert!(share(Depth::Decoded) > 0.05, "{shares:?}");
     }
 
     proptest! {

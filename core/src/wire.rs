@@ -1315,17 +1315,10 @@ mod tests {
     /// Shares of mutated frames that get past the envelope (quoted in the notes).
     #[test]
     fn mutated_frames_reach_the_payload_decoders() {
-        use proptest::strategy::ValueTree;
-        let mut runner = proptest::test_runner::TestRunner::deterministic();
-        let strategy = arb_mutated_frame();
-        let n = 4000;
-        let mut counts = std::collections::HashMap::new();
-        for _ in 0..n {
-            let bytes = strategy.new_tree(&mut runner).unwrap().current();
-            let body = Bytes::copy_from_slice(&bytes[4..]);
-            *counts.entry(depth(&decode_body(body))).or_insert(0u32) += 1;
-        }
-        let share = |d| f64::from(counts.get(&d).copied().unwrap_or(0)) / f64::from(n);
+        let shares = crate::test_support::shares(arb_mutated_frame(), 4000, |bytes| {
+            depth(&decode_body(Bytes::copy_from_slice(&bytes[4..])))
+        });
+        let share = |d| shares.get(&d).copied().unwrap_or(0.0);
         eprintln!(
             "wire mutations: {:.1}% refused at the envelope, {:.1}% by a payload decoder, \
              {:.1}% decoded",
@@ -1335,9 +1328,9 @@ mod tests {
         );
         assert!(
             share(Depth::Payload) + share(Depth::Decoded) > 0.8,
-            "{counts:?}"
+            "{shares:?}"
         );
-        assert!(share(Depth::Payload) > 0.1, "{counts:?}");
+        assert!(share(Depth::Payload) > 0.1, "{shares:?}");
     }
 
     /// What every decoded frame must satisfy: re-encoding it gives a frame that decodes to the

@@ -36,14 +36,18 @@ fn wait(mut child: Child) -> Output {
     }
 }
 
+/// Runs `cmd` with its output captured, bounded by [`LIMIT`].
+fn run(cmd: &mut Command) -> Output {
+    wait(
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 fn tierswarm(args: &[&str]) -> Output {
-    let child = Command::new(BIN)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait(child)
+    run(Command::new(BIN).args(args))
 }
 
 /// `tierswarm share FILE`, once it printed its address.
@@ -461,7 +465,7 @@ fn the_largest_file_allocates_nothing_up_front() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let child = Command::new(BIN)
+    let r = run(Command::new(BIN)
         .args([
             "fetch",
             m.to_str().unwrap(),
@@ -470,12 +474,7 @@ fn the_largest_file_allocates_nothing_up_front() {
             "--out",
         ])
         .arg(outs.path().join("o"))
-        .env("RUST_LOG", "error") // the failed dials are logged as warnings
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let r = wait(child);
+        .env("RUST_LOG", "error")); // the failed dials are logged as warnings
     let err = text(&r.stderr);
     assert!(
         matches!(r.status.code(), Some(1 | 2)),
@@ -495,13 +494,14 @@ fn in_mount_namespace(script: &str) -> Option<Output> {
         eprintln!("skipped: `unshare --mount` is not allowed here (needs root)");
         return None;
     }
-    let child = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "bash", "-c", script])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    Some(wait(child))
+    Some(run(Command::new("unshare").args([
+        "--mount",
+        "--propagation",
+        "private",
+        "bash",
+        "-c",
+        script,
+    ])))
 }
 
 /// Issue 9: a full disk during the transfer ends the fetch with one line naming the output and

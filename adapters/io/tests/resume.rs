@@ -8,7 +8,7 @@ use tierswarm_core::store::StoreState;
 use tierswarm_core::wire::{decode_frame, encode_frame, Capabilities, Message};
 use tierswarm_core::{Geometry, LocalTiers, Tier};
 use tierswarm_io::driver::{
-    recorder, store_paths, Effect, Incoming, ProofTree, Resume, Session, SessionError,
+    recorder, store_paths, Effect, Incoming, ProofTree, Resume, ResumeNotes, Session, SessionError,
     SessionEvent, SessionOptions, UnitReadError,
 };
 use tierswarm_io::{store_file, Manifest, Outboard, UNIT_LEN};
@@ -67,6 +67,11 @@ fn fixture(held: impl Iterator<Item = u64>) -> Fixture {
     }
 }
 
+/// `Session::leecher` on the fixture's output with default options.
+fn open(f: &Fixture, resume: Resume) -> Result<(Session, ResumeNotes), SessionError> {
+    Session::leecher(&f.manifest, &f.out, resume, SessionOptions::default())
+}
+
 fn flip_byte(path: &Path, at: u64) {
     let mut bytes = std::fs::read(path).unwrap();
     bytes[at as usize] ^= 0x20;
@@ -111,13 +116,7 @@ fn served(effects: &[Effect]) -> Vec<u64> {
 #[test]
 fn a_resumed_download_serves_its_units() {
     let f = fixture(0..150);
-    let (mut s, notes) = Session::leecher(
-        &f.manifest,
-        &f.out,
-        Resume::Check,
-        SessionOptions::default(),
-    )
-    .unwrap();
+    let (mut s, notes) = open(&f, Resume::Check).unwrap();
     assert_eq!(notes.units, 150);
     assert_eq!(notes.units_checked, 64);
     assert!(!notes.file_verified);
@@ -131,13 +130,7 @@ fn a_unit_edited_behind_the_store_is_never_served() {
     let f = fixture(0..150);
     // The sample reads the set units of rank ⌊i·149/63⌋: rank 1 (unit 1) is not among them.
     flip_byte(&f.out, UNIT_LEN + 5);
-    let (mut s, notes) = Session::leecher(
-        &f.manifest,
-        &f.out,
-        Resume::Check,
-        SessionOptions::default(),
-    )
-    .unwrap();
+    let (mut s, notes) = open(&f, Resume::Check).unwrap();
     assert_eq!(notes.units_checked, 64);
     assert!(matches!(
         s.read_unit_verified(1),
@@ -157,26 +150,14 @@ fn a_unit_edited_behind_the_store_is_never_served() {
 fn a_sampled_edit_refuses_the_resume_and_repair_keeps_the_rest() {
     let f = fixture(0..150);
     flip_byte(&f.out, 2 * UNIT_LEN + 5); // unit 2: rank 2 is sampled
-    let err = Session::leecher(
-        &f.manifest,
-        &f.out,
-        Resume::Check,
-        SessionOptions::default(),
-    )
-    .unwrap_err();
+    let err = open(&f, Resume::Check).unwrap_err();
     assert!(matches!(err, SessionError::Refused { .. }));
     let msg = err.to_string();
     assert!(
         msg.contains(&f.out.display().to_string()) && msg.contains("--repair"),
         "{msg}"
     );
-    let (s, notes) = Session::leecher(
-        &f.manifest,
-        &f.out,
-        Resume::Repair,
-        SessionOptions::default(),
-    )
-    .unwrap();
+    let (s, notes) = open(&f, Resume::Repair).unwrap();
     assert_eq!(notes.units, 149);
     assert!(!s.node().local().has_at_tier(Tier::T1, 2));
 }
@@ -191,37 +172,18 @@ fn an_older_store_and_log_are_recovered_by_repair_only() {
     let (mut state, _) = StoreState::decode(&std::fs::read(&store).unwrap()).unwrap();
     state.root = None;
     store_file::save(&store, &state.encode()).unwrap();
-    let err = Session::leecher(
-        &f.manifest,
-        &f.out,
-        Resume::Check,
-        SessionOptions::default(),
-    )
-    .unwrap_err()
-    .to_string();
+    let err = open(&f, Resume::Check).unwrap_err().to_string();
     assert!(
         err.contains("does not name the content root") && err.contains("--repair"),
         "{err}"
     );
     let bytes = std::fs::read(&log).unwrap();
     std::fs::write(&log, &bytes[tierswarm_io::driver::PROOF_LOG_HEADER_LEN..]).unwrap();
-    let (_, notes) = Session::leecher(
-        &f.manifest,
-        &f.out,
-        Resume::Repair,
-        SessionOptions::default(),
-    )
-    .unwrap();
+    let (_, notes) = open(&f, Resume::Repair).unwrap();
     assert_eq!(notes.units, 100);
     // Both are now of the current formats: a plain resume trusts them.
     assert_eq!(&std::fs::read(&log).unwrap()[..4], b"TSPL");
-    let (_, notes) = Session::leecher(
-        &f.manifest,
-        &f.out,
-        Resume::Check,
-        SessionOptions::default(),
-    )
-    .unwrap();
+    let (_, notes) = open(&f, Resume::Check).unwrap();
     assert_eq!(notes.units, 100);
 }
 
@@ -229,26 +191,13 @@ fn an_older_store_and_log_are_recovered_by_repair_only() {
 #[test]
 fn a_complete_store_is_checked_against_the_whole_file() {
     let f = fixture(0..UNITS);
-    let (mut s, notes) = Session::leecher(
-        &f.manifest,
-        &f.out,
-        Resume::Check,
-        SessionOptions::default(),
-    )
-    .unwrap();
+    let (mut s, notes) = open(&f, Resume::Check).unwrap();
     assert!(notes.file_verified);
     assert!(s.verify_file().is_ok());
     assert_eq!(std::fs::read(&f.out).unwrap(), f.src);
     drop(s);
     flip_byte(&f.out, 150 * UNIT_LEN);
-    let err = Session::leecher(
-        &f.manifest,
-        &f.out,
-        Resume::Check,
-        SessionOptions::default(),
-    )
-    .unwrap_err()
-    .to_string();
+    let err = open(&f, Resume::Check).unwrap_err().to_string();
     assert!(err.contains("hashes to"), "{err}");
     let _ = f.outboard;
 }
@@ -257,13 +206,7 @@ fn a_complete_store_is_checked_against_the_whole_file() {
 #[test]
 fn restart_starts_afresh() {
     let f = fixture(0..UNITS);
-    let (s, notes) = Session::leecher(
-        &f.manifest,
-        &f.out,
-        Resume::Restart,
-        SessionOptions::default(),
-    )
-    .unwrap();
+    let (s, notes) = open(&f, Resume::Restart).unwrap();
     assert_eq!(notes.units, 0);
     assert!(!store_paths(&f.out).0.exists());
     assert!(std::fs::read(&f.out).unwrap().iter().all(|&b| b == 0));
