@@ -52,8 +52,19 @@ fn tierswarm(args: &[&str]) -> Output {
 
 /// `tierswarm share FILE`, once it printed its address.
 struct Share {
-    child: Child,
+    /// Taken by [`Share::interrupt`]; killed (by its id) on drop otherwise, so that a failing
+    /// test leaves no server behind.
+    child: Option<Child>,
     addr: String,
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 impl Share {
@@ -77,17 +88,21 @@ impl Share {
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_string();
-        Share { child, addr }
+        Share {
+            child: Some(child),
+            addr,
+        }
     }
 
     /// Ctrl-C (SIGINT by process id): it drains and exits 0.
-    fn interrupt(self) -> Output {
+    fn interrupt(mut self) -> Output {
+        let child = self.child.take().expect("running");
         let status = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
+            .args(["-INT", &child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
-        wait(self.child)
+        wait(child)
     }
 }
 
