@@ -240,7 +240,7 @@ mod store {
     /// `StoreState::encode` of a half-complete file (BLAKE3 over the whole store included).
     #[divan::bench(args = ["1GiB", "1TiB"])]
     fn encode(bencher: Bencher, size: &str) {
-        let st = StoreState::from_tiers(&half_complete(len_of(size)), 1);
+        let st = StoreState::from_tiers([7; 32], &half_complete(len_of(size)), 1);
         bencher.bench_local(|| black_box(&st).encode());
     }
 
@@ -249,13 +249,13 @@ mod store {
     #[divan::bench(args = ["1GiB", "1TiB"])]
     fn from_tiers(bencher: Bencher, size: &str) {
         let l = half_complete(len_of(size));
-        bencher.bench_local(|| StoreState::from_tiers(black_box(&l), 1));
+        bencher.bench_local(|| StoreState::from_tiers([7; 32], black_box(&l), 1));
     }
 
     /// `StoreState::decode` of the same (checksum, parsing, tier consistency check).
     #[divan::bench(args = ["1GiB", "1TiB"])]
     fn decode(bencher: Bencher, size: &str) {
-        let bytes = StoreState::from_tiers(&half_complete(len_of(size)), 1).encode();
+        let bytes = StoreState::from_tiers([7; 32], &half_complete(len_of(size)), 1).encode();
         bencher.bench_local(|| StoreState::decode(black_box(&bytes)).unwrap());
     }
 }

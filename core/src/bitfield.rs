@@ -112,11 +112,13 @@ fn clamp(r: Range<u64>, len: u64) -> Range<usize> {
 }
 
 impl Bitfield {
-    /// An all-zero bitfield of `len` bits.
+    /// An all-zero bitfield of `len` bits. The bytes come from a zeroed allocation, so a large
+    /// bitfield costs no resident memory until bits are set (a file length from a manifest is
+    /// not verified until units arrive).
     pub fn new(len: u64) -> Self {
-        Bitfield {
-            bits: bitvec![u8, Msb0; 0; len as usize],
-        }
+        let mut bits = BitVec::<u8, Msb0>::from_vec(vec![0u8; len.div_ceil(8) as usize]);
+        bits.truncate(len as usize);
+        Bitfield { bits }
     }
 
     /// An all-one bitfield of `len` bits.

@@ -32,6 +32,9 @@ pub mod timers;
 pub mod trace;
 pub mod wire;
 
+#[cfg(test)]
+mod test_support;
+
 pub use availability::LocalTiers;
 pub use bitfield::Bitfield;
 pub use node::{drive, Action, Config, Event, Host, Input, Node, PeerId};

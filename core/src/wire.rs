@@ -9,6 +9,15 @@
 //! never allocate past the frame limit. Unknown fields are ignored; unknown message kinds decode
 //! to [`Message::Unknown`] so a newer peer's additions do not break an older one.
 //!
+//! **Limits before decoding.** A connection's reader uses [`decode_frame_limited`] with the
+//! [`FrameLimits`] of the file: every message kind has its own size limit, checked from the
+//! length prefix and the envelope's first fields *before* the body is collected (a frame before
+//! the peer's handshake, and any control message, is at most [`CONTROL_FRAME_MAX`] bytes; a
+//! TRANSFER is one unit plus a proof as deep as the file's tree; a BITFIELD has its exact length
+//! for the file). Repeated fields are counted before they are collected, so a TRANSFER can never
+//! carry more than [`FrameLimits::proof_nodes`] proof nodes, whatever its length. The limits and
+//! their values are listed in `dev/ROBUSTNESS.md`.
+//!
 //! ```
 //! use bytes::BytesMut;
 //! use tierswarm_core::wire::{decode_frame, encode_frame, Message};
@@ -22,8 +31,13 @@
 //! ```
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
+use prost::encoding::{
+    decode_key, decode_varint, encode_key, encode_varint, encoded_len_varint, key_len, skip_field,
+    DecodeContext, WireType,
+};
 use prost::Message as _;
+
+use crate::tiers::{Geometry, Tier, T1_SIZE};
 
 /// Protocol version this implementation speaks in its handshake.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -413,6 +427,25 @@ impl MessageKind {
         }
     }
 
+    /// The kind of wire type number `kind` ([`MessageKind::Unknown`] for numbers this
+    /// implementation does not know).
+    pub fn from_wire(kind: i32) -> MessageKind {
+        match Kind::try_from(kind) {
+            Ok(Kind::Handshake) => MessageKind::Handshake,
+            Ok(Kind::Bitfield) => MessageKind::Bitfield,
+            Ok(Kind::Have) => MessageKind::Have,
+            Ok(Kind::Request) => MessageKind::Request,
+            Ok(Kind::Transfer) => MessageKind::Transfer,
+            Ok(Kind::Reject) => MessageKind::Reject,
+            Ok(Kind::AvailabilitySummary) => MessageKind::Summary,
+            Ok(Kind::AvailabilityRefineRequest) => MessageKind::RefineRequest,
+            Ok(Kind::AvailabilityRefineResponse) => MessageKind::RefineResponse,
+            Ok(Kind::Cancel) => MessageKind::Cancel,
+            Ok(Kind::KeepAlive) => MessageKind::KeepAlive,
+            Err(_) => MessageKind::Unknown,
+        }
+    }
+
     /// Whether the kind is availability metadata (counted in `availability_bytes`).
     pub const fn is_availability(self) -> bool {
         matches!(
@@ -445,7 +478,8 @@ impl Message {
         }
     }
 
-    fn wire_type(&self) -> i32 {
+    /// The `type` number of the message on the wire (`PeerMessageType`).
+    pub fn wire_type(&self) -> i32 {
         (match self {
             Message::Handshake { .. } => Kind::Handshake,
             Message::Bitfield { .. } => Kind::Bitfield,
@@ -652,6 +686,16 @@ pub enum WireError {
         /// Configured maximum.
         max: u64,
     },
+    /// A frame over the limit of its message kind ([`FrameLimits`]).
+    #[error("{} frame of {len} bytes exceeds the maximum of {max} for its kind", kind.name())]
+    MessageTooLarge {
+        /// The kind, from the envelope's `type`.
+        kind: MessageKind,
+        /// Announced length.
+        len: u64,
+        /// That kind's limit.
+        max: u64,
+    },
     /// The envelope or payload is not valid protobuf for its type.
     #[error("malformed {what}: {reason}")]
     Malformed {
@@ -673,26 +717,39 @@ pub struct Frame {
 
 /// Takes one frame off the front of `buf`: `Ok(None)` when more bytes are needed (nothing is
 /// consumed), an error when the frame is too large or malformed. Byte fields of the result
-/// share `buf`'s allocation (no copy of unit data).
+/// share `buf`'s allocation (no copy of unit data). A TRANSFER carries at most
+/// [`MAX_PROOF_NODES`] proof nodes. A connection's reader uses [`decode_frame_limited`]
+/// instead, which knows the file.
 pub fn decode_frame(buf: &mut BytesMut, max_frame: u64) -> Result<Option<Frame>, WireError> {
     if buf.len() < 4 {
         return Ok(None);
     }
-    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as u64;
+    let len = frame_len_prefix(buf) as u64;
     if len > max_frame {
         return Err(WireError::FrameTooLarge {
             len,
             max: max_frame,
         });
     }
-    if (buf.len() as u64) < 4 + len {
-        // Reserve only up to the (bounded) frame, so a peer cannot make us allocate more.
-        buf.reserve(4 + len as usize - buf.len());
+    take_frame(buf, len as usize, MAX_PROOF_NODES)
+}
+
+/// The length prefix of the frame at the front of `buf` (which holds at least 4 bytes).
+fn frame_len_prefix(buf: &[u8]) -> u32 {
+    u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]])
+}
+
+/// Decodes the admitted frame of body length `len` at the front of `buf`, once whole.
+fn take_frame(buf: &mut BytesMut, len: usize, max_nodes: u32) -> Result<Option<Frame>, WireError> {
+    if buf.len() - 4 < len {
+        // Reserve only up to the (admitted, bounded) frame, so a peer cannot make us allocate
+        // more.
+        buf.reserve(4 + len - buf.len());
         return Ok(None);
     }
     buf.advance(4);
-    let body = buf.split_to(len as usize).freeze();
-    decode_body(body).map(Some)
+    let body = buf.split_to(len).freeze();
+    decode_body_bounded(body, max_nodes).map(Some)
 }
 
 fn malformed(what: &'static str) -> impl FnOnce(prost::DecodeError) -> WireError {
@@ -702,8 +759,13 @@ fn malformed(what: &'static str) -> impl FnOnce(prost::DecodeError) -> WireError
     }
 }
 
-/// Decodes the body of one frame (the bytes after the length prefix).
+/// Decodes the body of one frame (the bytes after the length prefix); a TRANSFER carries at most
+/// [`MAX_PROOF_NODES`] proof nodes.
 pub fn decode_body(body: Bytes) -> Result<Frame, WireError> {
+    decode_body_bounded(body, MAX_PROOF_NODES)
+}
+
+fn decode_body_bounded(body: Bytes, max_nodes: u32) -> Result<Frame, WireError> {
     let env = proto::PeerMessage::decode(body).map_err(malformed("PeerMessage"))?;
     let p = env.payload;
     let msg = match Kind::try_from(env.r#type) {
@@ -741,6 +803,17 @@ pub fn decode_body(body: Bytes) -> Result<Frame, WireError> {
                 .unit_index,
         },
         Ok(Kind::Transfer) => {
+            // Counted before anything is collected: a proof is never longer than the tree.
+            let nodes = count_proof_nodes(&p).ok_or_else(|| WireError::Malformed {
+                what: "TransferPayload",
+                reason: "invalid field structure".into(),
+            })?;
+            if nodes > max_nodes as usize {
+                return Err(WireError::Malformed {
+                    what: "BaoProof",
+                    reason: format!("{nodes} proof nodes, more than the {max_nodes} allowed"),
+                });
+            }
             let t = proto::TransferPayload::decode(p).map_err(malformed("TransferPayload"))?;
             Message::Transfer {
                 unit: t.unit_index,
@@ -798,6 +871,245 @@ pub fn decode_body(body: Bytes) -> Result<Frame, WireError> {
     })
 }
 
+/// Proof nodes a TRANSFER's payload carries over all its `proof` fields (repeated embedded
+/// messages merge), counted without collecting anything; `None` when the field structure is
+/// invalid. Walks the fields with prost's own key decoding and skipping, so whatever prost
+/// decodes is counted exactly.
+fn count_proof_nodes(mut payload: &[u8]) -> Option<usize> {
+    let ctx = DecodeContext::default;
+    let mut nodes = 0;
+    while payload.has_remaining() {
+        let (tag, wire_type) = decode_key(&mut payload).ok()?;
+        if tag != 3 || wire_type != WireType::LengthDelimited {
+            skip_field(wire_type, tag, &mut payload, ctx()).ok()?;
+            continue;
+        }
+        let len = usize::try_from(decode_varint(&mut payload).ok()?).ok()?;
+        if len > payload.len() {
+            return None;
+        }
+        let (mut proof, rest) = payload.split_at(len);
+        payload = rest;
+        while proof.has_remaining() {
+            let (tag, wire_type) = decode_key(&mut proof).ok()?;
+            if tag == 3 {
+                nodes += 1;
+            }
+            skip_field(wire_type, tag, &mut proof, ctx()).ok()?;
+        }
+    }
+    Some(nodes)
+}
+
+/// Largest frame body (the bytes after the length prefix) of a control message — HANDSHAKE,
+/// HAVE, REQUEST, CANCEL, REJECT, refine request and response, KEEP_ALIVE — and of any frame
+/// that arrives before the peer's handshake.
+pub const CONTROL_FRAME_MAX: u32 = 1024;
+
+/// Most proof nodes a TRANSFER may carry when the file is not known (the largest file's tree,
+/// 2^30 units, is 30 deep).
+pub const MAX_PROOF_NODES: u32 = 64;
+
+/// Bytes the envelope may spend before its `type` field: a 32-byte info hash and its key and
+/// length, with room to spare.
+const TYPE_PEEK: usize = 64;
+
+/// Per-kind limits on incoming frames, computed from the file's geometry by
+/// [`FrameLimits::for_geometry`]. Lengths are frame bodies (after the 4-byte length prefix) of a
+/// canonical encoding (fields in number order, as every proto3 encoder writes them) with a
+/// 32-byte info hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameLimits {
+    /// Largest TRANSFER: one full unit plus a proof of [`proof_nodes`](Self::proof_nodes) nodes.
+    pub transfer: u32,
+    /// Largest AVAILABILITY_SUMMARY: the full T3 summary of the file (both bit sets), or a
+    /// control message's size if that is larger.
+    pub summary: u32,
+    /// The exact BITFIELD frame of this file: `ceil(units / 8)` bytes of bits.
+    pub bitfield: u32,
+    /// The bit bytes a BITFIELD must carry: `ceil(units / 8)`.
+    pub bitfield_bytes: u64,
+    /// Proof nodes a TRANSFER may carry: the depth of the file's BLAKE3 tree above its units.
+    pub proof_nodes: u32,
+}
+
+impl FrameLimits {
+    /// The limits for a file of geometry `geo`.
+    pub fn for_geometry(geo: Geometry) -> FrameLimits {
+        let units = geo.units();
+        // Depth of the tree above the units: ceil(log2(units)); a single unit needs no proof.
+        let proof_nodes = if units <= 1 {
+            0
+        } else {
+            64 - (units - 1).leading_zeros()
+        };
+        let len_field = |n: usize| {
+            if n == 0 {
+                0
+            } else {
+                1 + encoded_len_varint(n as u64) + n
+            }
+        };
+        let varint_field = 1 + 10;
+        // BaoProofNode { hash (1 + 1 + 32), level (1 + 5) }, each behind a key and a length.
+        let node = 2 + (1 + 1 + 32) + (1 + 5);
+        let proof = 2 * varint_field + proof_nodes as usize * node;
+        let transfer = varint_field + len_field(T1_SIZE as usize) + len_field(proof);
+        let t3_bytes = geo.blocks(Tier::T3).div_ceil(8) as usize;
+        let summary = 2 * varint_field + 2 * len_field(t3_bytes);
+        let bitfield_bytes = units.div_ceil(8);
+        let body = |kind: Kind, payload: usize| {
+            u32::try_from(envelope_len(32, kind as i32, payload)).unwrap_or(u32::MAX)
+        };
+        FrameLimits {
+            transfer: body(Kind::Transfer, transfer),
+            summary: body(Kind::AvailabilitySummary, summary).max(CONTROL_FRAME_MAX),
+            bitfield: body(Kind::Bitfield, len_field(bitfield_bytes as usize)),
+            bitfield_bytes,
+            proof_nodes,
+        }
+    }
+
+    /// The limit of a frame of wire type `kind`. A kind this implementation does not know (a
+    /// newer peer's, ignored on arrival) gets the largest limit of all.
+    pub fn limit(&self, kind: i32) -> u32 {
+        match Kind::try_from(kind) {
+            Ok(Kind::Transfer) => self.transfer,
+            Ok(Kind::Bitfield) => self.bitfield,
+            Ok(Kind::AvailabilitySummary) => self.summary,
+            Ok(_) => CONTROL_FRAME_MAX,
+            Err(_) => self.max_frame(),
+        }
+    }
+
+    /// The largest frame of any kind.
+    pub fn max_frame(&self) -> u32 {
+        self.transfer
+            .max(self.summary)
+            .max(self.bitfield)
+            .max(CONTROL_FRAME_MAX)
+    }
+}
+
+/// Decides from the first bytes of `buf` whether the frame at its front may be collected:
+/// `Ok(Some(len))` with its body length when it may, `Ok(None)` when more bytes are needed to
+/// decide, an error when it exceeds its limit. Before the peer's handshake (`handshaken` false)
+/// every frame is at most [`CONTROL_FRAME_MAX`] bytes. A longer frame's kind is read from the
+/// envelope's first [`TYPE_PEEK`] bytes: its `type` field must come before its `payload` (as
+/// canonical encoders write it); a payload met first means the type is absent, i.e. a
+/// HANDSHAKE. Never allocates; reads at most 4 + 64 bytes.
+pub fn admit_frame(
+    buf: &[u8],
+    limits: &FrameLimits,
+    handshaken: bool,
+) -> Result<Option<usize>, WireError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = frame_len_prefix(buf);
+    if len <= CONTROL_FRAME_MAX {
+        return Ok(Some(len as usize));
+    }
+    if !handshaken {
+        return Err(WireError::FrameTooLarge {
+            len: len.into(),
+            max: CONTROL_FRAME_MAX.into(),
+        });
+    }
+    // The frame is longer than the window, so a window that does not tell the kind is either
+    // still arriving or will never tell it.
+    let seen = &buf[4..buf.len().min(4 + TYPE_PEEK)];
+    let kind = match peek_kind(seen) {
+        Some(kind) => kind,
+        None if seen.len() < TYPE_PEEK => return Ok(None),
+        None => {
+            return Err(WireError::Malformed {
+                what: "PeerMessage",
+                reason: format!("no valid type field in its first {TYPE_PEEK} bytes"),
+            })
+        }
+    };
+    let max = limits.limit(kind);
+    if len > max {
+        return Err(WireError::MessageTooLarge {
+            kind: MessageKind::from_wire(kind),
+            len: len.into(),
+            max: max.into(),
+        });
+    }
+    Ok(Some(len as usize))
+}
+
+/// The envelope's `type` from its first bytes (at most [`TYPE_PEEK`] of them are looked at), or
+/// `None` when they do not tell it.
+fn peek_kind(body: &[u8]) -> Option<i32> {
+    let mut rest = &body[..body.len().min(TYPE_PEEK)];
+    while !rest.is_empty() {
+        let (tag, wire_type) = decode_key(&mut rest).ok()?;
+        match (tag, wire_type) {
+            // prost reads an enum as an int32 varint.
+            (2, WireType::Varint) => return decode_varint(&mut rest).ok().map(|v| v as i32),
+            (3, _) => return Some(Kind::Handshake as i32),
+            _ => skip_field(wire_type, tag, &mut rest, DecodeContext::default()).ok()?,
+        }
+    }
+    None
+}
+
+/// [`decode_frame`] under the per-kind `limits` of the file: the frame is admitted by
+/// [`admit_frame`] before its body is collected, then decoded with at most
+/// [`FrameLimits::proof_nodes`] proof nodes; the decoded kind is held to its limit again (so an
+/// unusual field order gains nothing), and a BITFIELD must carry exactly
+/// [`FrameLimits::bitfield_bytes`] bytes of bits. Whether a BITFIELD is welcome at all (only
+/// from a legacy peer after its handshake) is the node's decision.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use tierswarm_core::wire::{decode_frame_limited, encode_frame, FrameLimits, Message, WireError};
+/// use tierswarm_core::Geometry;
+/// let limits = FrameLimits::for_geometry(Geometry::new(1 << 30).unwrap());
+/// let mut buf = BytesMut::new();
+/// encode_frame(&[7; 32], &Message::Bitfield { bits: vec![0; 9].into() }, &mut buf);
+/// assert!(matches!(
+///     decode_frame_limited(&mut buf, &limits, true),
+///     Err(WireError::MessageTooLarge { .. }) | Err(WireError::Malformed { .. })
+/// ));
+/// ```
+pub fn decode_frame_limited(
+    buf: &mut BytesMut,
+    limits: &FrameLimits,
+    handshaken: bool,
+) -> Result<Option<Frame>, WireError> {
+    let Some(len) = admit_frame(buf, limits, handshaken)? else {
+        return Ok(None);
+    };
+    let Some(frame) = take_frame(buf, len, limits.proof_nodes)? else {
+        return Ok(None);
+    };
+    let kind = frame.msg.wire_type();
+    let max = limits.limit(kind);
+    if len as u64 > max.into() {
+        return Err(WireError::MessageTooLarge {
+            kind: frame.msg.kind(),
+            len: len as u64,
+            max: max.into(),
+        });
+    }
+    if let Message::Bitfield { bits } = &frame.msg {
+        if bits.len() as u64 != limits.bitfield_bytes {
+            return Err(WireError::Malformed {
+                what: "BitfieldPayload",
+                reason: format!(
+                    "{} bytes of bits, the file needs exactly {}",
+                    bits.len(),
+                    limits.bitfield_bytes
+                ),
+            });
+        }
+    }
+    Ok(Some(frame))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -821,7 +1133,8 @@ mod tests {
     pub(crate) fn arb_message() -> impl Strategy<Value = Message> {
         let bytes = || proptest::collection::vec(any::<u8>(), 0..80).prop_map(Bytes::from);
         prop_oneof![
-            (bytes(), ".{0,12}", proptest::option::of((1u32..5, 0u32..5))).prop_map(
+            // Version 0 with the other capability fields set reads as legacy: drawn too.
+            (bytes(), ".{0,12}", proptest::option::of((0u32..5, 0u32..5))).prop_map(
                 |(info_hash, peer_id, c)| Message::Handshake {
                     info_hash,
                     peer_id,
@@ -889,15 +1202,154 @@ mod tests {
         ]
     }
 
+    /// A payload edit: overwrite, insert, remove or truncate at a position.
+    #[derive(Debug, Clone)]
+    enum Edit {
+        Byte(prop::sample::Index, u8),
+        Varint(prop::sample::Index, u64),
+        Insert(prop::sample::Index, u8),
+        Remove(prop::sample::Index),
+        Truncate(prop::sample::Index),
+    }
+
+    fn arb_edit() -> impl Strategy<Value = Edit> {
+        let at = || any::<prop::sample::Index>();
+        prop_oneof![
+            (at(), any::<u8>()).prop_map(|(i, b)| Edit::Byte(i, b)),
+            (
+                at(),
+                prop_oneof![0u64..4, Just(u32::MAX as u64), any::<u64>()]
+            )
+                .prop_map(|(i, v)| Edit::Varint(i, v)),
+            (at(), any::<u8>()).prop_map(|(i, b)| Edit::Insert(i, b)),
+            at().prop_map(Edit::Remove),
+            at().prop_map(Edit::Truncate),
+        ]
+    }
+
+    fn apply(bytes: &mut Vec<u8>, edit: &Edit) {
+        match edit {
+            Edit::Byte(i, b) if !bytes.is_empty() => {
+                let at = i.index(bytes.len());
+                bytes[at] = *b;
+            }
+            Edit::Varint(i, v) => {
+                let at = i.index(bytes.len() + 1);
+                let mut enc = Vec::new();
+                encode_varint(*v, &mut enc);
+                let end = (at + enc.len()).min(bytes.len());
+                bytes.splice(at..end, enc);
+            }
+            Edit::Insert(i, b) => {
+                let at = i.index(bytes.len() + 1);
+                bytes.insert(at, *b);
+            }
+            Edit::Remove(i) if !bytes.is_empty() => {
+                let at = i.index(bytes.len());
+                bytes.remove(at);
+            }
+            Edit::Truncate(i) => {
+                let at = i.index(bytes.len() + 1);
+                bytes.truncate(at);
+            }
+            Edit::Byte(..) | Edit::Remove(_) => {}
+        }
+    }
+
+    /// A valid frame whose payload was edited and re-wrapped in a valid envelope and length
+    /// prefix (the wire's "reseal"), sometimes under another kind's type, and one time in ten
+    /// also edited after wrapping. Reaches the payload decoders instead of dying at the prefix.
+    fn arb_mutated_frame() -> impl Strategy<Value = Vec<u8>> {
+        (
+            arb_message(),
+            proptest::collection::vec(arb_edit(), 0..4),
+            proptest::option::of(0i32..12),
+            proptest::collection::vec(arb_edit(), 0..3),
+            0u8..10,
+        )
+            .prop_map(|(msg, edits, retype, outer, raw)| {
+                let mut payload = Vec::new();
+                msg.encode_payload(&mut payload);
+                for e in &edits {
+                    apply(&mut payload, e);
+                }
+                let env = proto::PeerMessage {
+                    info_hash: Bytes::from_static(&[1; 32]),
+                    r#type: retype.unwrap_or(msg.wire_type()),
+                    payload: payload.into(),
+                };
+                let mut body = env.encode_to_vec();
+                if raw == 0 {
+                    for e in &outer {
+                        apply(&mut body, e);
+                    }
+                }
+                let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+                frame.extend(body);
+                frame
+            })
+    }
+
+    /// How far into the decoder a frame got.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    enum Depth {
+        /// Refused at the envelope.
+        Envelope,
+        /// Refused by a payload decoder.
+        Payload,
+        /// Decoded.
+        Decoded,
+    }
+
+    fn depth(r: &Result<Frame, WireError>) -> Depth {
+        match r {
+            Ok(_) => Depth::Decoded,
+            Err(WireError::Malformed {
+                what: "PeerMessage",
+                ..
+            }) => Depth::Envelope,
+            Err(_) => Depth::Payload,
+        }
+    }
+
+    /// Shares of mutated frames that get past the envelope (quoted in the notes).
+    #[test]
+    fn mutated_frames_reach_the_payload_decoders() {
+        let shares = crate::test_support::shares(arb_mutated_frame(), 4000, |bytes| {
+            depth(&decode_body(Bytes::copy_from_slice(&bytes[4..])))
+        });
+        let share = |d| shares.get(&d).copied().unwrap_or(0.0);
+        eprintln!(
+            "wire mutations: {:.1}% refused at the envelope, {:.1}% by a payload decoder, \
+             {:.1}% decoded",
+            100.0 * share(Depth::Envelope),
+            100.0 * share(Depth::Payload),
+            100.0 * share(Depth::Decoded)
+        );
+        assert!(
+            share(Depth::Payload) + share(Depth::Decoded) > 0.8,
+            "{shares:?}"
+        );
+        assert!(share(Depth::Payload) > 0.1, "{shares:?}");
+    }
+
+    /// What every decoded frame must satisfy: re-encoding it gives a frame that decodes to the
+    /// same message (decoding is a fixpoint after one round).
+    fn check_decoded(frame: &Frame) {
+        let mut again = BytesMut::new();
+        encode_frame(&frame.info_hash, &frame.msg, &mut again);
+        let back = decode_frame(&mut again, u64::MAX)
+            .expect("re-encoded frame decodes")
+            .expect("whole");
+        assert_eq!(&back, frame);
+    }
+
     proptest! {
         #[test]
         fn every_message_round_trips(msg in arb_message(), hash in proptest::collection::vec(any::<u8>(), 0..40)) {
             let mut buf = BytesMut::new();
             encode_frame(&hash, &msg, &mut buf);
             prop_assert_eq!(&buf[..], &reference_encode(&hash, &msg)[..]);
-            if hash.len() == 32 {
-                prop_assert_eq!(buf.len(), msg.frame_len());
-            }
             let frame = decode_frame(&mut buf, u64::MAX).unwrap().unwrap();
             prop_assert!(buf.is_empty());
             prop_assert_eq!(&frame.info_hash[..], &hash[..]);
@@ -911,10 +1363,103 @@ mod tests {
         }
 
         #[test]
+        fn frame_len_is_the_encoded_length_with_a_root(msg in arb_message(), fill in any::<u8>()) {
+            let mut buf = BytesMut::new();
+            encode_frame(&[fill; 32], &msg, &mut buf);
+            prop_assert_eq!(buf.len(), msg.frame_len());
+        }
+
+        #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let mut buf = BytesMut::from(&bytes[..]);
             while let Ok(Some(_)) = decode_frame(&mut buf, 1 << 16) {}
             let _ = decode_body(Bytes::from(bytes));
+        }
+
+        #[test]
+        fn mutated_frames_never_panic_and_decode_to_a_fixpoint(bytes in arb_mutated_frame()) {
+            let body = Bytes::copy_from_slice(&bytes[4..]);
+            if let Ok(frame) = decode_body(body.clone()) {
+                check_decoded(&frame);
+            }
+            // The bounded transfer decoder agrees with prost's on every frame prost accepts.
+            if let Ok(env) = proto::PeerMessage::decode(body) {
+                if let Ok(t) = proto::TransferPayload::decode(env.payload.clone()) {
+                    let nodes = t.proof.map_or(0, |p| p.proof.len());
+                    prop_assert_eq!(count_proof_nodes(&env.payload), Some(nodes));
+                }
+            }
+            let limits = FrameLimits::for_geometry(Geometry::new(5 * T1_SIZE).unwrap());
+            for handshaken in [false, true] {
+                let mut buf = BytesMut::from(&bytes[..]);
+                if let Ok(Some(frame)) = decode_frame_limited(&mut buf, &limits, handshaken) {
+                    prop_assert!(bytes.len() - 4 <= limits.limit(frame.msg.wire_type()) as usize);
+                    check_decoded(&frame);
+                }
+            }
+        }
+
+    }
+
+    proptest! {
+        // Few cases: a bitfield of the largest file is 128 MiB.
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// Whatever an honest node sends for a file fits that file's limits.
+        #[test]
+        fn honest_messages_fit_their_limits(
+            len in prop_oneof![
+                0u64..4 * crate::tiers::T3_SIZE,
+                0u64..=crate::tiers::MAX_FILE_LEN,
+                Just(crate::tiers::MAX_FILE_LEN),
+            ],
+            unit in any::<u64>(),
+            leaf in any::<i64>(),
+            level in any::<u32>(),
+            words in any::<u64>(),
+        ) {
+            let geo = Geometry::new(len).unwrap();
+            let limits = FrameLimits::for_geometry(geo);
+            let blocks3 = geo.blocks(Tier::T3).div_ceil(8) as usize;
+            let msgs = [
+                Message::Transfer {
+                    unit,
+                    data: vec![0xff; T1_SIZE as usize].into(),
+                    proof: Some(Proof {
+                        leaf_start: leaf,
+                        leaf_count: leaf,
+                        nodes: vec![(Bytes::from_static(&[9; 32]), level); limits.proof_nodes as usize],
+                    }),
+                },
+                Message::Bitfield { bits: vec![0xff; limits.bitfield_bytes as usize].into() },
+                Message::Summary {
+                    tier: 3,
+                    start: words,
+                    all: vec![0xff; blocks3].into(),
+                    partial: vec![0xff; blocks3].into(),
+                },
+                Message::RefineResponse {
+                    tier: u32::MAX,
+                    start: words,
+                    bits: vec![0xff; 64].into(),
+                    id: words,
+                    reject: Some("block 1234567890 past the end of tier 3 with 4 blocks".into()),
+                },
+                Message::Handshake {
+                    info_hash: Bytes::from_static(&[1; 32]),
+                    peer_id: "p".repeat(256),
+                    capabilities: Some(Capabilities { protocol_version: u32::MAX, max_tier_supported: u32::MAX }),
+                },
+                Message::Reject { unit, reason: "r".repeat(256) },
+                Message::RefineRequest { from_tier: u32::MAX, to_tier: u32::MAX, index: words, id: words },
+                Message::Have { unit }, Message::Request { unit }, Message::Cancel { unit },
+                Message::KeepAlive,
+            ];
+            for msg in msgs {
+                let mut buf = BytesMut::new();
+                encode_frame(&[3; 32], &msg, &mut buf);
+                let frame = decode_frame_limited(&mut buf, &limits, true);
+                prop_assert!(matches!(frame, Ok(Some(_))), "{:?}: {:?}", msg.kind(), frame);
+            }
         }
 
         #[test]
@@ -939,6 +1484,228 @@ mod tests {
             })
         );
         assert!(buf.capacity() < 1 << 20);
+    }
+
+    fn limits_of(len: u64) -> FrameLimits {
+        FrameLimits::for_geometry(Geometry::new(len).unwrap())
+    }
+
+    /// A frame header and the first bytes of its envelope: what a reader has seen when a peer
+    /// has sent only that much.
+    fn frame_start(len: u32, kind: Kind) -> BytesMut {
+        let mut buf = BytesMut::new();
+        buf.put_u32(len);
+        encode_key(1, WireType::LengthDelimited, &mut buf);
+        encode_varint(32, &mut buf);
+        buf.put_slice(&[7; 32]);
+        encode_key(2, WireType::Varint, &mut buf);
+        encode_varint(kind as u64, &mut buf);
+        buf
+    }
+
+    #[test]
+    fn limits_follow_the_file() {
+        let small = limits_of(3 * T1_SIZE);
+        assert_eq!(small.proof_nodes, 2);
+        assert_eq!(small.bitfield_bytes, 1);
+        assert_eq!(small.summary, CONTROL_FRAME_MAX);
+        assert!(small.transfer > T1_SIZE as u32 && small.transfer < T1_SIZE as u32 + 256);
+        let huge = limits_of(crate::tiers::MAX_FILE_LEN);
+        assert_eq!(huge.proof_nodes, 30);
+        assert_eq!(huge.bitfield_bytes, 1 << 27);
+        assert!(huge.transfer < T1_SIZE as u32 + 1500);
+        assert!(huge.summary > 2 * (1 << 18));
+        assert_eq!(limits_of(0).proof_nodes, 0);
+        assert_eq!(limits_of(1).proof_nodes, 0);
+        // The figures in dev/ROBUSTNESS.md.
+        assert_eq!(limits_of(1).transfer, 65_615);
+        assert_eq!(huge.transfer, 66_876);
+    }
+
+    #[test]
+    fn a_transfer_with_500k_proof_nodes_is_refused_from_its_header() {
+        // 500,000 empty nodes: 1 MB of two-byte entries, announced in the length prefix.
+        let limits = limits_of(1 << 30);
+        let mut buf = frame_start(1_000_100, Kind::Transfer);
+        buf.put_slice(&[0x1a, 0xff]);
+        let cap = buf.capacity();
+        let err = decode_frame_limited(&mut buf, &limits, true).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                WireError::MessageTooLarge {
+                    kind: MessageKind::Transfer,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(buf.capacity(), cap, "nothing reserved for the body");
+    }
+
+    #[test]
+    fn proof_nodes_are_counted_before_they_are_collected() {
+        // Within the byte limit, but 1,000 empty nodes is more than the tree is deep.
+        let nodes: Vec<(Bytes, u32)> = vec![(Bytes::new(), 0); 1000];
+        let msg = Message::Transfer {
+            unit: 0,
+            data: Bytes::new(),
+            proof: Some(Proof {
+                leaf_start: 0,
+                leaf_count: 1,
+                nodes,
+            }),
+        };
+        let limits = limits_of(1 << 30);
+        let mut buf = BytesMut::new();
+        encode_frame(&[7; 32], &msg, &mut buf);
+        let err = decode_frame_limited(&mut buf, &limits, true).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                WireError::Malformed {
+                    what: "BaoProof",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // Without the file's geometry the absolute bound holds.
+        let mut buf = BytesMut::new();
+        encode_frame(&[7; 32], &msg, &mut buf);
+        let err = decode_frame(&mut buf, u64::MAX).unwrap_err();
+        assert!(
+            err.to_string().contains("more than the 64 allowed"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn frames_before_the_handshake_are_small() {
+        let limits = limits_of(1 << 30);
+        let handshake = |peer_id: &str| {
+            let mut buf = BytesMut::new();
+            let msg = Message::Handshake {
+                info_hash: Bytes::from_static(&[7; 32]),
+                peer_id: peer_id.into(),
+                capabilities: Some(Capabilities::OURS),
+            };
+            encode_frame(&[7; 32], &msg, &mut buf);
+            buf
+        };
+        assert!(decode_frame_limited(&mut handshake("ok"), &limits, false)
+            .unwrap()
+            .is_some());
+        let err = decode_frame_limited(&mut handshake(&"x".repeat(2000)), &limits, false);
+        assert!(
+            matches!(err, Err(WireError::FrameTooLarge { max: 1024, .. })),
+            "{err:?}"
+        );
+        // A TRANSFER-sized frame before the handshake is refused from its length prefix alone.
+        let mut buf = frame_start(T1_SIZE as u32, Kind::Transfer);
+        assert!(decode_frame_limited(&mut buf, &limits, false).is_err());
+    }
+
+    #[test]
+    fn a_bitfield_has_exactly_its_length() {
+        let limits = limits_of(20 * T1_SIZE); // 20 units: 3 bytes of bits
+        let frame = |n: usize| {
+            let mut buf = BytesMut::new();
+            encode_frame(
+                &[7; 32],
+                &Message::Bitfield {
+                    bits: vec![0; n].into(),
+                },
+                &mut buf,
+            );
+            buf
+        };
+        assert!(decode_frame_limited(&mut frame(3), &limits, true)
+            .unwrap()
+            .is_some());
+        for n in [0, 2, 4, 5000] {
+            assert!(
+                decode_frame_limited(&mut frame(n), &limits, true).is_err(),
+                "{n} bytes"
+            );
+        }
+        // The large one is refused before its body arrives.
+        let big = limits_of(1 << 40);
+        let mut buf = frame_start(big.bitfield + 1, Kind::Bitfield);
+        assert!(matches!(
+            decode_frame_limited(&mut buf, &big, true),
+            Err(WireError::MessageTooLarge {
+                kind: MessageKind::Bitfield,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn control_messages_are_small() {
+        let limits = limits_of(1 << 40);
+        let mut buf = BytesMut::new();
+        let reject = Message::Reject {
+            unit: 1,
+            reason: "r".repeat(2000),
+        };
+        encode_frame(&[7; 32], &reject, &mut buf);
+        assert!(matches!(
+            decode_frame_limited(&mut buf, &limits, true),
+            Err(WireError::MessageTooLarge {
+                kind: MessageKind::Reject,
+                max: 1024,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_payload_before_the_type_counts_as_a_handshake() {
+        // Non-canonical field order: payload (field 3) first, then type 4 (TRANSFER).
+        let limits = limits_of(1 << 30);
+        let mut body = BytesMut::new();
+        encode_key(3, WireType::LengthDelimited, &mut body);
+        encode_varint(2000, &mut body);
+        body.put_slice(&[0; 2000]);
+        encode_key(2, WireType::Varint, &mut body);
+        encode_varint(4, &mut body);
+        let mut buf = BytesMut::new();
+        buf.put_u32(body.len() as u32);
+        buf.put_slice(&body);
+        assert!(matches!(
+            decode_frame_limited(&mut buf, &limits, true),
+            Err(WireError::MessageTooLarge {
+                kind: MessageKind::Handshake,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_large_frame_waits_for_its_type_then_reserves_only_itself() {
+        let limits = limits_of(1 << 30);
+        let full = frame_start(60_000, Kind::Transfer);
+        let mut buf = BytesMut::from(&full[..20]);
+        assert_eq!(decode_frame_limited(&mut buf, &limits, true), Ok(None));
+        assert!(
+            buf.capacity() < 1024,
+            "no reservation before the kind is known"
+        );
+        buf.extend_from_slice(&full[20..]);
+        assert_eq!(decode_frame_limited(&mut buf, &limits, true), Ok(None));
+        assert!(buf.capacity() >= 60_004);
+        // Garbage that never names a type is refused once the window is full.
+        let mut buf = BytesMut::new();
+        buf.put_u32(60_000);
+        buf.put_slice(&[0x0d, 0, 0, 0, 0].repeat(13)); // fixed32 fields, forever
+        assert!(matches!(
+            decode_frame_limited(&mut buf, &limits, true),
+            Err(WireError::Malformed {
+                what: "PeerMessage",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -89,7 +89,7 @@ fn small_store() {
     for u in (0..32).chain([40, 48]) {
         t.mark_t1_complete(u).unwrap();
     }
-    let bytes = StoreState::from_tiers(&t, 1_700_000_000_000_000).encode();
+    let bytes = StoreState::from_tiers([0x5a; 32], &t, 1_700_000_000_000_000).encode();
     let hex: Vec<String> = bytes
         .chunks(16)
         .map(|c| {

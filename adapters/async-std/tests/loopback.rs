@@ -4,8 +4,8 @@
 
 use futures::StreamExt;
 use tierswarm_async_std::AsyncStd;
-use tierswarm_io::driver::Outcome;
 use tierswarm_io::driver::Runtime;
+use tierswarm_io::driver::{Outcome, Resume};
 use tierswarm_io::{hash_file_root, Session, SessionEvent};
 use tierswarm_testkit::{
     bounded, fetch, listener, make_file, opts, same_bytes, seed, serve_with, Serving, LIMIT,
@@ -99,7 +99,7 @@ async fn mixed_swarm_of_seven_completes_and_every_output_verifies() {
         for (i, l) in listeners.into_iter().enumerate() {
             let out = dir.path().join(format!("out{i}.bin"));
             let o = opts(&format!("l{i}"), 40 + i as u64);
-            let (s, _) = Session::leecher(&manifest, &out, false, o).unwrap();
+            let (s, _) = Session::leecher(&manifest, &out, Resume::Check, o).unwrap();
             let mut dial = vec![seeder.addr];
             dial.extend(&addrs[..i]);
             // Leechers alternate: tokio, async-std, tokio, ...

@@ -6,7 +6,7 @@ use futures::channel::oneshot;
 use futures::FutureExt;
 use indicatif::MultiProgress;
 use tierswarm_io::data_file::write_pseudo_random;
-use tierswarm_io::driver::{Outcome, RunConfig};
+use tierswarm_io::driver::{Outcome, Resume, RunConfig};
 use tierswarm_io::manifest::root_to_hex;
 use tierswarm_io::{hash_file_root, Session, SessionEvent};
 
@@ -64,7 +64,7 @@ pub(crate) fn run(runtime: Runtime, n: usize, size: u64) -> Result<()> {
     let started = Instant::now();
     for i in 0..n {
         let out = dir.path().join(format!("leecher{i}.bin"));
-        let (s, _) = Session::leecher(&manifest, &out, false, options(None))
+        let (s, _) = Session::leecher(&manifest, &out, Resume::Check, options(None))
             .map_err(|e| Failure::failed(e.to_string()))?;
         let listener = bind()?;
         let mut peers = vec![seed_addr];

@@ -4,15 +4,16 @@
 //! tierswarm manifest FILE
 //! tierswarm share FILE [--listen ADDR] [--runtime tokio|async-std] [--manifest-out PATH] [--record PATH]
 //! tierswarm fetch MANIFEST --peer ADDR [--peer ADDR ...] --out PATH [--runtime tokio|async-std]
-//!                 [--listen ADDR] [--repair] [--record PATH]
+//!                 [--listen ADDR] [--repair | --restart] [--record PATH]
 //! tierswarm demo [--peers N] [--size SIZE] [--runtime tokio|async-std|mixed]
 //! tierswarm replay RECORD
 //! ```
 //!
-//! Exit codes: 0 success; 1 the work failed (no reachable peer, a disk error, a replay that
-//! differs, a demo output that does not match); 2 invalid command line, manifest or store (or
-//! `--runtime mixed` outside `demo`); 130 interrupted before the download completed (state
-//! persisted: run the same command again to resume).
+//! Exit codes: 0 success; 1 the work failed (no reachable peer, a disk error during the
+//! transfer, a replay that differs, a demo output that does not match); 2 invalid command line,
+//! manifest, store, proof log or output (one that cannot be created, or that was changed
+//! outside tierswarm), or `--runtime mixed` outside `demo`; 130 interrupted before the download
+//! completed (state persisted: run the same command again to resume).
 //!
 //! Sessions run as tasks of the chosen runtime ([`Runtimes`]); the main thread binds listeners
 //! with `std`, waits with `futures`' executor and takes Ctrl-C through `ctrlc`, so nothing but
@@ -33,7 +34,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use futures::channel::oneshot;
 use indicatif::{ProgressBar, ProgressStyle};
 use tierswarm_async_std::AsyncStd;
-use tierswarm_io::driver::{self, recorder, Outcome, RunConfig, SessionOptions};
+use tierswarm_io::driver::{
+    self, recorder, Outcome, Resume, RunConfig, SessionError, SessionOptions,
+};
 use tierswarm_io::manifest::root_to_hex;
 use tierswarm_io::{hash_file_root, Manifest, Session, SessionEvent};
 use tierswarm_tokio::Tokio;
@@ -181,8 +184,12 @@ enum Cmd {
         listen: Option<String>,
         /// Rebuild the availability store first: re-verify every unit of the output file
         /// against the content root (units that fail, or lack a proof, are fetched again).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "restart")]
         repair: bool,
+        /// Start the output afresh: discard its availability store, its proof log and its
+        /// contents (e.g. when they belong to another file).
+        #[arg(long)]
+        restart: bool,
         /// Flight record of every core input (JSON lines), for `tierswarm replay`.
         #[arg(long)]
         record: Option<PathBuf>,
@@ -252,6 +259,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             runtime,
             listen,
             repair,
+            restart,
             record,
         } => fetch(
             single(runtime)?,
@@ -259,7 +267,11 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             &peers,
             &out,
             listen.as_deref(),
-            repair,
+            match (repair, restart) {
+                (true, _) => Resume::Repair,
+                (_, true) => Resume::Restart,
+                _ => Resume::Check,
+            },
             record,
         ),
         Cmd::Demo {
@@ -277,10 +289,16 @@ fn dispatch(cmd: Cmd) -> Result<()> {
         Cmd::Replay { record } => {
             let report = recorder::replay(&record)
                 .map_err(|e| Failure::failed(format!("{}: {e}", record.display())))?;
-            println!(
-                "replayed {} inputs and {} actions: identical",
-                report.inputs, report.actions
-            );
+            match &report.truncated {
+                None => println!(
+                    "replayed {} inputs and {} actions: identical",
+                    report.inputs, report.actions
+                ),
+                Some(note) => println!(
+                    "replayed {} inputs and {} actions: identical up to where the record stops ({note})",
+                    report.inputs, report.actions
+                ),
+            }
             Ok(())
         }
     }
@@ -407,8 +425,10 @@ fn share(
 ) -> Result<()> {
     let addrs = resolve(listen, "--listen")?;
     let pb = spinner(format!("hashing {}", file.display()));
-    let session =
-        Session::seeder(file, options(record)).map_err(|e| Failure::failed(e.to_string()))?;
+    let session = Session::seeder(file, options(record)).map_err(|e| match e {
+        SessionError::Record { .. } => Failure::usage(e.to_string()),
+        e => Failure::failed(e.to_string()),
+    })?;
     pb.finish_and_clear();
     let manifest = session.manifest().clone();
     let path = manifest_out.unwrap_or_else(|| {
@@ -442,10 +462,12 @@ fn share(
     let peers = Arc::new(AtomicU64::new(0));
     let counted = Arc::clone(&peers);
     let mut runtimes = Runtimes::default();
-    let handle = runtimes.spawn(runtime, session, cfg, ctrl_c(), move |e| {
-        if let SessionEvent::PeerReady { .. } = e {
+    let handle = runtimes.spawn(runtime, session, cfg, ctrl_c(), move |e| match e {
+        SessionEvent::PeerReady { .. } => {
             counted.fetch_add(1, Ordering::Relaxed);
         }
+        SessionEvent::Warning(w) => eprintln!("tierswarm: warning: {w}"),
+        _ => {}
     })?;
     let (session, outcome) = join(handle)?;
     let s = session.stats();
@@ -469,7 +491,7 @@ fn fetch(
     peers: &[String],
     out: &Path,
     listen: Option<&str>,
-    repair: bool,
+    resume: Resume,
     record: Option<PathBuf>,
 ) -> Result<()> {
     let manifest = Manifest::load(manifest_path).map_err(|e| Failure::usage(e.to_string()))?;
@@ -479,19 +501,19 @@ fn fetch(
     }
     let listen = listen.map(|l| resolve(l, "--listen")).transpose()?;
     let (session, notes) = {
-        let pb = repair.then(|| spinner(format!("repairing: re-verifying {}", out.display())));
-        let r = Session::leecher(&manifest, out, repair, options(record));
+        let pb = (resume == Resume::Repair)
+            .then(|| spinner(format!("repairing: re-verifying {}", out.display())));
+        let r = Session::leecher(&manifest, out, resume, options(record));
         if let Some(pb) = pb {
             pb.finish_and_clear();
         }
-        r.map_err(|e| match e {
-            tierswarm_io::driver::SessionError::Store { .. } => Failure::usage(e.to_string()),
-            e => Failure::failed(e.to_string()),
-        })?
+        // Whatever stops a download before it starts is its input: the output path, what an
+        // earlier run left there, the record path.
+        r.map_err(|e| Failure::usage(e.to_string()))?
     };
-    if notes.units > 0 || repair {
+    if notes.units > 0 || resume == Resume::Repair {
         eprintln!(
-            "resuming: {} of {} units already verified{}",
+            "resuming: {} of {} units already verified{}{}",
             notes.units,
             session.progress().1,
             if notes.dropped_without_proof > 0 {
@@ -499,6 +521,13 @@ fn fetch(
                     " ({} without a proof will be fetched again)",
                     notes.dropped_without_proof
                 )
+            } else {
+                String::new()
+            },
+            if notes.file_verified {
+                " (the whole file hashes to the root)".to_string()
+            } else if notes.units_checked > 0 {
+                format!(" ({} read back and checked)", notes.units_checked)
             } else {
                 String::new()
             }
@@ -538,6 +567,7 @@ fn fetch(
         SessionEvent::BadUnit { peer, unit, reason } => {
             bar.suspend(|| eprintln!("peer {peer} sent a bad unit {unit} ({reason}): disconnected"))
         }
+        SessionEvent::Warning(w) => bar.suspend(|| eprintln!("tierswarm: warning: {w}")),
         _ => {}
     })?;
     let (session, outcome) = join(handle)?;

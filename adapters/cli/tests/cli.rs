@@ -36,20 +36,35 @@ fn wait(mut child: Child) -> Output {
     }
 }
 
+/// Runs `cmd` with its output captured, bounded by [`LIMIT`].
+fn run(cmd: &mut Command) -> Output {
+    wait(
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 fn tierswarm(args: &[&str]) -> Output {
-    let child = Command::new(BIN)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait(child)
+    run(Command::new(BIN).args(args))
 }
 
 /// `tierswarm share FILE`, once it printed its address.
 struct Share {
-    child: Child,
+    /// Taken by [`Share::interrupt`]; killed (by its id) on drop otherwise, so that a failing
+    /// test leaves no server behind.
+    child: Option<Child>,
     addr: String,
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 impl Share {
@@ -73,22 +88,58 @@ impl Share {
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_string();
-        Share { child, addr }
+        Share {
+            child: Some(child),
+            addr,
+        }
     }
 
     /// Ctrl-C (SIGINT by process id): it drains and exits 0.
-    fn interrupt(self) -> Output {
+    fn interrupt(mut self) -> Output {
+        let child = self.child.take().expect("running");
         let status = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
+            .args(["-INT", &child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
-        wait(self.child)
+        wait(child)
     }
 }
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// Asserts that `out` failed with exactly one line on stderr naming `path` and containing
+/// `reason`.
+fn one_line_naming(out: &Output, path: &str, reason: &str) {
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(path), "does not name {path}: {err}");
+    assert!(err.contains(reason), "does not say {reason}: {err}");
+}
+
+/// `tierswarm fetch MANIFEST --peer ADDR --out OUT` plus `extra`.
+fn fetch(manifest: &Path, addr: &str, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "fetch",
+        manifest.to_str().unwrap(),
+        "--peer",
+        addr,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    tierswarm(&args)
+}
+
+/// A manifest file for `root` and `len`, written by hand.
+fn write_manifest(path: &Path, root: &str, len: u64) {
+    std::fs::write(
+        path,
+        format!("{{\"version\":1,\"root\":\"{root}\",\"file_len\":{len},\"name\":\"x\"}}"),
+    )
+    .unwrap();
 }
 
 fn tsm(file: &Path) -> PathBuf {
@@ -164,14 +215,16 @@ fn share_fetch_record_replay_repair() {
     assert!(replayed.status.success(), "{}", text(&replayed.stderr));
     assert!(text(&replayed.stdout).contains("identical"));
 
-    // Damage one unit on disk: a plain restart trusts the store (no scan) and has nothing to
-    // do; --repair re-verifies every unit, finds the damage and fetches that unit again.
+    // Damage one unit on disk: the store says the file is complete, so a plain restart hashes
+    // it, refuses (exit 2, naming --repair) and changes nothing; --repair re-verifies every
+    // unit, finds the damage and fetches that unit again.
     let mut bytes = std::fs::read(&out).unwrap();
     bytes[5 * 65536 + 7] ^= 0x55;
     std::fs::write(&out, &bytes).unwrap();
     let again = tierswarm(&["fetch", m, "--peer", &share.addr, "--out", o]);
-    assert!(again.status.success());
-    assert_ne!(std::fs::read(&f).unwrap(), std::fs::read(&out).unwrap());
+    assert_eq!(again.status.code(), Some(2), "{}", text(&again.stderr));
+    one_line_naming(&again, o, "--repair");
+    assert_eq!(std::fs::read(&out).unwrap(), bytes);
     let repaired = tierswarm(&["fetch", m, "--peer", &share.addr, "--out", o, "--repair"]);
     let err = text(&repaired.stderr);
     assert!(repaired.status.success(), "{err}");
@@ -184,7 +237,7 @@ fn share_fetch_record_replay_repair() {
     drop(store);
     let bad = tierswarm(&["fetch", m, "--peer", &share.addr, "--out", o]);
     assert_eq!(bad.status.code(), Some(2));
-    assert!(text(&bad.stderr).contains("--repair"));
+    one_line_naming(&bad, &format!("{o}.tsa"), "--repair");
 
     let stopped = share.interrupt();
     assert!(stopped.status.success(), "{}", text(&stopped.stderr));
@@ -271,4 +324,283 @@ fn async_std_share_serves_fetches_on_both_runtimes() {
     }
     let stopped = share.interrupt();
     assert!(stopped.status.success(), "{}", text(&stopped.stderr));
+}
+
+/// Issue 9: fetching a manifest of another file of the same length into an output that holds a
+/// finished download must not report success with the first file's bytes.
+#[test]
+fn another_file_of_the_same_length_is_never_taken_for_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.bin");
+    let b = dir.path().join("b.bin");
+    make_file(&a, 2 * 1024 * 1024 + 500);
+    let mut other = std::fs::read(&a).unwrap();
+    other.reverse();
+    std::fs::write(&b, &other).unwrap();
+    let share_a = Share::start(&a);
+    let share_b = Share::start(&b);
+    let out = dir.path().join("out.bin");
+    let first = fetch(&tsm(&a), &share_a.addr, &out, &[]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let second = fetch(&tsm(&b), &share_b.addr, &out, &[]);
+    assert_eq!(second.status.code(), Some(2), "{}", text(&second.stderr));
+    one_line_naming(&second, &format!("{}.tsa", out.display()), "another file");
+    assert!(text(&second.stderr).contains("--restart"));
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&a).unwrap());
+    // Asked to, it starts afresh and fetches the other file.
+    let fresh = fetch(&tsm(&b), &share_b.addr, &out, &["--restart"]);
+    assert!(fresh.status.success(), "{}", text(&fresh.stderr));
+    assert_eq!(std::fs::read(&out).unwrap(), other);
+    for s in [share_a, share_b] {
+        assert!(s.interrupt().status.success());
+    }
+}
+
+/// Issue 9: an output truncated or edited after a finished fetch is never reported complete,
+/// and --repair brings it back.
+#[test]
+fn an_output_changed_after_a_finished_fetch_is_never_reported_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("data.bin");
+    make_file(&f, 3 * 1024 * 1024 + 7);
+    let share = Share::start(&f);
+    let out = dir.path().join("out.bin");
+    let m = tsm(&f);
+    let o = out.to_str().unwrap();
+    assert!(fetch(&m, &share.addr, &out, &[]).status.success());
+    let good = std::fs::read(&f).unwrap();
+
+    // Truncated: refused from its length alone.
+    std::fs::write(&out, &good[..good.len() / 2]).unwrap();
+    let r = fetch(&m, &share.addr, &out, &[]);
+    assert_eq!(r.status.code(), Some(2), "{}", text(&r.stderr));
+    one_line_naming(&r, o, "bytes");
+    assert!(fetch(&m, &share.addr, &out, &["--repair"]).status.success());
+    assert_eq!(std::fs::read(&out).unwrap(), good);
+
+    // Edited in place (same length): the complete file is hashed before it is trusted.
+    let mut edited = good.clone();
+    edited[2 * 65536 + 99] ^= 1;
+    std::fs::write(&out, &edited).unwrap();
+    let r = fetch(&m, &share.addr, &out, &[]);
+    assert_eq!(r.status.code(), Some(2), "{}", text(&r.stderr));
+    one_line_naming(&r, o, "hashes to");
+    assert!(fetch(&m, &share.addr, &out, &["--repair"]).status.success());
+    assert_eq!(std::fs::read(&out).unwrap(), good);
+    assert!(share.interrupt().status.success());
+}
+
+/// Issue 9: hostile or impossible inputs each get one line naming the file and the reason,
+/// exit 2, and leave nothing behind that a later run would trust.
+#[test]
+fn hostile_files_get_one_line_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("data.bin");
+    make_file(&f, 1024 * 1024);
+    let root = blake3::hash(&std::fs::read(&f).unwrap())
+        .to_hex()
+        .to_string();
+    let nowhere = "127.0.0.1:9"; // never contacted: every case fails before dialling
+    let out = dir.path().join("out.bin");
+
+    // A length past the protocol's maximum (64 TiB).
+    let m = dir.path().join("huge.tsm");
+    write_manifest(&m, &root, (1 << 46) + 1);
+    let r = fetch(&m, nowhere, &out, &[]);
+    assert_eq!(r.status.code(), Some(2));
+    one_line_naming(&r, m.to_str().unwrap(), "file_len");
+    assert!(!out.exists(), "nothing is created for a refused manifest");
+
+    // Truncated and hand-edited manifests.
+    let good = dir.path().join("good.tsm");
+    write_manifest(&good, &root, 1024 * 1024);
+    let text_of = std::fs::read_to_string(&good).unwrap();
+    let cut = dir.path().join("cut.tsm");
+    std::fs::write(&cut, &text_of[..text_of.len() - 9]).unwrap();
+    let r = fetch(&cut, nowhere, &out, &[]);
+    assert_eq!(r.status.code(), Some(2));
+    one_line_naming(&r, cut.to_str().unwrap(), "JSON");
+    let edited = dir.path().join("edited.tsm");
+    std::fs::write(&edited, text_of.replace(&root[..4], "zz00")).unwrap();
+    let r = fetch(&edited, nowhere, &out, &[]);
+    assert_eq!(r.status.code(), Some(2));
+    one_line_naming(&r, edited.to_str().unwrap(), "root");
+
+    // An output whose directory cannot exist (its parent is a file).
+    let inside_file = f.join("out.bin");
+    let r = fetch(&good, nowhere, &inside_file, &[]);
+    assert_eq!(r.status.code(), Some(2), "{}", text(&r.stderr));
+    one_line_naming(&r, inside_file.to_str().unwrap(), "directory");
+
+    // A store with one byte changed: refused, naming the store and --repair.
+    let share = Share::start(&f);
+    assert!(fetch(&tsm(&f), &share.addr, &out, &[]).status.success());
+    let store = dir.path().join("out.bin.tsa");
+    let mut bytes = std::fs::read(&store).unwrap();
+    bytes[40] ^= 0x10;
+    std::fs::write(&store, &bytes).unwrap();
+    let r = fetch(&tsm(&f), &share.addr, &out, &[]);
+    assert_eq!(r.status.code(), Some(2));
+    one_line_naming(&r, store.to_str().unwrap(), "--repair");
+    // A store cut short.
+    std::fs::write(&store, &bytes[..50]).unwrap();
+    let r = fetch(&tsm(&f), &share.addr, &out, &[]);
+    assert_eq!(r.status.code(), Some(2));
+    one_line_naming(&r, store.to_str().unwrap(), "shorter");
+    // A proof log of another file.
+    assert!(fetch(&tsm(&f), &share.addr, &out, &["--restart"])
+        .status
+        .success());
+    let log = dir.path().join("out.bin.tsp");
+    let mut bytes = std::fs::read(&log).unwrap();
+    bytes[20] ^= 1; // inside the root it names
+    std::fs::write(&log, &bytes).unwrap();
+    let r = fetch(&tsm(&f), &share.addr, &out, &[]);
+    assert_eq!(r.status.code(), Some(2));
+    one_line_naming(&r, log.to_str().unwrap(), "another file");
+    assert!(share.interrupt().status.success());
+}
+
+/// Issue 9: a manifest claiming the largest file (64 TiB) allocates nothing up front for it: the
+/// fetch ends on its own with one line (no peer answers, or the output cannot be created on this
+/// filesystem), rather than being killed for memory. The output goes to tmpfs where there is one
+/// (a sparse 64 TiB file costs nothing there), so that the session really starts.
+#[test]
+fn the_largest_file_allocates_nothing_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let shm = std::path::Path::new("/dev/shm");
+    let outs = if shm.is_dir() {
+        tempfile::tempdir_in(shm).unwrap()
+    } else {
+        tempfile::tempdir().unwrap()
+    };
+    let m = dir.path().join("max.tsm");
+    write_manifest(&m, &"ab".repeat(32), 1 << 46);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let r = run(Command::new(BIN)
+        .args([
+            "fetch",
+            m.to_str().unwrap(),
+            "--peer",
+            &port.to_string(),
+            "--out",
+        ])
+        .arg(outs.path().join("o"))
+        .env("RUST_LOG", "error")); // the failed dials are logged as warnings
+    let err = text(&r.stderr);
+    assert!(
+        matches!(r.status.code(), Some(1 | 2)),
+        "{:?}: {err}",
+        r.status
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+/// Runs `script` (bash) in a private mount namespace, where it may mount a small tmpfs; `None`
+/// when this machine does not allow that (not root): the caller skips, saying so.
+fn in_mount_namespace(script: &str) -> Option<Output> {
+    let probe = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "true"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: `unshare --mount` is not allowed here (needs root)");
+        return None;
+    }
+    Some(run(Command::new("unshare").args([
+        "--mount",
+        "--propagation",
+        "private",
+        "bash",
+        "-c",
+        script,
+    ])))
+}
+
+/// Issue 9: a full disk during the transfer ends the fetch with one line naming the output and
+/// the reason; what it leaves behind resumes to the right file on a disk with room.
+#[test]
+fn a_full_disk_fails_cleanly_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("data.bin");
+    make_file(&f, 3 * 1024 * 1024 + 11);
+    let share = Share::start(&f);
+    let small = dir.path().join("small");
+    let saved = dir.path().join("saved");
+    std::fs::create_dir(&small).unwrap();
+    std::fs::create_dir(&saved).unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size=1m tmpfs {small} || exit 99
+         {bin} fetch {m} --peer {addr} --out {small}/out.bin
+         code=$?
+         cp {small}/out.bin* {saved}/ 2>/dev/null
+         exit $code",
+        small = small.display(),
+        saved = saved.display(),
+        bin = BIN,
+        m = tsm(&f).display(),
+        addr = share.addr,
+    );
+    let Some(r) = in_mount_namespace(&script) else {
+        return;
+    };
+    assert_eq!(r.status.code(), Some(1), "{}", text(&r.stderr));
+    one_line_naming(&r, &format!("{}/out.bin", small.display()), "No space left");
+    // The leftovers resume on a disk with room, to the right file.
+    let out = saved.join("out.bin");
+    let resumed = fetch(&tsm(&f), &share.addr, &out, &[]);
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&f).unwrap());
+    assert!(share.interrupt().status.success());
+}
+
+/// Issue 9: a recorder that cannot write (a full disk) stops recording with a warning; the
+/// transfer goes on.
+#[test]
+fn a_recorder_failure_does_not_end_the_transfer() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("data.bin");
+    make_file(&f, 3 * 1024 * 1024);
+    let share = Share::start(&f);
+    let out = dir.path().join("out.bin");
+    let r = fetch(&tsm(&f), &share.addr, &out, &["--record", "/dev/full"]);
+    let err = text(&r.stderr);
+    assert!(r.status.success(), "{err}");
+    assert!(err.contains("warning: flight record /dev/full"), "{err}");
+    assert!(err.contains("recording stopped"), "{err}");
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&f).unwrap());
+    assert!(share.interrupt().status.success());
+}
+
+/// A record cut at its size cap ends with a note; replay checks it up to there and says so.
+#[test]
+fn replay_of_a_record_cut_at_its_cap_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("data.bin");
+    make_file(&f, 1024 * 1024);
+    let share = Share::start(&f);
+    let rec = dir.path().join("r.jsonl");
+    let out = dir.path().join("out.bin");
+    let r = fetch(
+        &tsm(&f),
+        &share.addr,
+        &out,
+        &["--record", rec.to_str().unwrap()],
+    );
+    assert!(r.status.success(), "{}", text(&r.stderr));
+    // What the recorder writes at its cap: the first lines, then the note.
+    let full = std::fs::read_to_string(&rec).unwrap();
+    let mut cut: Vec<&str> = full.lines().take(6).collect();
+    let note =
+        r#"{"note":"size cap of 4096 bytes reached: recording stopped","limit":4096,"inputs":5}"#;
+    cut.push(note);
+    std::fs::write(&rec, cut.join("\n") + "\n").unwrap();
+    let replayed = tierswarm(&["replay", rec.to_str().unwrap()]);
+    let said = text(&replayed.stdout);
+    assert!(replayed.status.success(), "{}", text(&replayed.stderr));
+    assert!(said.contains("replayed 5 inputs"), "{said}");
+    assert!(said.contains("size cap of 4096 bytes reached"), "{said}");
+    assert!(share.interrupt().status.success());
 }

@@ -86,6 +86,22 @@ impl DataFile {
         self.write_all_at(data, unit * UNIT_LEN)
     }
 
+    /// The BLAKE3 hash of the whole file as it is on disk (one sequential pass, 1 MiB reads):
+    /// the content root when the file is right.
+    pub fn hash(&self) -> io::Result<[u8; 32]> {
+        const BLOCK: u64 = 1 << 20;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; BLOCK.min(self.len) as usize];
+        let mut offset = 0;
+        while offset < self.len {
+            let n = BLOCK.min(self.len - offset) as usize;
+            self.read_exact_at(&mut buf[..n], offset)?;
+            hasher.update(&buf[..n]);
+            offset += n as u64;
+        }
+        Ok(*hasher.finalize().as_bytes())
+    }
+
     /// Flushes written data to disk (`fsync`).
     pub fn sync(&self) -> io::Result<()> {
         self.file.sync_all()

@@ -14,16 +14,28 @@
 //! `root` is the content root (BLAKE3 of the file, as `b3sum` prints it) in 64 lowercase hex
 //! digits; uppercase is accepted on load. Unknown keys are ignored, so later versions can add
 //! fields. `name` is only a suggestion: never use it as a path without sanitising it.
+//!
+//! A manifest comes from someone else, so nothing in it is believed without a bound: a file
+//! larger than [`MAX_MANIFEST_LEN`] is refused before it is read, and `file_len` must be within
+//! the protocol's maximum ([`MAX_FILE_LEN`], 64 TiB). Every error of [`Manifest::load`] names the
+//! file. [`Manifest::save`] writes atomically (temp file, fsync, rename), so a full disk never
+//! leaves a half-written manifest behind.
 
 use std::fmt::Write as _;
-use std::fs;
-use std::io;
+use std::fs::File;
+use std::io::{self, Read};
 use std::path::Path;
 
 use serde_json::{Map, Value};
+use tierswarm_core::tiers::MAX_FILE_LEN;
+
+use crate::store_file;
 
 /// The manifest format version this crate writes and reads.
 pub const MANIFEST_VERSION: u64 = 1;
+
+/// Largest manifest file read: 64 KiB (a real one is about 150 bytes plus its name).
+pub const MAX_MANIFEST_LEN: u64 = 64 * 1024;
 
 /// What identifies a shared file.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -62,6 +74,20 @@ pub enum ManifestError {
         /// Why it was rejected.
         reason: String,
     },
+    /// The file is larger than [`MAX_MANIFEST_LEN`].
+    #[error("manifest is larger than {MAX_MANIFEST_LEN} bytes: not a tierswarm manifest")]
+    TooLarge,
+    /// The bytes are not UTF-8 text.
+    #[error("manifest is not UTF-8 text: {0}")]
+    NotText(std::str::Utf8Error),
+    /// An error in the manifest file at `path`.
+    #[error("manifest {path}: {source}")]
+    InFile {
+        /// The manifest path.
+        path: String,
+        /// What is wrong with it.
+        source: Box<ManifestError>,
+    },
 }
 
 impl Manifest {
@@ -77,6 +103,14 @@ impl Manifest {
         let mut text = serde_json::to_string_pretty(&value).unwrap_or_default();
         text.push('\n');
         text
+    }
+
+    /// Parses the bytes of a manifest file: at most [`MAX_MANIFEST_LEN`] bytes of UTF-8 JSON.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Manifest, ManifestError> {
+        if bytes.len() as u64 > MAX_MANIFEST_LEN {
+            return Err(ManifestError::TooLarge);
+        }
+        Self::from_json(std::str::from_utf8(bytes).map_err(ManifestError::NotText)?)
     }
 
     /// Parses a manifest, naming the field and the reason on any error.
@@ -100,24 +134,37 @@ impl Manifest {
             field: "root",
             reason,
         })?;
+        let file_len = get_u64(&obj, "file_len")?;
+        if file_len > MAX_FILE_LEN {
+            return Err(ManifestError::Invalid {
+                field: "file_len",
+                reason: format!("{file_len} bytes is more than the protocol's maximum of {MAX_FILE_LEN} (64 TiB)"),
+            });
+        }
         Ok(Manifest {
             root,
-            file_len: get_u64(&obj, "file_len")?,
+            file_len,
             name: get_str(&obj, "name")?.to_owned(),
         })
     }
 
-    /// Writes the manifest to `path` (replacing any file there).
+    /// Writes the manifest to `path` atomically (replacing any file there).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), ManifestError> {
         let path = path.as_ref();
-        fs::write(path, self.to_json()).map_err(|source| io_error(path, source))
+        store_file::save(path, self.to_json().as_bytes()).map_err(|source| io_error(path, source))
     }
 
-    /// Reads and parses the manifest at `path`.
+    /// Reads and parses the manifest at `path`; every error names the file.
     pub fn load(path: impl AsRef<Path>) -> Result<Manifest, ManifestError> {
         let path = path.as_ref();
-        let text = fs::read_to_string(path).map_err(|source| io_error(path, source))?;
-        Self::from_json(&text)
+        let mut bytes = Vec::new();
+        File::open(path)
+            .and_then(|f| f.take(MAX_MANIFEST_LEN + 1).read_to_end(&mut bytes))
+            .map_err(|source| io_error(path, source))?;
+        Self::from_bytes(&bytes).map_err(|e| ManifestError::InFile {
+            path: path.display().to_string(),
+            source: Box::new(e),
+        })
     }
 }
 
@@ -195,7 +242,7 @@ mod tests {
         let path = dir.path().join("f.tsm");
         sample().save(&path).unwrap();
         assert_eq!(Manifest::load(&path).unwrap(), sample());
-        let text = fs::read_to_string(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains(&blake3::hash(b"hello").to_hex().to_string()));
         assert!(text.contains("\"version\": 1"));
     }
@@ -237,5 +284,41 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(missing.contains("/nonexistent/dir/x.tsm"));
+        let huge = ok.replace("\"file_len\":3", "\"file_len\":70368744177665");
+        assert!(
+            err(&huge).contains("more than the protocol's maximum"),
+            "{}",
+            err(&huge)
+        );
+        let max = ok.replace("\"file_len\":3", "\"file_len\":70368744177664");
+        assert!(Manifest::from_json(&max).is_ok());
+    }
+
+    #[test]
+    fn hostile_files_are_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.tsm");
+        let good = sample().to_json();
+        // Truncated.
+        std::fs::write(&path, &good[..good.len() / 2]).unwrap();
+        let e = Manifest::load(&path).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("manifest {}: ", path.display())),
+            "{e}"
+        );
+        assert!(e.contains("not a JSON object"), "{e}");
+        // Not text.
+        std::fs::write(&path, [0xff, 0xfe, 0]).unwrap();
+        assert!(Manifest::load(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("not UTF-8"));
+        // Far too large: refused after reading at most 64 KiB + 1.
+        std::fs::write(&path, vec![b' '; 10 << 20]).unwrap();
+        let e = Manifest::load(&path).unwrap_err().to_string();
+        assert!(e.contains("larger than 65536 bytes"), "{e}");
+        // A directory.
+        let e = Manifest::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains(&dir.path().display().to_string()), "{e}");
     }
 }

@@ -18,7 +18,13 @@ pub fn save(path: impl AsRef<Path>, blob: &[u8]) -> io::Result<()> {
         file.write_all(blob)?;
         file.sync_all()?;
     }
-    fs::rename(&tmp, path)?;
+    replace(&tmp, path)
+}
+
+/// Atomically replaces `path` with the already written and synced file `tmp` (rename, then
+/// fsync of the directory).
+pub fn replace(tmp: &Path, path: &Path) -> io::Result<()> {
+    fs::rename(tmp, path)?;
     sync_parent_dir(path)
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use futures::channel::oneshot;
 use futures::io::{AsyncReadExt, AsyncWriteExt};
 use tierswarm_io::data_file::write_pseudo_random;
-use tierswarm_io::driver::{run, Outcome, RunConfig, Runtime, SessionOptions};
+use tierswarm_io::driver::{run, Outcome, Resume, RunConfig, Runtime, SessionOptions};
 use tierswarm_io::{hash_file_root, Outboard, Session};
 
 /// A future to run to completion on the benchmark's runtime.
@@ -91,7 +91,7 @@ impl Bench {
         let manifest = seeder.manifest().clone();
         let out = self.dir.path().join(format!("out-{name}.bin"));
         let (leecher, _) =
-            Session::leecher(&manifest, &out, false, SessionOptions::default()).unwrap();
+            Session::leecher(&manifest, &out, Resume::Check, SessionOptions::default()).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let fetch = block_on(Box::pin(async move {
             let t = Instant::now();

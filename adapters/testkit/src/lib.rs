@@ -21,7 +21,7 @@ use tierswarm_core::store::StoreState;
 use tierswarm_core::{Geometry, LocalTiers, Tier};
 use tierswarm_io::driver::{recorder, Runtime, SessionOptions};
 use tierswarm_io::driver::{
-    spawn, store_paths, Outcome, ProofTree, ResumeNotes, RunConfig, RunHandle,
+    spawn, store_paths, Outcome, ProofTree, Resume, ResumeNotes, RunConfig, RunHandle,
 };
 use tierswarm_io::{store_file, Manifest, Outboard, Session, SessionEvent};
 
@@ -183,7 +183,7 @@ pub async fn fetch<R: Runtime>(
     peers: Vec<SocketAddr>,
     options: SessionOptions,
 ) -> (Session, Outcome, ResumeNotes) {
-    let (s, notes) = Session::leecher(manifest, out, false, options).unwrap();
+    let (s, notes) = Session::leecher(manifest, out, Resume::Check, options).unwrap();
     let pending = std::future::pending();
     let (s, outcome) = spawn_run::<R>(s, None, peers, true, pending, |_| {})
         .join()
@@ -218,22 +218,27 @@ pub async fn killed_fetch_resumes_without_refetching_verified_units<R: Runtime>(
     std::fs::copy(&src, &partial).unwrap();
     let (pstore, ptree) = store_paths(&partial);
     let mut tiers = LocalTiers::new(geo);
-    let mut tree = ProofTree::open(len, &ptree).unwrap();
+    let mut tree = ProofTree::open(&outboard.root(), len, &ptree).unwrap();
     for u in 0..40 {
         tiers.mark_t1_complete(u).unwrap();
         tree.learn(u, &outboard.proof(u).unwrap()).unwrap();
     }
     tree.sync().unwrap();
-    store_file::save(&pstore, &StoreState::from_tiers(&tiers, 0).encode()).unwrap();
+    store_file::save(
+        &pstore,
+        &StoreState::from_tiers(outboard.root(), &tiers, 0).encode(),
+    )
+    .unwrap();
     let manifest = outboard_manifest(&outboard);
-    let (ps, notes) = Session::leecher(&manifest, &partial, false, opts("partial", 5)).unwrap();
+    let (ps, notes) =
+        Session::leecher(&manifest, &partial, Resume::Check, opts("partial", 5)).unwrap();
     assert_eq!(notes.units, 40);
     let partial_seed = serve::<R>(ps, listener(), vec![]);
 
     let out = dir.path().join("out.bin");
     let mut o = opts("leech", 6);
     o.limits = small_persist_limits();
-    let (s, _) = Session::leecher(&manifest, &out, false, o).unwrap();
+    let (s, _) = Session::leecher(&manifest, &out, Resume::Check, o).unwrap();
     let (on_event, mut events) = events();
     let pending = std::future::pending();
     let task = spawn_run::<R>(s, None, vec![partial_seed.addr], true, pending, on_event);
@@ -246,7 +251,7 @@ pub async fn killed_fetch_resumes_without_refetching_verified_units<R: Runtime>(
     task.kill().await;
     let (store, _) = store_paths(&out);
     let saved = store_file::load(&store).unwrap().unwrap();
-    let (state, _) = StoreState::decode_for(&saved, len).unwrap();
+    let (state, _) = StoreState::decode_for(&saved, &outboard.root(), len).unwrap();
     let before = state.tiers.bitfield(Tier::T1).clone();
     assert!(before.count_ones() >= 16 && before.count_ones() <= 40);
 

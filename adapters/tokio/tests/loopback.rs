@@ -2,8 +2,8 @@
 
 use tierswarm_core::wire::{decode_frame, encode_frame, Message};
 use tierswarm_core::Geometry;
-use tierswarm_io::driver::Outcome;
 use tierswarm_io::driver::Runtime;
+use tierswarm_io::driver::{Outcome, Resume};
 use tierswarm_io::{verify_unit, Outboard, Session, SessionEvent};
 use tierswarm_testkit::{make_file, opts, same_bytes, spawn_run, LIMIT};
 use tierswarm_tokio::Tokio;
@@ -83,7 +83,7 @@ async fn three_leechers_trade_with_each_other() {
             let (s, _) = Session::leecher(
                 &manifest,
                 &out,
-                false,
+                Resume::Check,
                 opts(&format!("l{i}"), 20 + i as u64),
             )
             .unwrap();

@@ -113,7 +113,7 @@ pub use rtt::RttEstimator;
 
 use crate::availability::{LocalTiers, PeerView};
 use crate::store::{LoadNotes, StoreState};
-use crate::tiers::{Geometry, Tier, T1_SIZE};
+use crate::tiers::{Geometry, Tier};
 use crate::time::Timestamp;
 use crate::wire::{Frame, Message};
 use announce::Announcements;
@@ -131,11 +131,6 @@ use scheduler::Scheduler;
 use std::collections::BTreeMap;
 use timers::{Timer, TimerTable};
 use uploads::Uploads;
-
-/// Smallest frame limit, whatever the file: room for any control message.
-const MIN_FRAME_LIMIT: u64 = 256 * 1024;
-/// Room beside a flat bitfield in its frame (envelope, content root, field headers).
-const BITFIELD_FRAME_SLACK: u64 = 4096;
 
 /// Where the node is in a drain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,7 +234,7 @@ impl Node {
         store: &[u8],
         now: Timestamp,
     ) -> Result<(Self, LoadNotes), NodeError> {
-        let (state, notes) = StoreState::decode_for(store, cfg.file_len)?;
+        let (state, notes) = StoreState::decode_for(store, &cfg.info_hash, cfg.file_len)?;
         Ok((Self::try_new(cfg, state.tiers, now)?, notes))
     }
 
@@ -273,9 +268,12 @@ impl Node {
         self.pressure.level()
     }
 
-    /// Largest frame this node accepts: a unit with its proof, or a flat bitfield of this file.
+    /// Largest frame this node accepts: the largest of the per-kind limits of this file
+    /// ([`FrameLimits`](crate::wire::FrameLimits), which a connection's reader applies).
     pub fn max_frame_len(&self) -> u64 {
-        MIN_FRAME_LIMIT.max(self.geo.units() / 8 + BITFIELD_FRAME_SLACK) + T1_SIZE
+        crate::wire::FrameLimits::for_geometry(self.geo)
+            .max_frame()
+            .into()
     }
 
     /// Heap bytes held for one peer, if connected: its state and its share of every ledger

@@ -59,7 +59,8 @@ impl Node {
         }
         self.persistence.stored();
         self.stats.persists += 1;
-        let store = crate::store::encode_tiers(&self.local, self.now.as_micros());
+        let store =
+            crate::store::encode_tiers(&self.cfg.info_hash, &self.local, self.now.as_micros());
         let units = self.local.units_present();
         self.trace(Record::Persist { units });
         self.emit(

@@ -1,7 +1,9 @@
-//! Per-connection framing over the core's [`decode_frame`].
+//! Per-connection framing over the core's [`decode_frame_limited`].
 
 use bytes::{Bytes, BytesMut};
-use tierswarm_core::wire::{decode_frame, Frame, WireError};
+use tierswarm_core::wire::{
+    admit_frame, decode_frame_limited, Frame, FrameLimits, Message, WireError,
+};
 
 /// One frame read from a connection.
 #[derive(Debug, Clone)]
@@ -15,23 +17,27 @@ pub struct Incoming {
 
 /// Accumulates bytes read from a connection and cuts them into frames.
 ///
-/// Allocation is bounded by the frame limit: a length prefix over it is an error before any
-/// body is buffered.
+/// Allocation is bounded by the per-kind limits of the file ([`FrameLimits`]): a frame is
+/// admitted from its length prefix and the envelope's first bytes before its body is buffered,
+/// and until the peer's handshake has been read every frame is small
+/// ([`CONTROL_FRAME_MAX`](tierswarm_core::wire::CONTROL_FRAME_MAX)).
 #[derive(Debug)]
 pub struct FrameReader {
     buf: BytesMut,
-    max: u64,
+    limits: FrameLimits,
+    handshaken: bool,
     keep_raw: bool,
 }
 
 impl FrameReader {
-    /// A reader accepting frames up to `max_frame` bytes (use
-    /// [`Session::max_frame_len`](super::Session::max_frame_len)); `keep_raw` keeps each frame's
-    /// bytes for the recorder.
-    pub fn new(max_frame: u64, keep_raw: bool) -> Self {
+    /// A reader under `limits` (use [`Session::frame_limits`](super::Session::frame_limits));
+    /// `keep_raw` keeps each frame's bytes for the recorder.
+    pub fn new(limits: FrameLimits, keep_raw: bool) -> Self {
         FrameReader {
-            buf: BytesMut::with_capacity(64 * 1024),
-            max: max_frame,
+            // Room for control messages; a larger frame reserves its own (admitted) length.
+            buf: BytesMut::with_capacity(4096),
+            limits,
+            handshaken: false,
             keep_raw,
         }
     }
@@ -44,29 +50,55 @@ impl FrameReader {
     /// The next complete frame, `Ok(None)` when more bytes are needed, or an error that must
     /// close the connection.
     pub fn next_frame(&mut self) -> Result<Option<Incoming>, WireError> {
-        let raw = if self.keep_raw && self.buf.len() >= 4 {
-            let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
-            let total = 4 + len as usize;
-            (len as u64 <= self.max && self.buf.len() >= total)
-                .then(|| Bytes::copy_from_slice(&self.buf[..total]))
-        } else {
-            None
+        let raw = match admit_frame(&self.buf, &self.limits, self.handshaken)? {
+            Some(len) if self.keep_raw && self.buf.len() >= 4 + len => {
+                Some(Bytes::copy_from_slice(&self.buf[..4 + len]))
+            }
+            _ => None,
         };
-        Ok(decode_frame(&mut self.buf, self.max)?.map(|frame| Incoming { frame, raw }))
+        let frame = decode_frame_limited(&mut self.buf, &self.limits, self.handshaken)?;
+        if let Some(Frame {
+            msg: Message::Handshake { .. },
+            ..
+        }) = &frame
+        {
+            // The peer's first frame is its handshake (the node drops it otherwise): larger
+            // frames are allowed from now on.
+            self.handshaken = true;
+        }
+        Ok(frame.map(|frame| Incoming { frame, raw }))
+    }
+
+    /// Bytes held for frames not yet complete (bounded by the largest admitted frame).
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tierswarm_core::wire::{encode_frame, Message};
+    use tierswarm_core::wire::{decode_frame, encode_frame, Capabilities};
+    use tierswarm_core::Geometry;
+
+    fn limits() -> FrameLimits {
+        FrameLimits::for_geometry(Geometry::new(1 << 30).unwrap())
+    }
+
+    fn handshake() -> Message {
+        Message::Handshake {
+            info_hash: Bytes::from_static(&[1; 32]),
+            peer_id: "p".into(),
+            capabilities: Some(Capabilities::OURS),
+        }
+    }
 
     #[test]
     fn splits_frames_fed_byte_by_byte_and_keeps_raw() {
         let mut wire = BytesMut::new();
         encode_frame(&[1; 32], &Message::Have { unit: 3 }, &mut wire);
         encode_frame(&[1; 32], &Message::Request { unit: 4 }, &mut wire);
-        let mut r = FrameReader::new(1 << 20, true);
+        let mut r = FrameReader::new(limits(), true);
         let mut got = Vec::new();
         for b in wire.iter() {
             r.buffer().extend_from_slice(&[*b]);
@@ -84,9 +116,49 @@ mod tests {
     }
 
     #[test]
-    fn oversized_prefix_is_an_error() {
-        let mut r = FrameReader::new(100, true);
-        r.buffer().extend_from_slice(&[0, 0, 1, 0]);
-        assert!(r.next_frame().is_err());
+    fn large_frames_only_after_the_handshake() {
+        let unit = Message::Transfer {
+            unit: 0,
+            data: vec![0; 65536].into(),
+            proof: None,
+        };
+        let mut wire = BytesMut::new();
+        encode_frame(&[1; 32], &unit, &mut wire);
+        let mut early = FrameReader::new(limits(), false);
+        early.buffer().extend_from_slice(&wire[..8]);
+        assert!(matches!(
+            early.next_frame(),
+            Err(WireError::FrameTooLarge { max: 1024, .. })
+        ));
+
+        let mut r = FrameReader::new(limits(), false);
+        encode_frame(&[1; 32], &handshake(), r.buffer());
+        r.buffer().extend_from_slice(&wire);
+        assert!(matches!(
+            r.next_frame().unwrap().unwrap().frame.msg,
+            Message::Handshake { .. }
+        ));
+        assert_eq!(r.next_frame().unwrap().unwrap().frame.msg, unit);
+        assert_eq!(r.buffered(), 0);
+    }
+
+    #[test]
+    fn oversized_prefix_is_an_error_before_any_body() {
+        let mut r = FrameReader::new(limits(), true);
+        encode_frame(&[1; 32], &handshake(), r.buffer());
+        r.next_frame().unwrap().unwrap();
+        r.buffer().extend_from_slice(&[0x10, 0, 0, 0]);
+        // A 256 MiB prefix alone: the kind is not known yet, and nothing is reserved.
+        assert!(r.next_frame().unwrap().is_none());
+        assert!(r.buffer().capacity() < 1 << 20);
+        // With the envelope's first bytes the kind is known and the 256 MiB frame refused.
+        r.buffer().extend_from_slice(&[0x0a, 0x20]);
+        r.buffer().extend_from_slice(&[1; 32]);
+        r.buffer().extend_from_slice(&[0x10, 0x04]);
+        assert!(matches!(
+            r.next_frame(),
+            Err(WireError::MessageTooLarge { .. })
+        ));
+        assert!(r.buffer().capacity() < 1 << 20);
     }
 }

@@ -8,7 +8,7 @@
 //!   connection, close a connection, progress news). Unit verification, positional reads and
 //!   writes, proof lookups and store persistence happen inside, synchronously.
 //! - [`FrameReader`]: per-connection framing over the core's
-//!   [`decode_frame`](tierswarm_core::wire::decode_frame).
+//!   [`decode_frame_limited`](tierswarm_core::wire::decode_frame_limited).
 //! - [`Clock`]: a monotonic clock turned into core [`Timestamp`](tierswarm_core::Timestamp)s.
 //! - [`ProofTree`]: the proof nodes a downloader has verified, enough to serve and re-verify
 //!   every unit it holds without the whole file (persisted as `OUT.tsp`).
@@ -22,6 +22,7 @@ mod clock;
 mod framing;
 pub mod proof;
 pub mod recorder;
+mod resume;
 mod runner;
 mod session;
 mod tree;
@@ -30,6 +31,7 @@ pub use clock::{Clock, MonotonicClock};
 pub use framing::{FrameReader, Incoming};
 pub use runner::{run, spawn, Outcome, RunConfig, RunHandle, Runtime};
 pub use session::{
-    store_paths, Effect, ResumeNotes, Role, Session, SessionError, SessionEvent, SessionOptions,
+    store_paths, Effect, Resume, ResumeNotes, Role, Session, SessionError, SessionEvent,
+    SessionOptions, UnitReadError, RESUME_SAMPLE,
 };
-pub use tree::ProofTree;
+pub use tree::{ProofTree, TreeError, HEADER_LEN as PROOF_LOG_HEADER_LEN};

@@ -16,10 +16,16 @@
 //! rendering (messages as their encoded frames, payloads as their bytes, the rest as text).
 //! Verification results are inputs (`complete`/`failed`), so a replay needs neither the data
 //! file nor the network.
+//!
+//! A record is bounded: once the next line would take it past its size cap
+//! ([`SessionOptions::record_limit`](super::SessionOptions::record_limit), default
+//! [`DEFAULT_RECORD_LIMIT`]) a last line `{"note":"…","limit":N,"inputs":M}` says so and
+//! recording stops; [`replay`] checks the record up to the note and reports it. A record that
+//! cannot be written (a full disk) stops recording with a warning; the session goes on.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -37,6 +43,20 @@ use crate::manifest::{root_from_hex, root_to_hex};
 
 /// Record format version.
 pub const RECORD_VERSION: u32 = 1;
+
+/// Default size cap of a flight record: 1 GiB (about 750 MiB of received units, base64).
+pub const DEFAULT_RECORD_LIMIT: u64 = 1 << 30;
+
+/// Bytes kept free under the cap for the closing note.
+const NOTE_ROOM: u64 = 256;
+
+/// The last line of a record cut at its size cap.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Note {
+    note: String,
+    limit: u64,
+    inputs: u64,
+}
 
 /// The first line of a record: enough to build the same core again.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -285,26 +305,54 @@ impl Host for ReplayHost {
     }
 }
 
-/// Writes a record as a session runs.
+/// Writes a record as a session runs, up to its size cap.
 pub(crate) struct Recorder {
     out: BufWriter<File>,
+    path: PathBuf,
     info_hash: [u8; 32],
     open: Option<(u64, RecInput)>,
     digest: ActionDigest,
+    written: u64,
+    limit: u64,
+    inputs: u64,
+}
+
+/// What [`Recorder::end`] did with the input's line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Recorded {
+    /// Written.
+    Line,
+    /// The cap is reached: the closing note was written instead, and the record is finished.
+    CapReached,
 }
 
 impl Recorder {
-    pub(crate) fn create(path: &Path, header: &Header) -> io::Result<Recorder> {
+    pub(crate) fn create(path: &Path, header: &Header, limit: u64) -> io::Result<Recorder> {
         let mut out = BufWriter::with_capacity(256 * 1024, File::create(path)?);
-        serde_json::to_writer(&mut out, header)?;
-        out.write_all(b"\n")?;
+        let mut first = serde_json::to_vec(header)?;
+        first.push(b'\n');
+        out.write_all(&first)?;
         let info_hash = root_from_hex(&header.info_hash).unwrap_or_default();
         Ok(Recorder {
             out,
+            path: path.to_path_buf(),
             info_hash,
             open: None,
             digest: ActionDigest::new(info_hash),
+            written: first.len() as u64,
+            limit,
+            inputs: 0,
         })
+    }
+
+    /// The record's path.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The record's size cap in bytes.
+    pub(crate) fn limit(&self) -> u64 {
+        self.limit
     }
 
     pub(crate) fn begin(&mut self, t: Timestamp, input: &Input, raw: Option<&Bytes>) {
@@ -349,14 +397,35 @@ impl Recorder {
         self.digest.trace(t);
     }
 
-    pub(crate) fn end(&mut self) -> io::Result<()> {
+    /// Writes the line of the input begun last, or the closing note if the line would take the
+    /// record past its cap (the caller then drops the recorder).
+    pub(crate) fn end(&mut self) -> io::Result<Recorded> {
         let Some((t, input)) = self.open.take() else {
-            return Ok(());
+            return Ok(Recorded::Line);
         };
         let (n, d) = self.digest.take();
         let line = Line { t, input, n, d };
-        serde_json::to_writer(&mut self.out, &line)?;
-        self.out.write_all(b"\n")
+        let mut bytes = serde_json::to_vec(&line)?;
+        bytes.push(b'\n');
+        if self.written + bytes.len() as u64 + NOTE_ROOM > self.limit {
+            let note = Note {
+                note: format!(
+                    "size cap of {} bytes reached: recording stopped",
+                    self.limit
+                ),
+                limit: self.limit,
+                inputs: self.inputs,
+            };
+            let mut bytes = serde_json::to_vec(&note)?;
+            bytes.push(b'\n');
+            self.out.write_all(&bytes)?;
+            self.out.flush()?;
+            return Ok(Recorded::CapReached);
+        }
+        self.out.write_all(&bytes)?;
+        self.written += bytes.len() as u64;
+        self.inputs += 1;
+        Ok(Recorded::Line)
     }
 
     pub(crate) fn flush(&mut self) -> io::Result<()> {
@@ -365,12 +434,14 @@ impl Recorder {
 }
 
 /// What a successful replay checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplayReport {
     /// Inputs fed.
     pub inputs: u64,
     /// Actions compared.
     pub actions: u64,
+    /// The record's closing note when it was cut at its size cap (the replay stopped there).
+    pub truncated: Option<String>,
 }
 
 /// Why a replay failed.
@@ -444,10 +515,15 @@ pub fn replay(path: &Path) -> Result<ReplayReport, ReplayError> {
         None => LocalTiers::full(geo),
         Some(b) => {
             let bytes = B64.decode(b).map_err(|e| parse(1, e.to_string()))?;
-            StoreState::decode_for(&bytes, header.file_len)
-                .map_err(|e| parse(1, e.to_string()))?
-                .0
-                .tiers
+            // Any store version: records made before stores named their root stay replayable.
+            let (state, _) = StoreState::decode(&bytes).map_err(|e| parse(1, e.to_string()))?;
+            if state.geometry() != geo {
+                return Err(parse(
+                    1,
+                    "the initial store is for another file length".into(),
+                ));
+            }
+            state.tiers
         }
     };
     let mut node =
@@ -457,6 +533,7 @@ pub fn replay(path: &Path) -> Result<ReplayReport, ReplayError> {
     let mut report = ReplayReport {
         inputs: 0,
         actions: 0,
+        truncated: None,
     };
     for (i, text) in lines.enumerate() {
         let no = i as u64 + 2;
@@ -465,7 +542,11 @@ pub fn replay(path: &Path) -> Result<ReplayReport, ReplayError> {
             continue;
         }
         let Ok(line) = serde_json::from_str::<Line>(&text) else {
-            // A torn last line of a killed process ends the record.
+            // A record cut at its size cap ends with a note; a torn last line of a killed
+            // process ends it too.
+            if let Ok(note) = serde_json::from_str::<Note>(&text) {
+                report.truncated = Some(note.note);
+            }
             break;
         };
         let t = Timestamp::from_micros(line.t);

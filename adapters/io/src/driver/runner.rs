@@ -7,8 +7,8 @@
 //! channels, [`select_biased!`](futures::select_biased), `futures-io` traits and
 //! [`AbortHandle`]s.
 //!
-//! - Readers cut frames with [`FrameReader`] (the core's `decode_frame`, bounded by the node's
-//!   maximum frame) and hand them to the loop over a bounded channel, so a slow loop pushes back
+//! - Readers cut frames with [`FrameReader`] (the core's `decode_frame_limited`, under the
+//!   per-kind limits of the file) and hand them to the loop over a bounded channel, so a slow loop pushes back
 //!   on the socket.
 //! - Writers get whole frames over a bounded channel per connection and report TRANSFERs once
 //!   flushed to the socket ([`Session::on_unit_sent`]). The loop never waits on a writer: a
@@ -26,11 +26,12 @@ use futures::channel::{mpsc, oneshot};
 use futures::future::{AbortHandle, Abortable, Aborted, FutureExt};
 use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use futures::{pin_mut, select_biased, SinkExt, StreamExt};
+use tierswarm_core::wire::FrameLimits;
 use tierswarm_core::PeerId;
 use tracing::{debug, info, warn};
 
 use super::framing::{FrameReader, Incoming};
-use super::session::{Effect, Session, SessionEvent};
+use super::session::{Effect, Role, Session, SessionEvent};
 
 /// Frames queued per connection before it counts as not reading.
 const WRITE_QUEUE: usize = 1024;
@@ -101,7 +102,7 @@ impl<L> Default for RunConfig<L> {
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// The file is complete, verified and persisted.
+    /// The file is complete, persisted, and (for a download) hashes to the content root.
     Complete,
     /// Shut down and drained (state persisted).
     Drained,
@@ -142,7 +143,7 @@ struct Links<R: Runtime> {
     conns: HashMap<PeerId, Conn>,
     redials: HashMap<SocketAddr, u32>,
     dialing: usize,
-    max_frame: u64,
+    limits: FrameLimits,
     keep_raw: bool,
 }
 
@@ -169,7 +170,7 @@ impl<R: Runtime> Links<R> {
         let (out_tx, out_rx) = mpsc::channel(WRITE_QUEUE);
         R::spawn(writer(wr, out_rx, peer, self.tx.clone()));
         let (reader, registration) = AbortHandle::new_pair();
-        let frames = FrameReader::new(self.max_frame, self.keep_raw);
+        let frames = FrameReader::new(self.limits, self.keep_raw);
         let task = Abortable::new(read_frames(rd, peer, frames, self.tx.clone()), registration);
         R::spawn(task.map(drop));
         let conn = Conn {
@@ -201,7 +202,7 @@ pub async fn run<R: Runtime>(
         conns: HashMap::new(),
         redials: HashMap::new(),
         dialing: 0,
-        max_frame: session.max_frame_len(),
+        limits: session.frame_limits(),
         keep_raw: session.is_recording(),
     };
     for &addr in &cfg.peers {
@@ -315,6 +316,14 @@ pub async fn run<R: Runtime>(
     if let Err(e) = session.flush() {
         warn!(error = %e, "flush failed");
     }
+    // Complete means the file on disk hashes to the root, not only that every unit verified.
+    let outcome = match outcome {
+        Outcome::Complete if session.role() == Role::Leecher => match session.verify_file() {
+            Ok(()) => Outcome::Complete,
+            Err(reason) => Outcome::Failed(reason),
+        },
+        o => o,
+    };
     (session, outcome)
 }
 

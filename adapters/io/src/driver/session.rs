@@ -13,15 +13,17 @@ use tierswarm_core::node::{
 };
 use tierswarm_core::store::{LoadNotes, StoreState};
 use tierswarm_core::trace::Stamped;
-use tierswarm_core::wire::{encode_frame, Message, Proof};
-use tierswarm_core::{Bitfield, Event, Geometry, Input, LocalTiers, Node, PeerId, Tier};
+use tierswarm_core::wire::{encode_frame, FrameLimits, Message, Proof};
+use tierswarm_core::{Bitfield, Event, Geometry, Input, LocalTiers, Node, PeerId};
 
 use super::clock::{Clock, Epoch, MonotonicClock};
 use super::framing::Incoming;
 use super::proof;
-use super::recorder::{Header, Recorder};
+use super::recorder::DEFAULT_RECORD_LIMIT;
+use super::recorder::{Header, Recorded, Recorder};
+use super::resume::{create_data, repair, restart, resume_checked};
 use super::tree::ProofTree;
-use crate::content::{verify_unit, Outboard};
+use crate::content::{verify_unit, ContentError, Outboard, UnitProof};
 use crate::{store_file, DataFile, Manifest};
 
 /// Whether the session serves a whole file or downloads one.
@@ -46,6 +48,9 @@ pub struct SessionOptions {
     pub limits: Limits,
     /// Write a flight record (JSON lines) here.
     pub record: Option<PathBuf>,
+    /// Largest flight record in bytes: recording stops there, with a note in the record
+    /// (default [`DEFAULT_RECORD_LIMIT`], 1 GiB).
+    pub record_limit: u64,
 }
 
 impl Default for SessionOptions {
@@ -62,8 +67,23 @@ impl Default for SessionOptions {
                 ..Limits::default()
             },
             record: None,
+            record_limit: DEFAULT_RECORD_LIMIT,
         }
     }
+}
+
+/// How a download treats what an earlier run left at its output path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Resume {
+    /// Resume from the availability store, after checking that it and the proof log name this
+    /// content and that the output file still matches them (see [`Session::leecher`]).
+    #[default]
+    Check,
+    /// Rebuild the store: re-verify, against the root, every unit of the output file whose
+    /// proof is in the proof log (any format of it); fetch the others again.
+    Repair,
+    /// Discard the store, the proof log and the output file's contents, and start afresh.
+    Restart,
 }
 
 /// What the runtime glue must do. Effects come out in the order the core decided them.
@@ -126,6 +146,9 @@ pub enum SessionEvent {
     Complete,
     /// Drain finished (after [`Session::drain`]): nothing in flight, state persisted.
     Drained,
+    /// Something went wrong that does not stop the session (e.g. the flight recorder could not
+    /// write and stopped recording).
+    Warning(String),
     /// A local disk error; the session cannot go on.
     Fatal(String),
 }
@@ -141,23 +164,57 @@ pub enum SessionError {
         /// The error.
         source: io::Error,
     },
-    /// The availability store was refused.
-    #[error("availability store {path}: {reason} (run with --repair to rebuild it)")]
-    Store {
-        /// Its path.
+    /// What an earlier run left (the availability store, the proof log, the output file) cannot
+    /// be trusted for this content; `remedy` says which option fixes it.
+    #[error("{path}: {reason}; {remedy}")]
+    Refused {
+        /// The file.
         path: String,
         /// Why.
         reason: String,
+        /// What to do: `--repair`, `--restart`, another output.
+        remedy: &'static str,
+    },
+    /// The flight record could not be created.
+    #[error("flight record {path}: {source}")]
+    Record {
+        /// Its path.
+        path: String,
+        /// The error.
+        source: io::Error,
     },
     /// The core refused the configuration.
     #[error(transparent)]
     Node(#[from] NodeError),
 }
 
-fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> SessionError {
+pub(super) fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> SessionError {
     let what = what.into();
     move |source| SessionError::Io { what, source }
 }
+
+/// The remedy for state that may be ours but cannot be trusted as it is.
+pub(super) const REPAIR: &str =
+    "run with --repair to re-verify the output against the root (or --restart to start afresh)";
+/// The remedy for state that belongs to other content.
+pub(super) const RESTART: &str = "use another --out, or --restart to discard it and start afresh";
+
+pub(super) fn refused(
+    path: &Path,
+    reason: impl Into<String>,
+    remedy: &'static str,
+) -> SessionError {
+    SessionError::Refused {
+        path: path.display().to_string(),
+        reason: reason.into(),
+        remedy,
+    }
+}
+
+/// Present units verified against their proofs when resuming (the rest rely on the store; a
+/// unit is verified again whenever it is read to be served, and the whole file when it is
+/// complete).
+pub const RESUME_SAMPLE: u64 = 64;
 
 /// `(OUT.tsa, OUT.tsp)`: the availability store and the proof-node log of a download.
 pub fn store_paths(out: &Path) -> (PathBuf, PathBuf) {
@@ -200,6 +257,10 @@ struct SessionIo {
     failed: bool,
     /// Units present (from the node's progress events), for [`SessionEvent::Persisted`].
     units_present: u64,
+    /// The output file (leecher) or the shared file (seeder), for messages.
+    path: PathBuf,
+    /// The data file was hashed whole and matched the root, and nothing was written since.
+    file_verified: bool,
 }
 
 impl std::fmt::Debug for Session {
@@ -221,6 +282,10 @@ pub struct ResumeNotes {
     pub store: Option<LoadNotes>,
     /// Units the store claimed but whose proofs were missing (they are fetched again).
     pub dropped_without_proof: u64,
+    /// Units read back and verified against their proofs before anything was trusted.
+    pub units_checked: u64,
+    /// The whole output file was hashed and matched the root (the store claimed it complete).
+    pub file_verified: bool,
 }
 
 impl Session {
@@ -241,7 +306,7 @@ impl Session {
             name,
         };
         let geo = Geometry::new(data.len()).map_err(NodeError::from)?;
-        Self::build(
+        let mut s = Self::build(
             Role::Seeder,
             manifest,
             data,
@@ -250,76 +315,52 @@ impl Session {
             None,
             LocalTiers::full(geo),
             opts,
-        )
+        )?;
+        s.io.path = path.to_path_buf();
+        s.io.file_verified = true;
+        Ok(s)
     }
 
-    /// Downloads `manifest`'s file into `out`, resuming from `OUT.tsa` (no data scan). With
-    /// `repair`, the store is rebuilt first: every unit whose proof is in `OUT.tsp` is read back
-    /// and re-verified against the root; the others are fetched again.
+    /// Downloads `manifest`'s file into `out`, resuming from what an earlier run left there
+    /// (`OUT.tsa`, `OUT.tsp`) as `resume` says.
+    ///
+    /// With [`Resume::Check`] nothing is trusted before it is checked, and nothing is scanned
+    /// in full unless the store says the file is complete:
+    /// - the store must name this content (root and length): a store or proof log of another
+    ///   file is refused (`--restart` discards it), and a store or log of a format that does not
+    ///   name its content is refused too (`--repair` re-verifies the data instead);
+    /// - the output file must exist with exactly the file's length;
+    /// - a store that says the file is complete is believed only once the whole file hashes to
+    ///   the root; otherwise up to [`RESUME_SAMPLE`] of the units it lists (the first, the last
+    ///   and others evenly spread) are read back and verified against their proofs.
+    ///
+    /// A file edited behind the store's back in a way the sample misses is still never served
+    /// wrong (every unit is verified as it is read to be served) nor reported complete (the
+    /// whole file is hashed at the end, [`Session::verify_file`]). Any failed check refuses
+    /// with [`SessionError::Refused`], naming the file and the remedy; nothing is changed on
+    /// disk before the checks pass.
     pub fn leecher(
         manifest: &Manifest,
         out: &Path,
-        repair: bool,
+        resume: Resume,
         opts: SessionOptions,
     ) -> Result<(Session, ResumeNotes), SessionError> {
-        let shown = out.display().to_string();
         let geo = Geometry::new(manifest.file_len).map_err(NodeError::from)?;
-        let data =
-            DataFile::create(out, manifest.file_len).map_err(io_err(format!("open {shown}")))?;
         let (store_path, tree_path) = store_paths(out);
-        let tree = ProofTree::open(manifest.file_len, &tree_path)
-            .map_err(io_err(format!("read {}", tree_path.display())))?;
         let mut notes = ResumeNotes::default();
-        let mut local = if repair {
-            let mut local = LocalTiers::new(geo);
-            for unit in 0..geo.units() {
-                let Some(p) = tree.proof(unit) else { continue };
-                let bytes = data
-                    .read_unit(unit)
-                    .map_err(io_err(format!("read {shown}")))?;
-                if verify_unit(&manifest.root, manifest.file_len, unit, &bytes, &p).is_ok() {
-                    let _ = local.mark_t1_complete(unit);
-                }
+        let (data, tree, local) = match resume {
+            Resume::Restart => {
+                restart(out, &store_path, &tree_path)?;
+                let data = create_data(out, manifest.file_len)?;
+                let tree = ProofTree::create(&manifest.root, manifest.file_len, &tree_path)
+                    .map_err(io_err(format!("create {}", tree_path.display())))?;
+                (data, tree, LocalTiers::new(geo))
             }
-            let store = StoreState::from_tiers(&local, 0).encode();
-            store_file::save(&store_path, &store)
-                .map_err(io_err(format!("write {}", store_path.display())))?;
-            local
-        } else {
-            let shown_store = store_path.display().to_string();
-            match store_file::load(&store_path).map_err(io_err(format!("read {shown_store}")))? {
-                None => LocalTiers::new(geo),
-                Some(bytes) => {
-                    let (state, n) =
-                        StoreState::decode_for(&bytes, manifest.file_len).map_err(|e| {
-                            SessionError::Store {
-                                path: shown_store.clone(),
-                                reason: e.to_string(),
-                            }
-                        })?;
-                    notes.store = Some(n);
-                    state.tiers
-                }
-            }
+            Resume::Repair => repair(manifest, out, &store_path, &tree_path)?,
+            Resume::Check => resume_checked(manifest, out, &store_path, &tree_path, &mut notes)?,
         };
-        // A unit we cannot prove is a unit we cannot serve: fetch it again.
-        let present = local.bitfield(Tier::T1).clone();
-        let unproven: Vec<u64> = present
-            .iter_ones_in(0..geo.units())
-            .filter(|&u| tree.proof(u).is_none())
-            .collect();
-        if !unproven.is_empty() {
-            notes.dropped_without_proof = unproven.len() as u64;
-            let mut rebuilt = LocalTiers::new(geo);
-            for u in present.iter_ones_in(0..geo.units()) {
-                if tree.proof(u).is_some() {
-                    let _ = rebuilt.mark_t1_complete(u);
-                }
-            }
-            local = rebuilt;
-        }
         notes.units = local.units_present();
-        let session = Self::build(
+        let mut session = Self::build(
             Role::Leecher,
             manifest.clone(),
             data,
@@ -329,6 +370,8 @@ impl Session {
             local,
             opts,
         )?;
+        session.io.path = out.to_path_buf();
+        session.io.file_verified = notes.file_verified;
         Ok((session, notes))
     }
 
@@ -356,12 +399,18 @@ impl Session {
             Some(path) => {
                 let initial = match role {
                     Role::Seeder => None,
-                    Role::Leecher => Some(StoreState::from_tiers(&local, 0).encode()),
+                    Role::Leecher => {
+                        Some(StoreState::from_tiers(manifest.root, &local, 0).encode())
+                    }
                 };
                 let header = Header::new(&cfg, initial.as_deref());
                 Some(
-                    Recorder::create(path, &header)
-                        .map_err(io_err(format!("record {}", path.display())))?,
+                    Recorder::create(path, &header, opts.record_limit).map_err(|source| {
+                        SessionError::Record {
+                            path: path.display().to_string(),
+                            source,
+                        }
+                    })?,
                 )
             }
             None => None,
@@ -384,6 +433,8 @@ impl Session {
                 requested: Bitfield::new(units),
                 failed: false,
                 units_present,
+                path: PathBuf::new(),
+                file_verified: false,
             },
             epoch: Epoch(clock.now()),
             clock,
@@ -496,6 +547,44 @@ impl Session {
         self.node.max_frame_len()
     }
 
+    /// Per-kind limits on frames from peers, for each connection's [`FrameReader`](super::FrameReader).
+    pub fn frame_limits(&self) -> FrameLimits {
+        FrameLimits::for_geometry(self.node.geometry())
+    }
+
+    /// Reads `unit` from the data file with its proof and verifies it against the root: what
+    /// is served, and what the caller can use to notice a file changed behind the session's
+    /// back (a unit that no longer matches its proof is never served).
+    pub fn read_unit_verified(&self, unit: u64) -> Result<(Bytes, UnitProof), UnitReadError> {
+        self.io.read_unit_verified(unit)
+    }
+
+    /// Hashes the whole data file (one BLAKE3 pass, after an fsync) and checks it against the
+    /// content root; skipped when that was done and nothing was written since. A download is
+    /// complete only once this passes ([`run`](super::run) checks it before it reports
+    /// [`Outcome::Complete`](super::Outcome::Complete)).
+    pub fn verify_file(&mut self) -> Result<(), String> {
+        let io = &mut self.io;
+        if io.file_verified {
+            return Ok(());
+        }
+        let shown = io.path.display();
+        let got = io
+            .data
+            .sync()
+            .and_then(|()| io.data.hash())
+            .map_err(|e| format!("reading {shown} to verify it failed: {e}"))?;
+        if got != io.manifest.root {
+            return Err(format!(
+                "{shown} does not hash to the content root {}… after the download (it was \
+                 changed while the transfer ran?); run again with --repair",
+                &crate::manifest::root_to_hex(&io.manifest.root)[..16]
+            ));
+        }
+        io.file_verified = true;
+        Ok(())
+    }
+
     /// Whether a flight recorder is on (the glue then keeps raw frame bytes).
     pub fn is_recording(&self) -> bool {
         self.io.recorder.is_some()
@@ -566,24 +655,47 @@ impl SessionIo {
     /// Closes the flight record's current input line.
     fn end_record(&mut self) {
         if let Some(r) = self.recorder.as_mut() {
-            if let Err(e) = r.end() {
+            // A record is a diagnostic: losing it must not lose the transfer.
+            let path = r.path().display().to_string();
+            let stopped = match r.end() {
+                Ok(Recorded::Line) => None,
+                Ok(Recorded::CapReached) => Some(format!(
+                    "flight record {path} reached its size cap of {} bytes; recording stopped",
+                    r.limit()
+                )),
+                Err(e) => Some(format!("flight record {path}: {e}; recording stopped")),
+            };
+            if let Some(warning) = stopped {
                 self.recorder = None;
-                self.fatal(format!("writing the flight record failed: {e}"));
+                self.event(SessionEvent::Warning(warning));
             }
         }
     }
 
-    fn read_for_serve(&self, unit: u64) -> Result<Message, String> {
+    fn read_unit_verified(&self, unit: u64) -> Result<(Bytes, UnitProof), UnitReadError> {
         let proof = match (&self.outboard, &self.tree) {
             (Some(o), _) => o.proof(unit).ok(),
             (None, Some(t)) => t.proof(unit),
             (None, None) => None,
         }
-        .ok_or_else(|| format!("no proof for unit {unit}"))?;
+        .ok_or(UnitReadError::NoProof { unit })?;
         let data = self
             .data
             .read_unit(unit)
-            .map_err(|e| format!("reading unit {unit} failed: {e}"))?;
+            .map_err(|source| UnitReadError::Io { unit, source })?;
+        let m = &self.manifest;
+        verify_unit(&m.root, m.file_len, unit, &data, &proof).map_err(|source| {
+            UnitReadError::Changed {
+                unit,
+                path: self.path.display().to_string(),
+                source,
+            }
+        })?;
+        Ok((data, proof))
+    }
+
+    fn read_for_serve(&self, unit: u64) -> Result<Message, String> {
+        let (data, proof) = self.read_unit_verified(unit).map_err(|e| e.to_string())?;
         Ok(Message::Transfer {
             unit,
             data,
@@ -597,6 +709,7 @@ impl SessionIo {
             .ok_or_else(|| StoreFail::Invalid("missing or malformed proof".into()))?;
         verify_unit(&self.manifest.root, self.manifest.file_len, unit, data, &p)
             .map_err(|e| StoreFail::Invalid(e.to_string()))?;
+        self.file_verified = false;
         self.data.write_unit(unit, data).map_err(StoreFail::Io)?;
         if let Some(t) = self.tree.as_mut() {
             t.learn(unit, &p).map_err(StoreFail::Io)?;
@@ -681,9 +794,8 @@ impl Host for SessionIo {
                 Verdict::Failed
             }
             Err(StoreFail::Io(e)) => {
-                self.fatal(format!(
-                    "writing unit {unit} to the output file failed: {e}"
-                ));
+                let shown = self.path.display();
+                self.fatal(format!("writing unit {unit} to {shown} failed: {e}"));
                 Verdict::Later
             }
         }
@@ -733,6 +845,35 @@ impl Host for SessionIo {
             r.begin(now, input, None);
         }
     }
+}
+
+/// Why a unit could not be read to be served.
+#[derive(Debug, thiserror::Error)]
+pub enum UnitReadError {
+    /// No proof is known for the unit.
+    #[error("no proof for unit {unit}")]
+    NoProof {
+        /// The unit.
+        unit: u64,
+    },
+    /// Reading the data file failed.
+    #[error("reading unit {unit} failed: {source}")]
+    Io {
+        /// The unit.
+        unit: u64,
+        /// The error.
+        source: io::Error,
+    },
+    /// The unit on disk no longer matches its proof: the file changed behind the session.
+    #[error("unit {unit} of {path} no longer matches its proof ({source}): the file was changed")]
+    Changed {
+        /// The unit.
+        unit: u64,
+        /// The data file.
+        path: String,
+        /// How it failed.
+        source: ContentError,
+    },
 }
 
 enum StoreFail {

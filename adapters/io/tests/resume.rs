@@ -1,0 +1,253 @@
+//! What a download trusts of what an earlier run left behind, driven through the session API
+//! without a network or a runtime.
+
+use std::path::{Path, PathBuf};
+
+use bytes::{Bytes, BytesMut};
+use tierswarm_core::store::StoreState;
+use tierswarm_core::wire::{decode_frame, encode_frame, Capabilities, Message};
+use tierswarm_core::{Geometry, LocalTiers, Tier};
+use tierswarm_io::driver::{
+    recorder, store_paths, Effect, Incoming, ProofTree, Resume, ResumeNotes, Session, SessionError,
+    SessionEvent, SessionOptions, UnitReadError,
+};
+use tierswarm_io::{store_file, Manifest, Outboard, UNIT_LEN};
+
+const UNITS: u64 = 200;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    src: Vec<u8>,
+    outboard: Outboard,
+    manifest: Manifest,
+    out: PathBuf,
+}
+
+/// A file of 200 units, and at `out` a download that holds the units in `held`, with its
+/// store and proof log as a session writes them.
+fn fixture(held: impl Iterator<Item = u64>) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let len = UNITS * UNIT_LEN - 123;
+    let mut x = 0x1234_5678_9abc_def1u64;
+    let src: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let outboard = Outboard::build(&src[..], len).unwrap();
+    let manifest = Manifest {
+        root: outboard.root(),
+        file_len: len,
+        name: "src".into(),
+    };
+    let out = dir.path().join("out.bin");
+    let mut data = vec![0u8; len as usize];
+    let (store, log) = store_paths(&out);
+    let mut tree = ProofTree::open(&manifest.root, len, &log).unwrap();
+    let mut tiers = LocalTiers::new(Geometry::new(len).unwrap());
+    for u in held {
+        let r = (u * UNIT_LEN) as usize..((u + 1) * UNIT_LEN).min(len) as usize;
+        data[r.clone()].copy_from_slice(&src[r]);
+        tree.learn(u, &outboard.proof(u).unwrap()).unwrap();
+        tiers.mark_t1_complete(u).unwrap();
+    }
+    tree.sync().unwrap();
+    std::fs::write(&out, &data).unwrap();
+    let state = StoreState::from_tiers(manifest.root, &tiers, 0);
+    store_file::save(&store, &state.encode()).unwrap();
+    Fixture {
+        _dir: dir,
+        src,
+        outboard,
+        manifest,
+        out,
+    }
+}
+
+/// `Session::leecher` on the fixture's output with default options.
+fn open(f: &Fixture, resume: Resume) -> Result<(Session, ResumeNotes), SessionError> {
+    Session::leecher(&f.manifest, &f.out, resume, SessionOptions::default())
+}
+
+fn flip_byte(path: &Path, at: u64) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[at as usize] ^= 0x20;
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn frame(root: &[u8; 32], msg: &Message) -> Incoming {
+    let mut buf = BytesMut::new();
+    encode_frame(root, msg, &mut buf);
+    Incoming {
+        frame: decode_frame(&mut buf, u64::MAX).unwrap().unwrap(),
+        raw: None,
+    }
+}
+
+/// A legacy peer connects, shakes hands and asks for `unit`; returns what the session did.
+fn ask_for(session: &mut Session, unit: u64) -> Vec<Effect> {
+    let root = session.manifest().root;
+    let peer = session.connected();
+    let hello = Message::Handshake {
+        info_hash: Bytes::copy_from_slice(&root),
+        peer_id: "asker".into(),
+        capabilities: None::<Capabilities>,
+    };
+    session.on_frame(peer, frame(&root, &hello));
+    let bits = vec![0u8; (UNITS as usize).div_ceil(8)];
+    session.on_frame(peer, frame(&root, &Message::Bitfield { bits: bits.into() }));
+    session.on_frame(peer, frame(&root, &Message::Request { unit }));
+    std::iter::from_fn(|| session.poll_effect()).collect()
+}
+
+fn served(effects: &[Effect]) -> Vec<u64> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send { unit: Some(u), .. } => Some(*u),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_resumed_download_serves_its_units() {
+    let f = fixture(0..150);
+    let (mut s, notes) = open(&f, Resume::Check).unwrap();
+    assert_eq!(notes.units, 150);
+    assert_eq!(notes.units_checked, 64);
+    assert!(!notes.file_verified);
+    assert_eq!(served(&ask_for(&mut s, 7)), vec![7]);
+}
+
+/// A unit changed on disk that the resume sample did not read is caught when it is read to be
+/// served: it is never sent.
+#[test]
+fn a_unit_edited_behind_the_store_is_never_served() {
+    let f = fixture(0..150);
+    // The sample reads the set units of rank ⌊i·149/63⌋: rank 1 (unit 1) is not among them.
+    flip_byte(&f.out, UNIT_LEN + 5);
+    let (mut s, notes) = open(&f, Resume::Check).unwrap();
+    assert_eq!(notes.units_checked, 64);
+    assert!(matches!(
+        s.read_unit_verified(1),
+        Err(UnitReadError::Changed { unit: 1, .. })
+    ));
+    assert!(s.read_unit_verified(0).is_ok());
+    let effects = ask_for(&mut s, 1);
+    assert!(served(&effects).is_empty(), "the edited unit was served");
+    assert!(effects.iter().any(
+        |e| matches!(e, Effect::Close { reason, .. } if reason.contains("no longer matches"))
+    ));
+}
+
+/// A unit changed on disk that the sample reads refuses the resume, naming the file and
+/// `--repair`; repair then keeps every other unit.
+#[test]
+fn a_sampled_edit_refuses_the_resume_and_repair_keeps_the_rest() {
+    let f = fixture(0..150);
+    flip_byte(&f.out, 2 * UNIT_LEN + 5); // unit 2: rank 2 is sampled
+    let err = open(&f, Resume::Check).unwrap_err();
+    assert!(matches!(err, SessionError::Refused { .. }));
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&f.out.display().to_string()) && msg.contains("--repair"),
+        "{msg}"
+    );
+    let (s, notes) = open(&f, Resume::Repair).unwrap();
+    assert_eq!(notes.units, 149);
+    assert!(!s.node().local().has_at_tier(Tier::T1, 2));
+}
+
+/// Stores and logs written before they named their content are refused by default (nothing
+/// proves they belong to this file) and recovered by --repair, which verifies every unit.
+#[test]
+fn an_older_store_and_log_are_recovered_by_repair_only() {
+    let f = fixture(0..100);
+    let (store, log) = store_paths(&f.out);
+    // The same state in the older formats: a version 2 store, a log without its header.
+    let (mut state, _) = StoreState::decode(&std::fs::read(&store).unwrap()).unwrap();
+    state.root = None;
+    store_file::save(&store, &state.encode()).unwrap();
+    let err = open(&f, Resume::Check).unwrap_err().to_string();
+    assert!(
+        err.contains("does not name the content root") && err.contains("--repair"),
+        "{err}"
+    );
+    let bytes = std::fs::read(&log).unwrap();
+    std::fs::write(&log, &bytes[tierswarm_io::driver::PROOF_LOG_HEADER_LEN..]).unwrap();
+    let (_, notes) = open(&f, Resume::Repair).unwrap();
+    assert_eq!(notes.units, 100);
+    // Both are now of the current formats: a plain resume trusts them.
+    assert_eq!(&std::fs::read(&log).unwrap()[..4], b"TSPL");
+    let (_, notes) = open(&f, Resume::Check).unwrap();
+    assert_eq!(notes.units, 100);
+}
+
+/// A store that says the file is complete is believed only once the file hashes to the root.
+#[test]
+fn a_complete_store_is_checked_against_the_whole_file() {
+    let f = fixture(0..UNITS);
+    let (mut s, notes) = open(&f, Resume::Check).unwrap();
+    assert!(notes.file_verified);
+    assert!(s.verify_file().is_ok());
+    assert_eq!(std::fs::read(&f.out).unwrap(), f.src);
+    drop(s);
+    flip_byte(&f.out, 150 * UNIT_LEN);
+    let err = open(&f, Resume::Check).unwrap_err().to_string();
+    assert!(err.contains("hashes to"), "{err}");
+    let _ = f.outboard;
+}
+
+/// `--restart` discards the store, the log and the contents.
+#[test]
+fn restart_starts_afresh() {
+    let f = fixture(0..UNITS);
+    let (s, notes) = open(&f, Resume::Restart).unwrap();
+    assert_eq!(notes.units, 0);
+    assert!(!store_paths(&f.out).0.exists());
+    assert!(std::fs::read(&f.out).unwrap().iter().all(|&b| b == 0));
+    drop(s);
+}
+
+/// A record reaching its cap ends with a note, the session warns and goes on, and the replay
+/// checks the record up to the note and says so.
+#[test]
+fn a_record_stops_at_its_cap_with_a_note() {
+    let f = fixture(0..50);
+    let rec = f.out.with_extension("jsonl");
+    let opts = SessionOptions {
+        record: Some(rec.clone()),
+        record_limit: 3000,
+        ..SessionOptions::default()
+    };
+    let (mut s, _) = Session::leecher(&f.manifest, &f.out, Resume::Check, opts).unwrap();
+    let mut effects = Vec::new();
+    for u in 0..10 {
+        effects.extend(ask_for(&mut s, u));
+    }
+    let warnings: Vec<&String> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Event(SessionEvent::Warning(w)) => Some(w),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("size cap of 3000 bytes"),
+        "{}",
+        warnings[0]
+    );
+    assert_eq!(served(&effects).len(), 10, "serving went on");
+    s.flush().unwrap();
+    let text = std::fs::read_to_string(&rec).unwrap();
+    assert!(text.len() <= 3000, "{} bytes", text.len());
+    assert!(text.lines().last().unwrap().contains("\"note\""));
+    let report = recorder::replay(&rec).unwrap();
+    assert!(report.truncated.unwrap().contains("size cap"));
+    assert!(report.inputs > 0);
+}
