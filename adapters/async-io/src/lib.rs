@@ -86,8 +86,10 @@ impl AsyncWrite for Half {
         Pin::new(&mut &*self.0).poll_flush(cx)
     }
 
-    /// Shuts the socket down for writing (the reader half goes on).
+    /// Flushes, then shuts the socket down for writing (the reader half goes on). `async-io`'s
+    /// own close only flushes: the peer would not see the end until both halves are dropped.
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut &*self.0).poll_close(cx)
+        std::task::ready!(Pin::new(&mut &*self.0).poll_flush(cx))?;
+        Poll::Ready(self.0.get_ref().shutdown(std::net::Shutdown::Write))
     }
 }

@@ -19,6 +19,15 @@ fn smol_verified_fetch_over_tcp_and_quic() {
 }
 
 #[test]
+fn smol_transports_keep_their_promises() {
+    smol::block_on(bounded::<Smol, _>(async {
+        let t = tierswarm_smol::transports;
+        tierswarm_testkit::transport_keeps_its_promises(&Net::tcp(t), false).await;
+        tierswarm_testkit::transport_keeps_its_promises(&Net::quic(t), true).await;
+    }));
+}
+
+#[test]
 fn smol_killed_fetch_resumes_without_refetching_verified_units() {
     let h = smol_host(Net::tcp);
     smol::block_on(bounded::<Smol, _>(

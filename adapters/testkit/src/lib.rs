@@ -568,6 +568,79 @@ pub async fn swarm_completes(seeder: &Host, leechers: &[Host]) {
     serving.stop().await;
 }
 
+/// The transport seam's promises, over `net` (driven by the caller's runtime): frames of one
+/// class arrive whole and in order whatever else is in flight; each side reads a clean end after
+/// the other closes, with nothing lost; a unit cancelled before it is written is not sent if
+/// `cancel_stops` (QUIC), and sent anyway otherwise (a byte stream cannot take a frame back).
+pub async fn transport_keeps_its_promises(net: &Net, cancel_stops: bool) {
+    use std::collections::BTreeSet;
+    use tierswarm_core::wire::{encode_frame, Message};
+    use tierswarm_io::transport::{Class, Framing, OutFrame};
+    let framing = Framing {
+        max_frame: 1 << 20,
+        keep_raw: true,
+    };
+    let frame = |msg: &Message, class, unit| {
+        let mut b = bytes::BytesMut::new();
+        encode_frame(&[7; 32], msg, &mut b);
+        // In two parts, as a unit's header and payload would be.
+        let mut f = OutFrame::new(b.split_to(3).freeze(), class, unit);
+        f.parts.push(b.freeze());
+        f
+    };
+    let (transports, mut listener) = net.bind();
+    let url = listener.url();
+    let (a, b) = futures::join!(listener.accept(framing), transports.connect(&url, framing));
+    let (mut a, mut b) = (a.unwrap(), b.unwrap());
+    b.writer.cancel(7);
+    let sending = async {
+        for i in 0..40u64 {
+            let have = frame(&Message::Have { unit: i }, Class::Control, None);
+            b.writer.write(have).await.unwrap();
+            if i % 4 == 0 {
+                let unit = i / 4;
+                let data = vec![unit as u8; 70_000].into();
+                let t = Message::Transfer {
+                    unit,
+                    data,
+                    proof: None,
+                };
+                b.writer
+                    .write(frame(&t, Class::Data, Some(unit)))
+                    .await
+                    .unwrap();
+            }
+        }
+        b.writer.flush().await.unwrap();
+        b.writer.close().await.unwrap();
+    };
+    let receiving = async {
+        let (mut haves, mut units) = (Vec::new(), BTreeSet::new());
+        while let Some(incoming) = a.reader.next_frame().await.unwrap() {
+            assert!(incoming.raw.is_some(), "keep_raw was asked for");
+            match incoming.frame.msg {
+                Message::Have { unit } => haves.push(unit),
+                Message::Transfer { unit, data, .. } => {
+                    assert!(data.iter().all(|&b| b == unit as u8) && data.len() == 70_000);
+                    assert!(units.insert(unit), "unit {unit} twice");
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        a.writer.close().await.unwrap();
+        (haves, units)
+    };
+    let ((), (haves, units)) = futures::join!(sending, receiving);
+    assert_eq!(
+        haves,
+        (0..40).collect::<Vec<_>>(),
+        "control frames out of order"
+    );
+    let expected: BTreeSet<u64> = (0..10).filter(|&u| !(cancel_stops && u == 7)).collect();
+    assert_eq!(units, expected);
+    assert!(b.reader.next_frame().await.unwrap().is_none());
+}
+
 /// A `quic://` peer whose certificate is not the one pinned in its URL is refused, and the
 /// fetch fails saying so.
 pub async fn wrong_fingerprint_is_refused(host: &Host) {

@@ -71,13 +71,24 @@ async fn wrong_pinned_fingerprint_is_refused() {
     bounded(tierswarm_testkit::wrong_fingerprint_is_refused(&quic())).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transports_keep_their_promises() {
+    bounded(async {
+        let t = tierswarm_tokio::transports;
+        tierswarm_testkit::transport_keeps_its_promises(&Net::tcp(t), false).await;
+        tierswarm_testkit::transport_keeps_its_promises(&Net::mem(), false).await;
+        tierswarm_testkit::transport_keeps_its_promises(&Net::quic(t), true).await;
+    })
+    .await;
+}
+
 /// The same share and fetch through the real driver with no socket at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_memory_transport_fetch_and_swarm() {
     let h = Host::on::<Tokio>(&Net::mem());
     bounded(async {
         tierswarm_testkit::verified_fetch(&h, &h).await;
-        tierswarm_testkit::swarm_completes(&h, &[h.clone(), h.clone()]).await;
+        tierswarm_testkit::swarm_completes(&h, &[h.clone(), h.clone(), h.clone()]).await;
     })
     .await;
 }

@@ -16,8 +16,9 @@ use futures::{SinkExt, StreamExt, TryStreamExt};
 use super::stream::StreamReader;
 use super::{BoxFuture, Connection, FrameWrite, Framing, Listener, OutFrame, PeerUrl, Transport};
 
-/// Chunks (frame parts) a direction of a connection holds before its writer waits.
-const PIPE_CHUNKS: usize = 64;
+/// Chunks (frame parts) a direction of a connection holds before its writer waits: about a
+/// megabyte of units, as a loopback socket's buffers hold.
+const PIPE_CHUNKS: usize = 16;
 
 /// Listeners by name, shared by the nodes that can reach each other.
 #[derive(Debug, Clone, Default)]
