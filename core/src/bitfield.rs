@@ -47,7 +47,7 @@ pub enum BitfieldError {
 /// Up to 512 bits — the units of one T3 block — as eight words, for word-at-a-time set
 /// arithmetic on the scheduler's hot path. Bit `j` is bit `63 - j % 64` of word `j / 64`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct BlockMask(pub [u64; 8]);
+pub struct BlockMask([u64; 8]);
 
 impl BlockMask {
     /// Bits `0..len` set (`len` ≤ 512).

@@ -18,7 +18,6 @@
 //! - [`rarity`]: rarest-first availability buckets.
 //! - [`timers`]: the deadline queue; [`time`]: timestamps.
 //! - [`trace`]: structured records of every decision.
-//! - [`units`]: parsing and formatting sizes, rates and durations.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -31,11 +30,10 @@ pub mod tiers;
 pub mod time;
 pub mod timers;
 pub mod trace;
-pub mod units;
 pub mod wire;
 
 pub use availability::LocalTiers;
 pub use bitfield::Bitfield;
-pub use node::{Action, Config, Event, Input, Node, PeerId};
+pub use node::{drive, Action, Config, Event, Host, Input, Node, PeerId};
 pub use tiers::{Geometry, Tier};
 pub use time::Timestamp;

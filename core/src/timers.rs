@@ -70,12 +70,13 @@ mod tests {
     #[test]
     fn equal_deadlines_fire_in_insertion_order() {
         let mut q = TimerQueue::default();
-        q.push(Timestamp(5), 'b');
-        q.push(Timestamp(3), 'z');
-        q.push(Timestamp(5), 'a');
-        assert_eq!(q.next(), Some(Timestamp(3)));
-        assert_eq!(q.pop_due(Timestamp(2)), None);
-        let fired: Vec<char> = std::iter::from_fn(|| q.pop_due(Timestamp(9))).collect();
+        q.push(Timestamp::from_micros(5), 'b');
+        q.push(Timestamp::from_micros(3), 'z');
+        q.push(Timestamp::from_micros(5), 'a');
+        assert_eq!(q.next(), Some(Timestamp::from_micros(3)));
+        assert_eq!(q.pop_due(Timestamp::from_micros(2)), None);
+        let fired: Vec<char> =
+            std::iter::from_fn(|| q.pop_due(Timestamp::from_micros(9))).collect();
         assert_eq!(fired, vec!['z', 'b', 'a']);
         assert!(q.is_empty());
     }

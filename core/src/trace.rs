@@ -4,12 +4,62 @@
 //! one JSON object per line with a fixed field order, so a trace is deterministic and can be
 //! snapshot-tested and diffed.
 
-use crate::node::PeerId;
+use crate::node::{Backpressure, DisconnectReason, PeerId};
 use crate::time::Timestamp;
+
+/// Why a coarse block was chosen for a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub enum PickReason {
+    /// Among the rarest, and the peer has all of it.
+    #[serde(rename = "rarest, peer has all")]
+    RarestPeerHasAll,
+    /// Among the rarest, and a refined window of the peer's shows units to take.
+    #[serde(rename = "rarest, refined")]
+    RarestRefined,
+}
+
+/// Why a candidate block was passed over for a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub enum PassReason {
+    /// The peer has none of it.
+    #[serde(rename = "peer lacks it")]
+    PeerLacksIt,
+    /// The peer has it all, but every unit is present, requested or being verified here.
+    #[serde(rename = "nothing left to take")]
+    NothingLeftToTake,
+    /// A refinement of it is in flight at the peer.
+    #[serde(rename = "refining")]
+    Refining,
+    /// Its refined window is used up and still fresh.
+    #[serde(rename = "refined window exhausted")]
+    WindowExhausted,
+    /// Refining it at the peer failed recently.
+    #[serde(rename = "refine backing off")]
+    RefineBackingOff,
+    /// The refinement caps are reached.
+    #[serde(rename = "refine cap")]
+    RefineCap,
+}
+
+/// Which scheduling path requested units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RequestPath {
+    /// Coarse-first (capable peer).
+    Block,
+    /// Flat (legacy peer).
+    Flat,
+    /// Endgame duplicates.
+    Endgame,
+}
 
 /// One decision or notable event.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(tag = "ev", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Record {
     /// A peer finished its handshake.
     PeerReady {
@@ -23,7 +73,7 @@ pub enum Record {
         /// The peer.
         peer: PeerId,
         /// Why.
-        reason: String,
+        reason: DisconnectReason,
         /// Unit requests returned to the pool.
         requests_released: u32,
     },
@@ -34,11 +84,11 @@ pub enum Record {
         /// T3 block.
         block: u64,
         /// Why this one.
-        why: &'static str,
+        why: PickReason,
         /// Peers known to have some of it.
         availability: u16,
         /// Blocks passed over first, with why (at most 3).
-        passed: Vec<(u64, &'static str)>,
+        passed: Vec<(u64, PassReason)>,
     },
     /// A refinement was sent.
     Refine {
@@ -85,8 +135,8 @@ pub enum Record {
         unit: u64,
         /// Number of consecutive units from `unit` requested in this decision.
         count: u32,
-        /// `"block"` (coarse-first), `"flat"` (legacy path) or `"endgame"`.
-        path: &'static str,
+        /// Which path asked.
+        path: RequestPath,
         /// Peer's window at the time.
         window: u32,
     },
@@ -136,7 +186,7 @@ pub enum Record {
     /// The backpressure level changed.
     Pressure {
         /// New level.
-        level: &'static str,
+        level: Backpressure,
     },
     /// The store was handed out for persisting.
     Persist {

@@ -21,9 +21,12 @@ use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
-use tierswarm_core::node::{Action, Config, Event, Input, Node, PeerId};
-use tierswarm_core::wire::{Frame, Message, MessageKind};
-use tierswarm_core::{Geometry, LocalTiers, Tier};
+use tierswarm_core::node::{
+    drive, Config, DisconnectReason, Event, Host, Input, Node, PeerId, Upload, Verdict,
+};
+use tierswarm_core::trace::Stamped;
+use tierswarm_core::wire::{Frame, Message, MessageKind, Proof};
+use tierswarm_core::{Bitfield, Geometry, LocalTiers};
 
 /// Connections a joining peer asks the tracker for.
 pub const TRACKER_PEERS: usize = 30;
@@ -99,6 +102,9 @@ struct Slot {
     seed: u64,
     /// Stats of earlier lives (before crashes).
     carried: Carried,
+    /// Units whose bytes this peer holds on its (simulated) disk: all for a seeder, else those
+    /// it received and verified. Survives crashes, as a disk does.
+    held: Bitfield,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -118,6 +124,59 @@ impl Carried {
         self.retries += s.retries;
         self.duplicate_units += s.duplicate_units;
         self.events += s.events;
+    }
+}
+
+/// The engine as node `i`'s [`Host`]: sends go onto the network, serves become payloads
+/// modelled by size, verification is instant.
+struct SimHost<'e, 'a> {
+    e: &'e mut Engine<'a>,
+    i: usize,
+}
+
+impl Host for SimHost<'_, '_> {
+    fn send(&mut self, peer: PeerId, msg: Message) {
+        self.e.send(self.i, peer.0 as usize, msg);
+    }
+
+    fn serve(&mut self, peer: PeerId, unit: u64) -> Upload {
+        self.e.serve(self.i, peer.0 as usize, unit);
+        Upload::Later
+    }
+
+    fn store_unit(&mut self, _: PeerId, unit: u64, _: Bytes, _: Option<Proof>) -> Verdict {
+        // Verification is instant here (payloads are modelled by size).
+        let e = &mut *self.e;
+        e.slots[self.i].held.set(unit);
+        let epoch = e.slots[self.i].epoch;
+        e.queue.push(
+            e.now,
+            Ev::Local {
+                node: self.i,
+                epoch,
+                input: LocalInput::UnitComplete(unit),
+            },
+        );
+        Verdict::Later
+    }
+
+    fn persist(&mut self, store: Bytes) {
+        self.e.slots[self.i].store = Some(store);
+    }
+
+    fn disconnect(&mut self, peer: PeerId, _: DisconnectReason) {
+        let (i, j) = (self.i, peer.0 as usize);
+        if let Some(&conn) = self.e.slots[i].conns.get(&j) {
+            self.e.close(conn, i, j);
+        }
+    }
+
+    fn event(&mut self, event: Event) {
+        self.e.event(self.i, event);
+    }
+
+    fn trace(&mut self, record: Stamped) {
+        self.e.write_trace(self.i, &record);
     }
 }
 
@@ -184,6 +243,10 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Report, SimError> {
             last_percent: 0,
             seed: node_seeds.u64(),
             carried: Carried::default(),
+            held: match spec.role {
+                Role::Seeder => Bitfield::full(geo.units()),
+                Role::Leecher => Bitfield::new(geo.units()),
+            },
         })
         .collect();
     let leechers_left = peers.iter().filter(|p| p.role == Role::Leecher).count();
@@ -382,9 +445,10 @@ impl Engine<'_> {
             Role::Leecher => LocalTiers::new(self.geo),
         };
         let node = Node::new(self.config(i), local, self.now.into());
+        let have = node.local().units_present();
         self.slots[i].node = Some(node);
         self.slots[i].joined_at = Some(self.now);
-        self.note_progress(i);
+        self.note_progress(i, have);
         self.connect_more(i);
         self.queue.push(self.now + TRACKER_INTERVAL, Ev::Tracker(i));
         self.after(i);
@@ -491,27 +555,23 @@ impl Engine<'_> {
         self.after(i);
     }
 
-    /// Executes node `i`'s actions, checks its invariants and re-arms its timer.
+    /// Executes node `i`'s actions through [`drive`], checks its invariants and re-arms its
+    /// timer.
     fn after(&mut self, i: usize) {
-        loop {
-            let Some(action) = self.slots[i].node.as_mut().and_then(|n| n.poll_action()) else {
-                break;
-            };
-            self.execute(i, action);
-        }
-        let epoch = self.slots[i].epoch;
-        let Some(n) = self.slots[i].node.as_ref() else {
+        let Some(mut node) = self.slots[i].node.take() else {
             return;
         };
-        let s = n.stats();
-        let l = &n.config().limits;
+        drive(&mut node, self.now.into(), &mut SimHost { e: self, i });
+        let epoch = self.slots[i].epoch;
+        let s = node.stats();
+        let l = &node.config().limits;
         if s.in_flight_requests > l.max_requests || s.in_flight_refines > l.max_refines {
             self.violation = Some(format!(
                 "peer {i} exceeds its caps: {} requests, {} refinements in flight",
                 s.in_flight_requests, s.in_flight_refines
             ));
         }
-        if let Some(t) = n.poll_timeout() {
+        if let Some(t) = node.poll_timeout() {
             let at = SimTime::from(t).max(self.now);
             let slot = &mut self.slots[i];
             if slot.timer.is_none_or(|cur| at < cur) {
@@ -519,6 +579,7 @@ impl Engine<'_> {
                 self.queue.push(at, Ev::Timer { node: i, epoch, at });
             }
         }
+        self.slots[i].node = Some(node);
     }
 
     /// Schedules the arrival of each copy of `msg` on connection `conn`.
@@ -544,107 +605,85 @@ impl Engine<'_> {
         }
     }
 
-    fn execute(&mut self, i: usize, action: Action) {
-        match action {
-            Action::Send { peer, msg } => {
-                let j = peer.0 as usize;
-                let bytes = msg.frame_len() as u64;
-                self.count(msg.kind(), bytes);
-                if let Message::Handshake {
-                    capabilities: Some(_),
-                    ..
-                } = &msg
-                {
-                    // Capability fields: version (2), max tier (2), flag (2).
-                    self.availability_bytes += 6;
-                }
-                self.hash_send(i, j, &msg);
-                let Some(&conn) = self.slots[i].conns.get(&j) else {
-                    return;
-                };
-                if !self.conns.contains_key(&conn) {
-                    return;
-                }
-                let d = self.net.send(self.now, i, j, bytes, Class::Control);
-                self.deliver(conn, i, j, &msg, &d.times);
-            }
-            Action::Serve { peer, unit } => {
-                let j = peer.0 as usize;
-                let holds = self.slots[i]
-                    .node
-                    .as_ref()
-                    .is_some_and(|n| n.local().has_at_tier(Tier::T1, unit));
-                if !holds {
-                    self.violation = Some(format!("peer {i} served unit {unit} it lacks"));
-                    return;
-                }
-                let msg = Message::Transfer {
-                    unit,
-                    data: Bytes::new(),
-                    proof: None,
-                };
-                // Payload and a proof of ~log2(units) chaining values, modelled by size.
-                let proof = 40 * (64 - self.geo.units().leading_zeros() as u64);
-                let bytes = msg.frame_len() as u64 + self.geo.unit_len(unit) + proof;
-                self.count(MessageKind::Transfer, 0);
-                self.data_bytes += bytes;
-                self.hash_send(i, j, &msg);
-                let Some(&conn) = self.slots[i].conns.get(&j) else {
-                    return;
-                };
-                let d = self.net.send(self.now, i, j, bytes, Class::Bulk);
-                self.queue.push(
-                    d.left_sender.max(self.now),
-                    Ev::UnitSent {
-                        conn,
-                        node: i,
-                        to: j,
-                        unit,
-                    },
-                );
-                self.deliver(conn, i, j, &msg, &d.times);
-            }
-            Action::StoreUnit { unit, .. } => {
-                // Verification is instant here (payloads are modelled by size).
-                let epoch = self.slots[i].epoch;
-                self.queue.push(
-                    self.now,
-                    Ev::Local {
-                        node: i,
-                        epoch,
-                        input: LocalInput::UnitComplete(unit),
-                    },
-                );
-            }
-            Action::Disconnect { peer, .. } => {
-                let j = peer.0 as usize;
-                if let Some(&conn) = self.slots[i].conns.get(&j) {
-                    self.close(conn, i, j);
-                }
-            }
-            Action::Persist { store } => self.slots[i].store = Some(store),
-            Action::Event(ev) => match ev {
-                Event::Progress { .. } => {
-                    self.last_progress = self.now;
-                    self.note_progress(i);
-                }
-                Event::Complete => {
-                    let s = &mut self.slots[i];
-                    if s.spec.role == Role::Leecher && s.complete_at.is_none() {
-                        s.complete_at = Some(self.now);
-                        self.leechers_left -= 1;
-                    }
-                }
-                Event::PeerReady { .. } | Event::Drained => {}
+    fn send(&mut self, i: usize, j: usize, msg: Message) {
+        let bytes = msg.frame_len() as u64;
+        self.count(msg.kind(), bytes);
+        if let Message::Handshake {
+            capabilities: Some(_),
+            ..
+        } = &msg
+        {
+            // Capability fields: version (2), max tier (2), flag (2).
+            self.availability_bytes += 6;
+        }
+        self.hash_send(i, j, &msg);
+        let Some(&conn) = self.slots[i].conns.get(&j) else {
+            return;
+        };
+        if !self.conns.contains_key(&conn) {
+            return;
+        }
+        let d = self.net.send(self.now, i, j, bytes, Class::Control);
+        self.deliver(conn, i, j, &msg, &d.times);
+    }
+
+    fn serve(&mut self, i: usize, j: usize, unit: u64) {
+        // The simulator's own check: a node serves only units whose bytes it received and
+        // verified (or, for a seeder, always had).
+        if !self.slots[i].held.get(unit) {
+            self.violation = Some(format!("peer {i} served unit {unit} it lacks"));
+            return;
+        }
+        let msg = Message::Transfer {
+            unit,
+            data: Bytes::new(),
+            proof: None,
+        };
+        // Payload and a proof of ~log2(units) chaining values, modelled by size.
+        let proof = 40 * (64 - self.geo.units().leading_zeros() as u64);
+        let bytes = msg.frame_len() as u64 + self.geo.unit_len(unit) + proof;
+        self.count(MessageKind::Transfer, 0);
+        self.data_bytes += bytes;
+        self.hash_send(i, j, &msg);
+        let Some(&conn) = self.slots[i].conns.get(&j) else {
+            return;
+        };
+        let d = self.net.send(self.now, i, j, bytes, Class::Bulk);
+        self.queue.push(
+            d.left_sender.max(self.now),
+            Ev::UnitSent {
+                conn,
+                node: i,
+                to: j,
+                unit,
             },
-            Action::Trace(rec) => {
-                let json = rec.to_json_line();
-                let line = format!("{{\"node\":{i},{}\n", &json[1..]);
-                if let Some(w) = self.trace.as_mut() {
-                    if w.write_all(line.as_bytes()).is_err() {
-                        self.violation = Some("cannot write the trace file".into());
-                    }
+        );
+        self.deliver(conn, i, j, &msg, &d.times);
+    }
+
+    fn event(&mut self, i: usize, ev: Event) {
+        match ev {
+            Event::Progress { units, .. } => {
+                self.last_progress = self.now;
+                self.note_progress(i, units);
+            }
+            Event::Complete => {
+                let s = &mut self.slots[i];
+                if s.spec.role == Role::Leecher && s.complete_at.is_none() {
+                    s.complete_at = Some(self.now);
+                    self.leechers_left -= 1;
                 }
+            }
+            _ => {}
+        }
+    }
+
+    fn write_trace(&mut self, i: usize, rec: &Stamped) {
+        let json = rec.to_json_line();
+        let line = format!("{{\"node\":{i},{}\n", &json[1..]);
+        if let Some(w) = self.trace.as_mut() {
+            if w.write_all(line.as_bytes()).is_err() {
+                self.violation = Some("cannot write the trace file".into());
             }
         }
     }
@@ -670,13 +709,12 @@ impl Engine<'_> {
         self.hasher.update(&rec);
     }
 
-    fn note_progress(&mut self, i: usize) {
+    fn note_progress(&mut self, i: usize, have: u64) {
         let total = self.geo.units().max(1);
         let s = &mut self.slots[i];
         if s.spec.role != Role::Leecher {
             return;
         }
-        let have = s.node.as_ref().map_or(0, |n| n.local().units_present());
         let percent = have * 100 / total;
         if percent != s.last_percent || s.progress.is_empty() {
             s.last_percent = percent;

@@ -61,9 +61,6 @@ impl RunOptions {
 /// an error: it produces a report whose exit code is 1.)
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
-    /// The engine is not written yet.
-    #[error("the simulation engine is not implemented yet")]
-    NotYetImplemented,
     /// An output file (trace, chart, report) could not be written.
     #[error("{flag}: cannot write {}: {source}", path.display())]
     Output {
@@ -77,12 +74,11 @@ pub enum SimError {
 }
 
 impl SimError {
-    /// The process exit status for this error: 2 when a flag named something unusable
-    /// (an unwritable output path), 1 otherwise.
+    /// The process exit status for this error: 2, a flag named something unusable (an
+    /// unwritable output path).
     pub fn exit_code(&self) -> u8 {
         match self {
             SimError::Output { .. } => 2,
-            SimError::NotYetImplemented => 1,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! expansion of groups into a flat list of peers.
 //!
 //! Parsing happens in two steps. Serde reads the file into raw structs (unknown keys are errors;
-//! sizes, rates and durations are parsed by [`tierswarm_core::units`] as they are read), with the
+//! sizes, rates and durations are parsed by [`tierswarm_units`] as they are read), with the
 //! key path of any failure tracked by `serde_path_to_error`. Then [`Scenario::from_toml`] checks
 //! what serde cannot (probabilities, unique names, references between keys) and builds the
 //! validated [`Scenario`]. Every error names the key path and the bad value, on one line:
@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::de::{self, Deserializer, Unexpected, Visitor};
 use serde::Deserialize;
-use tierswarm_core::units::{self, Quantity, UnitError};
+use tierswarm_units::{self as units, Quantity, UnitError};
 
 /// The most peers a scenario may expand to; a guard against typos such as `count = 1000000000`.
 pub const MAX_PEERS: u64 = 100_000;

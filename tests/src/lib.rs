@@ -9,10 +9,13 @@
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
-use tierswarm_core::node::{Action, Config, Event, Input, Node, PeerId};
+use tierswarm_core::node::{
+    drive, Config, DisconnectReason, Event, Host, Input, Node, PeerId, Upload, Verdict,
+};
 use tierswarm_core::store::LoadNotes;
 use tierswarm_core::time::Timestamp;
-use tierswarm_core::wire::{Frame, Message};
+use tierswarm_core::trace::Stamped;
+use tierswarm_core::wire::{Frame, Message, Proof};
 use tierswarm_core::{Geometry, LocalTiers};
 
 /// The content root used by every harness node.
@@ -79,6 +82,80 @@ pub struct Swarm {
     /// Time to upload one served unit: the TRANSFER leaves, and `UnitSent` is reported, this
     /// long after the node's `Serve` (zero: at once).
     pub serve_time: Duration,
+}
+
+/// The swarm as node `i`'s [`Host`]: messages go on the wire after the latency (through the
+/// hook), served units after `serve_time`, verification is instant.
+struct HarnessHost<'a> {
+    swarm: &'a mut Swarm,
+    i: usize,
+}
+
+impl Host for HarnessHost<'_> {
+    fn send(&mut self, peer: PeerId, msg: Message) {
+        self.swarm.send_msg(self.i, peer.0 as usize, msg);
+    }
+
+    fn serve(&mut self, peer: PeerId, unit: u64) -> Upload {
+        let (s, i, j) = (&mut *self.swarm, self.i, peer.0 as usize);
+        let msg = Message::Transfer {
+            unit,
+            data: Bytes::new(),
+            proof: None,
+        };
+        let done = s.now.add(s.serve_time);
+        s.push(done, Pending::Input(i, Input::UnitSent { peer, unit }));
+        if s.serve_time.is_zero() {
+            s.send_msg(i, j, msg);
+        } else {
+            s.push(done, Pending::Send(i, j, msg));
+        }
+        Upload::Later
+    }
+
+    fn store_unit(&mut self, _: PeerId, unit: u64, _: Bytes, _: Option<Proof>) -> Verdict {
+        let now = self.swarm.now;
+        self.swarm
+            .push(now, Pending::Input(self.i, Input::UnitComplete { unit }));
+        Verdict::Later
+    }
+
+    fn persist(&mut self, store: Bytes) {
+        self.swarm.stores[self.i] = Some(store);
+    }
+
+    fn disconnect(&mut self, peer: PeerId, reason: DisconnectReason) {
+        let (s, i, j) = (&mut *self.swarm, self.i, peer.0 as usize);
+        s.log(format!("{i} disconnects {j}: {reason}"));
+        if s.links.remove(&(i.min(j), i.max(j))) {
+            s.forget_frames(i, j);
+            let now = s.now;
+            let input = Input::PeerDisconnected {
+                peer: PeerId(i as u64),
+            };
+            s.push(now, Pending::Input(j, input));
+        }
+    }
+
+    fn event(&mut self, e: Event) {
+        if !matches!(e, Event::Progress { .. }) {
+            let i = self.i;
+            self.swarm.log(format!("{i} event {e:?}"));
+        }
+    }
+
+    fn trace(&mut self, s: Stamped) {
+        let line = s.to_json_line();
+        let hidden = self
+            .swarm
+            .hide
+            .iter()
+            .any(|ev| line.contains(&format!("\"ev\":\"{ev}\"")));
+        if !hidden {
+            let i = self.i;
+            self.swarm.log(format!("{i} {line}"));
+        }
+    }
 }
 
 /// A config for harness node `name` over a file of `file_len` bytes.
@@ -273,116 +350,61 @@ impl Swarm {
         self.log.push(format!("{:>9} {line}", self.now.as_micros()));
     }
 
-    /// Handles every action node `i` has queued.
+    /// Executes every action node `i` has queued, through the core's one action loop.
     fn drain(&mut self, i: usize) {
-        loop {
-            let Some(action) = self.nodes[i].as_mut().and_then(|n| n.poll_action()) else {
-                return;
-            };
-            self.execute(i, action);
-        }
+        let Some(mut node) = self.nodes[i].take() else {
+            return;
+        };
+        drive(&mut node, self.now, &mut HarnessHost { swarm: self, i });
+        self.nodes[i] = Some(node);
     }
 
-    fn execute(&mut self, i: usize, action: Action) {
+    /// Puts `msg` from `i` to `j` on the wire (through the hook).
+    fn send_msg(&mut self, i: usize, j: usize, msg: Message) {
         let now = self.now;
-        match action {
-            Action::Send { peer, msg } => {
-                let j = peer.0 as usize;
-                let kind = msg.kind().name();
-                *self.sent.entry(kind).or_default() += 1;
-                if let Message::Request { unit } = msg {
-                    self.requests.push((i, j, unit));
-                }
-                self.wire.push((now, i, j, msg.clone()));
-                let fate = match self.hook.as_mut() {
-                    Some(h) => h(i, j, &msg),
-                    None => Fate::Deliver,
-                };
-                if fate == Fate::Deliver && self.log_kinds.contains(kind) {
-                    self.log(format!("{i}->{j} {}", render(&msg)));
-                }
-                let (msg, at) = match fate {
-                    Fate::Deliver => (msg, now.add(self.latency)),
-                    Fate::Drop => {
-                        self.log(format!("{i}->{j} dropped {}", render(&msg)));
-                        return;
-                    }
-                    Fate::Delay(d) => {
-                        self.log(format!("{i}->{j} delayed {:?}: {}", d, render(&msg)));
-                        (msg, now.add(self.latency + d))
-                    }
-                    Fate::Replace(m) => {
-                        self.log(format!("{i}->{j} replaced by {}", render(&m)));
-                        (m, now.add(self.latency))
-                    }
-                };
-                if self.links.contains(&(i.min(j), i.max(j))) {
-                    let frame = Frame {
-                        info_hash: Bytes::from_static(&ROOT),
-                        msg,
-                    };
-                    self.push(
-                        at,
-                        Pending::Input(
-                            j,
-                            Input::PeerFrame {
-                                peer: PeerId(i as u64),
-                                frame,
-                            },
-                        ),
-                    );
-                }
+        let kind = msg.kind().name();
+        *self.sent.entry(kind).or_default() += 1;
+        if let Message::Request { unit } = msg {
+            self.requests.push((i, j, unit));
+        }
+        self.wire.push((now, i, j, msg.clone()));
+        let fate = match self.hook.as_mut() {
+            Some(h) => h(i, j, &msg),
+            None => Fate::Deliver,
+        };
+        if fate == Fate::Deliver && self.log_kinds.contains(kind) {
+            self.log(format!("{i}->{j} {}", render(&msg)));
+        }
+        let (msg, at) = match fate {
+            Fate::Deliver => (msg, now.add(self.latency)),
+            Fate::Drop => {
+                self.log(format!("{i}->{j} dropped {}", render(&msg)));
+                return;
             }
-            Action::Serve { peer, unit } => {
-                let j = peer.0 as usize;
-                let msg = Message::Transfer {
-                    unit,
-                    data: Bytes::new(),
-                    proof: None,
-                };
-                let done = now.add(self.serve_time);
-                self.push(done, Pending::Input(i, Input::UnitSent { peer, unit }));
-                if self.serve_time.is_zero() {
-                    // Route through Send so the hook sees transfers too.
-                    self.execute(i, Action::Send { peer, msg });
-                } else {
-                    self.push(done, Pending::Send(i, j, msg));
-                }
+            Fate::Delay(d) => {
+                self.log(format!("{i}->{j} delayed {:?}: {}", d, render(&msg)));
+                (msg, now.add(self.latency + d))
             }
-            Action::StoreUnit { unit, .. } => {
-                self.push(now, Pending::Input(i, Input::UnitComplete { unit }));
+            Fate::Replace(m) => {
+                self.log(format!("{i}->{j} replaced by {}", render(&m)));
+                (m, now.add(self.latency))
             }
-            Action::Disconnect { peer, reason } => {
-                let j = peer.0 as usize;
-                self.log(format!("{i} disconnects {j}: {reason}"));
-                if self.links.remove(&(i.min(j), i.max(j))) {
-                    self.forget_frames(i, j);
-                    self.push(
-                        now,
-                        Pending::Input(
-                            j,
-                            Input::PeerDisconnected {
-                                peer: PeerId(i as u64),
-                            },
-                        ),
-                    );
-                }
-            }
-            Action::Persist { store } => self.stores[i] = Some(store),
-            Action::Event(e) => match e {
-                Event::Progress { .. } => {}
-                e => self.log(format!("{i} event {e:?}")),
-            },
-            Action::Trace(s) => {
-                let line = s.to_json_line();
-                let hidden = self
-                    .hide
-                    .iter()
-                    .any(|ev| line.contains(&format!("\"ev\":\"{ev}\"")));
-                if !hidden {
-                    self.log(format!("{i} {line}"));
-                }
-            }
+        };
+        if self.links.contains(&(i.min(j), i.max(j))) {
+            let frame = Frame {
+                info_hash: Bytes::from_static(&ROOT),
+                msg,
+            };
+            self.push(
+                at,
+                Pending::Input(
+                    j,
+                    Input::PeerFrame {
+                        peer: PeerId(i as u64),
+                        frame,
+                    },
+                ),
+            );
         }
     }
 
@@ -420,8 +442,7 @@ impl Swarm {
                     }
                     Pending::Send(i, j, msg) => {
                         if self.nodes[i].is_some() {
-                            let peer = PeerId(j as u64);
-                            self.execute(i, Action::Send { peer, msg });
+                            self.send_msg(i, j, msg);
                         }
                     }
                 }

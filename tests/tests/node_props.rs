@@ -7,9 +7,13 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
-use tierswarm_core::node::{Action, Config, Input, Limits, Node, PeerId, PressureSnapshot};
+use tierswarm_core::node::{
+    drive, Config, DisconnectReason, Host, Input, Limits, Node, PeerId, PressureSnapshot, Upload,
+    Verdict,
+};
 use tierswarm_core::tiers::{Tier, T1_SIZE};
-use tierswarm_core::wire::{Capabilities, Frame, Message};
+use tierswarm_core::trace::Stamped;
+use tierswarm_core::wire::{Capabilities, Frame, Message, Proof};
 use tierswarm_core::{Geometry, LocalTiers, Timestamp};
 
 /// Three T3 blocks: two whole ones and a partial one of 61 units (the last unit partial too).
@@ -154,8 +158,117 @@ struct Runner {
     /// Latest time given to the node.
     high: Timestamp,
     log: Vec<String>,
-    /// Skip actions that name a peer disconnected earlier in the same batch of actions.
-    tolerate_stale_actions: bool,
+    /// Units the node holds (its initial ones, and those completed since).
+    held: BTreeSet<u64>,
+}
+
+/// The property test's [`Host`]: checks every action against the model as the node hands it
+/// out, and leaves every outcome to later steps (serves and stores are reported by `Op`s).
+struct Checker<'a> {
+    peers: &'a mut BTreeMap<u64, PeerModel>,
+    storing: &'a mut Vec<(u64, u64)>,
+    /// Units the node holds: its initial ones and those the test completed.
+    held: &'a BTreeSet<u64>,
+    geo: Geometry,
+    high: Timestamp,
+    log: &'a mut Vec<String>,
+    /// Peers disconnected by the node in this batch.
+    gone: BTreeSet<u64>,
+}
+
+impl Checker<'_> {
+    /// The model of a peer an action names, which must be live.
+    fn live(&mut self, p: u64, what: &dyn std::fmt::Debug) -> &mut PeerModel {
+        let m = self.peers.get_mut(&p).unwrap();
+        assert!(
+            m.live,
+            "{what:?} names p{p}, which is not connected (or was disconnected)"
+        );
+        m
+    }
+}
+
+impl Host for Checker<'_> {
+    fn send(&mut self, peer: PeerId, msg: Message) {
+        let p = peer.0;
+        let blocks = self.geo.blocks(Tier::T3);
+        let held = self.held.clone();
+        let m = self.live(p, &msg);
+        if !m.ready {
+            assert!(
+                matches!(msg, Message::Handshake { .. }),
+                "{msg:?} to p{p} before its handshake"
+            );
+        }
+        match msg {
+            Message::Request { unit } => {
+                assert!(
+                    m.advertised.contains(&unit),
+                    "request for unit {unit} to p{p}, which never advertised it"
+                );
+                assert!(
+                    !held.contains(&unit),
+                    "request for unit {unit}, which is held"
+                );
+                m.asked.push(unit);
+            }
+            Message::RefineRequest {
+                from_tier,
+                to_tier,
+                index,
+                id,
+            } => {
+                assert!(m.capable, "refine request to a legacy peer p{p}");
+                assert_eq!((from_tier, to_tier), (3, 1));
+                assert!(index < blocks);
+                m.refine_ids.push((id, index));
+            }
+            Message::Summary { .. } => assert!(m.capable, "summary to legacy peer p{p}"),
+            Message::Bitfield { .. } => {
+                assert!(!m.capable, "bitfield to capable peer p{p}");
+                m.bitfields_sent += 1;
+                assert_eq!(m.bitfields_sent, 1, "second bitfield to p{p}");
+            }
+            _ => {}
+        }
+    }
+
+    fn serve(&mut self, peer: PeerId, unit: u64) -> Upload {
+        assert!(
+            self.held.contains(&unit),
+            "serving unit {unit}, which is not held"
+        );
+        self.live(peer.0, &("serve", unit)).serving.push(unit);
+        Upload::Later
+    }
+
+    fn store_unit(&mut self, peer: PeerId, unit: u64, _: Bytes, _: Option<Proof>) -> Verdict {
+        assert!(
+            !self.storing.iter().any(|(_, u)| *u == unit),
+            "unit {unit} handed out for storing twice"
+        );
+        assert!(
+            !self.held.contains(&unit),
+            "storing unit {unit}, which is held"
+        );
+        self.storing.push((peer.0, unit));
+        Verdict::Later
+    }
+
+    fn persist(&mut self, _store: Bytes) {}
+
+    fn disconnect(&mut self, peer: PeerId, reason: DisconnectReason) {
+        self.log
+            .push(format!("  -> disconnect p{}: {reason}", peer.0));
+        let m = self.live(peer.0, &reason);
+        m.live = false;
+        m.serving.clear();
+        self.gone.insert(peer.0);
+    }
+
+    fn trace(&mut self, s: Stamped) {
+        assert_eq!(s.t, self.high, "trace stamped off the node's clock");
+    }
 }
 
 fn limits(small: bool) -> Limits {
@@ -218,6 +331,8 @@ impl Runner {
         cfg.seed = local_seed;
         cfg.limits = limits(small);
         let limits = cfg.limits.clone();
+        let t1 = local.bitfield(Tier::T1);
+        let held = t1.iter_ones_in(0..t1.len()).collect();
         Runner {
             node: Node::new(cfg, local, Timestamp::ZERO),
             geo,
@@ -227,7 +342,7 @@ impl Runner {
             storing: Vec::new(),
             high: Timestamp::ZERO,
             log: Vec::new(),
-            tolerate_stale_actions: false,
+            held,
         }
     }
 
@@ -557,6 +672,7 @@ impl Runner {
                     return;
                 }
                 let (_, unit) = self.storing.remove(pick % self.storing.len());
+                self.held.insert(unit);
                 self.input(Input::UnitComplete { unit });
                 self.check(None);
                 assert!(
@@ -624,100 +740,20 @@ impl Runner {
         }
     }
 
-    /// Drains the node's actions and checks every invariant; returns the peers disconnected.
+    /// Executes the node's actions through a checking [`Host`] and checks every invariant;
+    /// returns the peers disconnected.
     fn check(&mut self, _about: Option<u64>) -> BTreeSet<u64> {
-        let mut gone = BTreeSet::new();
-        while let Some(a) = self.node.poll_action() {
-            let named = match &a {
-                Action::Send { peer, .. }
-                | Action::Serve { peer, .. }
-                | Action::Disconnect { peer, .. } => Some(peer.0),
-                _ => None,
-            };
-            if let Some(p) = named {
-                if self.tolerate_stale_actions && gone.contains(&p) && !self.peers[&p].live {
-                    // Known bug (see `actions_for_a_peer_never_follow_its_disconnect`).
-                    continue;
-                }
-                let m = &self.peers[&p];
-                assert!(
-                    m.live,
-                    "{a:?} names p{p}, which is not connected (or was disconnected)"
-                );
-            }
-            match a {
-                Action::Send { peer, msg } => {
-                    let p = peer.0;
-                    let m = self.peers.get_mut(&p).unwrap();
-                    if !m.ready {
-                        assert!(
-                            matches!(msg, Message::Handshake { .. }),
-                            "{msg:?} to p{p} before its handshake"
-                        );
-                    }
-                    match msg {
-                        Message::Request { unit } => {
-                            assert!(
-                                m.advertised.contains(&unit),
-                                "request for unit {unit} to p{p}, which never advertised it"
-                            );
-                            assert!(
-                                !self.node.local().has_at_tier(Tier::T1, unit),
-                                "request for unit {unit}, which is held"
-                            );
-                            m.asked.push(unit);
-                        }
-                        Message::RefineRequest {
-                            from_tier,
-                            to_tier,
-                            index,
-                            id,
-                        } => {
-                            assert!(m.capable, "refine request to a legacy peer p{p}");
-                            assert_eq!((from_tier, to_tier), (3, 1));
-                            assert!(index < self.geo.blocks(Tier::T3));
-                            m.refine_ids.push((id, index));
-                        }
-                        Message::Summary { .. } => {
-                            assert!(m.capable, "summary to legacy peer p{p}")
-                        }
-                        Message::Bitfield { .. } => {
-                            assert!(!m.capable, "bitfield to capable peer p{p}");
-                            m.bitfields_sent += 1;
-                            assert_eq!(m.bitfields_sent, 1, "second bitfield to p{p}");
-                        }
-                        _ => {}
-                    }
-                }
-                Action::Serve { peer, unit } => {
-                    assert!(
-                        self.node.local().has_at_tier(Tier::T1, unit),
-                        "serving unit {unit}, which is not held"
-                    );
-                    self.peers.get_mut(&peer.0).unwrap().serving.push(unit);
-                }
-                Action::StoreUnit { peer, unit, .. } => {
-                    assert!(
-                        !self.storing.iter().any(|(_, u)| *u == unit),
-                        "unit {unit} handed out for storing twice"
-                    );
-                    assert!(!self.node.local().has_at_tier(Tier::T1, unit));
-                    self.storing.push((peer.0, unit));
-                }
-                Action::Disconnect { peer, reason } => {
-                    self.log
-                        .push(format!("  -> disconnect p{}: {reason}", peer.0));
-                    let m = self.peers.get_mut(&peer.0).unwrap();
-                    m.live = false;
-                    m.serving.clear();
-                    gone.insert(peer.0);
-                }
-                Action::Trace(s) => {
-                    assert_eq!(s.t, self.high, "trace stamped off the node's clock");
-                }
-                Action::Persist { .. } | Action::Event(_) => {}
-            }
-        }
+        let mut checker = Checker {
+            peers: &mut self.peers,
+            storing: &mut self.storing,
+            held: &self.held,
+            geo: self.geo,
+            high: self.high,
+            log: &mut self.log,
+            gone: BTreeSet::new(),
+        };
+        drive(&mut self.node, self.high, &mut checker);
+        let gone = checker.gone;
         let st = self.node.stats();
         assert!(st.in_flight_requests <= self.limits.max_requests);
         assert!(st.in_flight_refines <= self.limits.max_refines);
@@ -758,19 +794,7 @@ impl Runner {
 }
 
 fn run(hierarchical: bool, small: bool, seed: u64, mode: u8, ops: Vec<(bool, Op)>) {
-    run_with(hierarchical, small, seed, mode, ops, false)
-}
-
-fn run_with(
-    hierarchical: bool,
-    small: bool,
-    seed: u64,
-    mode: u8,
-    ops: Vec<(bool, Op)>,
-    tolerate_stale_actions: bool,
-) {
     let mut r = Runner::new(hierarchical, small, seed, mode);
-    r.tolerate_stale_actions = tolerate_stale_actions;
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         for (sane, op) in ops {
             let op = if sane { r.sanitize(op) } else { Some(op) };
@@ -838,12 +862,11 @@ fn actions_for_a_peer_never_follow_its_disconnect() {
         Op::UnitComplete(0),
         Op::Timeout(1000),
     ];
-    run_with(
+    run(
         true,
         true,
         0,
         0,
         ops.into_iter().map(|o| (false, o)).collect(),
-        false,
     );
 }

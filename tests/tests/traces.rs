@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::time::Duration;
+use tierswarm_core::node::DisconnectKind;
 use tierswarm_core::tiers::{Tier, T1_SIZE};
 use tierswarm_core::wire::Message;
 use tierswarm_core::Node;
@@ -402,7 +403,7 @@ fn summary_past_the_end_costs_the_connection() {
     finish(&mut s, leech, secs(5));
 
     let l = s.node(leech);
-    assert_eq!(l.stats().disconnects.get("claim"), Some(&1));
+    assert_eq!(l.stats().disconnects.get(&DisconnectKind::Claim), Some(&1));
     assert!(s.log.iter().any(|l| l.contains("disconnects 0: claim:")));
     assert_eq!(s.requests.iter().filter(|r| r.1 == liar).count(), 0);
     insta::assert_snapshot!(s.log_text());
@@ -503,7 +504,10 @@ fn unsolicited_transfer_costs_the_connection() {
     s.connect(hostile, leech);
     s.run_until(s.now.add(ms(100)));
     let l = s.node(leech);
-    assert_eq!(l.stats().disconnects.get("protocol"), Some(&1));
+    assert_eq!(
+        l.stats().disconnects.get(&DisconnectKind::Protocol),
+        Some(&1)
+    );
     assert_eq!(units(l), 0, "the pushed unit was not taken");
     s.connect(honest, leech);
     finish(&mut s, leech, secs(5));

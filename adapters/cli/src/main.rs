@@ -321,7 +321,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             runtime,
             transport,
         } => {
-            let size = tierswarm_core::units::parse_size(&size)
+            let size = tierswarm_units::parse_size(&size)
                 .map_err(|e| Failure::usage(format!("--size: {e}")))?;
             if peers == 0 {
                 return Err(Failure::usage("--peers: must be at least 1"));
@@ -570,7 +570,7 @@ fn share(
     })?;
     let (session, outcome) = join(handle)?;
     let s = session.stats();
-    let sent = s.sent.get("transfer").map_or(0, |t| t.1);
+    let sent = s.sent[tierswarm_core::wire::MessageKind::Transfer].bytes;
     eprintln!(
         "served {} units ({}) to {} peers in {}",
         s.units_served,

@@ -80,7 +80,7 @@ impl Bench {
     pub fn setup() -> Bench {
         let size = std::env::var("TIERSWARM_BENCH_SIZE")
             .ok()
-            .map(|s| tierswarm_core::units::parse_size(&s).expect("TIERSWARM_BENCH_SIZE"))
+            .map(|s| tierswarm_units::parse_size(&s).expect("TIERSWARM_BENCH_SIZE"))
             .unwrap_or(1 << 30);
         let runs = std::env::var("TIERSWARM_BENCH_RUNS")
             .ok()

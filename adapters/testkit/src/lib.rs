@@ -508,7 +508,7 @@ pub async fn corrupt_peer_is_dropped_and_download_completes(host: &Host) {
         leecher
             .stats()
             .disconnects
-            .get("sent data that failed verification"),
+            .get(&tierswarm_core::node::DisconnectKind::FailedVerification),
         Some(&1)
     );
     assert!(same_bytes(&src, &out));

@@ -1,19 +1,43 @@
-//! Per-peer state: lifecycle, what the peer holds, round-trip and throughput estimates, and the
-//! request window they size.
+//! Per-peer state the node keeps besides its ledgers: lifecycle, what the peer holds, the
+//! timing that sizes its window and its timeouts, and the blocks being fetched from it.
+//!
+//! What the node owes a peer or is owed by it lives in the ledgers, keyed by [`PeerId`]:
+//! unit requests in [`RequestLedger`](super::requests::RequestLedger), refinements in
+//! [`RefineLedger`](super::refinement::RefineLedger), queued serves in
+//! [`Uploads`](super::uploads::Uploads), subscriptions in
+//! [`Announcements`](super::announce::Announcements). Releasing a peer releases each.
 
+use super::rtt::RttEstimator;
 use crate::availability::{PeerView, TieredView};
 use crate::bitfield::Bitfield;
 use crate::tiers::Geometry;
 use crate::time::Timestamp;
-use core::time::Duration;
 use std::collections::{BTreeMap, VecDeque};
 
 /// Rejected units remembered per peer.
 pub const MAX_REJECTED: usize = 4096;
 
+/// Weight of the newest sample in the throughput average (an EWMA over about five units: quick
+/// to follow a peer that speeds up, steady over one slow unit).
+const RATE_GAIN: f64 = 0.2;
+
+/// Shortest interval between two units counted for throughput (guards a division by ~0 when
+/// two units arrive in the same instant).
+const MIN_RATE_INTERVAL_S: f64 = 1e-4;
+
 /// An embedder-chosen handle for one connection. Never reused while the connection lives.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
 )]
 #[serde(transparent)]
 pub struct PeerId(pub u64);
@@ -24,69 +48,9 @@ impl core::fmt::Display for PeerId {
     }
 }
 
-/// Smoothed round-trip estimate (RFC 6298) with exponential backoff on timeouts.
-#[derive(Debug, Clone)]
-pub struct RttEstimator {
-    srtt: Option<Duration>,
-    rttvar: Duration,
-    min_rtt: Option<Duration>,
-    backoff: u32,
-}
-
-impl RttEstimator {
-    fn new() -> Self {
-        RttEstimator {
-            srtt: None,
-            rttvar: Duration::ZERO,
-            min_rtt: None,
-            backoff: 0,
-        }
-    }
-
-    /// Feeds one sample; clears the backoff (the peer answered).
-    pub fn sample(&mut self, rtt: Duration) {
-        self.min_rtt = Some(self.min_rtt.map_or(rtt, |m| m.min(rtt)));
-        match self.srtt {
-            None => {
-                self.srtt = Some(rtt);
-                self.rttvar = rtt / 2;
-            }
-            Some(s) => {
-                let diff = s.abs_diff(rtt);
-                self.rttvar = (self.rttvar * 3 + diff) / 4;
-                self.srtt = Some((s * 7 + rtt) / 8);
-            }
-        }
-        self.backoff = 0;
-    }
-
-    /// A timeout: the next timeout doubles (capped by the caller's maximum).
-    pub fn on_timeout(&mut self) {
-        self.backoff = (self.backoff + 1).min(6);
-    }
-
-    /// Smoothed RTT, if sampled.
-    pub fn srtt(&self) -> Option<Duration> {
-        self.srtt
-    }
-
-    /// Smallest RTT seen, if sampled.
-    pub fn min_rtt(&self) -> Option<Duration> {
-        self.min_rtt
-    }
-
-    /// Retransmission timeout: `srtt + 4·rttvar`, clamped, doubled per unanswered timeout.
-    pub fn rto(&self, initial: Duration, min: Duration, max: Duration) -> Duration {
-        let base = match self.srtt {
-            None => initial,
-            Some(s) => (s + self.rttvar * 4).clamp(min, max),
-        };
-        (base * (1u32 << self.backoff)).min(max)
-    }
-}
-
 /// Lifecycle of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Lifecycle {
     /// Connected, handshake not yet received: never scheduled.
     Unconfirmed,
@@ -97,8 +61,8 @@ pub enum Lifecycle {
     },
 }
 
-/// Everything the node holds for one remote peer. Every collection here is capped (see
-/// [`crate::node::Limits`]).
+/// What the node holds for one remote peer besides its ledgers. Every collection here is
+/// capped (see [`crate::node::Limits`]).
 #[derive(Debug)]
 pub struct Peer {
     pub(crate) id: PeerId,
@@ -113,28 +77,15 @@ pub struct Peer {
     pub(crate) last_answer_at: Option<Timestamp>,
     /// Send time of the latest request the peer answered with its unit.
     pub(crate) last_answered_sent: Timestamp,
-    /// Requests we sent that are still owed an answer (active, expired or cancelled).
-    pub(crate) owed: u32,
-    /// Requests we sent that are active (not expired, not cancelled).
-    pub(crate) active: u32,
+    /// Loss events (timeouts with no answer since) in a row; see [`Peer::note_loss`].
     pub(crate) consecutive_timeouts: u32,
-    /// Refinements in flight to this peer.
-    pub(crate) refines: u32,
-    /// T3 blocks we are downloading from this peer (hysteresis: stay until exhausted).
+    /// When the last loss event was counted.
+    pub(crate) last_loss_at: Option<Timestamp>,
+    /// T3 blocks we are downloading from this peer (hysteresis: stay until exhausted). At most
+    /// [`Limits::max_current_blocks`](super::Limits::max_current_blocks).
     pub(crate) current_blocks: VecDeque<u64>,
-    /// Units this peer asked for, waiting for an upload slot.
-    pub(crate) serve_queue: VecDeque<u64>,
-    /// Units handed to the embedder to send, not yet reported sent.
-    pub(crate) serving: u32,
-    /// T3 blocks this peer refined at us: it gets HAVEs for units completing there.
-    pub(crate) subscriptions: VecDeque<u64>,
-    /// Blocks whose refinement failed at this peer, with when to try again.
-    pub(crate) refine_backoff: Vec<(u64, Timestamp)>,
     /// When we last sent it anything.
     pub(crate) last_sent: Timestamp,
-    /// Blocks we last refined at this peer, when, and how long that window stays fresh (paces
-    /// re-refinement; doubles while refinements bring nothing new).
-    pub(crate) refined_at: Vec<(u64, Timestamp, core::time::Duration)>,
     /// When a wake-up for this peer is already armed (so that re-checks are not duplicated).
     pub(crate) wake_at: Option<Timestamp>,
     /// Units this peer rejected, with when we may ask it again (rejections such as "busy" or
@@ -154,19 +105,44 @@ impl Peer {
             last_unit_at: None,
             last_answer_at: None,
             last_answered_sent: Timestamp::ZERO,
-            owed: 0,
-            active: 0,
             consecutive_timeouts: 0,
-            refines: 0,
+            last_loss_at: None,
             current_blocks: VecDeque::new(),
-            serve_queue: VecDeque::new(),
-            serving: 0,
-            subscriptions: VecDeque::new(),
-            refine_backoff: Vec::new(),
             last_sent: now,
-            refined_at: Vec::new(),
-            rejected: BTreeMap::new(),
             wake_at: None,
+            rejected: BTreeMap::new(),
+        }
+    }
+
+    /// This connection's handle.
+    pub fn id(&self) -> PeerId {
+        self.id
+    }
+
+    /// Where the connection is in its lifecycle.
+    pub fn lifecycle(&self) -> Lifecycle {
+        self.state
+    }
+
+    /// The identity the peer gave in its handshake (at most 64 characters; empty before).
+    pub fn peer_id(&self) -> &str {
+        &self.peer_id
+    }
+
+    /// Round-trip estimate.
+    pub fn rtt(&self) -> &RttEstimator {
+        &self.rtt
+    }
+
+    /// A request or refinement sent at `sent_at` timed out at `now`: the timeout backs off.
+    /// Requests sent before the last counted loss belong to that loss event (they were in
+    /// flight when it happened), so a burst of timeouts — a window queued behind one stall —
+    /// counts as one loss towards "unresponsive", not as one per request.
+    pub(crate) fn note_loss(&mut self, sent_at: Timestamp, now: Timestamp) {
+        self.rtt.on_timeout();
+        if self.last_loss_at.is_none_or(|t| sent_at >= t) {
+            self.consecutive_timeouts += 1;
+            self.last_loss_at = Some(now);
         }
     }
 
@@ -175,11 +151,25 @@ impl Peer {
         self.rejected.get(&unit).is_some_and(|&until| until > now)
     }
 
-    pub(crate) fn is_ready(&self) -> bool {
+    /// Remembers that the peer rejected `unit`, not to be asked again before `until`; when the
+    /// memory is full, expired entries go first, then the lowest unit.
+    pub(crate) fn note_rejected(&mut self, unit: u64, now: Timestamp, until: Timestamp) {
+        if self.rejected.len() >= MAX_REJECTED {
+            self.rejected.retain(|_, t| *t > now);
+            if self.rejected.len() >= MAX_REJECTED {
+                self.rejected.pop_first();
+            }
+        }
+        self.rejected.insert(unit, until);
+    }
+
+    /// Whether the handshake is done.
+    pub fn is_ready(&self) -> bool {
         matches!(self.state, Lifecycle::Ready { .. })
     }
 
-    pub(crate) fn is_capable(&self) -> bool {
+    /// Whether the peer is handshaken and speaks the hierarchical protocol.
+    pub fn is_capable(&self) -> bool {
         matches!(self.state, Lifecycle::Ready { capable: true })
     }
 
@@ -203,26 +193,23 @@ impl Peer {
     /// Records a unit of `bytes` received at `now` for the throughput estimate.
     pub(crate) fn note_unit(&mut self, bytes: u64, now: Timestamp) {
         if let Some(prev) = self.last_unit_at {
-            let dt = now.since(prev).as_secs_f64().max(1e-4);
+            let dt = now.since(prev).as_secs_f64().max(MIN_RATE_INTERVAL_S);
             let inst = bytes as f64 / dt;
             self.rate = if self.rate == 0.0 {
                 inst
             } else {
-                0.8 * self.rate + 0.2 * inst
+                (1.0 - RATE_GAIN) * self.rate + RATE_GAIN * inst
             };
         }
         self.last_unit_at = Some(now);
     }
 
-    /// Heap bytes held for this peer (the per-peer memory figure of `dev/BENCHMARKS.md`).
-    pub fn heap_bytes(&self) -> usize {
+    /// Heap bytes held in this struct for the peer (the node adds what its ledgers hold, see
+    /// [`Node::peer_heap_bytes`](super::Node::peer_heap_bytes)).
+    pub(crate) fn heap_bytes(&self) -> usize {
         core::mem::size_of::<Peer>()
             + self.view.as_ref().map_or(0, |v| v.heap_bytes())
             + self.current_blocks.capacity() * 8
-            + self.serve_queue.capacity() * 8
-            + self.subscriptions.capacity() * 8
-            + self.refine_backoff.capacity() * 16
-            + self.refined_at.capacity() * 32
             + self.rejected.len() * 32
             + self.peer_id.capacity()
     }
@@ -231,25 +218,48 @@ impl Peer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use core::time::Duration;
 
     #[test]
-    fn rto_follows_samples_and_backs_off() {
-        let (i, lo, hi) = (
-            Duration::from_secs(3),
-            Duration::from_millis(200),
-            Duration::from_secs(60),
-        );
-        let mut r = RttEstimator::new();
-        assert_eq!(r.rto(i, lo, hi), i);
-        r.sample(Duration::from_millis(100));
-        assert_eq!(r.rto(i, lo, hi), Duration::from_millis(300));
-        r.on_timeout();
-        assert_eq!(r.rto(i, lo, hi), Duration::from_millis(600));
-        for _ in 0..10 {
-            r.on_timeout();
+    fn window_follows_throughput_times_min_rtt_within_caps() {
+        let mut p = Peer::new(PeerId(1), Timestamp::ZERO);
+        assert_eq!(p.window(65536, 4, 64), 4, "nothing measured: the minimum");
+        p.rtt.sample(Duration::from_millis(100));
+        // 10 units a second at 100 ms: one unit in flight, plus the minimum.
+        p.note_unit(65536, Timestamp::from_micros(0));
+        p.note_unit(65536, Timestamp::from_micros(100_000));
+        assert_eq!(p.window(65536, 4, 64), 5);
+        p.rate = 1e12;
+        assert_eq!(p.window(65536, 4, 64), 64, "capped");
+    }
+
+    #[test]
+    fn a_burst_of_timeouts_is_one_loss() {
+        let t = |ms: u64| Timestamp::from_micros(ms * 1000);
+        let mut p = Peer::new(PeerId(1), Timestamp::ZERO);
+        // Nine requests sent at 0..=8 ms all time out around 500 ms.
+        for k in 0..9 {
+            p.note_loss(t(k), t(500 + k));
         }
-        assert!(r.rto(i, lo, hi) <= hi);
-        r.sample(Duration::from_millis(100));
-        assert!(r.rto(i, lo, hi) < Duration::from_secs(1));
+        assert_eq!(p.consecutive_timeouts, 1);
+        // A request sent after that loss, lost too: a second event.
+        p.note_loss(t(600), t(1500));
+        assert_eq!(p.consecutive_timeouts, 2);
+    }
+
+    #[test]
+    fn rejected_memory_is_capped_and_expires() {
+        let mut p = Peer::new(PeerId(1), Timestamp::ZERO);
+        let t = |us| Timestamp::from_micros(us);
+        for u in 0..MAX_REJECTED as u64 {
+            p.note_rejected(u, t(0), t(10));
+        }
+        assert!(p.refuses(5, t(5)));
+        assert!(!p.refuses(5, t(10)), "expired");
+        p.note_rejected(99_999, t(5), t(20));
+        assert_eq!(p.rejected.len(), MAX_REJECTED, "full: the lowest unit went");
+        assert!(!p.rejected.contains_key(&0));
+        p.note_rejected(100_000, t(11), t(20));
+        assert_eq!(p.rejected.len(), 2, "the expired ones went first");
     }
 }

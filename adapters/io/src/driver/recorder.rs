@@ -20,64 +20,23 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
-use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
-use tierswarm_core::node::{Config, Limits, PressureSnapshot};
+use tierswarm_core::node::{
+    drive, Config, DisconnectReason, Event, Host, Limits, PressureSnapshot, Upload, Verdict,
+};
 use tierswarm_core::store::StoreState;
-use tierswarm_core::wire::{decode_frame, encode_frame};
-use tierswarm_core::{Action, Geometry, Input, LocalTiers, Node, PeerId, Timestamp};
+use tierswarm_core::trace::Stamped;
+use tierswarm_core::wire::{decode_frame, encode_frame, Message, Proof};
+use tierswarm_core::{Geometry, Input, LocalTiers, Node, PeerId, Timestamp};
 
 use crate::manifest::{root_from_hex, root_to_hex};
 
 /// Record format version.
 pub const RECORD_VERSION: u32 = 1;
-
-macro_rules! limits_mirror {
-    (counts { $($c:ident : $ct:ty),* $(,)? } durations { $($d:ident),* $(,)? }) => {
-        /// [`Limits`] with durations in microseconds.
-        #[derive(Debug, Clone, Serialize, Deserialize)]
-        struct RecLimits {
-            $($c: $ct,)*
-            $($d: u64,)*
-        }
-        impl From<&Limits> for RecLimits {
-            fn from(l: &Limits) -> Self {
-                RecLimits {
-                    $($c: l.$c,)*
-                    $($d: u64::try_from(l.$d.as_micros()).unwrap_or(u64::MAX),)*
-                }
-            }
-        }
-        impl From<&RecLimits> for Limits {
-            /// Fields the mirror does not know keep their defaults; [`replay`] notices when
-            /// that changes anything (the header also holds the limits' `Debug` rendering).
-            fn from(r: &RecLimits) -> Self {
-                let mut l = Limits::default();
-                $(l.$c = r.$c;)*
-                $(l.$d = Duration::from_micros(r.$d);)*
-                l
-            }
-        }
-    };
-}
-
-limits_mirror! {
-    counts {
-        max_peers: usize, min_window: u32, max_window: u32, max_requests: u32,
-        max_refines_per_peer: u32, max_refines: u32, refine_retries: u32,
-        max_consecutive_timeouts: u32, max_current_blocks: usize, max_probes: usize,
-        endgame_duplicates: u32, max_serve_queue: usize, upload_slots_per_peer: u32,
-        upload_slots: u32, max_subscriptions: usize, persist_every: u64,
-    }
-    durations {
-        handshake_timeout, refine_backoff, refine_ttl, initial_rto, min_rto, max_rto,
-        persist_interval, summary_refresh, keepalive, batch_delay, push_interval,
-    }
-}
 
 /// The first line of a record: enough to build the same core again.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -89,8 +48,8 @@ pub(crate) struct Header {
     hierarchical: bool,
     seed: u64,
     trace: bool,
-    limits: RecLimits,
-    /// `Debug` of the limits, to detect fields the mirror above does not carry.
+    limits: Limits,
+    /// `Debug` of the limits, to detect fields this build does not know.
     limits_debug: String,
     /// The initial availability store (base64); absent for a seeder (everything present).
     initial: Option<String>,
@@ -106,7 +65,7 @@ impl Header {
             hierarchical: cfg.hierarchical,
             seed: cfg.seed,
             trace: cfg.trace,
-            limits: RecLimits::from(&cfg.limits),
+            limits: cfg.limits.clone(),
             limits_debug: format!("{:?}", cfg.limits),
             initial: initial_store.map(|s| B64.encode(s)),
         }
@@ -145,10 +104,15 @@ enum RecInput {
         memory: f32,
     },
     Reconfigure {
-        limits: RecLimits,
+        limits: Box<Limits>,
     },
     Drain,
     Timeout,
+    /// An input this build's recorder does not know how to write (a newer core's); a replay
+    /// stops there.
+    Unsupported {
+        what: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -199,61 +163,125 @@ fn rec_input(info_hash: &[u8; 32], input: &Input, raw: Option<&Bytes>) -> RecInp
             memory: p.memory,
         },
         Input::Reconfigure(l) => RecInput::Reconfigure {
-            limits: RecLimits::from(l),
+            limits: Box::new(l.clone()),
         },
         Input::Drain => RecInput::Drain,
+        other => RecInput::Unsupported {
+            what: format!("{other:?}"),
+        },
     }
 }
 
-/// Feeds the canonical rendering of `action` to `h`.
-fn digest_action(h: &mut blake3::Hasher, info_hash: &[u8; 32], action: &Action) {
-    fn part(h: &mut blake3::Hasher, bytes: &[u8]) {
-        h.update(&(bytes.len() as u64).to_le_bytes());
-        h.update(bytes);
+/// The canonical rendering of a core's actions, digested with BLAKE3: what a record line's `d`
+/// is, and its count `n`. Messages digest as their encoded frames, payloads as their bytes, the
+/// rest as text; every part is length-prefixed.
+struct ActionDigest {
+    h: blake3::Hasher,
+    n: u64,
+    info_hash: [u8; 32],
+}
+
+impl ActionDigest {
+    fn new(info_hash: [u8; 32]) -> Self {
+        ActionDigest {
+            h: blake3::Hasher::new(),
+            n: 0,
+            info_hash,
+        }
     }
-    let peer = |p: &PeerId| p.0.to_le_bytes();
-    match action {
-        Action::Send { peer: p, msg } => {
-            let mut buf = BytesMut::new();
-            encode_frame(info_hash, msg, &mut buf);
-            part(h, b"send");
-            part(h, &peer(p));
-            part(h, &buf);
+
+    fn part(&mut self, bytes: &[u8]) {
+        self.h.update(&(bytes.len() as u64).to_le_bytes());
+        self.h.update(bytes);
+    }
+
+    fn action(&mut self, kind: &[u8], peer: Option<PeerId>) {
+        self.n += 1;
+        self.part(kind);
+        if let Some(p) = peer {
+            self.part(&p.0.to_le_bytes());
         }
-        Action::Serve { peer: p, unit } => {
-            part(h, b"serve");
-            part(h, &peer(p));
-            part(h, &unit.to_le_bytes());
-        }
-        Action::StoreUnit {
-            peer: p,
-            unit,
-            data,
-            proof,
-        } => {
-            part(h, b"store_unit");
-            part(h, &peer(p));
-            part(h, &unit.to_le_bytes());
-            part(h, data);
-            part(h, format!("{proof:?}").as_bytes());
-        }
-        Action::Disconnect { peer: p, reason } => {
-            part(h, b"disconnect");
-            part(h, &peer(p));
-            part(h, reason.as_bytes());
-        }
-        Action::Persist { store } => {
-            part(h, b"persist");
-            part(h, store);
-        }
-        Action::Event(e) => {
-            part(h, b"event");
-            part(h, format!("{e:?}").as_bytes());
-        }
-        Action::Trace(t) => {
-            part(h, b"trace");
-            part(h, format!("{t:?}").as_bytes());
-        }
+    }
+
+    fn send(&mut self, peer: PeerId, msg: &Message) {
+        let mut buf = BytesMut::new();
+        encode_frame(&self.info_hash, msg, &mut buf);
+        self.action(b"send", Some(peer));
+        self.part(&buf);
+    }
+
+    fn serve(&mut self, peer: PeerId, unit: u64) {
+        self.action(b"serve", Some(peer));
+        self.part(&unit.to_le_bytes());
+    }
+
+    fn store_unit(&mut self, peer: PeerId, unit: u64, data: &[u8], proof: Option<&Proof>) {
+        self.action(b"store_unit", Some(peer));
+        self.part(&unit.to_le_bytes());
+        self.part(data);
+        self.part(format!("{:?}", proof.cloned()).as_bytes());
+    }
+
+    fn disconnect(&mut self, peer: PeerId, reason: &DisconnectReason) {
+        self.action(b"disconnect", Some(peer));
+        self.part(reason.to_string().as_bytes());
+    }
+
+    fn persist(&mut self, store: &[u8]) {
+        self.action(b"persist", None);
+        self.part(store);
+    }
+
+    fn event(&mut self, e: &Event) {
+        self.action(b"event", None);
+        self.part(format!("{e:?}").as_bytes());
+    }
+
+    fn trace(&mut self, t: &Stamped) {
+        self.action(b"trace", None);
+        self.part(format!("{t:?}").as_bytes());
+    }
+
+    /// `(n, hex digest)` of the actions so far; starts over.
+    fn take(&mut self) -> (u64, String) {
+        let d = self.h.finalize().to_hex().to_string();
+        self.h.reset();
+        (core::mem::take(&mut self.n), d)
+    }
+}
+
+/// The replay's [`Host`]: digests every action; outcomes come from the record's own lines.
+struct ReplayHost(ActionDigest);
+
+impl Host for ReplayHost {
+    fn send(&mut self, peer: PeerId, msg: Message) {
+        self.0.send(peer, &msg);
+    }
+    fn serve(&mut self, peer: PeerId, unit: u64) -> Upload {
+        self.0.serve(peer, unit);
+        Upload::Later
+    }
+    fn store_unit(
+        &mut self,
+        peer: PeerId,
+        unit: u64,
+        data: Bytes,
+        proof: Option<Proof>,
+    ) -> Verdict {
+        self.0.store_unit(peer, unit, &data, proof.as_ref());
+        Verdict::Later
+    }
+    fn persist(&mut self, store: Bytes) {
+        self.0.persist(&store);
+    }
+    fn disconnect(&mut self, peer: PeerId, reason: DisconnectReason) {
+        self.0.disconnect(peer, &reason);
+    }
+    fn event(&mut self, e: Event) {
+        self.0.event(&e);
+    }
+    fn trace(&mut self, t: Stamped) {
+        self.0.trace(&t);
     }
 }
 
@@ -262,8 +290,7 @@ pub(crate) struct Recorder {
     out: BufWriter<File>,
     info_hash: [u8; 32],
     open: Option<(u64, RecInput)>,
-    hasher: blake3::Hasher,
-    actions: u64,
+    digest: ActionDigest,
 }
 
 impl Recorder {
@@ -276,8 +303,7 @@ impl Recorder {
             out,
             info_hash,
             open: None,
-            hasher: blake3::Hasher::new(),
-            actions: 0,
+            digest: ActionDigest::new(info_hash),
         })
     }
 
@@ -289,24 +315,46 @@ impl Recorder {
         self.open = Some((t.as_micros(), RecInput::Timeout));
     }
 
-    pub(crate) fn action(&mut self, action: &Action) {
-        digest_action(&mut self.hasher, &self.info_hash, action);
-        self.actions += 1;
+    pub(crate) fn digest_send(&mut self, peer: PeerId, msg: &Message) {
+        self.digest.send(peer, msg);
+    }
+
+    pub(crate) fn digest_serve(&mut self, peer: PeerId, unit: u64) {
+        self.digest.serve(peer, unit);
+    }
+
+    pub(crate) fn digest_store_unit(
+        &mut self,
+        peer: PeerId,
+        unit: u64,
+        data: &[u8],
+        proof: Option<&Proof>,
+    ) {
+        self.digest.store_unit(peer, unit, data, proof);
+    }
+
+    pub(crate) fn digest_persist(&mut self, store: &[u8]) {
+        self.digest.persist(store);
+    }
+
+    pub(crate) fn digest_disconnect(&mut self, peer: PeerId, reason: &DisconnectReason) {
+        self.digest.disconnect(peer, reason);
+    }
+
+    pub(crate) fn digest_event(&mut self, e: &Event) {
+        self.digest.event(e);
+    }
+
+    pub(crate) fn digest_trace(&mut self, t: &Stamped) {
+        self.digest.trace(t);
     }
 
     pub(crate) fn end(&mut self) -> io::Result<()> {
         let Some((t, input)) = self.open.take() else {
             return Ok(());
         };
-        let d = self.hasher.finalize().to_hex().to_string();
-        let line = Line {
-            t,
-            input,
-            n: self.actions,
-            d,
-        };
-        self.hasher.reset();
-        self.actions = 0;
+        let (n, d) = self.digest.take();
+        let line = Line { t, input, n, d };
         serde_json::to_writer(&mut self.out, &line)?;
         self.out.write_all(b"\n")
     }
@@ -383,7 +431,7 @@ pub fn replay(path: &Path) -> Result<ReplayReport, ReplayError> {
         hierarchical: header.hierarchical,
         seed: header.seed,
         trace: header.trace,
-        limits: Limits::from(&header.limits),
+        limits: header.limits.clone(),
     };
     if format!("{:?}", cfg.limits) != header.limits_debug {
         return Err(parse(
@@ -405,6 +453,7 @@ pub fn replay(path: &Path) -> Result<ReplayReport, ReplayError> {
     let mut node =
         Node::try_new(cfg, local, Timestamp::ZERO).map_err(|e| parse(1, e.to_string()))?;
     let max_frame = node.max_frame_len();
+    let mut host = ReplayHost(ActionDigest::new(info_hash));
     let mut report = ReplayReport {
         inputs: 0,
         actions: 0,
@@ -455,20 +504,21 @@ pub fn replay(path: &Path) -> Result<ReplayReport, ReplayError> {
                 cpu,
                 memory,
             })),
-            RecInput::Reconfigure { limits } => Some(Input::Reconfigure(Limits::from(&limits))),
+            RecInput::Reconfigure { limits } => Some(Input::Reconfigure(*limits)),
             RecInput::Drain => Some(Input::Drain),
+            RecInput::Unsupported { what } => {
+                return Err(parse(
+                    no,
+                    format!("an input this build cannot replay: {what}"),
+                ))
+            }
         };
         match input {
             Some(input) => node.handle_input(t, input),
             None => node.handle_timeout(t),
         }
-        let mut h = blake3::Hasher::new();
-        let mut n = 0;
-        while let Some(a) = node.poll_action() {
-            digest_action(&mut h, &info_hash, &a);
-            n += 1;
-        }
-        let got_digest = h.finalize().to_hex().to_string();
+        drive(&mut node, t, &mut host);
+        let (n, got_digest) = host.0.take();
         if n != line.n || got_digest != line.d {
             return Err(ReplayError::Mismatch {
                 line: no,

@@ -8,10 +8,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use tierswarm_core::node::{Config, Limits, NodeError, Stats};
+use tierswarm_core::node::{
+    drive, Config, DisconnectReason, Host, Limits, NodeError, Stats, Upload, Verdict,
+};
 use tierswarm_core::store::{LoadNotes, StoreState};
+use tierswarm_core::trace::Stamped;
 use tierswarm_core::wire::{encode_frame, Message, Proof};
-use tierswarm_core::{Action, Bitfield, Event, Geometry, Input, LocalTiers, Node, PeerId, Tier};
+use tierswarm_core::{Bitfield, Event, Geometry, Input, LocalTiers, Node, PeerId, Tier};
 
 use super::clock::{Clock, Epoch, MonotonicClock};
 use super::framing::Incoming;
@@ -176,8 +179,15 @@ pub fn store_paths(out: &Path) -> (PathBuf, PathBuf) {
 /// [`next_deadline`](Self::next_deadline).
 pub struct Session {
     node: Node,
+    io: SessionIo,
     epoch: Epoch,
     clock: Box<dyn Clock>,
+    next_peer: u64,
+}
+
+/// Everything of a session but its node: the node's [`Host`] (content, store, recorder and
+/// the effects for the runtime glue).
+struct SessionIo {
     role: Role,
     manifest: Manifest,
     data: DataFile,
@@ -186,17 +196,17 @@ pub struct Session {
     store_path: Option<PathBuf>,
     recorder: Option<Recorder>,
     effects: VecDeque<Effect>,
-    pending: VecDeque<Input>,
-    next_peer: u64,
     requested: Bitfield,
     failed: bool,
+    /// Units present (from the node's progress events), for [`SessionEvent::Persisted`].
+    units_present: u64,
 }
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
-            .field("role", &self.role)
-            .field("manifest", &self.manifest)
+            .field("role", &self.io.role)
+            .field("manifest", &self.io.manifest)
             .field("units", &self.node.local().units_present())
             .finish_non_exhaustive()
     }
@@ -357,24 +367,27 @@ impl Session {
             None => None,
         };
         let units = local.geometry().units();
+        let units_present = local.units_present();
         let node = Node::try_new(cfg, local, tierswarm_core::Timestamp::ZERO)?;
         let clock: Box<dyn Clock> = Box::new(MonotonicClock);
         Ok(Session {
             node,
+            io: SessionIo {
+                role,
+                manifest,
+                data,
+                outboard,
+                tree,
+                store_path,
+                recorder,
+                effects: VecDeque::new(),
+                requested: Bitfield::new(units),
+                failed: false,
+                units_present,
+            },
             epoch: Epoch(clock.now()),
             clock,
-            role,
-            manifest,
-            data,
-            outboard,
-            tree,
-            store_path,
-            recorder,
-            effects: VecDeque::new(),
-            pending: VecDeque::new(),
             next_peer: 0,
-            requested: Bitfield::new(units),
-            failed: false,
         })
     }
 
@@ -420,12 +433,11 @@ impl Session {
     pub fn on_timeout(&mut self) {
         let now = self.now();
         if self.node.poll_timeout().is_some_and(|t| t <= now) {
-            if let Some(r) = self.recorder.as_mut() {
+            if let Some(r) = self.io.recorder.as_mut() {
                 r.begin_timeout(now);
             }
             self.node.handle_timeout(now);
-            self.run_actions();
-            self.run_pending();
+            self.run_actions(now);
         }
     }
 
@@ -436,19 +448,19 @@ impl Session {
 
     /// The next effect to execute.
     pub fn poll_effect(&mut self) -> Option<Effect> {
-        self.effects.pop_front()
+        self.io.effects.pop_front()
     }
 
     // ---- queries --------------------------------------------------------------------------
 
     /// The manifest of the content.
     pub fn manifest(&self) -> &Manifest {
-        &self.manifest
+        &self.io.manifest
     }
 
     /// Seeder or leecher.
     pub fn role(&self) -> Role {
-        self.role
+        self.io.role
     }
 
     /// Whether every unit is present.
@@ -476,7 +488,7 @@ impl Session {
 
     /// Units this session has sent a REQUEST for.
     pub fn requested_units(&self) -> &Bitfield {
-        &self.requested
+        &self.io.requested
     }
 
     /// Largest frame to accept from a peer.
@@ -486,24 +498,25 @@ impl Session {
 
     /// Whether a flight recorder is on (the glue then keeps raw frame bytes).
     pub fn is_recording(&self) -> bool {
-        self.recorder.is_some()
+        self.io.recorder.is_some()
     }
 
     /// Whether a fatal local error happened.
     pub fn has_failed(&self) -> bool {
-        self.failed
+        self.io.failed
     }
 
     /// Flushes the data file, the proof log and the recorder.
     pub fn flush(&mut self) -> io::Result<()> {
-        if let Some(r) = self.recorder.as_mut() {
+        let io = &mut self.io;
+        if let Some(r) = io.recorder.as_mut() {
             r.flush()?;
         }
-        if let Some(t) = self.tree.as_mut() {
+        if let Some(t) = io.tree.as_mut() {
             t.sync()?;
         }
-        if self.role == Role::Leecher {
-            self.data.sync()?;
+        if io.role == Role::Leecher {
+            io.data.sync()?;
         }
         Ok(())
     }
@@ -515,100 +528,24 @@ impl Session {
     }
 
     fn feed(&mut self, input: Input, raw: Option<Bytes>) {
-        self.feed_one(input, raw);
-        self.run_pending();
-    }
-
-    fn run_pending(&mut self) {
-        while let Some(input) = self.pending.pop_front() {
-            self.feed_one(input, None);
-        }
-    }
-
-    fn feed_one(&mut self, input: Input, raw: Option<Bytes>) {
         let now = self.now();
-        if let Some(r) = self.recorder.as_mut() {
+        if let Some(r) = self.io.recorder.as_mut() {
             r.begin(now, &input, raw.as_ref());
         }
         self.node.handle_input(now, input);
-        self.run_actions();
+        self.run_actions(now);
     }
 
-    /// Executes every action the node has ready. Inputs they produce (a unit verified or
-    /// failed, a connection given up) are queued and fed after, so each input's actions are
-    /// complete before the next input: that is what the recorder digests.
-    fn run_actions(&mut self) {
-        while let Some(action) = self.node.poll_action() {
-            if let Some(r) = self.recorder.as_mut() {
-                r.action(&action);
-            }
-            match action {
-                Action::Send { peer, msg } => {
-                    if let Message::Request { unit } = msg {
-                        self.requested.set(unit);
-                    }
-                    let bytes = self.encode(&msg);
-                    self.effects.push_back(Effect::Send {
-                        peer,
-                        bytes,
-                        unit: None,
-                    });
-                }
-                Action::Serve { peer, unit } => match self.read_for_serve(unit) {
-                    Ok(msg) => {
-                        let bytes = self.encode(&msg);
-                        self.effects.push_back(Effect::Send {
-                            peer,
-                            bytes,
-                            unit: Some(unit),
-                        });
-                    }
-                    Err(reason) => {
-                        self.pending.push_back(Input::PeerDisconnected { peer });
-                        self.effects.push_back(Effect::Close { peer, reason });
-                    }
-                },
-                Action::StoreUnit {
-                    peer,
-                    unit,
-                    data,
-                    proof,
-                } => match self.store_unit(unit, &data, proof.as_ref()) {
-                    Ok(()) => self.pending.push_back(Input::UnitComplete { unit }),
-                    Err(StoreFail::Invalid(reason)) => {
-                        self.event(SessionEvent::BadUnit { peer, unit, reason });
-                        self.pending.push_back(Input::UnitFailed { peer, unit });
-                    }
-                    Err(StoreFail::Io(e)) => self.fatal(format!(
-                        "writing unit {unit} to the output file failed: {e}"
-                    )),
-                },
-                Action::Disconnect { peer, reason } => {
-                    self.effects.push_back(Effect::Close { peer, reason })
-                }
-                Action::Persist { store } => self.persist(&store),
-                Action::Event(e) => {
-                    let e = match e {
-                        Event::PeerReady { peer, capable } => {
-                            SessionEvent::PeerReady { peer, capable }
-                        }
-                        Event::Progress { units, total } => SessionEvent::Progress { units, total },
-                        Event::Complete => SessionEvent::Complete,
-                        Event::Drained => SessionEvent::Drained,
-                    };
-                    self.event(e);
-                }
-                Action::Trace(_) => {}
-            }
-        }
-        if let Some(r) = self.recorder.as_mut() {
-            if let Err(e) = r.end() {
-                self.recorder = None;
-                self.fatal(format!("writing the flight record failed: {e}"));
-            }
-        }
+    /// Executes every action the node has ready through the core's one action loop
+    /// ([`drive`]): outcomes known at once (a unit verified or failed, a unit that could not be
+    /// read) are fed back after the input's actions, each recorded as an input of its own.
+    fn run_actions(&mut self, now: tierswarm_core::Timestamp) {
+        drive(&mut self.node, now, &mut self.io);
+        self.io.end_record();
     }
+}
 
+impl SessionIo {
     fn encode(&self, msg: &Message) -> Bytes {
         let mut buf = BytesMut::new();
         encode_frame(&self.manifest.root, msg, &mut buf);
@@ -623,6 +560,16 @@ impl Session {
         if !self.failed {
             self.failed = true;
             self.event(SessionEvent::Fatal(reason));
+        }
+    }
+
+    /// Closes the flight record's current input line.
+    fn end_record(&mut self) {
+        if let Some(r) = self.recorder.as_mut() {
+            if let Err(e) = r.end() {
+                self.recorder = None;
+                self.fatal(format!("writing the flight record failed: {e}"));
+            }
         }
     }
 
@@ -669,13 +616,121 @@ impl Session {
             .and_then(|()| store_file::save(&path, store));
         match result {
             Ok(()) => {
-                let units = self.node.local().units_present();
+                let units = self.units_present;
                 self.event(SessionEvent::Persisted { units });
             }
             Err(e) => self.fatal(format!(
                 "writing the availability store {} failed: {e}",
                 path.display()
             )),
+        }
+    }
+}
+
+impl Host for SessionIo {
+    fn send(&mut self, peer: PeerId, msg: Message) {
+        if let Some(r) = self.recorder.as_mut() {
+            r.digest_send(peer, &msg);
+        }
+        if let Message::Request { unit } = msg {
+            self.requested.set(unit);
+        }
+        let bytes = self.encode(&msg);
+        self.effects.push_back(Effect::Send {
+            peer,
+            bytes,
+            unit: None,
+        });
+    }
+
+    fn serve(&mut self, peer: PeerId, unit: u64) -> Upload {
+        if let Some(r) = self.recorder.as_mut() {
+            r.digest_serve(peer, unit);
+        }
+        match self.read_for_serve(unit) {
+            Ok(msg) => {
+                let bytes = self.encode(&msg);
+                self.effects.push_back(Effect::Send {
+                    peer,
+                    bytes,
+                    unit: Some(unit),
+                });
+                Upload::Later
+            }
+            Err(reason) => {
+                self.effects.push_back(Effect::Close { peer, reason });
+                Upload::Failed
+            }
+        }
+    }
+
+    fn store_unit(
+        &mut self,
+        peer: PeerId,
+        unit: u64,
+        data: Bytes,
+        proof: Option<Proof>,
+    ) -> Verdict {
+        if let Some(r) = self.recorder.as_mut() {
+            r.digest_store_unit(peer, unit, &data, proof.as_ref());
+        }
+        match SessionIo::store_unit(self, unit, &data, proof.as_ref()) {
+            Ok(()) => Verdict::Verified,
+            Err(StoreFail::Invalid(reason)) => {
+                self.event(SessionEvent::BadUnit { peer, unit, reason });
+                Verdict::Failed
+            }
+            Err(StoreFail::Io(e)) => {
+                self.fatal(format!(
+                    "writing unit {unit} to the output file failed: {e}"
+                ));
+                Verdict::Later
+            }
+        }
+    }
+
+    fn persist(&mut self, store: Bytes) {
+        if let Some(r) = self.recorder.as_mut() {
+            r.digest_persist(&store);
+        }
+        SessionIo::persist(self, &store);
+    }
+
+    fn disconnect(&mut self, peer: PeerId, reason: DisconnectReason) {
+        if let Some(r) = self.recorder.as_mut() {
+            r.digest_disconnect(peer, &reason);
+        }
+        let reason = reason.to_string();
+        self.effects.push_back(Effect::Close { peer, reason });
+    }
+
+    fn event(&mut self, e: Event) {
+        if let Some(r) = self.recorder.as_mut() {
+            r.digest_event(&e);
+        }
+        let e = match e {
+            Event::PeerReady { peer, capable } => SessionEvent::PeerReady { peer, capable },
+            Event::Progress { units, total } => {
+                self.units_present = units;
+                SessionEvent::Progress { units, total }
+            }
+            Event::Complete => SessionEvent::Complete,
+            Event::Drained => SessionEvent::Drained,
+            _ => return,
+        };
+        SessionIo::event(self, e);
+    }
+
+    fn trace(&mut self, t: Stamped) {
+        if let Some(r) = self.recorder.as_mut() {
+            r.digest_trace(&t);
+        }
+    }
+
+    fn follow_up(&mut self, now: tierswarm_core::Timestamp, input: &Input) {
+        self.end_record();
+        if let Some(r) = self.recorder.as_mut() {
+            r.begin(now, input, None);
         }
     }
 }

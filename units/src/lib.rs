@@ -12,6 +12,8 @@
 //!
 //! A single optional space may separate the number from its unit. The `format_*` functions
 //! produce the shortest exact spelling, so `parse(format(x)) == x` for every value.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 use std::fmt;
 use std::time::Duration;
@@ -278,7 +280,7 @@ fn parse_with(
 /// whole bytes.
 ///
 /// ```
-/// use tierswarm_core::units::parse_size;
+/// use tierswarm_units::parse_size;
 /// assert_eq!(parse_size("64KiB"), Ok(65_536));
 /// assert_eq!(parse_size("1.5 GiB"), Ok(1_610_612_736));
 /// assert_eq!(parse_size("2MB"), Ok(2_000_000));
@@ -299,7 +301,7 @@ pub fn parse_size(text: &str) -> Result<u64, UnitError> {
 /// bytes per second is rounded down.
 ///
 /// ```
-/// use tierswarm_core::units::parse_rate;
+/// use tierswarm_units::parse_rate;
 /// assert_eq!(parse_rate("100Mbit/s"), Ok(12_500_000));
 /// assert_eq!(parse_rate("12.5MB/s"), Ok(12_500_000));
 /// assert_eq!(parse_rate("500kbit/s"), Ok(62_500));
@@ -325,7 +327,7 @@ pub fn parse_rate(text: &str) -> Result<u64, UnitError> {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tierswarm_core::units::parse_duration;
+/// use tierswarm_units::parse_duration;
 /// assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
 /// assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1_500)));
 /// assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));

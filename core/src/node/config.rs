@@ -1,0 +1,183 @@
+//! Configuration: who the node is, and every bound it keeps.
+//!
+//! Each per-peer or global structure of the node is capped by one of the [`Limits`]; the
+//! defaults are the figures the simulator and the loopback benchmarks were measured with
+//! (`dev/SIMULATION.md`, `dev/BENCHMARKS.md`). Both types derive serde, with durations as whole
+//! microseconds, so records and configuration files never re-list their fields by hand.
+
+use crate::time::micros;
+use core::time::Duration;
+use serde::{Deserialize, Serialize};
+
+/// Tunable limits. Every per-peer and global structure of the node is bounded by one of these.
+/// Missing fields deserialize to their defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Limits {
+    /// Connections accepted at once.
+    pub max_peers: usize,
+    /// Time an unconfirmed peer has to send its handshake.
+    #[serde(with = "micros")]
+    pub handshake_timeout: Duration,
+    /// Smallest request window per peer (units owed an answer).
+    pub min_window: u32,
+    /// Largest request window per peer.
+    pub max_window: u32,
+    /// Active unit requests over all peers.
+    pub max_requests: u32,
+    /// Refinements in flight per peer.
+    pub max_refines_per_peer: u32,
+    /// Refinements in flight over all peers.
+    pub max_refines: u32,
+    /// Retries of a timed-out refinement at one peer before the block is sought elsewhere.
+    pub refine_retries: u32,
+    /// Base of the refinement retry backoff (doubled per attempt, with jitter).
+    #[serde(with = "micros")]
+    pub refine_backoff: Duration,
+    /// How long a refined window is trusted before an exhausted one may be refined again
+    /// (doubled while refinements of it bring nothing new, up to `max_rto / 2`).
+    #[serde(with = "micros")]
+    pub refine_ttl: Duration,
+    /// Timeout before any round trip is measured.
+    #[serde(with = "micros")]
+    pub initial_rto: Duration,
+    /// Smallest timeout.
+    #[serde(with = "micros")]
+    pub min_rto: Duration,
+    /// Largest timeout.
+    #[serde(with = "micros")]
+    pub max_rto: Duration,
+    /// Consecutive request timeouts after which a peer is dropped as unresponsive.
+    pub max_consecutive_timeouts: u32,
+    /// How long a unit a peer rejected is not asked of that peer again.
+    #[serde(with = "micros")]
+    pub reject_backoff: Duration,
+    /// T3 blocks downloaded from one peer at once (hysteresis).
+    pub max_current_blocks: usize,
+    /// Candidate blocks or units examined per decision before falling back to a bounded scan.
+    pub max_probes: usize,
+    /// Requests for the same unit at once in endgame.
+    pub endgame_duplicates: u32,
+    /// Requests a peer may queue at us before we reject with "busy".
+    pub max_serve_queue: usize,
+    /// Units handed to the embedder per peer and not yet reported sent.
+    pub upload_slots_per_peer: u32,
+    /// Units handed to the embedder over all peers.
+    pub upload_slots: u32,
+    /// T3 blocks a peer may subscribe to (by refining them) for pushed HAVEs; 0 turns pushes
+    /// off (the default: pull with backoff measured better, `dev/PROTOCOL.md` §4.3).
+    pub max_subscriptions: usize,
+    /// Persist after this many newly completed units...
+    pub persist_every: u64,
+    /// ...or this long after the first unpersisted one.
+    #[serde(with = "micros")]
+    pub persist_interval: Duration,
+    /// Full T3 summary resent this often (heals lost deltas).
+    #[serde(with = "micros")]
+    pub summary_refresh: Duration,
+    /// Keep-alive sent when nothing else was for this long.
+    #[serde(with = "micros")]
+    pub keepalive: Duration,
+    /// Coalescing delay for availability deltas under backpressure.
+    #[serde(with = "micros")]
+    pub batch_delay: Duration,
+    /// Coalescing delay for the T1 deltas pushed to subscribers of a block: one window message
+    /// per block and subscriber per interval instead of one HAVE per unit.
+    #[serde(with = "micros")]
+    pub push_interval: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_peers: 200,
+            handshake_timeout: Duration::from_secs(10),
+            min_window: 4,
+            max_window: 64,
+            max_requests: 512,
+            max_refines_per_peer: 4,
+            max_refines: 64,
+            refine_retries: 3,
+            refine_backoff: Duration::from_millis(500),
+            refine_ttl: Duration::from_millis(1000),
+            initial_rto: Duration::from_secs(5),
+            min_rto: Duration::from_millis(500),
+            max_rto: Duration::from_secs(60),
+            max_consecutive_timeouts: 8,
+            reject_backoff: Duration::from_secs(2),
+            max_current_blocks: 4,
+            max_probes: 64,
+            endgame_duplicates: 2,
+            max_serve_queue: 256,
+            upload_slots_per_peer: 2,
+            upload_slots: 16,
+            max_subscriptions: 0,
+            persist_every: 256,
+            persist_interval: Duration::from_secs(1),
+            summary_refresh: Duration::from_secs(30),
+            keepalive: Duration::from_secs(30),
+            batch_delay: Duration::from_millis(500),
+            push_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Node configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    /// Content root (BLAKE3 of the file).
+    pub info_hash: [u8; 32],
+    /// File length in bytes.
+    pub file_len: u64,
+    /// Our identity in handshakes.
+    pub peer_id: String,
+    /// Speak hierarchical availability (false: a legacy node, flat protocol only).
+    pub hierarchical: bool,
+    /// Seed of every random choice the node makes.
+    pub seed: u64,
+    /// Emit [`Action::Trace`](super::Action::Trace) records.
+    pub trace: bool,
+    /// Limits.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+impl Config {
+    /// A hierarchical node with default limits, seed 0 and tracing off.
+    pub fn new(info_hash: [u8; 32], file_len: u64, peer_id: &str) -> Self {
+        Config {
+            info_hash,
+            file_len,
+            peer_id: peer_id.to_string(),
+            hierarchical: true,
+            seed: 0,
+            trace: false,
+            limits: Limits::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_round_trip_through_json_with_durations_in_micros() {
+        let l = Limits {
+            refine_ttl: Duration::from_micros(1_234_567),
+            ..Limits::default()
+        };
+        let json = serde_json::to_value(&l).unwrap();
+        assert_eq!(json["refine_ttl"], 1_234_567);
+        assert_eq!(json["max_peers"], 200);
+        let back: Limits = serde_json::from_value(json).unwrap();
+        assert_eq!(back, l);
+    }
+
+    #[test]
+    fn missing_limit_fields_take_their_defaults() {
+        let l: Limits = serde_json::from_str(r#"{"max_window": 9}"#).unwrap();
+        assert_eq!(l.max_window, 9);
+        assert_eq!(l.min_window, Limits::default().min_window);
+    }
+}

@@ -1,0 +1,159 @@
+//! Remote availability: what peers tell us they hold (flat bitfields and HAVEs from legacy
+//! peers, T3 summaries and unit-window deltas from capable ones), and the rarity buckets that
+//! count, per T3 block and per unit, how many peers hold some of it.
+
+use super::api::DisconnectReason;
+use super::peer::PeerId;
+use super::scheduler::order::shuffled;
+use super::Node;
+use crate::availability::PeerView;
+use crate::bitfield::Bitfield;
+use crate::rarity::Rarity;
+use crate::tiers::Tier;
+use bytes::Bytes;
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+/// Availability counts over all connected peers.
+#[derive(Debug)]
+pub(crate) struct RemoteAvailability {
+    /// Peers holding some of each T3 block (capable peers' summaries).
+    pub(crate) rarity3: Rarity,
+    /// Peers holding each unit (legacy peers' bitfields); built on the first legacy peer, so
+    /// a swarm of capable peers never pays for a per-unit structure.
+    pub(crate) rarity1: Option<Rarity>,
+}
+
+impl RemoteAvailability {
+    /// Counts start at zero; `rng` orders equally rare blocks.
+    pub(crate) fn new(blocks: u64, max_peers: usize, rng: &mut Xoshiro256PlusPlus) -> Self {
+        RemoteAvailability {
+            rarity3: Rarity::new(shuffled(blocks, rng), bucket_cap(max_peers)),
+            rarity1: None,
+        }
+    }
+
+    /// Takes away what `view` counted (its peer left).
+    pub(crate) fn forget(&mut self, view: &PeerView) {
+        match view {
+            PeerView::Tiered(v) => {
+                for b in v.all_bits().iter_ones_in(0..v.all_bits().len()) {
+                    self.rarity3.dec(b);
+                }
+                for b in v.partial_bits().iter_ones_in(0..v.partial_bits().len()) {
+                    self.rarity3.dec(b);
+                }
+            }
+            PeerView::Flat(bits) => {
+                if let Some(r) = self.rarity1.as_mut() {
+                    for u in bits.iter_ones_in(0..bits.len()) {
+                        r.dec(u);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Largest count a rarity bucket tracks (`Rarity` counts in `u16`, keeping two values spare).
+fn bucket_cap(max_peers: usize) -> u16 {
+    max_peers.min(u16::MAX as usize - 2) as u16
+}
+
+impl Node {
+    /// The per-unit rarity, built on first use over the units not yet claimed.
+    fn rarity1(&mut self) -> &mut Rarity {
+        if self.remote.rarity1.is_none() {
+            let cap = bucket_cap(self.cfg.limits.max_peers);
+            let mut r = Rarity::new(shuffled(self.geo.units(), &mut self.rng), cap);
+            for u in self.claims.bits().iter_ones_in(0..self.geo.units()) {
+                r.park(u);
+            }
+            self.remote.rarity1 = Some(r);
+        }
+        self.remote.rarity1.as_mut().expect("just set")
+    }
+
+    pub(super) fn on_bitfield(&mut self, peer: PeerId, capable: bool, bits: Bytes) {
+        if capable {
+            return self.disconnect(peer, DisconnectReason::BitfieldFromCapable);
+        }
+        let units = self.geo.units();
+        let parsed = match Bitfield::from_bytes(&bits, units) {
+            Ok(b) => b,
+            Err(e) => return self.disconnect(peer, DisconnectReason::BadBitfield(e)),
+        };
+        let p = self
+            .peers
+            .get_mut(&peer)
+            .expect("frames come from known peers");
+        let Some(PeerView::Flat(have)) = p.view.as_mut() else {
+            return;
+        };
+        if have.count_ones() > 0 {
+            return self.disconnect(peer, DisconnectReason::SecondBitfield);
+        }
+        *have = parsed;
+        let ones: Vec<u64> = have.iter_ones_in(0..units).collect();
+        let r = self.rarity1();
+        for u in ones {
+            r.inc(u);
+        }
+        self.sched.mark_dirty(peer);
+    }
+
+    pub(super) fn on_have(&mut self, peer: PeerId, unit: u64) {
+        if unit >= self.geo.units() {
+            return self.disconnect(peer, DisconnectReason::HavePastEnd);
+        }
+        let p = self
+            .peers
+            .get_mut(&peer)
+            .expect("frames come from known peers");
+        match p.view.as_mut() {
+            Some(PeerView::Flat(have)) => {
+                let newly = have.set(unit);
+                if newly {
+                    self.rarity1().inc(unit);
+                }
+            }
+            Some(PeerView::Tiered(v)) => match v.apply_have(unit) {
+                Ok(Some(b)) => self.remote.rarity3.inc(b),
+                Ok(None) => {}
+                Err(e) => return self.disconnect(peer, DisconnectReason::Claim(e)),
+            },
+            None => {}
+        }
+        self.sched.mark_dirty(peer);
+    }
+
+    pub(super) fn on_summary(
+        &mut self,
+        peer: PeerId,
+        tier: u32,
+        start: u64,
+        all: Bytes,
+        partial: Bytes,
+    ) {
+        let p = self
+            .peers
+            .get_mut(&peer)
+            .expect("frames come from known peers");
+        let Some(PeerView::Tiered(v)) = p.view.as_mut() else {
+            return;
+        };
+        let result = match Tier::from_number(tier) {
+            Some(Tier::T3) => v.apply_summary(start, &all, &partial),
+            Some(t) => v.apply_refined(t, start, &all),
+            None => return self.disconnect(peer, DisconnectReason::UnknownSummaryTier),
+        };
+        match result {
+            Ok(newly) => {
+                for b in newly {
+                    self.remote.rarity3.inc(b);
+                }
+                self.sched.mark_dirty(peer);
+            }
+            Err(e) => self.disconnect(peer, DisconnectReason::Claim(e)),
+        }
+    }
+}

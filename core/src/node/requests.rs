@@ -1,0 +1,521 @@
+//! Unit requests we sent: the ledger that owns every request counter, and the node's handling
+//! of their answers (TRANSFER, REJECT) and timeouts.
+//!
+//! A request is *active* until it is answered, expires or is cancelled; *owed* until its answer
+//! arrives or it is forgotten (an expired or cancelled request still holds a little window room
+//! until its answer, or a forget timer, settles it). Settled requests are remembered for a while
+//! so that a late or repeated answer is recognised rather than taken as unsolicited. The ledger
+//! keeps, at every step, `active` = the number of active requests, and per peer `owed`/`active`
+//! = that peer's owed/active requests.
+
+use super::api::DisconnectReason;
+use super::outbox::Class;
+use super::peer::PeerId;
+use super::timers::Timer;
+use super::{Action, Node};
+use crate::tiers::Tier;
+use crate::time::Timestamp;
+use crate::trace::Record;
+use crate::wire::Message;
+use crate::wire::Proof;
+use bytes::Bytes;
+use core::time::Duration;
+use std::collections::{BTreeMap, VecDeque};
+
+/// Settled requests remembered (so that their late answers are not taken as unsolicited).
+pub(crate) const MAX_SETTLED: usize = 4096;
+
+/// Shortest wait before an expired or cancelled request stops holding window room: at least a
+/// couple of seconds even on a fast link, so a late answer usually finds it still owed.
+const MIN_FORGET_WAIT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReqState {
+    Active,
+    Expired,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct UnitReq {
+    sent_at: Timestamp,
+    state: ReqState,
+}
+
+/// One peer's request counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PeerRequests {
+    /// Requests still owed an answer (active, expired or cancelled).
+    pub(crate) owed: u32,
+    /// Active requests.
+    pub(crate) active: u32,
+}
+
+/// What an answer (TRANSFER or REJECT) to `(unit, peer)` turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// It answers a request we still held; `active` if that request was still active.
+    Owed { sent_at: Timestamp, active: bool },
+    /// It answers a request settled before (expired and forgotten, or answered already).
+    Settled,
+    /// Nobody asked.
+    Unsolicited,
+}
+
+/// Every unit request and its counters.
+#[derive(Debug, Default)]
+pub(crate) struct RequestLedger {
+    requests: BTreeMap<(u64, PeerId), UnitReq>,
+    by_peer: BTreeMap<PeerId, PeerRequests>,
+    settled: VecDeque<(u64, PeerId)>,
+    active: u32,
+}
+
+impl RequestLedger {
+    /// Active requests over all peers.
+    pub(crate) fn active(&self) -> u32 {
+        self.active
+    }
+
+    /// `peer`'s counters.
+    pub(crate) fn counts(&self, peer: PeerId) -> PeerRequests {
+        self.by_peer.get(&peer).copied().unwrap_or_default()
+    }
+
+    /// Whether any request (active or not) for `unit` to `peer` is held.
+    pub(crate) fn contains(&self, unit: u64, peer: PeerId) -> bool {
+        self.requests.contains_key(&(unit, peer))
+    }
+
+    /// Whether the request for `unit` to `peer` sent at `sent_at` is still active.
+    pub(crate) fn is_active(&self, unit: u64, peer: PeerId, sent_at: Timestamp) -> bool {
+        self.requests
+            .get(&(unit, peer))
+            .is_some_and(|r| r.sent_at == sent_at && r.state == ReqState::Active)
+    }
+
+    /// Active requests for `unit`.
+    pub(crate) fn active_for(&self, unit: u64) -> u32 {
+        self.requests
+            .range((unit, PeerId(0))..=(unit, PeerId(u64::MAX)))
+            .filter(|(_, r)| r.state == ReqState::Active)
+            .count() as u32
+    }
+
+    /// Every held request, by unit then peer: `(unit, peer, active)`.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, PeerId, bool)> + '_ {
+        self.requests
+            .iter()
+            .map(|(&(u, p), r)| (u, p, r.state == ReqState::Active))
+    }
+
+    /// Records a request for `unit` sent to `peer` now.
+    pub(crate) fn issue(&mut self, unit: u64, peer: PeerId, now: Timestamp) {
+        let old = self.requests.insert(
+            (unit, peer),
+            UnitReq {
+                sent_at: now,
+                state: ReqState::Active,
+            },
+        );
+        debug_assert!(old.is_none(), "the scheduler never asks twice");
+        let c = self.by_peer.entry(peer).or_default();
+        c.owed += 1;
+        c.active += 1;
+        self.active += 1;
+    }
+
+    /// Settles the request an answer from `peer` for `unit` answers.
+    pub(crate) fn answer(&mut self, unit: u64, peer: PeerId) -> Answer {
+        let Some(r) = self.requests.remove(&(unit, peer)) else {
+            return if self.take_settled(unit, peer) {
+                Answer::Settled
+            } else {
+                Answer::Unsolicited
+            };
+        };
+        let active = r.state == ReqState::Active;
+        let c = self.by_peer.entry(peer).or_default();
+        c.owed -= 1;
+        if active {
+            c.active -= 1;
+            self.active -= 1;
+        }
+        self.settle(unit, peer);
+        Answer::Owed {
+            sent_at: r.sent_at,
+            active,
+        }
+    }
+
+    /// The active request for `unit` to `peer` timed out: it no longer counts as active, but is
+    /// still owed its answer.
+    pub(crate) fn expire(&mut self, unit: u64, peer: PeerId) {
+        if let Some(r) = self.requests.get_mut(&(unit, peer)) {
+            if r.state == ReqState::Active {
+                r.state = ReqState::Expired;
+                self.active -= 1;
+                self.by_peer.entry(peer).or_default().active -= 1;
+            }
+        }
+    }
+
+    /// Cancels the active requests for `unit` to peers other than `except` (endgame: the unit
+    /// arrived). Returns who was asked, and when, in peer order.
+    pub(crate) fn cancel_others(
+        &mut self,
+        unit: u64,
+        except: PeerId,
+    ) -> smallvec::SmallVec<[(PeerId, Timestamp); 2]> {
+        let mut cancelled = smallvec::SmallVec::new();
+        for (&(_, q), r) in self
+            .requests
+            .range_mut((unit, PeerId(0))..=(unit, PeerId(u64::MAX)))
+        {
+            if q != except && r.state == ReqState::Active {
+                r.state = ReqState::Cancelled;
+                cancelled.push((q, r.sent_at));
+            }
+        }
+        for &(q, _) in &cancelled {
+            self.active -= 1;
+            self.by_peer.entry(q).or_default().active -= 1;
+        }
+        cancelled
+    }
+
+    /// Stops waiting for the expired or cancelled request sent at `sent_at`: it no longer
+    /// holds window room, and its answer, if it still comes, is recognised as late. Returns
+    /// whether it was still held.
+    pub(crate) fn forget(&mut self, unit: u64, peer: PeerId, sent_at: Timestamp) -> bool {
+        let k = (unit, peer);
+        let stale = self
+            .requests
+            .get(&k)
+            .is_some_and(|r| r.sent_at == sent_at && r.state != ReqState::Active);
+        if stale {
+            self.requests.remove(&k);
+            self.settle(unit, peer);
+            self.by_peer.entry(peer).or_default().owed -= 1;
+        }
+        stale
+    }
+
+    /// Drops everything held for `peer`. Returns the units whose active requests were
+    /// released, in unit order.
+    pub(crate) fn release_peer(&mut self, peer: PeerId) -> Vec<u64> {
+        let keys: Vec<(u64, PeerId)> = self
+            .requests
+            .keys()
+            .filter(|(_, q)| *q == peer)
+            .copied()
+            .collect();
+        let mut released = Vec::new();
+        for k in keys {
+            if let Some(r) = self.requests.remove(&k) {
+                if r.state == ReqState::Active {
+                    self.active -= 1;
+                    released.push(k.0);
+                }
+            }
+        }
+        self.by_peer.remove(&peer);
+        released
+    }
+
+    fn settle(&mut self, unit: u64, peer: PeerId) {
+        if self.settled.len() >= MAX_SETTLED {
+            self.settled.pop_front();
+        }
+        self.settled.push_back((unit, peer));
+    }
+
+    /// Whether `(unit, peer)` was settled; consumes the record.
+    fn take_settled(&mut self, unit: u64, peer: PeerId) -> bool {
+        match self.settled.iter().position(|&k| k == (unit, peer)) {
+            Some(i) => {
+                self.settled.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Heap bytes held for `peer` (its share of the request map).
+    pub(crate) fn peer_heap_bytes(&self, peer: PeerId) -> usize {
+        let held = self.counts(peer).owed as usize;
+        held * (core::mem::size_of::<((u64, PeerId), UnitReq)>() + 16)
+    }
+}
+
+impl Node {
+    pub(super) fn on_transfer(
+        &mut self,
+        peer: PeerId,
+        unit: u64,
+        data: Bytes,
+        proof: Option<Proof>,
+    ) {
+        let answer = self.requests.answer(unit, peer);
+        let (sent_at, active) = match answer {
+            Answer::Unsolicited => {
+                return self.disconnect(peer, DisconnectReason::UnsolicitedTransfer)
+            }
+            Answer::Settled => (None, false),
+            Answer::Owed { sent_at, active } => (Some(sent_at), active),
+        };
+        let now = self.now;
+        let len = self.geo.unit_len(unit);
+        let p = self
+            .peers
+            .get_mut(&peer)
+            .expect("frames come from known peers");
+        p.last_answer_at = Some(now);
+        // Any answer, late ones included, shows the peer is alive and serving: only timeouts
+        // with no answer at all in between count towards "unresponsive".
+        p.consecutive_timeouts = 0;
+        if let (true, Some(sent_at)) = (active, sent_at) {
+            p.rtt.sample(now.since(sent_at));
+            p.last_answered_sent = p.last_answered_sent.max(sent_at);
+        }
+        p.note_unit(len, now);
+        self.sched.mark_dirty(peer);
+        if self.local.has_at_tier(Tier::T1, unit) || self.claims.is_verifying(unit) {
+            self.stats.duplicate_units += 1;
+            return;
+        }
+        self.trace(Record::Received {
+            peer,
+            unit,
+            late: !active,
+        });
+        self.claim(unit);
+        self.claims.start_verifying(unit);
+        self.cancel_others(unit, peer);
+        self.emit(
+            Class::Control,
+            Action::StoreUnit {
+                peer,
+                unit,
+                data,
+                proof,
+            },
+        );
+    }
+
+    /// Cancels the other requests for `unit` (endgame duplicates): each still gets its answer.
+    fn cancel_others(&mut self, unit: u64, except: PeerId) {
+        for (q, sent_at) in self.requests.cancel_others(unit, except) {
+            self.arm_forget(unit, q, sent_at);
+            self.send(q, Message::Cancel { unit });
+        }
+    }
+
+    /// Arms the timer after which an expired or cancelled request stops holding window room.
+    /// Its answer may still come later: it is then recognised as settled.
+    fn arm_forget(&mut self, unit: u64, peer: PeerId, sent_at: Timestamp) {
+        let wait = self
+            .peers
+            .get(&peer)
+            .map_or(self.cfg.limits.max_rto, |p| self.rto(p) * 2)
+            .max(MIN_FORGET_WAIT);
+        self.timers.push(
+            self.now.add(wait),
+            Timer::ForgetRequest {
+                unit,
+                peer,
+                sent_at,
+            },
+        );
+    }
+
+    pub(super) fn on_reject(&mut self, peer: PeerId, unit: u64, reason: String) {
+        let active = match self.requests.answer(unit, peer) {
+            Answer::Unsolicited => {
+                return self.disconnect(peer, DisconnectReason::UnsolicitedReject)
+            }
+            Answer::Settled => return,
+            Answer::Owed { active, .. } => active,
+        };
+        let now = self.now;
+        let until = now.add(self.cfg.limits.reject_backoff);
+        let p = self
+            .peers
+            .get_mut(&peer)
+            .expect("frames come from known peers");
+        p.last_answer_at = Some(now);
+        p.consecutive_timeouts = 0;
+        if active {
+            p.note_rejected(unit, now, until);
+            self.timers.push(until, Timer::Wake(peer));
+            self.stats.retries += 1;
+            self.unclaim_if_free(unit);
+            self.trace(Record::Rejected { peer, unit, reason });
+            self.sched.mark_dirty(peer);
+            self.wake_starved();
+        }
+    }
+
+    pub(super) fn on_forget_request(&mut self, unit: u64, peer: PeerId, sent_at: Timestamp) {
+        if self.requests.forget(unit, peer, sent_at) {
+            self.sched.mark_dirty(peer);
+        }
+    }
+
+    pub(super) fn on_request_timeout(&mut self, unit: u64, peer: PeerId, sent_at: Timestamp) {
+        if !self.requests.is_active(unit, peer, sent_at) {
+            return;
+        }
+        let p = self
+            .peers
+            .get(&peer)
+            .expect("requests are released with peers");
+        let rto = self.rto(p);
+        // A peer answers its requests in order, so a request queued behind others is late only
+        // if the peer has made no progress for a whole timeout: re-arm from its last answer.
+        // The hard limit keeps a unit from waiting forever behind a trickling peer. But if a
+        // request sent after this one was answered, this one (or its answer) was lost.
+        let overtaken = p.last_answered_sent > sent_at;
+        if let Some(last) = p.last_answer_at.filter(|&t| t > sent_at && !overtaken) {
+            let again = last.add(rto);
+            if again > self.now && self.now.since(sent_at) < self.cfg.limits.max_rto {
+                self.timers.push(
+                    again,
+                    Timer::Request {
+                        unit,
+                        peer,
+                        sent_at,
+                    },
+                );
+                return;
+            }
+        }
+        self.requests.expire(unit, peer);
+        self.stats.request_timeouts += 1;
+        self.stats.retries += 1;
+        let now = self.now;
+        let limits = &self.cfg.limits;
+        let p = self.peers.get_mut(&peer).expect("present");
+        p.note_loss(sent_at, now);
+        // Unresponsive: many losses in a row and no answer at all for a while (a peer that
+        // answers others but loses some is slow or lossy, not dead).
+        let silent = p
+            .last_answer_at
+            .is_none_or(|t| now.since(t) >= limits.max_rto / 2);
+        let unresponsive = p.consecutive_timeouts >= limits.max_consecutive_timeouts && silent;
+        self.arm_forget(unit, peer, sent_at);
+        self.trace(Record::RequestTimeout {
+            peer,
+            unit,
+            rto_us: now.since(sent_at).as_micros() as u64,
+        });
+        self.unclaim_if_free(unit);
+        if unresponsive {
+            self.disconnect(peer, DisconnectReason::Unresponsive);
+        } else {
+            self.sched.mark_dirty(peer);
+        }
+        self.wake_starved();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(us: u64) -> Timestamp {
+        Timestamp::from_micros(us)
+    }
+
+    /// The counters agree with the map after every operation.
+    fn check(l: &RequestLedger) {
+        let active = l.iter().filter(|(_, _, a)| *a).count() as u32;
+        assert_eq!(l.active(), active);
+        for (&peer, c) in &l.by_peer {
+            let owed = l.iter().filter(|(_, p, _)| *p == peer).count() as u32;
+            let act = l.iter().filter(|(_, p, a)| *p == peer && *a).count() as u32;
+            assert_eq!((c.owed, c.active), (owed, act), "peer {peer}");
+        }
+    }
+
+    #[test]
+    fn issue_answer_expire_forget_keep_the_counters() {
+        let (a, b) = (PeerId(1), PeerId(2));
+        let mut l = RequestLedger::default();
+        l.issue(10, a, t(1));
+        l.issue(11, a, t(1));
+        l.issue(10, b, t(2));
+        check(&l);
+        assert_eq!(l.active_for(10), 2);
+        assert_eq!(
+            l.answer(11, a),
+            Answer::Owed {
+                sent_at: t(1),
+                active: true
+            }
+        );
+        check(&l);
+        assert_eq!(
+            l.answer(11, a),
+            Answer::Settled,
+            "a repeat is recognised once"
+        );
+        assert_eq!(l.answer(11, a), Answer::Unsolicited);
+        l.expire(10, b);
+        check(&l);
+        assert_eq!(l.counts(b), PeerRequests { owed: 1, active: 0 });
+        assert!(!l.forget(10, b, t(1)), "another request's timer");
+        assert!(l.forget(10, b, t(2)));
+        check(&l);
+        assert_eq!(
+            l.answer(10, b),
+            Answer::Settled,
+            "late answer after forgetting"
+        );
+        assert_eq!(l.counts(a), PeerRequests { owed: 1, active: 1 });
+    }
+
+    #[test]
+    fn cancel_others_and_release_peer() {
+        let (a, b, c) = (PeerId(1), PeerId(2), PeerId(3));
+        let mut l = RequestLedger::default();
+        for p in [a, b, c] {
+            l.issue(5, p, t(p.0));
+        }
+        l.issue(6, b, t(9));
+        let cancelled = l.cancel_others(5, b);
+        assert_eq!(cancelled.as_slice(), &[(a, t(1)), (c, t(3))]);
+        check(&l);
+        assert_eq!(l.active_for(5), 1);
+        assert_eq!(l.counts(a), PeerRequests { owed: 1, active: 0 });
+        // A cancelled request still gets its answer, which is not active.
+        assert_eq!(
+            l.answer(5, a),
+            Answer::Owed {
+                sent_at: t(1),
+                active: false
+            }
+        );
+        assert_eq!(l.release_peer(b), vec![5, 6]);
+        check(&l);
+        assert_eq!(l.counts(b), PeerRequests::default());
+        assert_eq!(l.active(), 0);
+    }
+
+    #[test]
+    fn settled_memory_is_bounded() {
+        let p = PeerId(1);
+        let mut l = RequestLedger::default();
+        for u in 0..(MAX_SETTLED as u64 + 10) {
+            l.issue(u, p, t(0));
+            l.answer(u, p);
+        }
+        assert_eq!(l.settled.len(), MAX_SETTLED);
+        assert_eq!(
+            l.answer(0, p),
+            Answer::Unsolicited,
+            "the oldest was forgotten"
+        );
+        assert_eq!(l.answer(MAX_SETTLED as u64, p), Answer::Settled);
+    }
+}

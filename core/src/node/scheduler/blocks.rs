@@ -1,0 +1,266 @@
+//! Coarse-first scheduling for a capable peer (WO-004). Stage 1 chooses coarse blocks: the
+//! blocks already being fetched from this peer (hysteresis), then the rarest blocks it has
+//! whole or has been refined, from the availability buckets; stage 2 refines partial blocks
+//! whose detail is missing or stale; stage 3 requests units of the chosen blocks, first those
+//! no other peer can give, then any.
+
+use super::order::Walk;
+use super::SchedView;
+use crate::availability::PeerView;
+use crate::bitfield::BlockMask;
+use crate::node::peer::{Peer, PeerId};
+use crate::node::refinement::fresh_until;
+use crate::tiers::Tier;
+use crate::time::Timestamp;
+use crate::trace::{PassReason, PickReason};
+use rand_core::RngCore;
+use rand_xoshiro::Xoshiro256PlusPlus;
+use std::collections::VecDeque;
+
+/// Blocks passed over that a pick's trace record names (the first few tell the story).
+const MAX_PASSED_IN_TRACE: usize = 3;
+/// Blocks per chunk of the fallback scan of a peer's summary (one 512-bit mask).
+const CHUNK: u64 = 512;
+/// Chunks of the fallback scan per decision.
+const MAX_SCAN_CHUNKS: u64 = 8;
+
+/// Per decision: what other peers are known to hold in a T3 block, by block.
+type HeldCache = Vec<(u64, BlockMask)>;
+
+/// What one decision for a capable peer came to.
+#[derive(Debug, Default)]
+pub(crate) struct BlockPlan {
+    /// Units to request, in order.
+    pub(crate) picks: Vec<u64>,
+    /// The blocks being fetched from the peer after this decision (`None`: unchanged).
+    pub(crate) current_blocks: Option<VecDeque<u64>>,
+    /// Newly chosen blocks, with why.
+    pub(crate) chosen: Vec<(u64, PickReason)>,
+    /// The first blocks passed over, with why.
+    pub(crate) passed: Vec<(u64, PassReason)>,
+    /// Blocks to refine at the peer.
+    pub(crate) to_refine: Vec<u64>,
+    /// When to look at this peer again because a used-up window may be refined then (only
+    /// when the decision found less than its budget).
+    pub(crate) recheck: Option<Timestamp>,
+}
+
+/// Plans the requests and refinements for capable peer `p`, up to `budget` units.
+pub(crate) fn plan(
+    v: &SchedView,
+    p: &Peer,
+    budget: usize,
+    rng: &mut Xoshiro256PlusPlus,
+) -> BlockPlan {
+    let l = v.limits;
+    let mut plan = BlockPlan::default();
+    let mut blocks: Vec<u64> = Vec::new();
+    let mut probe = Vec::new();
+    // What other peers hold, per block, computed once per decision (O(peers) each).
+    let mut held = HeldCache::new();
+    let mut found = 0;
+    for &b in &p.current_blocks {
+        probe.clear();
+        if takeable(v, p, b, budget, Some(&mut held), &mut probe) > 0 {
+            found += probe.len();
+            blocks.push(b);
+        } else if takeable(v, p, b, 1, None, &mut probe) > 0 {
+            blocks.push(b);
+        }
+    }
+    let refine_room = v.refines.room(p.id, l);
+    let Some(PeerView::Tiered(tv)) = &p.view else {
+        return plan;
+    };
+    let note = |passed: &mut Vec<(u64, PassReason)>, b, why| {
+        if passed.len() < MAX_PASSED_IN_TRACE {
+            passed.push((b, why));
+        }
+    };
+    // Candidates: the rarest blocks from the buckets; if the probe limit cuts that list
+    // short, also the blocks this peer has (from a random point, a word at a time), so that
+    // a peer holding none of the globally rarest blocks is still used. Both bounded.
+    let rarity = &v.remote.rarity3;
+    let mut cands: Vec<u64> = rarity.candidates().take(l.max_probes).collect();
+    if cands.len() == l.max_probes {
+        let n3 = v.geo.blocks(Tier::T3);
+        let chunks = n3.div_ceil(CHUNK);
+        let first = rng.next_u64() % chunks.max(1);
+        'scan: for k in 0..chunks.min(MAX_SCAN_CHUNKS) {
+            let base = ((first + k) % chunks) * CHUNK;
+            let len = (n3 - base).min(CHUNK);
+            let some = tv
+                .all_bits()
+                .block_mask(base, len)
+                .or(&tv.partial_bits().block_mask(base, len));
+            for j in (0..len).filter(|&j| some.get(j)) {
+                let b = base + j;
+                if cands.len() >= 2 * l.max_probes {
+                    break 'scan;
+                }
+                if !rarity.parked(b) && !cands.contains(&b) {
+                    cands.push(b);
+                }
+            }
+        }
+    }
+    for b in cands {
+        if found >= budget || blocks.len() >= l.max_current_blocks {
+            break;
+        }
+        if blocks.contains(&b) {
+            continue;
+        }
+        if !tv.has_some(b) {
+            note(&mut plan.passed, b, PassReason::PeerLacksIt);
+            continue;
+        }
+        probe.clear();
+        // From a peer that has the whole block (a seed), count only units nobody else can
+        // give, so that its upload spreads over blocks instead of duplicating.
+        let rare_only = tv.has_all(b) && blocks.len() + 1 < l.max_current_blocks;
+        let takes = (tv.has_all(b) || tv.is_refined(b)) && {
+            let rare = if rare_only {
+                takeable(v, p, b, budget, Some(&mut held), &mut probe)
+            } else {
+                0
+            };
+            found += rare;
+            rare > 0 || {
+                let any = takeable(v, p, b, budget, None, &mut probe);
+                if !rare_only {
+                    found += any;
+                }
+                any > 0
+            }
+        };
+        if takes {
+            blocks.push(b);
+            let why = if tv.has_all(b) {
+                PickReason::RarestPeerHasAll
+            } else {
+                PickReason::RarestRefined
+            };
+            plan.chosen.push((b, why));
+            continue;
+        }
+        if tv.has_all(b) {
+            note(&mut plan.passed, b, PassReason::NothingLeftToTake);
+            continue;
+        }
+        // Stage 2: the peer has part of it and we lack detail (or it went stale).
+        if v.refines.in_flight(p.id, b) {
+            note(&mut plan.passed, b, PassReason::Refining);
+        } else if let Some(stale_at) = fresh_until(p, b, v.now) {
+            note(&mut plan.passed, b, PassReason::WindowExhausted);
+            // Nothing tells us when the peer gains units there (deltas are per block):
+            // come back when the window may be refined again.
+            plan.recheck = Some(plan.recheck.map_or(stale_at, |t| t.min(stale_at)));
+        } else if v.refines.backing_off(p.id, b, v.now) {
+            note(&mut plan.passed, b, PassReason::RefineBackingOff);
+        } else if plan.to_refine.len() >= refine_room {
+            note(&mut plan.passed, b, PassReason::RefineCap);
+        } else {
+            plan.to_refine.push(b);
+        }
+    }
+    // Stage 3.
+    for rare_only in [true, false] {
+        for &b in &blocks {
+            if plan.picks.len() >= budget {
+                break;
+            }
+            let cache = rare_only.then_some(&mut held);
+            let max = budget - plan.picks.len();
+            takeable(v, p, b, max, cache, &mut plan.picks);
+        }
+    }
+    if plan.picks.len() >= budget {
+        plan.recheck = None;
+    }
+    plan.current_blocks = Some(blocks.into());
+    plan
+}
+
+/// Units of T3 block `b` that other connected peers than `p` are known to have (the union of
+/// their knowledge), as a window over the block. O(peers).
+fn held_elsewhere(v: &SchedView, p: PeerId, b: u64) -> BlockMask {
+    let range = v.geo.unit_range(Tier::T3, b).unwrap_or(0..0);
+    let len = range.end - range.start;
+    let mut held = BlockMask::default();
+    for (id, q) in v.peers {
+        if *id == p {
+            continue;
+        }
+        match &q.view {
+            Some(PeerView::Tiered(tv)) if tv.has_all(b) => return BlockMask::full(len),
+            Some(PeerView::Tiered(tv)) => {
+                if let Some(w) = tv.window(b) {
+                    held = held.or(&w.block_mask(0, len));
+                }
+            }
+            Some(PeerView::Flat(bits)) => held = held.or(&bits.block_mask(range.start, len)),
+            None => {}
+        }
+    }
+    held
+}
+
+/// Units of T3 block `b` that `p` has and nobody is fetching, up to `max`, appended to `out`
+/// in this node's own walk of the block. With `rare_only`, only units no other connected peer
+/// is known to have: a source's upload goes first to what nobody else can give.
+fn takeable(
+    v: &SchedView,
+    p: &Peer,
+    b: u64,
+    max: usize,
+    rare_only: Option<&mut HeldCache>,
+    out: &mut Vec<u64>,
+) -> usize {
+    let Some(PeerView::Tiered(tv)) = &p.view else {
+        return 0;
+    };
+    let Ok(range) = v.geo.unit_range(Tier::T3, b) else {
+        return 0;
+    };
+    let (base, len) = (range.start, range.end - range.start);
+    // Word-at-a-time: units we lack and nobody fetches, that the peer has.
+    let mut cand = BlockMask::full(len).and_not(&v.claims.bits().block_mask(base, len));
+    if !tv.has_all(b) {
+        match tv.window(b) {
+            Some(w) => cand = cand.and(&w.block_mask(0, len)),
+            None => return 0,
+        }
+    }
+    if cand.is_empty() {
+        return 0;
+    }
+    if let Some(cache) = rare_only {
+        let held = match cache.iter().find(|(x, _)| *x == b) {
+            Some((_, m)) => *m,
+            None => {
+                let m = held_elsewhere(v, p.id, b);
+                cache.push((b, m));
+                m
+            }
+        };
+        cand = cand.and_not(&held);
+        if cand.is_empty() {
+            return 0;
+        }
+    }
+    let before = out.len();
+    let walk = Walk::new(v.seed, b, len);
+    for k in 0..len {
+        if out.len() - before >= max {
+            break;
+        }
+        let j = walk.at(k);
+        let u = base + j;
+        if cand.get(j) && !p.refuses(u, v.now) && !v.requests.contains(u, p.id) && !out.contains(&u)
+        {
+            out.push(u);
+        }
+    }
+    out.len() - before
+}

@@ -1,0 +1,245 @@
+//! The scheduler: which units to request from whom, and which blocks to refine.
+//!
+//! After every input the node *fills* each peer whose situation changed (it is *dirty*): it
+//! sizes the peer's window (throughput × round trip, within caps, shrunk under backpressure),
+//! computes a plan from a read-only view of the node ([`SchedView`]) — coarse-first for
+//! capable peers ([`blocks`]), rarest-unit-first for legacy ones ([`flat`]), then endgame
+//! duplicates ([`endgame`]) — and applies it. Peers that found less to do than their window
+//! allowed are *starved*: they are the ones woken when a unit returns to the pool.
+
+pub(crate) mod blocks;
+pub(crate) mod endgame;
+pub(crate) mod flat;
+pub(crate) mod order;
+
+use super::claims::Claims;
+use super::config::Limits;
+use super::peer::{Peer, PeerId};
+use super::refinement::RefineLedger;
+use super::remote::RemoteAvailability;
+use super::requests::RequestLedger;
+use super::timers::Timer;
+use super::Node;
+use crate::tiers::{Geometry, T1_SIZE};
+use crate::time::Timestamp;
+use crate::trace::{Record, RequestPath};
+use crate::wire::Message;
+use rand_xoshiro::Xoshiro256PlusPlus;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Who needs scheduling.
+#[derive(Debug, Default)]
+pub(crate) struct Scheduler {
+    /// Peers to fill after the current input.
+    dirty: BTreeSet<PeerId>,
+    /// Peers whose last fill found less to request than their window allowed: the only ones
+    /// worth waking when a unit returns to the pool.
+    starved: BTreeSet<PeerId>,
+    /// Some peer could not be filled because of the global request cap.
+    global_blocked: bool,
+}
+
+impl Scheduler {
+    pub(crate) fn mark_dirty(&mut self, peer: PeerId) {
+        self.dirty.insert(peer);
+    }
+
+    pub(crate) fn mark_all_dirty(&mut self, peers: impl Iterator<Item = PeerId>) {
+        self.dirty.extend(peers);
+    }
+
+    /// A unit went back to the pool: the peers that had nothing to do may have now.
+    pub(crate) fn wake_starved(&mut self) {
+        self.dirty.extend(self.starved.iter().copied());
+    }
+
+    pub(crate) fn take_dirty(&mut self) -> BTreeSet<PeerId> {
+        core::mem::take(&mut self.dirty)
+    }
+
+    /// Clears the global block once requests are below the cap again; returns whether it was
+    /// set (then starved peers are woken).
+    pub(crate) fn unblock_if(&mut self, below_cap: bool) -> bool {
+        let was = self.global_blocked && below_cap;
+        if was {
+            self.global_blocked = false;
+            self.wake_starved();
+        }
+        was
+    }
+
+    pub(crate) fn release_peer(&mut self, peer: PeerId) {
+        self.dirty.remove(&peer);
+        self.starved.remove(&peer);
+    }
+}
+
+/// What a plan may look at: the node's parts, read-only.
+pub(crate) struct SchedView<'a> {
+    pub(crate) geo: Geometry,
+    pub(crate) now: Timestamp,
+    pub(crate) seed: u64,
+    pub(crate) limits: &'a Limits,
+    pub(crate) peers: &'a BTreeMap<PeerId, Peer>,
+    pub(crate) claims: &'a Claims,
+    pub(crate) requests: &'a RequestLedger,
+    pub(crate) refines: &'a RefineLedger,
+    pub(crate) remote: &'a RemoteAvailability,
+}
+
+impl Node {
+    /// The scheduler's read-only view, and the node's generator (the one thing a plan may
+    /// change).
+    fn sched_view(&mut self) -> (SchedView<'_>, &mut Xoshiro256PlusPlus) {
+        let view = SchedView {
+            geo: self.geo,
+            now: self.now,
+            seed: self.cfg.seed,
+            limits: &self.cfg.limits,
+            peers: &self.peers,
+            claims: &self.claims,
+            requests: &self.requests,
+            refines: &self.refines,
+            remote: &self.remote,
+        };
+        (view, &mut self.rng)
+    }
+
+    pub(super) fn wake_starved(&mut self) {
+        self.sched.wake_starved();
+    }
+
+    /// Issues requests (and refinements) to `peer` up to its window.
+    pub(super) fn fill(&mut self, peer: PeerId) {
+        if self.drain.started()
+            || self.local.is_complete()
+            || self.pressure.level() == super::Backpressure::Reject
+        {
+            return;
+        }
+        let Some(p) = self.peers.get(&peer).filter(|p| p.is_ready()) else {
+            return;
+        };
+        let l = &self.cfg.limits;
+        let window = self
+            .pressure
+            .level()
+            .window(p.window(T1_SIZE, l.min_window, l.max_window));
+        // Expired requests still owed an answer do not hold the window (a lossy or partitioned
+        // link would otherwise starve it), but they are bounded too.
+        let c = self.requests.counts(peer);
+        let room = window
+            .saturating_sub(c.active)
+            .min((2 * window).saturating_sub(c.owed));
+        let global = l.max_requests.saturating_sub(self.requests.active());
+        let budget = room.min(global) as usize;
+        let capable = p.is_capable();
+        let mut issued = 0;
+        if global == 0 {
+            self.sched.global_blocked = true;
+        }
+        if budget > 0 {
+            let (picks, path) = if capable {
+                (self.apply_block_plan(peer, budget), RequestPath::Block)
+            } else {
+                let (view, rng) = self.sched_view();
+                let p = &view.peers[&peer];
+                (flat::plan(&view, p, budget, rng), RequestPath::Flat)
+            };
+            self.issue(peer, &picks, path, window);
+            issued = picks.len();
+            if picks.len() < budget && self.claims.all_claimed() {
+                let (view, _) = self.sched_view();
+                let dup = endgame::plan(&view, &view.peers[&peer], budget - picks.len());
+                self.issue(peer, &dup, RequestPath::Endgame, window);
+                issued += dup.len();
+            }
+        }
+        if issued < budget || global == 0 {
+            self.sched.starved.insert(peer);
+        } else {
+            self.sched.starved.remove(&peer);
+        }
+    }
+
+    /// Plans for a capable peer and applies everything but the requests, which it returns.
+    fn apply_block_plan(&mut self, peer: PeerId, budget: usize) -> Vec<u64> {
+        let plan = {
+            let (view, rng) = self.sched_view();
+            blocks::plan(&view, &view.peers[&peer], budget, rng)
+        };
+        let now = self.now;
+        self.refines.prune_backoff(peer, now);
+        let Some(current) = plan.current_blocks else {
+            return plan.picks;
+        };
+        self.peers
+            .get_mut(&peer)
+            .expect("filled peers exist")
+            .current_blocks = current;
+        for (b, why) in plan.chosen {
+            let availability = self.remote.rarity3.count(b);
+            self.trace(Record::PickBlock {
+                peer,
+                block: b,
+                why,
+                availability,
+                passed: plan.passed.clone(),
+            });
+        }
+        for b in plan.to_refine {
+            self.send_refine(peer, b);
+        }
+        if let Some(at) = plan.recheck {
+            let p = self.peers.get_mut(&peer).expect("filled peers exist");
+            if p.wake_at.is_none_or(|w| w <= now || at < w) {
+                p.wake_at = Some(at);
+                self.timers.push(at, Timer::Wake(peer));
+            }
+        }
+        plan.picks
+    }
+
+    /// Requests `units` from `peer`; traced as runs of consecutive units.
+    fn issue(&mut self, peer: PeerId, units: &[u64], path: RequestPath, window: u32) {
+        let Some(p) = self.peers.get(&peer) else {
+            return;
+        };
+        let rto = self.rto(p);
+        let now = self.now;
+        let mut run: Option<(u64, u32)> = None;
+        for &unit in units {
+            self.requests.issue(unit, peer, now);
+            self.claim(unit);
+            self.stats.requests += 1;
+            let timer = Timer::Request {
+                unit,
+                peer,
+                sent_at: now,
+            };
+            self.timers.push(now.add(rto), timer);
+            self.send(peer, Message::Request { unit });
+            run = match run {
+                Some((s, n)) if s + n as u64 == unit => Some((s, n + 1)),
+                Some((s, n)) => {
+                    self.trace_requests(peer, s, n, path, window);
+                    Some((unit, 1))
+                }
+                None => Some((unit, 1)),
+            };
+        }
+        if let Some((s, n)) = run {
+            self.trace_requests(peer, s, n, path, window);
+        }
+    }
+
+    fn trace_requests(&mut self, peer: PeerId, unit: u64, count: u32, path: RequestPath, w: u32) {
+        self.trace(Record::Request {
+            peer,
+            unit,
+            count,
+            path,
+            window: w,
+        });
+    }
+}

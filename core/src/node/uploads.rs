@@ -1,0 +1,219 @@
+//! Uploads: answering other peers' unit requests. Requests wait in a bounded queue per peer;
+//! units are handed to the embedder while upload slots are free (per peer and in total),
+//! round-robin over peers, so one greedy peer cannot take every slot. Every request gets exactly
+//! one answer: the unit, or a reject (also after a cancel).
+
+use super::backpressure::Backpressure;
+use super::outbox::Class;
+use super::peer::PeerId;
+use super::{Action, Node};
+use crate::tiers::Tier;
+use crate::trace::Record;
+use crate::wire::{Message, MessageKind};
+use std::collections::{BTreeMap, VecDeque};
+
+/// Bytes of a TRANSFER besides its payload, as counted when it is handed out to serve (the
+/// embedder builds it): the envelope and a full-depth proof, 40 chaining values of 32 bytes
+/// (enough for 2^40 chunks of 1 KiB). An estimate for statistics only.
+const TRANSFER_ENVELOPE_ESTIMATE: u64 = 64;
+const TRANSFER_PROOF_ESTIMATE: u64 = 40 * 32;
+
+#[derive(Debug, Default)]
+struct PeerUploads {
+    /// Units this peer asked for, waiting for an upload slot.
+    queue: VecDeque<u64>,
+    /// Units handed to the embedder to send, not yet reported sent.
+    serving: u32,
+}
+
+/// Queued requests and upload slots.
+#[derive(Debug, Default)]
+pub(crate) struct Uploads {
+    peers: BTreeMap<PeerId, PeerUploads>,
+    queued: u64,
+    serving: u32,
+    /// The peer served last (round-robin starts after it).
+    last: PeerId,
+}
+
+impl Uploads {
+    /// Requests queued over all peers.
+    pub(crate) fn queued(&self) -> u64 {
+        self.queued
+    }
+
+    /// Requests queued by `peer`.
+    pub(crate) fn queued_by(&self, peer: PeerId) -> usize {
+        self.peers.get(&peer).map_or(0, |p| p.queue.len())
+    }
+
+    /// Queues `unit` for `peer`.
+    pub(crate) fn enqueue(&mut self, peer: PeerId, unit: u64) {
+        self.peers.entry(peer).or_default().queue.push_back(unit);
+        self.queued += 1;
+    }
+
+    /// Removes a queued request of `peer` for `unit`; whether it was queued.
+    pub(crate) fn cancel(&mut self, peer: PeerId, unit: u64) -> bool {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return false;
+        };
+        let Some(i) = p.queue.iter().position(|&u| u == unit) else {
+            return false;
+        };
+        p.queue.remove(i);
+        self.queued -= 1;
+        true
+    }
+
+    /// The embedder finished sending one of `peer`'s units: its slot is free.
+    pub(crate) fn sent(&mut self, peer: PeerId) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            if p.serving > 0 {
+                p.serving -= 1;
+                self.serving = self.serving.saturating_sub(1);
+            }
+        }
+    }
+
+    /// The next unit to hand out, if a slot is free: round-robin from the peer after the one
+    /// served last, over peers with a queued request and a free slot of their own.
+    pub(crate) fn next(&mut self, per_peer: u32, total: u32) -> Option<(PeerId, u64)> {
+        if self.serving >= total {
+            return None;
+        }
+        use core::ops::Bound::{Excluded, Unbounded};
+        let peer = self
+            .peers
+            .range((Excluded(self.last), Unbounded))
+            .chain(self.peers.range(..=self.last))
+            .find(|(_, p)| !p.queue.is_empty() && p.serving < per_peer)
+            .map(|(id, _)| *id)?;
+        let p = self.peers.get_mut(&peer).expect("just found");
+        let unit = p.queue.pop_front().expect("non-empty");
+        p.serving += 1;
+        self.queued -= 1;
+        self.serving += 1;
+        self.last = peer;
+        Some((peer, unit))
+    }
+
+    /// Drops what `peer` queued and frees its slots.
+    pub(crate) fn release_peer(&mut self, peer: PeerId) {
+        if let Some(p) = self.peers.remove(&peer) {
+            self.queued -= p.queue.len() as u64;
+            self.serving = self.serving.saturating_sub(p.serving);
+        }
+    }
+
+    /// Heap bytes held for `peer`.
+    pub(crate) fn peer_heap_bytes(&self, peer: PeerId) -> usize {
+        self.peers.get(&peer).map_or(0, |p| {
+            core::mem::size_of::<PeerUploads>() + p.queue.capacity() * 8
+        })
+    }
+}
+
+impl Node {
+    pub(super) fn on_request(&mut self, peer: PeerId, unit: u64) {
+        let reason = if unit >= self.geo.units() {
+            Some("no such unit")
+        } else if !self.local.has_at_tier(Tier::T1, unit) {
+            Some("not available")
+        } else if self.pressure.level() == Backpressure::Reject {
+            Some("overloaded")
+        } else if self.drain.started() {
+            Some("draining")
+        } else if self.uploads.queued_by(peer) >= self.cfg.limits.max_serve_queue {
+            Some("busy")
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => {
+                self.stats.rejects_sent += 1;
+                let reason = reason.into();
+                self.send(peer, Message::Reject { unit, reason });
+            }
+            None => {
+                self.uploads.enqueue(peer, unit);
+                self.pump_serves();
+            }
+        }
+    }
+
+    pub(super) fn on_cancel(&mut self, peer: PeerId, unit: u64) {
+        if self.uploads.cancel(peer, unit) {
+            // Every request gets exactly one answer, even a cancelled one.
+            let reason = "cancelled".into();
+            self.send(peer, Message::Reject { unit, reason });
+        }
+    }
+
+    pub(super) fn on_unit_sent(&mut self, peer: PeerId) {
+        self.uploads.sent(peer);
+        self.pump_serves();
+    }
+
+    /// Hands units to the embedder while upload slots are free.
+    pub(super) fn pump_serves(&mut self) {
+        let (per_peer, total) = (
+            self.cfg.limits.upload_slots_per_peer,
+            self.cfg.limits.upload_slots,
+        );
+        while let Some((peer, unit)) = self.uploads.next(per_peer, total) {
+            self.stats.units_served += 1;
+            let bytes =
+                self.geo.unit_len(unit) + TRANSFER_ENVELOPE_ESTIMATE + TRANSFER_PROOF_ESTIMATE;
+            self.count_sent(MessageKind::Transfer, bytes);
+            self.trace(Record::Serve { peer, unit });
+            self.emit(Class::Data, Action::Serve { peer, unit });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_robin_within_per_peer_and_total_slots() {
+        let (a, b) = (PeerId(1), PeerId(2));
+        let mut u = Uploads::default();
+        for unit in 0..3 {
+            u.enqueue(a, unit);
+            u.enqueue(b, 10 + unit);
+        }
+        let mut order = Vec::new();
+        while let Some(x) = u.next(2, 3) {
+            order.push(x);
+        }
+        assert_eq!(order, vec![(a, 0), (b, 10), (a, 1)], "three slots in all");
+        assert_eq!(u.queued(), 3);
+        u.sent(a);
+        assert_eq!(u.next(2, 3), Some((b, 11)), "b's turn");
+        assert_eq!(u.next(2, 3), None);
+        u.sent(b);
+        u.sent(b);
+        assert_eq!(u.next(2, 3), Some((a, 2)), "round-robin: a after b");
+        assert_eq!(u.next(2, 3), Some((b, 12)));
+        assert_eq!(u.next(2, 3), None, "three slots out again");
+    }
+
+    #[test]
+    fn cancel_and_release_keep_the_counts() {
+        let (a, b) = (PeerId(1), PeerId(2));
+        let mut u = Uploads::default();
+        u.enqueue(a, 1);
+        u.enqueue(a, 2);
+        u.enqueue(b, 3);
+        assert!(u.cancel(a, 2));
+        assert!(!u.cancel(a, 2));
+        assert_eq!(u.next(1, 8), Some((a, 1)));
+        u.release_peer(a);
+        assert_eq!(u.queued(), 1);
+        assert_eq!(u.next(1, 1), Some((b, 3)), "a's slot was freed");
+        u.sent(a);
+        assert_eq!(u.serving, 1, "a report for a released peer changes nothing");
+    }
+}
