@@ -1,9 +1,9 @@
 //! Single-peer fetch over loopback on async-std beside the same on tokio, each against a raw
-//! socket copy of the same bytes on its runtime, plus BLAKE3 hashing speed, in one run (the body
-//! is `tierswarm_testkit::bench`, shared with the tokio adapter's benchmark).
+//! copy of the same bytes over the same transport on its runtime (TCP, then QUIC), plus BLAKE3
+//! hashing speed, in one run (the body is `tierswarm_testkit::bench`).
 //!
 //! ```text
-//! TIERSWARM_BENCH_DIR=/tmp cargo bench -p tierswarm-async-std --bench loopback    # 1 GiB
+//! TIERSWARM_BENCH_DIR=/dev/shm cargo bench -p tierswarm-async-std --bench loopback    # 1 GiB
 //! TIERSWARM_BENCH_SIZE=256MiB cargo bench -p tierswarm-async-std --bench loopback
 //! ```
 #![forbid(unsafe_code)]
@@ -14,6 +14,10 @@ use tierswarm_tokio::Tokio;
 
 fn main() {
     let bench = Bench::setup();
-    bench.measure::<AsyncStd>("async-std", async_std::task::block_on);
-    bench.measure::<Tokio>("tokio", on_tokio());
+    bench.measure_all::<AsyncStd>(
+        "async-std",
+        tierswarm_async_std::transports,
+        async_std::task::block_on,
+    );
+    bench.measure_all::<Tokio>("tokio", tierswarm_tokio::transports, on_tokio());
 }

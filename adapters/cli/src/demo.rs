@@ -2,22 +2,70 @@
 
 use std::time::{Duration, Instant};
 
+use clap::ValueEnum;
 use futures::channel::oneshot;
 use futures::FutureExt;
 use indicatif::MultiProgress;
 use tierswarm_io::data_file::write_pseudo_random;
 use tierswarm_io::driver::{Outcome, Resume, RunConfig};
 use tierswarm_io::manifest::root_to_hex;
+use tierswarm_io::transport::{Listener, PeerUrl};
 use tierswarm_io::{hash_file_root, Session, SessionEvent};
+use tierswarm_quic::Identity;
 
 use crate::{
     bytes_bar, format_duration, format_rate, format_size, join, options, unit_bytes, Failure,
     Result, Runtime, Runtimes,
 };
 
-/// Runs the demo with peers on `runtime` (`Mixed`: the seeder on tokio, then the leechers
-/// alternating async-std, tokio, ...).
-pub(crate) fn run(runtime: Runtime, n: usize, size: u64) -> Result<()> {
+/// How the demo's peers connect.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Transport {
+    /// TCP.
+    #[default]
+    Tcp,
+    /// QUIC.
+    Quic,
+    /// The seeder listens on both; leechers listen on TCP and QUIC in turn.
+    Mixed,
+}
+
+impl Transport {
+    /// The schemes peer `i` listens on (the seeder is peer 0).
+    fn schemes(self, i: usize) -> &'static [&'static str] {
+        match self {
+            Transport::Tcp => &["tcp"],
+            Transport::Quic => &["quic"],
+            Transport::Mixed if i == 0 => &["tcp", "quic"],
+            Transport::Mixed if i % 2 == 1 => &["tcp"],
+            Transport::Mixed => &["quic"],
+        }
+    }
+}
+
+/// Transports and listeners of demo peer `i` on `rt`, on loopback.
+fn node(
+    runtimes: &mut Runtimes,
+    rt: Runtime,
+    transport: Transport,
+    i: usize,
+) -> Result<(tierswarm_io::transport::Transports, Vec<Box<dyn Listener>>)> {
+    let schemes = transport.schemes(i);
+    let identity = schemes.contains(&"quic").then(Identity::generate);
+    let transports = rt.transports(identity);
+    let urls: Vec<PeerUrl> = schemes
+        .iter()
+        .map(|s| PeerUrl::new(s, "127.0.0.1:0", None).expect("a valid URL"))
+        .collect();
+    let listeners = runtimes.listen(rt, &transports, &urls)?;
+    Ok((transports, listeners))
+}
+
+/// Runs the demo with peers on `runtime` (`Mixed`: the seeder on tokio, then the leechers on
+/// async-std, smol, tokio, ...) connected by `transport` (`Mixed`: leechers dial the seeder
+/// over the transport they listen on, and every earlier leecher at its URL, so each has peers
+/// of both kinds).
+pub(crate) fn run(runtime: Runtime, transport: Transport, n: usize, size: u64) -> Result<()> {
     let dir = tempfile::tempdir().map_err(|e| Failure::failed(format!("temp dir: {e}")))?;
     let src = dir.path().join("demo.bin");
     let io = |e: std::io::Error| Failure::failed(e.to_string());
@@ -30,18 +78,18 @@ pub(crate) fn run(runtime: Runtime, n: usize, size: u64) -> Result<()> {
         Session::seeder(&src, options(None)).map_err(|e| Failure::failed(e.to_string()))?;
     pb.finish_and_clear();
     let manifest = seeder.manifest().clone();
-    let bind = || std::net::TcpListener::bind("127.0.0.1:0").map_err(io);
-    let seed_listener = bind()?;
-    let seed_addr = seed_listener.local_addr().map_err(io)?;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let stop = stop_rx.shared();
     let stopped = || stop.clone().map(drop);
     let mut runtimes = Runtimes::default();
+    let (transports, listeners) = node(&mut runtimes, runtime.of_peer(0), transport, 0)?;
+    let seed_urls: Vec<PeerUrl> = listeners.iter().map(|l| l.url()).collect();
     let seed_task = runtimes.spawn(
         runtime.of_peer(0),
         seeder,
         RunConfig {
-            listener: Some(seed_listener),
+            transports,
+            listeners,
             peers: vec![],
             stop_when_complete: false,
         },
@@ -49,32 +97,43 @@ pub(crate) fn run(runtime: Runtime, n: usize, size: u64) -> Result<()> {
         |_| {},
     )?;
     let on = match runtime {
-        Runtime::Mixed => "tokio and async-std, alternating".to_string(),
+        Runtime::Mixed => "tokio, async-std and smol in turn".to_string(),
         r => r.name().to_string(),
     };
+    let over = match transport {
+        Transport::Mixed => "TCP and QUIC".to_string(),
+        t => format!("{t:?}").to_uppercase(),
+    };
     eprintln!(
-        "demo: 1 seeder + {n} leechers on loopback ({on}), {} file, root {}",
+        "demo: 1 seeder + {n} leechers on loopback ({on}, over {over}), {} file, root {}",
         format_size(size),
         root_to_hex(&manifest.root)
     );
     let bars = MultiProgress::new();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<std::result::Result<usize, String>>();
-    let mut addrs = Vec::new();
+    let mut urls: Vec<PeerUrl> = Vec::new();
     let mut tasks = Vec::new();
     let started = Instant::now();
     for i in 0..n {
         let out = dir.path().join(format!("leecher{i}.bin"));
         let (s, _) = Session::leecher(&manifest, &out, Resume::Check, options(None))
             .map_err(|e| Failure::failed(e.to_string()))?;
-        let listener = bind()?;
-        let mut peers = vec![seed_addr];
-        peers.extend(&addrs);
-        addrs.push(listener.local_addr().map_err(io)?);
         let rt = runtime.of_peer(i + 1);
-        let pb = bars.add(bytes_bar(size).with_message(format!("leecher {i} {}", rt.name())));
+        let (transports, listeners) = node(&mut runtimes, rt, transport, i + 1)?;
+        let own = listeners[0].url();
+        let mut peers: Vec<PeerUrl> = seed_urls
+            .iter()
+            .filter(|u| u.scheme() == own.scheme())
+            .cloned()
+            .collect();
+        peers.extend(urls.iter().cloned());
+        urls.push(own.clone());
+        let label = format!("leecher {i} {} {}", rt.name(), own.scheme());
+        let pb = bars.add(bytes_bar(size).with_message(label));
         let done = done_tx.clone();
         let cfg = RunConfig {
-            listener: Some(listener),
+            transports,
+            listeners,
             peers,
             stop_when_complete: false,
         };

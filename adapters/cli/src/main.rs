@@ -2,28 +2,33 @@
 //!
 //! ```text
 //! tierswarm manifest FILE
-//! tierswarm share FILE [--listen ADDR] [--runtime tokio|async-std] [--manifest-out PATH] [--record PATH]
-//! tierswarm fetch MANIFEST --peer ADDR [--peer ADDR ...] --out PATH [--runtime tokio|async-std]
-//!                 [--listen ADDR] [--repair | --restart] [--record PATH]
-//! tierswarm demo [--peers N] [--size SIZE] [--runtime tokio|async-std|mixed]
+//! tierswarm share FILE [--listen URL ...] [--runtime tokio|async-std|smol] [--manifest-out PATH]
+//!                 [--record PATH]
+//! tierswarm fetch MANIFEST --peer URL [--peer URL ...] --out PATH [--runtime tokio|async-std|smol]
+//!                 [--listen URL ...] [--repair | --restart] [--record PATH]
+//! tierswarm demo [--peers N] [--size SIZE] [--runtime tokio|async-std|smol|mixed]
+//!                [--transport tcp|quic|mixed]
 //! tierswarm replay RECORD
 //! ```
 //!
+//! Addresses are URLs: `tcp://HOST:PORT`, `quic://HOST:PORT#FINGERPRINT` (a bare `HOST:PORT` is
+//! TCP); a listener prints its URL, the QUIC one with its certificate's fingerprint.
+//!
 //! Exit codes: 0 success; 1 the work failed (no reachable peer, a disk error during the
 //! transfer, a replay that differs, a demo output that does not match); 2 invalid command line,
-//! manifest, store, proof log or output (one that cannot be created, or that was changed
-//! outside tierswarm), or `--runtime mixed` outside `demo`; 130 interrupted before the download
+//! address, manifest, store, proof log, certificate file or output (one that cannot be created,
+//! or that was changed outside tierswarm), or `--runtime mixed` outside `demo`; 130 interrupted
+//! before the download
 //! completed (state persisted: run the same command again to resume).
 //!
 //! Sessions run as tasks of the chosen runtime ([`Runtimes`]); the main thread binds listeners
-//! with `std`, waits with `futures`' executor and takes Ctrl-C through `ctrlc`, so nothing but
-//! the network driver depends on the runtime.
+//! (inside the runtime where it needs that), waits with `futures`' executor and takes Ctrl-C
+//! through `ctrlc`, so nothing but the network driver depends on the runtime.
 #![forbid(unsafe_code)]
 
 mod demo;
 
 use std::io::Write as _;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,7 +43,10 @@ use tierswarm_io::driver::{
     self, recorder, Outcome, Resume, RunConfig, SessionError, SessionOptions,
 };
 use tierswarm_io::manifest::root_to_hex;
+use tierswarm_io::transport::{Listener, PeerUrl, Transports};
 use tierswarm_io::{hash_file_root, Manifest, Session, SessionEvent};
+use tierswarm_quic::{Identity, IdentityError};
+use tierswarm_smol::Smol;
 use tierswarm_tokio::Tokio;
 
 /// A failure: the exit code and a one-line reason.
@@ -75,19 +83,20 @@ enum Runtime {
     /// tokio.
     #[default]
     Tokio,
-    /// async-std.
+    /// async-std (discontinued upstream; kept for programs already on it).
     AsyncStd,
-    /// The demo's peers alternate between both runtimes (`demo` only).
+    /// smol.
+    Smol,
+    /// The demo's peers take tokio, async-std and smol in turn (`demo` only).
     Mixed,
 }
 
 impl Runtime {
-    /// The runtime of peer `i` (the demo's seeder is peer 0): `Mixed` alternates, starting
-    /// with tokio.
+    /// The runtime of peer `i` (the demo's seeder is peer 0): `Mixed` cycles through tokio,
+    /// async-std and smol.
     pub(crate) fn of_peer(self, i: usize) -> Runtime {
         match self {
-            Runtime::Mixed if i % 2 == 0 => Runtime::Tokio,
-            Runtime::Mixed => Runtime::AsyncStd,
+            Runtime::Mixed => [Runtime::Tokio, Runtime::AsyncStd, Runtime::Smol][i % 3],
             r => r,
         }
     }
@@ -96,31 +105,33 @@ impl Runtime {
         match self {
             Runtime::Tokio => "tokio",
             Runtime::AsyncStd => "async-std",
+            Runtime::Smol => "smol",
             Runtime::Mixed => "mixed",
+        }
+    }
+
+    /// A node's transports on this runtime: TCP, and QUIC (listening only with an identity).
+    pub(crate) fn transports(self, identity: Option<Identity>) -> Transports {
+        match self {
+            Runtime::AsyncStd => tierswarm_async_std::transports(identity),
+            Runtime::Smol => tierswarm_smol::transports(identity),
+            Runtime::Tokio | Runtime::Mixed => tierswarm_tokio::transports(identity),
         }
     }
 }
 
-/// The runtimes sessions run on: tokio's is started on first use, async-std's global executor
-/// starts itself.
+/// The runtimes sessions run on: tokio's is started on first use; the global executors of
+/// async-std and smol start themselves.
 #[derive(Default)]
 pub(crate) struct Runtimes {
     tokio: Option<tokio::runtime::Runtime>,
 }
 
 impl Runtimes {
-    /// Runs `session` as a task of `runtime` (tokio or async-std) with a listener bound by
-    /// `std`; the handle gives its end.
-    pub(crate) fn spawn(
-        &mut self,
-        runtime: Runtime,
-        session: Session,
-        cfg: RunConfig<std::net::TcpListener>,
-        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-        on_event: impl FnMut(&SessionEvent) + Send + 'static,
-    ) -> Result<driver::RunHandle> {
-        if runtime == Runtime::AsyncStd {
-            return Ok(driver::spawn::<AsyncStd>(session, cfg, shutdown, on_event));
+    /// Runs `f` where `runtime` is current (inside tokio's runtime; the others need nothing).
+    fn within<T>(&mut self, runtime: Runtime, f: impl FnOnce() -> T) -> Result<T> {
+        if matches!(runtime, Runtime::AsyncStd | Runtime::Smol) {
+            return Ok(f());
         }
         let rt = match &mut self.tokio {
             Some(rt) => rt,
@@ -132,7 +143,43 @@ impl Runtimes {
             ),
         };
         let _in_runtime = rt.enter();
-        Ok(driver::spawn::<Tokio>(session, cfg, shutdown, on_event))
+        Ok(f())
+    }
+
+    /// Binds a listener at each of `urls` with `transports` (on `runtime`).
+    pub(crate) fn listen(
+        &mut self,
+        runtime: Runtime,
+        transports: &Transports,
+        urls: &[PeerUrl],
+    ) -> Result<Vec<Box<dyn Listener>>> {
+        self.within(runtime, || {
+            urls.iter()
+                .map(|u| {
+                    transports
+                        .listen(u)
+                        .map_err(|e| Failure::failed(format!("--listen {u}: {e}")))
+                })
+                .collect()
+        })?
+    }
+
+    /// Runs `session` as a task of `runtime`; the handle gives its end.
+    pub(crate) fn spawn(
+        &mut self,
+        runtime: Runtime,
+        session: Session,
+        cfg: RunConfig,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+        on_event: impl FnMut(&SessionEvent) + Send + 'static,
+    ) -> Result<driver::RunHandle> {
+        self.within(runtime, || match runtime {
+            Runtime::AsyncStd => driver::spawn::<AsyncStd>(session, cfg, shutdown, on_event),
+            Runtime::Smol => driver::spawn::<Smol>(session, cfg, shutdown, on_event),
+            Runtime::Tokio | Runtime::Mixed => {
+                driver::spawn::<Tokio>(session, cfg, shutdown, on_event)
+            }
+        })
     }
 }
 
@@ -153,9 +200,10 @@ enum Cmd {
     Share {
         /// The file to serve.
         file: PathBuf,
-        /// Address to listen on.
+        /// Where to listen, as a URL: tcp://HOST:PORT or quic://HOST:PORT (a bare HOST:PORT is
+        /// TCP; port 0 picks a free one). Repeatable: one node may listen on TCP and QUIC.
         #[arg(long, default_value = "127.0.0.1:0")]
-        listen: String,
+        listen: Vec<String>,
         /// Async runtime.
         #[arg(long, value_enum, default_value_t)]
         runtime: Runtime,
@@ -170,7 +218,8 @@ enum Cmd {
     Fetch {
         /// The manifest (`.tsm`).
         manifest: PathBuf,
-        /// A peer to connect to (repeatable).
+        /// A peer to connect to, as a URL: tcp://HOST:PORT or quic://HOST:PORT#FINGERPRINT (as
+        /// the peer's `listening on` line prints it); a bare HOST:PORT is TCP. Repeatable.
         #[arg(long = "peer", required = true)]
         peers: Vec<String>,
         /// Output file.
@@ -179,9 +228,10 @@ enum Cmd {
         /// Async runtime.
         #[arg(long, value_enum, default_value_t)]
         runtime: Runtime,
-        /// Also accept peers here (to serve what we have while downloading).
+        /// Also accept peers here, as a URL like `--listen` of `share` (to serve what we have
+        /// while downloading). Repeatable.
         #[arg(long)]
-        listen: Option<String>,
+        listen: Vec<String>,
         /// Rebuild the availability store first: re-verify every unit of the output file
         /// against the content root (units that fail, or lack a proof, are fetched again).
         #[arg(long, conflicts_with = "restart")]
@@ -205,6 +255,10 @@ enum Cmd {
         /// Async runtime(s).
         #[arg(long, value_enum, default_value_t)]
         runtime: Runtime,
+        /// Transport(s): `mixed` has the seeder listen on both and the leechers on TCP and
+        /// QUIC in turn.
+        #[arg(long, value_enum, default_value_t)]
+        transport: demo::Transport,
     },
     /// Feed a flight record to a fresh core and check that the same actions come out.
     Replay {
@@ -266,7 +320,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             &manifest,
             &peers,
             &out,
-            listen.as_deref(),
+            &listen,
             match (repair, restart) {
                 (true, _) => Resume::Repair,
                 (_, true) => Resume::Restart,
@@ -278,13 +332,14 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             peers,
             size,
             runtime,
+            transport,
         } => {
             let size = tierswarm_units::parse_size(&size)
                 .map_err(|e| Failure::usage(format!("--size: {e}")))?;
             if peers == 0 {
                 return Err(Failure::usage("--peers: must be at least 1"));
             }
-            demo::run(runtime, peers, size)
+            demo::run(runtime, transport, peers, size)
         }
         Cmd::Replay { record } => {
             let report = recorder::replay(&record)
@@ -308,7 +363,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
 fn single(runtime: Runtime) -> Result<Runtime> {
     match runtime {
         Runtime::Mixed => Err(Failure::usage(
-            "--runtime mixed: only `demo` runs several peers; choose tokio or async-std",
+            "--runtime mixed: only `demo` runs several peers; choose tokio, async-std or smol",
         )),
         r => Ok(r),
     }
@@ -352,15 +407,81 @@ pub(crate) fn ctrl_c() -> impl std::future::Future<Output = ()> + Send + 'static
     }
 }
 
-fn resolve(addr: &str, what: &str) -> Result<Vec<SocketAddr>> {
-    let addrs: Vec<SocketAddr> = addr
-        .to_socket_addrs()
-        .map_err(|e| Failure::usage(format!("{what} `{addr}`: {e}")))?
-        .collect();
-    if addrs.is_empty() {
-        return Err(Failure::usage(format!("{what} `{addr}`: no address")));
+/// `--listen` URLs: parsed, the host resolved (the first address), a known scheme, no `#`.
+fn listen_urls(given: &[String]) -> Result<Vec<PeerUrl>> {
+    given
+        .iter()
+        .map(|text| {
+            let bad = |e: String| Failure::usage(format!("--listen {text}: {e}"));
+            let url: PeerUrl = text
+                .parse()
+                .map_err(|e: tierswarm_io::transport::UrlError| bad(e.to_string()))?;
+            if !matches!(url.scheme(), "tcp" | "quic") {
+                return Err(bad("listen on tcp:// or quic://".into()));
+            }
+            if url.fragment().is_some() {
+                return Err(bad("a listening address takes no `#` part".into()));
+            }
+            let first = url
+                .resolve()
+                .map_err(|e| bad(e.to_string()))?
+                .swap_remove(0);
+            Ok(first)
+        })
+        .collect()
+}
+
+/// `--peer` URLs: parsed, resolved (every address), and checked by their transport (a `quic://`
+/// URL needs its fingerprint).
+fn peer_urls(given: &[String], transports: &Transports) -> Result<Vec<PeerUrl>> {
+    let mut urls = Vec::new();
+    for text in given {
+        let bad = |e: String| Failure::usage(format!("--peer {text}: {e}"));
+        let url: PeerUrl = text
+            .parse()
+            .map_err(|e: tierswarm_io::transport::UrlError| bad(e.to_string()))?;
+        for u in url.resolve().map_err(|e| bad(e.to_string()))? {
+            transports
+                .check(&u)
+                .map_err(|e| Failure::usage(format!("--peer {e}")))?;
+            urls.push(u);
+        }
     }
-    Ok(addrs)
+    Ok(urls)
+}
+
+/// The node's QUIC identity, kept at `path`, when one of `listen` is QUIC (a dialler needs
+/// none: clients present no certificate).
+fn identity_for(listen: &[PeerUrl], path: &Path) -> Result<Option<Identity>> {
+    if !listen.iter().any(|u| u.scheme() == "quic") {
+        return Ok(None);
+    }
+    match Identity::load_or_create(path) {
+        Ok(id) => Ok(Some(id)),
+        Err(e @ IdentityError::Invalid { .. }) => Err(Failure::usage(e.to_string())),
+        Err(e) => Err(Failure::failed(e.to_string())),
+    }
+}
+
+/// `PATH` with `.tsm` replaced by `.tsk` (or `.tsk` appended): where `share` keeps its QUIC
+/// identity, beside the manifest.
+fn key_beside_manifest(manifest: &Path) -> PathBuf {
+    match manifest.extension() {
+        Some(ext) if ext == "tsm" => manifest.with_extension("tsk"),
+        _ => {
+            let mut p = manifest.as_os_str().to_owned();
+            p.push(".tsk");
+            PathBuf::from(p)
+        }
+    }
+}
+
+/// Prints one `listening on URL` line per listener (stdout, flushed: scripts read it).
+fn print_listening(listeners: &[Box<dyn Listener>]) {
+    for l in listeners {
+        println!("listening on {}", l.url());
+    }
+    let _ = std::io::stdout().flush();
 }
 
 pub(crate) fn spinner(msg: String) -> ProgressBar {
@@ -419,11 +540,11 @@ pub(crate) fn unit_bytes(units: u64, file_len: u64) -> u64 {
 fn share(
     runtime: Runtime,
     file: &Path,
-    listen: &str,
+    listen: &[String],
     manifest_out: Option<PathBuf>,
     record: Option<PathBuf>,
 ) -> Result<()> {
-    let addrs = resolve(listen, "--listen")?;
+    let listen = listen_urls(listen)?;
     let pb = spinner(format!("hashing {}", file.display()));
     let session = Session::seeder(file, options(record)).map_err(|e| match e {
         SessionError::Record { .. } => Failure::usage(e.to_string()),
@@ -439,11 +560,10 @@ fn share(
     manifest
         .save(&path)
         .map_err(|e| Failure::failed(e.to_string()))?;
-    let listener = std::net::TcpListener::bind(&addrs[..])
-        .map_err(|e| Failure::failed(format!("--listen {listen}: {e}")))?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| Failure::failed(e.to_string()))?;
+    let key = key_beside_manifest(&path);
+    let transports = runtime.transports(identity_for(&listen, &key)?);
+    let mut runtimes = Runtimes::default();
+    let listeners = runtimes.listen(runtime, &transports, &listen)?;
     eprintln!(
         "sharing {} ({}), root {}, manifest {}",
         file.display(),
@@ -451,17 +571,19 @@ fn share(
         root_to_hex(&manifest.root),
         path.display()
     );
-    println!("listening on {bound}");
-    let _ = std::io::stdout().flush();
+    if listen.iter().any(|u| u.scheme() == "quic") {
+        eprintln!("QUIC certificate and key: {}", key.display());
+    }
+    print_listening(&listeners);
     let cfg = RunConfig {
-        listener: Some(listener),
+        transports,
+        listeners,
         peers: vec![],
         stop_when_complete: false,
     };
     let started = Instant::now();
     let peers = Arc::new(AtomicU64::new(0));
     let counted = Arc::clone(&peers);
-    let mut runtimes = Runtimes::default();
     let handle = runtimes.spawn(runtime, session, cfg, ctrl_c(), move |e| match e {
         SessionEvent::PeerReady { .. } => {
             counted.fetch_add(1, Ordering::Relaxed);
@@ -490,16 +612,17 @@ fn fetch(
     manifest_path: &Path,
     peers: &[String],
     out: &Path,
-    listen: Option<&str>,
+    listen: &[String],
     resume: Resume,
     record: Option<PathBuf>,
 ) -> Result<()> {
     let manifest = Manifest::load(manifest_path).map_err(|e| Failure::usage(e.to_string()))?;
-    let mut addrs = Vec::new();
-    for p in peers {
-        addrs.extend(resolve(p, "--peer")?);
-    }
-    let listen = listen.map(|l| resolve(l, "--listen")).transpose()?;
+    let listen = listen_urls(listen)?;
+    // The identity lives beside the other state of this download (`OUT.tsk`).
+    let mut key = out.as_os_str().to_owned();
+    key.push(".tsk");
+    let transports = runtime.transports(identity_for(&listen, Path::new(&key))?);
+    let dial = peer_urls(peers, &transports)?;
     let (session, notes) = {
         let pb = (resume == Resume::Repair)
             .then(|| spinner(format!("repairing: re-verifying {}", out.display())));
@@ -534,21 +657,13 @@ fn fetch(
         );
     }
     let file_len = manifest.file_len;
-    let listener = match listen {
-        Some(a) => Some(
-            std::net::TcpListener::bind(&a[..])
-                .map_err(|e| Failure::failed(format!("--listen: {e}")))?,
-        ),
-        None => None,
-    };
-    if let Some(l) = &listener {
-        if let Ok(a) = l.local_addr() {
-            println!("listening on {a}");
-        }
-    }
+    let mut runtimes = Runtimes::default();
+    let listeners = runtimes.listen(runtime, &transports, &listen)?;
+    print_listening(&listeners);
     let cfg = RunConfig {
-        listener,
-        peers: addrs,
+        transports,
+        listeners,
+        peers: dial,
         stop_when_complete: true,
     };
     let pb = bytes_bar(file_len).with_message(manifest.name.chars().take(12).collect::<String>());
@@ -558,7 +673,6 @@ fn fetch(
     let peers = Arc::new(AtomicU64::new(0));
     let counted = Arc::clone(&peers);
     let bar = pb.clone();
-    let mut runtimes = Runtimes::default();
     let handle = runtimes.spawn(runtime, session, cfg, ctrl_c(), move |e| match e {
         SessionEvent::Progress { units, .. } => bar.set_position(unit_bytes(*units, file_len)),
         SessionEvent::PeerReady { .. } => {

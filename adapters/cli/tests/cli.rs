@@ -50,12 +50,15 @@ fn tierswarm(args: &[&str]) -> Output {
     run(Command::new(BIN).args(args))
 }
 
-/// `tierswarm share FILE`, once it printed its address.
+/// `tierswarm share FILE`, once it printed its addresses.
 struct Share {
     /// Taken by [`Share::interrupt`]; killed (by its id) on drop otherwise, so that a failing
     /// test leaves no server behind.
     child: Option<Child>,
+    /// The first URL it listens on.
     addr: String,
+    /// Every URL it listens on, in the order of its `--listen` flags.
+    urls: Vec<String>,
 }
 
 impl Drop for Share {
@@ -73,24 +76,34 @@ impl Share {
     }
 
     fn start_on(file: &Path, runtime: &str) -> Share {
+        Share::start_with(file, &["--runtime", runtime], 1)
+    }
+
+    /// `share FILE ARGS...`, reading its `listening on` lines (one per `--listen`).
+    fn start_with(file: &Path, args: &[&str], listeners: usize) -> Share {
         let mut child = Command::new(BIN)
-            .args(["share", file.to_str().unwrap(), "--runtime", runtime])
+            .arg("share")
+            .arg(file)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let urls: Vec<String> = (0..listeners)
+            .map(|_| {
+                let mut line = String::new();
+                out.read_line(&mut line).unwrap();
+                line.trim()
+                    .strip_prefix("listening on ")
+                    .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+                    .to_string()
+            })
+            .collect();
         Share {
             child: Some(child),
-            addr,
+            addr: urls[0].clone(),
+            urls,
         }
     }
 
@@ -187,6 +200,54 @@ fn mixed_outside_demo_and_bad_sizes_exit_2() {
     assert!(err.contains("only `demo` runs several peers"), "{err}");
 }
 
+/// `DIR/d.bin` (1000 bytes) and its manifest `DIR/d.tsm`, written by hand from the contract.
+fn small_file_and_manifest(dir: &Path) -> (PathBuf, PathBuf) {
+    let f = dir.join("d.bin");
+    make_file(&f, 1000);
+    let m = dir.join("d.tsm");
+    std::fs::write(
+        &m,
+        format!(
+            "{{\"version\":1,\"root\":\"{}\",\"file_len\":1000,\"name\":\"d\"}}",
+            blake3::hash(&std::fs::read(&f).unwrap()).to_hex()
+        ),
+    )
+    .unwrap();
+    (f, m)
+}
+
+/// Bad addresses are refused before anything runs: exit 2 and one line naming the flag.
+#[test]
+fn bad_urls_exit_2_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (f, m) = small_file_and_manifest(dir.path());
+    let (m, o) = (m.to_str().unwrap(), dir.path().join("o"));
+    let o = o.to_str().unwrap();
+    for (peer, says) in [
+        ("quic://127.0.0.1:7000", "no certificate fingerprint"),
+        ("quic://127.0.0.1:7000#abc", "64 hex digits"),
+        ("udp://127.0.0.1:7000", "no transport for `udp://`"),
+        ("tcp://127.0.0.1:7000#ab", "takes no `#` part"),
+        ("tcp://", "no HOST:PORT"),
+    ] {
+        let out = tierswarm(&["fetch", m, "--peer", peer, "--out", o]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{peer}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains("--peer") && err.contains(says),
+            "{peer}: {err}"
+        );
+    }
+    let f = f.to_str().unwrap();
+    for listen in ["quic://127.0.0.1:0#ab", "mem://x"] {
+        let out = tierswarm(&["share", f, "--listen", listen]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{listen}: {err}");
+        assert!(err.contains("--listen"), "{err}");
+    }
+}
+
 #[test]
 fn share_fetch_record_replay_repair() {
     let dir = tempfile::tempdir().unwrap();
@@ -246,22 +307,12 @@ fn share_fetch_record_replay_repair() {
 #[test]
 fn fetch_without_reachable_peers_fails_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("d.bin");
-    make_file(&f, 1000);
+    let (_, m) = small_file_and_manifest(dir.path());
     // A port that was just free: nothing listens there.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
-    let m = dir.path().join("d.tsm");
-    std::fs::write(
-        &m,
-        format!(
-            "{{\"version\":1,\"root\":\"{}\",\"file_len\":1000,\"name\":\"d\"}}",
-            blake3::hash(&std::fs::read(&f).unwrap()).to_hex()
-        ),
-    )
-    .unwrap();
     let out = tierswarm(&[
         "fetch",
         m.to_str().unwrap(),
@@ -275,28 +326,97 @@ fn fetch_without_reachable_peers_fails_with_one_line() {
     assert!(err.contains("no peer is reachable"), "{err}");
 }
 
-#[test]
-fn demo_runs_a_small_swarm() {
-    let out = tierswarm(&["demo", "--peers", "3", "--size", "3MiB"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("all 3 outputs match root"));
+/// `demo --size 3MiB ARGS` succeeds, says `says` on stderr and verifies all `peers` outputs.
+fn demo_ok(args: &[&str], peers: usize, says: &str) {
+    let peers_arg = peers.to_string();
+    let mut all = vec!["demo", "--size", "3MiB", "--peers", &peers_arg];
+    all.extend(args);
+    let out = tierswarm(&all);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{args:?}: {err}");
+    assert!(err.contains(says), "{err}");
+    let all_match = format!("all {peers} outputs match root");
+    assert!(text(&out.stdout).contains(&all_match), "{args:?}");
 }
 
 #[test]
-fn demo_runs_a_mixed_swarm() {
-    let out = tierswarm(&[
-        "demo",
-        "--peers",
-        "5",
-        "--size",
-        "3MiB",
-        "--runtime",
-        "mixed",
-    ]);
-    let err = text(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    assert!(err.contains("tokio and async-std, alternating"), "{err}");
-    assert!(text(&out.stdout).contains("all 5 outputs match root"));
+fn demo_runs_a_small_swarm() {
+    demo_ok(&[], 3, "(tokio, over TCP)");
+}
+
+#[test]
+fn demo_runs_swarms_mixing_runtimes_and_transports() {
+    demo_ok(
+        &["--runtime", "mixed"],
+        5,
+        "tokio, async-std and smol in turn",
+    );
+    let both = ["--runtime", "mixed", "--transport", "mixed"];
+    demo_ok(&both, 4, "over TCP and QUIC");
+}
+
+/// `share --listen quic://…` prints its URL with the certificate's fingerprint, a fetch that
+/// pins it completes, a fetch that pins another is refused, and the certificate is kept beside
+/// the manifest so a restarted share has the same fingerprint.
+#[test]
+fn share_and_fetch_over_quic_with_a_pinned_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("data.bin");
+    make_file(&f, 2 * 1024 * 1024 + 77);
+    let args = [
+        "--listen",
+        "quic://127.0.0.1:0",
+        "--listen",
+        "tcp://127.0.0.1:0",
+    ];
+    let share = Share::start_with(&f, &args, 2);
+    let (quic, tcp) = (&share.urls[0], &share.urls[1]);
+    let fingerprint = quic
+        .strip_prefix("quic://127.0.0.1:")
+        .and_then(|rest| rest.split_once('#'))
+        .map(|(_, f)| f.to_string())
+        .unwrap_or_else(|| panic!("not a QUIC URL with a fingerprint: {quic}"));
+    assert_eq!(fingerprint.len(), 64);
+    assert!(fingerprint
+        .chars()
+        .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+    assert!(tcp.starts_with("tcp://127.0.0.1:"), "{tcp}");
+    let m = tsm(&f);
+    let m = m.to_str().unwrap();
+    for (runtime, url) in [("tokio", quic), ("smol", quic), ("async-std", tcp)] {
+        let out = dir.path().join(format!("copy-{runtime}.bin"));
+        let o = out.to_str().unwrap();
+        let fetched = tierswarm(&["fetch", m, "--peer", url, "--out", o, "--runtime", runtime]);
+        assert!(
+            fetched.status.success(),
+            "{runtime}: {}",
+            text(&fetched.stderr)
+        );
+        assert_eq!(std::fs::read(&f).unwrap(), std::fs::read(&out).unwrap());
+    }
+    let wrong = quic.replace(&fingerprint, &"ab".repeat(32));
+    let o = dir.path().join("never.bin");
+    let refused = tierswarm(&["fetch", m, "--peer", &wrong, "--out", o.to_str().unwrap()]);
+    let err = text(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{err}");
+    let last = err.lines().last().unwrap();
+    assert!(
+        last.contains(&format!(
+            "has fingerprint {fingerprint}, not the pinned {}",
+            "ab".repeat(32)
+        )),
+        "{err}"
+    );
+    let stopped = share.interrupt();
+    assert!(stopped.status.success(), "{}", text(&stopped.stderr));
+    assert!(dir.path().join("data.bin.tsk").exists());
+    let again = Share::start_with(&f, &["--listen", "quic://127.0.0.1:0"], 1);
+    assert!(
+        again.addr.ends_with(&format!("#{fingerprint}")),
+        "{}",
+        again.addr
+    );
+    again.interrupt();
 }
 
 /// A share on one runtime serves fetches on both; Ctrl-C stops it cleanly on async-std too.

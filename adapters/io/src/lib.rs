@@ -1,10 +1,11 @@
 //! # tierswarm-io
 //!
 //! The runtime-independent half of tierswarm's network adapters: everything the tokio and
-//! async-std drivers share. Nothing here depends on an async runtime: content and files are
-//! plain blocking `std` I/O, and the session loop ([`driver::run`]) is written against the
-//! runtime-neutral `futures` crate and a small [`driver::Runtime`] trait that each runtime's glue
-//! implements.
+//! async-std and smol drivers share. Nothing here depends on an async runtime: content and
+//! files are plain blocking `std` I/O, and the session loop ([`driver::run`]) is written against
+//! the runtime-neutral `futures` crate, a small [`driver::Runtime`] trait that each runtime's glue
+//! implements, and the [`transport`] traits that TCP, QUIC and the in-memory transport
+//! implement.
 //!
 //! Modules, one concept each:
 //! - [`content`]: BLAKE3 verified units — the content root, the [`Outboard`] that produces a
@@ -14,7 +15,9 @@
 //! - [`store_file`]: atomic persistence of an opaque blob (the availability store).
 //! - [`driver`]: the runtime-independent driver — a [`Session`] wrapping the core node with its
 //!   content, framing, the clock, the proof tree of a download, the flight recorder, and the
-//!   session loop over TCP ([`driver::run`]).
+//!   session loop ([`driver::run`]).
+//! - [`transport`]: the transport seam — peer URLs, listeners, connections as a frame reader
+//!   and a frame writer, framing over any byte stream, and an in-memory transport.
 //!
 //! ## Hashing: BLAKE3's `hazmat` API rather than `bao-tree`
 //!
@@ -36,6 +39,7 @@ pub mod data_file;
 pub mod driver;
 pub mod manifest;
 pub mod store_file;
+pub mod transport;
 
 pub use content::{
     hash_file_root, verify_unit, ContentError, Outboard, ProofNode, UnitProof, UNIT_LEN,

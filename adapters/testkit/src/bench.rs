@@ -1,22 +1,35 @@
-//! The loopback benchmark, once for every runtime: a single-peer fetch over loopback versus a
-//! raw socket copy of the same bytes on the same runtime, plus BLAKE3 speed.
+//! The loopback benchmark, once for every runtime and transport: a single-peer fetch over
+//! loopback versus a raw copy of the same bytes over the same transport on the same runtime,
+//! plus BLAKE3 speed, with the process's CPU time for each.
 //!
 //! Size in `TIERSWARM_BENCH_SIZE` (default 1 GiB), temp files in `TIERSWARM_BENCH_DIR` (default
-//! `.`), seeder upload slots per peer in `TIERSWARM_BENCH_SLOTS`.
+//! `.`; use a tmpfs such as `/dev/shm` to keep the disk out), runs per measurement in
+//! `TIERSWARM_BENCH_RUNS` (default 1; the median and the range are printed), transports in
+//! `TIERSWARM_BENCH_TRANSPORTS` (default `tcp,quic`), seeder upload slots per peer in
+//! `TIERSWARM_BENCH_SLOTS`.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use futures::channel::oneshot;
-use futures::io::{AsyncReadExt, AsyncWriteExt};
+use tierswarm_core::tiers::T1_SIZE;
+use tierswarm_core::wire::{encode_frame, FrameLimits, Message};
+use tierswarm_core::Geometry;
 use tierswarm_io::data_file::write_pseudo_random;
 use tierswarm_io::driver::{run, Outcome, Resume, RunConfig, Runtime, SessionOptions};
+use tierswarm_io::transport::{Class, Framing, OutFrame};
 use tierswarm_io::{hash_file_root, Outboard, Session};
+
+use crate::{Host, MakeTransports, Net};
 
 /// A future to run to completion on the benchmark's runtime.
 pub type Job = Pin<Box<dyn Future<Output = Duration> + Send>>;
+
+/// Bytes per frame of the raw copy.
+const RAW_CHUNK: usize = T1_SIZE as usize;
 
 /// The benchmark's file: generated once, shared by every runtime measured.
 pub struct Bench {
@@ -24,10 +37,44 @@ pub struct Bench {
     src: PathBuf,
     size: u64,
     root: [u8; 32],
+    runs: usize,
 }
 
 fn mib_s(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / (1 << 20) as f64 / d.as_secs_f64()
+}
+
+/// User + system CPU time of this process so far (Linux: `/proc/self/stat`, in the kernel's
+/// fixed 100 Hz ticks); zero elsewhere.
+fn cpu_time() -> Duration {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return Duration::ZERO;
+    };
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    Duration::from_millis(fields.iter().sum::<u64>() * 10)
+}
+
+/// One measurement: wall time and CPU time.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    wall: Duration,
+    cpu: Duration,
+}
+
+fn timed(block_on: &impl Fn(Job) -> Duration, job: Job) -> Sample {
+    let cpu = cpu_time();
+    let wall = block_on(job);
+    Sample {
+        wall,
+        cpu: cpu_time().saturating_sub(cpu),
+    }
 }
 
 impl Bench {
@@ -37,11 +84,16 @@ impl Bench {
             .ok()
             .map(|s| tierswarm_units::parse_size(&s).expect("TIERSWARM_BENCH_SIZE"))
             .unwrap_or(1 << 30);
+        let runs = std::env::var("TIERSWARM_BENCH_RUNS")
+            .ok()
+            .map(|s| s.parse().expect("TIERSWARM_BENCH_RUNS"))
+            .unwrap_or(1usize)
+            .max(1);
         let base = std::env::var("TIERSWARM_BENCH_DIR").unwrap_or_else(|_| ".".into());
         let dir = tempfile::tempdir_in(base).unwrap();
         let src = dir.path().join("src.bin");
         println!(
-            "loopback benchmark: {} MiB file in {}",
+            "loopback benchmark: {} MiB file in {}, {runs} run(s) each",
             size >> 20,
             dir.path().display()
         );
@@ -69,17 +121,83 @@ impl Bench {
             src,
             size,
             root,
+            runs,
         }
     }
 
-    /// Measures a raw socket copy and a single-peer fetch on `R`; `block_on` runs a job on `R`'s
-    /// executor (with `R` current).
-    pub fn measure<R: Runtime>(&self, name: &str, block_on: impl Fn(Job) -> Duration) {
-        let raw_out = self.dir.path().join("raw.bin");
-        let raw = block_on(Box::pin(raw_copy::<R>(self.src.clone(), raw_out.clone())));
-        assert_eq!(std::fs::metadata(&raw_out).unwrap().len(), self.size);
-        std::fs::remove_file(&raw_out).unwrap();
+    /// Measures, on runtime `R`, a raw copy and a single-peer fetch over each transport named
+    /// in `TIERSWARM_BENCH_TRANSPORTS`, with the glue's `transports`; `block_on` runs a job on
+    /// `R`'s executor (with `R` current).
+    pub fn measure_all<R: Runtime>(
+        &self,
+        runtime: &str,
+        transports: MakeTransports,
+        block_on: impl Fn(Job) -> Duration,
+    ) {
+        let wanted = std::env::var("TIERSWARM_BENCH_TRANSPORTS").unwrap_or("tcp,quic".into());
+        for name in wanted.split(',').map(str::trim) {
+            let net = match name {
+                "tcp" => Net::tcp(transports),
+                "quic" => Net::quic(transports),
+                other => panic!("TIERSWARM_BENCH_TRANSPORTS: unknown transport {other}"),
+            };
+            self.measure::<R>(&format!("{runtime} {name}"), &net, &block_on);
+        }
+    }
 
+    /// Measures a raw copy and a single-peer fetch on `R` over `net`.
+    pub fn measure<R: Runtime>(&self, name: &str, net: &Net, block_on: &impl Fn(Job) -> Duration) {
+        let mut raw = Vec::new();
+        let mut fetch = Vec::new();
+        let mut requests = 0;
+        for _ in 0..self.runs {
+            raw.push(self.raw_once::<R>(net, block_on));
+            let (sample, n) = self.fetch_once::<R>(net, block_on);
+            fetch.push(sample);
+            requests = n;
+        }
+        let raw = self.summary(&format!("raw {name} copy:"), raw, "file to file");
+        let fetch = self.summary(
+            &format!("{name} single-peer fetch:"),
+            fetch,
+            &format!("{requests} requests, verified"),
+        );
+        println!(
+            "{:<29}{:>8.2}",
+            format!("{name} fetch / raw copy:"),
+            raw / fetch
+        );
+    }
+
+    /// Prints the median, range and CPU of `samples`; returns the median wall seconds.
+    fn summary(&self, label: &str, mut samples: Vec<Sample>, what: &str) -> f64 {
+        samples.sort_by_key(|s| s.wall);
+        let median = samples[samples.len() / 2];
+        let (lo, hi) = (samples[0].wall, samples[samples.len() - 1].wall);
+        let gib = self.size as f64 / (1u64 << 30) as f64;
+        let range = if samples.len() > 1 {
+            format!(
+                ", range {:.1}–{:.1}",
+                mib_s(self.size, hi),
+                mib_s(self.size, lo)
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "{label:<29}{:>8.1} MiB/s  ({:.2} s{range}; {what}; cpu {:.2} s/GiB)",
+            mib_s(self.size, median.wall),
+            median.wall.as_secs_f64(),
+            median.cpu.as_secs_f64() / gib,
+        );
+        median.wall.as_secs_f64()
+    }
+
+    fn fetch_once<R: Runtime>(
+        &self,
+        net: &Net,
+        block_on: &impl Fn(Job) -> Duration,
+    ) -> (Sample, u64) {
         let mut seed_opts = SessionOptions::default();
         if let Some(n) = std::env::var("TIERSWARM_BENCH_SLOTS")
             .ok()
@@ -89,37 +207,29 @@ impl Bench {
         }
         let seeder = Session::seeder(&self.src, seed_opts).unwrap();
         let manifest = seeder.manifest().clone();
-        let out = self.dir.path().join(format!("out-{name}.bin"));
+        let out = self.dir.path().join("out.bin");
         let (leecher, _) =
             Session::leecher(&manifest, &out, Resume::Check, SessionOptions::default()).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
-        let fetch = block_on(Box::pin(async move {
-            let t = Instant::now();
-            let listener = crate::listener();
-            let addr = listener.local_addr().unwrap();
-            let (stop, stopped) = oneshot::channel::<()>();
-            let seed = crate::spawn_run::<R>(
-                seeder,
-                Some(listener),
-                vec![],
-                false,
-                async {
-                    let _ = stopped.await;
-                },
-                |_| {},
-            );
-            let cfg = RunConfig {
-                listener: None,
-                peers: vec![addr],
-                stop_when_complete: true,
-            };
-            let (l, outcome) = run::<R>(leecher, cfg, std::future::pending(), |_| {}).await;
-            let took = t.elapsed();
-            let _ = stop.send(());
-            seed.join().await;
-            let _ = tx.send((outcome, l.stats().requests));
-            took
-        }));
+        let host = Host::on::<R>(net);
+        let sample = timed(
+            block_on,
+            Box::pin(async move {
+                let t = Instant::now();
+                let seed = host.serve(seeder, vec![]);
+                let cfg = RunConfig {
+                    transports: host.net.transports(),
+                    listeners: vec![],
+                    peers: vec![seed.url.clone()],
+                    stop_when_complete: true,
+                };
+                let (l, outcome) = run::<R>(leecher, cfg, std::future::pending(), |_| {}).await;
+                let took = t.elapsed();
+                seed.stop().await;
+                let _ = tx.send((outcome, l.stats().requests));
+                took
+            }),
+        );
         let (outcome, requests) = rx.recv().unwrap();
         assert_eq!(outcome, Outcome::Complete);
         assert_eq!(hash(&out), self.root, "fetched file differs");
@@ -127,23 +237,16 @@ impl Bench {
         for f in [&out, &store, &proofs] {
             std::fs::remove_file(f).unwrap();
         }
-        println!(
-            "{:<29}{:>8.1} MiB/s  ({:.2} s, file to file)",
-            format!("raw {name} socket copy:"),
-            mib_s(self.size, raw),
-            raw.as_secs_f64()
-        );
-        println!(
-            "{:<29}{:>8.1} MiB/s  ({:.2} s, {requests} requests, verified)",
-            format!("{name} single-peer fetch:"),
-            mib_s(self.size, fetch),
-            fetch.as_secs_f64()
-        );
-        println!(
-            "{:<29}{:>8.2}",
-            format!("{name} fetch / raw copy:"),
-            raw.as_secs_f64() / fetch.as_secs_f64()
-        );
+        (sample, requests)
+    }
+
+    fn raw_once<R: Runtime>(&self, net: &Net, block_on: &impl Fn(Job) -> Duration) -> Sample {
+        let out = self.dir.path().join("raw.bin");
+        let job = raw_copy::<R>(net.clone(), self.src.clone(), out.clone());
+        let sample = timed(block_on, Box::pin(job));
+        assert_eq!(std::fs::metadata(&out).unwrap().len(), self.size);
+        std::fs::remove_file(&out).unwrap();
+        sample
     }
 }
 
@@ -152,41 +255,72 @@ fn hash(path: &Path) -> [u8; 32] {
     hash_file_root(std::io::BufReader::with_capacity(1 << 20, f)).unwrap()
 }
 
-/// The same bytes, file to socket to file, with 1 MiB buffers and inline std file I/O (as the
-/// session does), fsynced at the end (as the session's final persist does). Returns its time.
-async fn raw_copy<R: Runtime>(src: PathBuf, dst: PathBuf) -> Duration {
+/// The same bytes, file to transport to file, as one 64 KiB TRANSFER frame per unit (no proofs, no
+/// verification, no protocol) with inline std file I/O (as the session does), fsynced at the
+/// end (as the session's final persist does). Returns its time.
+async fn raw_copy<R: Runtime>(net: Net, src: PathBuf, dst: PathBuf) -> Duration {
     use std::io::{Read, Write};
     let t = Instant::now();
-    let std_listener = crate::listener();
-    let addr = std_listener.local_addr().unwrap();
-    let listener = R::listener(std_listener).unwrap();
+    let (transports, mut listener) = net.bind();
+    // Handshake first, then one TRANSFER per unit: the frames the protocol sends, under its
+    // limits, without its proofs, verification or bookkeeping.
+    let len = std::fs::metadata(&src).unwrap().len();
+    let framing = Framing {
+        limits: FrameLimits::for_geometry(Geometry::new(len.max(1)).unwrap()),
+        keep_raw: false,
+    };
+    let url = listener.url();
+    let (accepted, connected) =
+        futures::join!(listener.accept(framing), transports.connect(&url, framing));
+    let sender = accepted.unwrap();
     let (sent_tx, sent) = oneshot::channel();
-    let (accepted, connected) = futures::join!(R::accept(&listener), R::connect(addr));
-    let (_, mut wr) = R::split(accepted.unwrap().0);
     R::spawn(async move {
+        let w = sender.writer;
+        let mut hs = BytesMut::new();
+        let hello = Message::Handshake {
+            info_hash: bytes::Bytes::from_static(&[0; 32]),
+            peer_id: "raw".into(),
+            capabilities: None,
+        };
+        encode_frame(&[0; 32], &hello, &mut hs);
+        w.write(OutFrame::new(hs.freeze(), Class::Control, None))
+            .await
+            .unwrap();
         let mut file = std::fs::File::open(src).unwrap();
-        let mut buf = vec![0u8; 1 << 20];
+        let mut buf = vec![0u8; RAW_CHUNK];
+        let mut unit = 0;
         loop {
             let n = file.read(&mut buf).unwrap();
             if n == 0 {
                 break;
             }
-            wr.write_all(&buf[..n]).await.unwrap();
+            let mut frame = BytesMut::new();
+            let msg = Message::Transfer {
+                unit,
+                data: bytes::Bytes::copy_from_slice(&buf[..n]),
+                proof: None,
+            };
+            encode_frame(&[0; 32], &msg, &mut frame);
+            w.write(OutFrame::new(frame.freeze(), Class::Data, Some(unit)))
+                .await
+                .unwrap();
+            unit += 1;
         }
-        wr.close().await.unwrap();
+        w.close().await.unwrap();
+        // Keep reading until the receiver hangs up, so that closing loses nothing.
+        let mut reader = sender.reader;
+        while let Ok(Some(_)) = reader.next_frame().await {}
         let _ = sent_tx.send(());
     });
-    let (mut rd, _wr) = R::split(connected.unwrap());
+    let mut receiver = connected.unwrap();
     let mut out = std::fs::File::create(dst).unwrap();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = rd.read(&mut buf).await.unwrap();
-        if n == 0 {
-            break;
+    while let Some(incoming) = receiver.reader.next_frame().await.unwrap() {
+        if let Message::Transfer { data, .. } = incoming.frame.msg {
+            out.write_all(&data).unwrap();
         }
-        out.write_all(&buf[..n]).unwrap();
     }
     out.sync_all().unwrap();
+    receiver.writer.close().await.unwrap();
     sent.await.unwrap();
     t.elapsed()
 }

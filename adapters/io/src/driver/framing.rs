@@ -26,6 +26,8 @@ pub struct FrameReader {
     buf: BytesMut,
     limits: FrameLimits,
     handshaken: bool,
+    /// Only TRANSFER frames (a unit stream).
+    data_only: bool,
     keep_raw: bool,
 }
 
@@ -38,7 +40,19 @@ impl FrameReader {
             buf: BytesMut::with_capacity(4096),
             limits,
             handshaken: false,
+            data_only: false,
             keep_raw,
+        }
+    }
+
+    /// A reader of a stream that carries only TRANSFER frames (a QUIC unit stream, opened
+    /// beside the connection's control stream): a TRANSFER's limit from the first frame, any
+    /// other kind an error.
+    pub fn for_data(limits: FrameLimits, keep_raw: bool) -> Self {
+        FrameReader {
+            handshaken: true,
+            data_only: true,
+            ..FrameReader::new(limits, keep_raw)
         }
     }
 
@@ -57,6 +71,17 @@ impl FrameReader {
             _ => None,
         };
         let frame = decode_frame_limited(&mut self.buf, &self.limits, self.handshaken)?;
+        if let Some(f) = &frame {
+            if self.data_only && !matches!(f.msg, Message::Transfer { .. }) {
+                return Err(WireError::Malformed {
+                    what: "unit stream",
+                    reason: format!(
+                        "a unit stream carries only TRANSFERs, not {}",
+                        f.msg.kind().name()
+                    ),
+                });
+            }
+        }
         if let Some(Frame {
             msg: Message::Handshake { .. },
             ..

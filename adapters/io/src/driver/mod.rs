@@ -1,6 +1,7 @@
 //! Runtime-independent driver logic shared by the tokio and async-std adapters.
 //!
-//! The runtime glue implements [`Runtime`] (tasks, a timer, TCP); everything else lives here:
+//! The runtime glue implements [`Runtime`] (tasks and a timer); connections come from a node's
+//! [`Transports`](crate::transport::Transports); everything else lives here:
 //!
 //! - [`Session`]: the core [`Node`](tierswarm_core::Node) plus the data file, proofs and the
 //!   availability store. The glue feeds it connection news, frames, "unit written" reports and
@@ -12,8 +13,9 @@
 //! - [`Clock`]: a monotonic clock turned into core [`Timestamp`](tierswarm_core::Timestamp)s.
 //! - [`ProofTree`]: the proof nodes a downloader has verified, enough to serve and re-verify
 //!   every unit it holds without the whole file (persisted as `OUT.tsp`).
-//! - [`run`]: the session loop over TCP — connections, dialling, effects, the drain —
-//!   written once against the [`Runtime`] trait that each runtime's glue implements.
+//! - [`run`]: the session loop — connections, dialling, effects, the drain — written once
+//!   against the [`Runtime`] trait that each runtime's glue implements and the transport traits
+//!   of [`crate::transport`].
 //! - [`recorder`]: the flight recorder (`--record`) and its replay.
 //! - [`proof`]: conversion between [`UnitProof`](crate::UnitProof) and the wire's
 //!   [`Proof`](tierswarm_core::wire::Proof).

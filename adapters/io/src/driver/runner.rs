@@ -1,108 +1,101 @@
-//! The session loop, written once for every async runtime.
+//! The session loop, written once for every async runtime and every transport.
 //!
-//! A runtime's glue implements [`Runtime`] (spawn a task, sleep until an instant, connect,
-//! accept, split a stream into `futures-io` halves) and calls [`run`]. Everything else — the
-//! loop's state, dialling and redialling, effect dispatch, connection bookkeeping, the drain,
-//! the per-connection reader and writer — is here, on runtime-neutral pieces only: `futures`
-//! channels, [`select_biased!`](futures::select_biased), `futures-io` traits and
-//! [`AbortHandle`]s.
+//! Two seams meet here. A runtime's glue implements [`Runtime`] (spawn a task, sleep until an
+//! instant: nothing about sockets); a node's [`Transports`] (TCP, QUIC, in-memory, ...) listen,
+//! dial and carry frames. Everything else — the loop's state, dialling and redialling, effect
+//! dispatch, connection bookkeeping, the drain, the per-connection reader and writer tasks — is
+//! here, on runtime-neutral pieces only: `futures` channels,
+//! [`select_biased!`](futures::select_biased) and [`AbortHandle`]s.
 //!
-//! - Readers cut frames with [`FrameReader`] (the core's `decode_frame_limited`, under the
-//!   per-kind limits of the file) and hand them to the loop over a bounded channel, so a slow loop pushes back
-//!   on the socket.
-//! - Writers get whole frames over a bounded channel per connection and report TRANSFERs once
-//!   flushed to the socket ([`Session::on_unit_sent`]). The loop never waits on a writer: a
-//!   connection whose queue is full is not reading and is closed.
+//! - One task per listener accepts connections; one task per dial connects (with retries).
+//! - A reader task per connection takes whole frames from its [`FrameRead`] (cut by
+//!   `FrameReader` under the per-kind limits of the file, checked before a body is buffered)
+//!   and hands them to the loop over a bounded channel, so a slow loop pushes back on the
+//!   connection.
+//! - A writer task per connection runs two lanes over its [`FrameWrite`]: control (and
+//!   availability) frames and data (TRANSFER) frames, each from its own bounded queue, so a
+//!   control frame never waits behind queued units in the driver; how far the classes stay
+//!   apart on the wire is the transport's (QUIC: separate streams; TCP: frame boundaries).
+//!   TRANSFERs are reported once written ([`Session::on_unit_sent`]). The loop never waits on a
+//!   writer: a connection whose queue is full is not reading and is closed.
+//! - A CANCEL from a peer is passed to its writer ([`FrameWrite::cancel`]) before the session
+//!   sees it, so a transport that can stop an in-flight unit does.
 //! - Unit verification and disk writes run inline in the loop (about 50 µs per 64 KiB unit).
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
 use futures::channel::{mpsc, oneshot};
 use futures::future::{AbortHandle, Abortable, Aborted, FutureExt};
-use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use futures::{pin_mut, select_biased, SinkExt, StreamExt};
-use tierswarm_core::wire::FrameLimits;
+use tierswarm_core::wire::Message;
 use tierswarm_core::PeerId;
 use tracing::{debug, info, warn};
 
-use super::framing::{FrameReader, Incoming};
+use super::framing::Incoming;
 use super::session::{Effect, Role, Session, SessionEvent};
+use crate::transport::{
+    Class, Connection, FrameRead, FrameWrite, Framing, Listener, OutFrame, PeerUrl, Transports,
+};
 
-/// Frames queued per connection before it counts as not reading.
+/// Frames queued per connection and lane before it counts as not reading.
 const WRITE_QUEUE: usize = 1024;
 /// Connection attempts per dial, and redials of a peer that went away on its own.
 const DIAL_ATTEMPTS: u32 = 5;
 const REDIALS: u32 = 3;
 /// How long a drain may take before the loop gives up on in-flight requests.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
-/// Bytes asked of the socket per read.
-const READ_CHUNK: usize = 64 * 1024;
+/// How long connections closed at the end of a run may take to flush and say goodbye before
+/// their tasks are stopped.
+const CLOSE_LIMIT: Duration = Duration::from_secs(1);
+/// Pause after a failed accept (out of descriptors, say) before the next.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-/// What a runtime's glue provides: tasks, one kind of timer and TCP. Implemented by a unit type
-/// per runtime (`tierswarm_tokio::Tokio`, `tierswarm_async_std::AsyncStd`); [`run`] does the
-/// rest.
+/// The runtime seam: what [`run`] needs of an async runtime. Implemented by a unit type per
+/// runtime (`tierswarm_tokio::Tokio`, `tierswarm_async_std::AsyncStd`, `tierswarm_smol::Smol`);
+/// sockets are the [`Transports`]' business, not the runtime's.
 pub trait Runtime: 'static {
-    /// A connected TCP stream.
-    type Stream: Send + 'static;
-    /// A bound TCP listener.
-    type Listener: Send + Sync;
-    /// The read half of a [`Stream`](Self::Stream).
-    type Reader: AsyncRead + Unpin + Send + 'static;
-    /// The write half of a [`Stream`](Self::Stream); closing it shuts the socket down for
-    /// writing.
-    type Writer: AsyncWrite + Unpin + Send + 'static;
-
-    /// Runs `task` in the background (detached: [`run`] stops readers with an
-    /// [`AbortHandle`], and writers end when their queue is dropped).
+    /// Runs `task` in the background, detached ([`run`] stops the tasks it spawns with
+    /// [`AbortHandle`]s or by closing their channels).
     fn spawn(task: impl Future<Output = ()> + Send + 'static);
     /// Resolves at `at` (at once if it has passed).
     fn sleep_until(at: Instant) -> impl Future<Output = ()> + Send;
-    /// Connects to `addr` (one attempt).
-    fn connect(addr: SocketAddr) -> impl Future<Output = io::Result<Self::Stream>> + Send;
-    /// The next incoming connection.
-    fn accept(
-        listener: &Self::Listener,
-    ) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send + '_;
-    /// Sets `TCP_NODELAY` (best effort) and splits the stream into halves that can be used
-    /// from two tasks.
-    fn split(stream: Self::Stream) -> (Self::Reader, Self::Writer);
-    /// Adopts a bound `std` listener (which lets callers bind synchronously, without a
-    /// runtime). Call it where the runtime is current (inside one of its tasks, for tokio).
-    fn listener(listener: std::net::TcpListener) -> io::Result<Self::Listener>;
 }
 
-/// Where to connect and what ends the run. `L` is the runtime's listener
-/// ([`Runtime::Listener`]).
-#[derive(Debug)]
-pub struct RunConfig<L> {
-    /// Accept peers here.
-    pub listener: Option<L>,
+/// Where to connect and what ends the run.
+pub struct RunConfig {
+    /// How this node reaches peers: dials go to the transport of each URL's scheme.
+    pub transports: Transports,
+    /// Accept peers on each of these (bound with [`Transports::listen`]).
+    pub listeners: Vec<Box<dyn Listener>>,
     /// Connect to each of these.
-    pub peers: Vec<SocketAddr>,
+    pub peers: Vec<PeerUrl>,
     /// Return [`Outcome::Complete`] as soon as the download is complete (`fetch`); otherwise
     /// keep serving until shut down.
     pub stop_when_complete: bool,
 }
 
-impl<L> Default for RunConfig<L> {
-    fn default() -> Self {
-        RunConfig {
-            listener: None,
-            peers: Vec::new(),
-            stop_when_complete: false,
-        }
+impl std::fmt::Debug for RunConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunConfig")
+            .field("transports", &self.transports)
+            .field(
+                "listeners",
+                &self.listeners.iter().map(|l| l.url()).collect::<Vec<_>>(),
+            )
+            .field("peers", &self.peers)
+            .field("stop_when_complete", &self.stop_when_complete)
+            .finish()
     }
 }
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// The file is complete, persisted, and (for a download) hashes to the content root.
+    /// The file is complete, verified and persisted.
     Complete,
     /// Shut down and drained (state persisted).
     Drained,
@@ -113,69 +106,93 @@ pub enum Outcome {
     Failed(String),
 }
 
-enum Msg<S> {
-    Dialed(SocketAddr, io::Result<S>),
+enum Msg {
+    Dialed(PeerUrl, io::Result<Connection>),
+    Accepted(Connection),
     Frame(PeerId, Incoming),
     Closed(PeerId, String),
     Sent(PeerId, Vec<u64>),
 }
 
-/// Bytes to write, and the unit they carry if they are a TRANSFER.
-type Out = (Bytes, Option<u64>);
+/// The writer lanes of a connection: control (and availability), then data.
+const CONTROL: usize = 0;
+const DATA: usize = 1;
 
 struct Conn {
-    tx: mpsc::Sender<Out>,
+    lanes: [mpsc::Sender<OutFrame>; 2],
+    writer: Arc<dyn FrameWrite>,
     reader: AbortHandle,
-    dialed: Option<SocketAddr>,
+    /// Stops the writer task where it is (its lanes are otherwise left to drain).
+    stop_writer: AbortHandle,
+    /// Resolves once the writer task has ended.
+    written: oneshot::Receiver<()>,
+    dialed: Option<PeerUrl>,
 }
 
 impl Conn {
-    /// Stops reading; dropping the queue lets the writer flush what is queued, then shut the
-    /// socket down.
-    fn close(self) {
+    /// Stops reading; closing the lanes lets the writer flush what is queued, then close the
+    /// connection. Returns what ends the writer at once, and what resolves when it has ended.
+    fn close(self) -> (AbortHandle, oneshot::Receiver<()>) {
         self.reader.abort();
+        (self.stop_writer, self.written)
     }
 }
 
 /// The loop's state besides the session: connections, dials in progress, redial budgets.
 struct Links<R: Runtime> {
-    tx: mpsc::Sender<Msg<R::Stream>>,
+    tx: mpsc::Sender<Msg>,
+    transports: Transports,
     conns: HashMap<PeerId, Conn>,
-    redials: HashMap<SocketAddr, u32>,
+    redials: HashMap<PeerUrl, u32>,
     dialing: usize,
-    limits: FrameLimits,
-    keep_raw: bool,
+    /// Why the latest dial failed (the failure that ends a run with nobody left says it).
+    dial_error: Option<String>,
+    framing: Framing,
+    _runtime: std::marker::PhantomData<fn() -> R>,
 }
 
 impl<R: Runtime> Links<R> {
-    fn dial(&mut self, addr: SocketAddr, delay: Duration) {
+    fn dial(&mut self, url: PeerUrl, delay: Duration) {
         self.dialing += 1;
-        R::spawn(dial::<R>(addr, delay, self.tx.clone()));
+        let transports = self.transports.clone();
+        R::spawn(dial::<R>(
+            transports,
+            url,
+            self.framing,
+            delay,
+            self.tx.clone(),
+        ));
     }
 
     fn close(&mut self, peer: PeerId) {
         if let Some(c) = self.conns.remove(&peer) {
-            c.close();
+            drop(c.close());
         }
     }
 
     fn attach(
         &mut self,
         session: &mut Session,
-        stream: R::Stream,
-        dialed: Option<SocketAddr>,
+        conn: Connection,
+        dialed: Option<PeerUrl>,
     ) -> PeerId {
-        let (rd, wr) = R::split(stream);
+        let Connection { reader, writer, .. } = conn;
         let peer = session.connected();
-        let (out_tx, out_rx) = mpsc::channel(WRITE_QUEUE);
-        R::spawn(writer(wr, out_rx, peer, self.tx.clone()));
-        let (reader, registration) = AbortHandle::new_pair();
-        let frames = FrameReader::new(self.limits, self.keep_raw);
-        let task = Abortable::new(read_frames(rd, peer, frames, self.tx.clone()), registration);
+        let (control_tx, control_rx) = mpsc::channel(WRITE_QUEUE);
+        let (data_tx, data_rx) = mpsc::channel(WRITE_QUEUE);
+        let (done, written) = oneshot::channel();
+        let (stop_writer, registration) = AbortHandle::new_pair();
+        let lanes = write_lanes(writer.clone(), [control_rx, data_rx], peer, self.tx.clone());
+        R::spawn(Abortable::new(lanes, registration).map(move |_| drop(done)));
+        let (reader_handle, registration) = AbortHandle::new_pair();
+        let task = Abortable::new(read_frames(reader, peer, self.tx.clone()), registration);
         R::spawn(task.map(drop));
         let conn = Conn {
-            tx: out_tx,
-            reader,
+            lanes: [control_tx, data_tx],
+            writer,
+            reader: reader_handle,
+            stop_writer,
+            written,
             dialed,
         };
         self.conns.insert(peer, conn);
@@ -186,27 +203,49 @@ impl<R: Runtime> Links<R> {
 /// Runs `session` until it completes (with [`RunConfig::stop_when_complete`]), `shutdown`
 /// resolves (then it drains: no new requests, in-flight ones settle, state is persisted), or it
 /// cannot go on. `on_event` sees every [`SessionEvent`] as it happens. Returns the session (for
-/// its statistics) and how the run ended.
+/// its statistics) and how the run ended, once its connections are closed (they get a moment to
+/// flush and say goodbye).
 ///
 /// Dropping the returned future stops everything at once (a hard stop: nothing more is
 /// persisted).
 pub async fn run<R: Runtime>(
     mut session: Session,
-    cfg: RunConfig<R::Listener>,
+    cfg: RunConfig,
     shutdown: impl Future<Output = ()>,
     mut on_event: impl FnMut(&SessionEvent),
 ) -> (Session, Outcome) {
-    let (tx, mut rx) = mpsc::channel::<Msg<R::Stream>>(256);
-    let mut links = Links::<R> {
-        tx,
-        conns: HashMap::new(),
-        redials: HashMap::new(),
-        dialing: 0,
+    let (tx, mut rx) = mpsc::channel::<Msg>(256);
+    let framing = Framing {
         limits: session.frame_limits(),
         keep_raw: session.is_recording(),
     };
-    for &addr in &cfg.peers {
-        links.dial(addr, Duration::ZERO);
+    let RunConfig {
+        transports,
+        listeners,
+        peers,
+        stop_when_complete,
+    } = cfg;
+    let listening = !listeners.is_empty();
+    let accepting: Vec<AbortHandle> = listeners
+        .into_iter()
+        .map(|l| {
+            let (handle, registration) = AbortHandle::new_pair();
+            R::spawn(Abortable::new(accept::<R>(l, framing, tx.clone()), registration).map(drop));
+            handle
+        })
+        .collect();
+    let mut links = Links::<R> {
+        tx,
+        transports,
+        conns: HashMap::new(),
+        redials: HashMap::new(),
+        dialing: 0,
+        dial_error: None,
+        framing,
+        _runtime: std::marker::PhantomData,
+    };
+    for url in peers {
+        links.dial(url, Duration::ZERO);
     }
     let shutdown = shutdown.fuse();
     pin_mut!(shutdown);
@@ -215,10 +254,15 @@ pub async fn run<R: Runtime>(
         while let Some(effect) = session.poll_effect() {
             match effect {
                 Effect::Send { peer, bytes, unit } => {
-                    let full = links
-                        .conns
-                        .get_mut(&peer)
-                        .is_some_and(|c| c.tx.try_send((bytes, unit)).is_err());
+                    let (lane, class) = match unit {
+                        Some(_) => (DATA, Class::Data),
+                        None => (CONTROL, Class::Control),
+                    };
+                    let full = links.conns.get_mut(&peer).is_some_and(|c| {
+                        c.lanes[lane]
+                            .try_send(OutFrame::new(bytes, class, unit))
+                            .is_err()
+                    });
                     if full {
                         warn!(%peer, "send queue full: closing");
                         links.close(peer);
@@ -232,7 +276,7 @@ pub async fn run<R: Runtime>(
                 Effect::Event(event) => {
                     on_event(&event);
                     match event {
-                        SessionEvent::Complete if cfg.stop_when_complete => {
+                        SessionEvent::Complete if stop_when_complete => {
                             break 'run Outcome::Complete
                         }
                         SessionEvent::Drained => break 'run Outcome::Drained,
@@ -242,20 +286,19 @@ pub async fn run<R: Runtime>(
                 }
             }
         }
-        if cfg.stop_when_complete && session.is_complete() {
+        if stop_when_complete && session.is_complete() {
             break Outcome::Complete;
         }
-        if drain_until.is_none()
-            && links.conns.is_empty()
-            && links.dialing == 0
-            && cfg.listener.is_none()
-        {
-            break Outcome::Failed("no peer is reachable any more".into());
+        if drain_until.is_none() && links.conns.is_empty() && links.dialing == 0 && !listening {
+            let reason = match &links.dial_error {
+                Some(e) => format!("no peer is reachable any more (last: {e})"),
+                None => "no peer is reachable any more".to_string(),
+            };
+            break Outcome::Failed(reason);
         }
         let timer = at::<R>(session.next_deadline()).fuse();
         let drain_over = at::<R>(drain_until).fuse();
-        let accepted = accept::<R>(cfg.listener.as_ref()).fuse();
-        pin_mut!(timer, drain_over, accepted);
+        pin_mut!(timer, drain_over);
         select_biased! {
             // Fused: once resolved it never fires again.
             () = shutdown => {
@@ -264,58 +307,71 @@ pub async fn run<R: Runtime>(
                 session.drain();
             }
             msg = rx.next() => match msg {
-                Some(Msg::Frame(peer, incoming)) => session.on_frame(peer, incoming),
+                Some(Msg::Frame(peer, incoming)) => {
+                    if let Message::Cancel { unit } = &incoming.frame.msg {
+                        if let Some(c) = links.conns.get(&peer) {
+                            c.writer.cancel(*unit);
+                        }
+                    }
+                    session.on_frame(peer, incoming);
+                }
                 Some(Msg::Sent(peer, units)) => {
                     units.into_iter().for_each(|u| session.on_unit_sent(peer, u));
                 }
                 Some(Msg::Closed(peer, reason)) => {
                     if let Some(c) = links.conns.remove(&peer) {
                         debug!(%peer, %reason, "connection closed");
-                        let dialed = c.dialed;
-                        c.close();
+                        let dialed = c.dialed.clone();
+                        drop(c.close());
                         session.on_disconnected(peer);
-                        if let Some(addr) = dialed {
-                            let n = links.redials.entry(addr).or_default();
+                        if let Some(url) = dialed {
+                            let n = links.redials.entry(url.clone()).or_default();
                             if *n < REDIALS && drain_until.is_none() && !session.is_complete() {
                                 *n += 1;
-                                links.dial(addr, Duration::from_millis(500));
+                                links.dial(url, Duration::from_millis(500));
                             }
                         }
                     }
                 }
-                Some(Msg::Dialed(addr, result)) => {
+                Some(Msg::Dialed(url, result)) => {
                     links.dialing -= 1;
                     match result {
-                        Ok(stream) => {
-                            let peer = links.attach(&mut session, stream, Some(addr));
-                            info!(%peer, %addr, "connected");
+                        Ok(conn) => {
+                            let peer = links.attach(&mut session, conn, Some(url.clone()));
+                            info!(%peer, %url, "connected");
                         }
-                        Err(e) => warn!(%addr, error = %e, "cannot connect"),
+                        Err(e) => {
+                            warn!(%url, error = %e, "cannot connect");
+                            links.dial_error = Some(format!("{url}: {e}"));
+                        }
                     }
+                }
+                Some(Msg::Accepted(conn)) => {
+                    let remote = conn.remote.clone();
+                    let peer = links.attach(&mut session, conn, None);
+                    info!(%peer, %remote, "accepted");
                 }
                 // The loop holds a sender: the channel never ends.
                 None => {}
-            },
-            accepted = accepted => match accepted {
-                Ok((stream, addr)) => {
-                    let peer = links.attach(&mut session, stream, None);
-                    info!(%peer, %addr, "accepted");
-                }
-                Err(e) => {
-                    warn!(error = %e, "accept failed");
-                    R::sleep_until(Instant::now() + Duration::from_millis(50)).await;
-                }
             },
             () = timer => session.on_timeout(),
             () = drain_over => break Outcome::Interrupted,
         }
     };
-    for (_, c) in links.conns.drain() {
-        c.close();
-    }
+    accepting.iter().for_each(AbortHandle::abort);
+    let closing: Vec<_> = links.conns.drain().map(|(_, c)| c.close()).collect();
     if let Err(e) = session.flush() {
         warn!(error = %e, "flush failed");
     }
+    // Queued frames get a moment to go out, and peers to hear goodbye; then the writers stop.
+    let (stops, written): (Vec<_>, Vec<_>) = closing.into_iter().unzip();
+    let goodbye = async {
+        futures::future::join_all(written).await;
+        links.transports.shutdown().await;
+    };
+    let limit = R::sleep_until(Instant::now() + CLOSE_LIMIT);
+    futures::future::select(std::pin::pin!(goodbye), std::pin::pin!(limit)).await;
+    stops.iter().for_each(AbortHandle::abort);
     // Complete means the file on disk hashes to the root, not only that every unit verified.
     let outcome = match outcome {
         Outcome::Complete if session.role() == Role::Leecher => match session.verify_file() {
@@ -349,34 +405,16 @@ impl RunHandle {
     }
 }
 
-/// [`run`] as a task of `R`, with a `std` listener (bound without any runtime; adopted with
-/// [`Runtime::listener`] inside the task, and a failure to adopt it ends the run as
-/// [`Outcome::Failed`]). The task runs whether or not the handle is awaited.
+/// [`run`] as a task of `R`. The task runs whether or not the handle is awaited.
 pub fn spawn<R: Runtime>(
     session: Session,
-    cfg: RunConfig<std::net::TcpListener>,
+    cfg: RunConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_event: impl FnMut(&SessionEvent) + Send + 'static,
 ) -> RunHandle {
     let (tx, done) = oneshot::channel();
     let (abort, registration) = AbortHandle::new_pair();
-    let task = async move {
-        let RunConfig {
-            listener,
-            peers,
-            stop_when_complete,
-        } = cfg;
-        let listener = match listener.map(R::listener).transpose() {
-            Ok(l) => l,
-            Err(e) => return (session, Outcome::Failed(format!("cannot listen: {e}"))),
-        };
-        let cfg = RunConfig {
-            listener,
-            peers,
-            stop_when_complete,
-        };
-        run::<R>(session, cfg, shutdown, on_event).await
-    };
+    let task = run::<R>(session, cfg, shutdown, on_event);
     R::spawn(Abortable::new(task, registration).map(move |result| drop(tx.send(result))));
     RunHandle { done, abort }
 }
@@ -389,93 +427,111 @@ async fn at<R: Runtime>(deadline: Option<Instant>) {
     }
 }
 
-async fn accept<R: Runtime>(listener: Option<&R::Listener>) -> io::Result<(R::Stream, SocketAddr)> {
-    match listener {
-        Some(l) => R::accept(l).await,
-        None => std::future::pending().await,
+/// Accepts on `listener` until the loop goes away.
+async fn accept<R: Runtime>(
+    mut listener: Box<dyn Listener>,
+    framing: Framing,
+    mut tx: mpsc::Sender<Msg>,
+) {
+    loop {
+        match listener.accept(framing).await {
+            Ok(conn) => {
+                if tx.send(Msg::Accepted(conn)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                warn!(listener = %listener.url(), error = %e, "accept failed");
+                R::sleep_until(Instant::now() + ACCEPT_BACKOFF).await;
+            }
+        }
     }
 }
 
-async fn dial<R: Runtime>(addr: SocketAddr, delay: Duration, mut tx: mpsc::Sender<Msg<R::Stream>>) {
+/// Connects to `url`, retrying with a growing pause unless the refusal is final.
+async fn dial<R: Runtime>(
+    transports: Transports,
+    url: PeerUrl,
+    framing: Framing,
+    delay: Duration,
+    mut tx: mpsc::Sender<Msg>,
+) {
     R::sleep_until(Instant::now() + delay).await;
     let mut wait = Duration::from_millis(100);
-    let mut result = R::connect(addr).await;
+    let mut result = transports.connect(&url, framing).await;
     for _ in 1..DIAL_ATTEMPTS {
-        if result.is_ok() {
-            break;
+        match &result {
+            Ok(_) => break,
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => break,
+            Err(_) => {}
         }
         R::sleep_until(Instant::now() + wait).await;
         wait *= 2;
-        result = R::connect(addr).await;
+        result = transports.connect(&url, framing).await;
     }
-    let _ = tx.send(Msg::Dialed(addr, result)).await;
+    let _ = tx.send(Msg::Dialed(url, result)).await;
 }
 
-/// Reads up to [`READ_CHUNK`] more bytes onto the end of `buf`; `Ok(0)` at end of stream.
-async fn read_more(rd: &mut (impl AsyncRead + Unpin), buf: &mut BytesMut) -> io::Result<usize> {
-    let start = buf.len();
-    buf.resize(start + READ_CHUNK, 0);
-    let result = rd.read(&mut buf[start..]).await;
-    buf.truncate(start + result.as_ref().map_or(0, |n| *n));
-    result
-}
-
-async fn read_frames<S>(
-    mut rd: impl AsyncRead + Unpin,
-    peer: PeerId,
-    mut frames: FrameReader,
-    mut tx: mpsc::Sender<Msg<S>>,
-) {
+async fn read_frames(mut reader: Box<dyn FrameRead>, peer: PeerId, mut tx: mpsc::Sender<Msg>) {
     let reason = loop {
-        match frames.next_frame() {
+        match reader.next_frame().await {
             Ok(Some(incoming)) => {
                 if tx.send(Msg::Frame(peer, incoming)).await.is_err() {
                     return;
                 }
-                continue;
             }
-            Ok(None) => {}
-            Err(e) => break e.to_string(),
-        }
-        match read_more(&mut rd, frames.buffer()).await {
-            Ok(0) => break "closed by the peer".to_string(),
-            Ok(_) => {}
+            Ok(None) => break "closed by the peer".to_string(),
             Err(e) => break e.to_string(),
         }
     };
     let _ = tx.send(Msg::Closed(peer, reason)).await;
 }
 
-async fn writer<S>(
-    wr: impl AsyncWrite + Unpin,
-    mut rx: mpsc::Receiver<Out>,
+/// Writes both lanes of a connection until their queues close, then closes it.
+async fn write_lanes(
+    writer: Arc<dyn FrameWrite>,
+    [control, data]: [mpsc::Receiver<OutFrame>; 2],
     peer: PeerId,
-    mut tx: mpsc::Sender<Msg<S>>,
+    tx: mpsc::Sender<Msg>,
 ) {
-    let mut w = BufWriter::with_capacity(128 * 1024, wr);
+    let lanes = futures::future::try_join(
+        write_lane(&*writer, control, peer, tx.clone()),
+        write_lane(&*writer, data, peer, tx.clone()),
+    );
+    let result = match lanes.await {
+        Ok(_) => writer.close().await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        let _ = tx.clone().send(Msg::Closed(peer, e.to_string())).await;
+    }
+}
+
+/// Writes one lane's frames in order, flushing after each batch, and reports the TRANSFERs
+/// written.
+async fn write_lane(
+    writer: &dyn FrameWrite,
+    mut rx: mpsc::Receiver<OutFrame>,
+    peer: PeerId,
+    mut tx: mpsc::Sender<Msg>,
+) -> io::Result<()> {
     let mut sent = Vec::new();
     while let Some(first) = rx.next().await {
         let mut next = Some(first);
-        while let Some((bytes, unit)) = next {
-            if let Err(e) = w.write_all(&bytes).await {
-                let _ = tx.send(Msg::Closed(peer, e.to_string())).await;
-                return;
-            }
-            sent.extend(unit);
+        while let Some(frame) = next {
+            sent.extend(frame.unit);
+            writer.write(frame).await?;
             next = rx.try_recv().ok();
         }
-        if let Err(e) = w.flush().await {
-            let _ = tx.send(Msg::Closed(peer, e.to_string())).await;
-            return;
-        }
+        writer.flush().await?;
         if !sent.is_empty()
             && tx
                 .send(Msg::Sent(peer, std::mem::take(&mut sent)))
                 .await
                 .is_err()
         {
-            return;
+            break;
         }
     }
-    let _ = w.close().await;
+    Ok(())
 }

@@ -1,0 +1,125 @@
+//! Framing over byte streams: any `futures-io` read half and write half make a [`Connection`].
+//! TCP on every runtime is this plus a connect and an accept; QUIC reads each of its streams
+//! with [`StreamReader`].
+
+use std::io;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use futures::lock::Mutex;
+
+use super::{BoxFuture, Connection, FrameRead, FrameWrite, Framing, Incoming, OutFrame};
+use crate::driver::FrameReader;
+
+/// Bytes asked of the stream per read.
+const READ_CHUNK: usize = 64 * 1024;
+/// Bytes gathered before a write reaches the stream (frames are flushed in batches).
+const WRITE_BUFFER: usize = 128 * 1024;
+
+/// A connection over a read half and a write half of one byte stream.
+pub fn connection(
+    remote: String,
+    rd: impl AsyncRead + Unpin + Send + 'static,
+    wr: impl AsyncWrite + Unpin + Send + 'static,
+    framing: Framing,
+) -> Connection {
+    Connection {
+        remote,
+        reader: Box::new(StreamReader::new(rd, framing.reader())),
+        writer: Arc::new(StreamWriter::new(wr)),
+    }
+}
+
+/// Frames from one byte stream, cut by a [`FrameReader`].
+#[derive(Debug)]
+pub struct StreamReader<R> {
+    rd: R,
+    frames: FrameReader,
+}
+
+impl<R: AsyncRead + Unpin + Send> StreamReader<R> {
+    /// Reads `rd` into `frames`.
+    pub fn new(rd: R, frames: FrameReader) -> Self {
+        StreamReader { rd, frames }
+    }
+
+    /// The stream read.
+    pub fn get_ref(&self) -> &R {
+        &self.rd
+    }
+
+    /// The next frame; `Ok(None)` at the end of the stream between frames, an error at an end
+    /// within one. Cancel safe: bytes read stay in the buffer.
+    pub async fn next(&mut self) -> io::Result<Option<Incoming>> {
+        loop {
+            if let Some(frame) = self
+                .frames
+                .next_frame()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
+            {
+                return Ok(Some(frame));
+            }
+            if read_more(&mut self.rd, self.frames.buffer()).await? == 0 {
+                return match self.frames.buffer().is_empty() {
+                    true => Ok(None),
+                    false => Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "closed in the middle of a frame",
+                    )),
+                };
+            }
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin + Send + 'static> FrameRead for StreamReader<R> {
+    fn next_frame(&mut self) -> BoxFuture<'_, io::Result<Option<Incoming>>> {
+        Box::pin(self.next())
+    }
+}
+
+/// Reads up to [`READ_CHUNK`] more bytes onto the end of `buf`; `Ok(0)` at end of stream.
+async fn read_more(rd: &mut (impl AsyncRead + Unpin), buf: &mut BytesMut) -> io::Result<usize> {
+    let start = buf.len();
+    buf.resize(start + READ_CHUNK, 0);
+    let result = rd.read(&mut buf[start..]).await;
+    buf.truncate(start + result.as_ref().map_or(0, |n| *n));
+    result
+}
+
+/// Frames onto one byte stream: every class in one order, interleaved at frame boundaries
+/// (a frame is written whole under a lock, so the lanes never split one another's frames).
+#[derive(Debug)]
+pub struct StreamWriter<W> {
+    w: Mutex<BufWriter<W>>,
+}
+
+impl<W: AsyncWrite + Unpin + Send> StreamWriter<W> {
+    /// Writes to `wr` through a buffer.
+    pub fn new(wr: W) -> Self {
+        StreamWriter {
+            w: Mutex::new(BufWriter::with_capacity(WRITE_BUFFER, wr)),
+        }
+    }
+}
+
+impl<W: AsyncWrite + Unpin + Send + 'static> FrameWrite for StreamWriter<W> {
+    fn write(&self, frame: OutFrame) -> BoxFuture<'_, io::Result<()>> {
+        Box::pin(async move {
+            let mut w = self.w.lock().await;
+            for part in &frame.parts {
+                w.write_all(part).await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn flush(&self) -> BoxFuture<'_, io::Result<()>> {
+        Box::pin(async move { self.w.lock().await.flush().await })
+    }
+
+    fn close(&self) -> BoxFuture<'_, io::Result<()>> {
+        Box::pin(async move { self.w.lock().await.close().await })
+    }
+}
