@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 use tierswarm_core::tiers::T1_SIZE;
+use tierswarm_core::time::Timestamp;
 use tierswarm_core::wire::Message;
 use tierswarm_tests::{config, Fate, Swarm};
 
@@ -20,9 +21,9 @@ fn next(state: &mut u64) -> u64 {
     state.wrapping_mul(0x2545_f491_4f6c_dd1d)
 }
 
-/// Runs one seed with `loss` per mille of the messages lost; returns the leechers that did not
-/// finish, with their progress.
-fn run(seed: u64, loss: u64) -> Vec<String> {
+/// The swarm of one seed with `loss` per mille of the messages lost, connected and ready to run;
+/// returns it with its leechers.
+fn swarm(seed: u64, loss: u64) -> (Swarm, [usize; 3]) {
     let mut s = Swarm::new(Duration::from_millis(10));
     let cfg = |name: &str, hierarchical: bool, i: u64| {
         let mut c = config(name, LEN, hierarchical);
@@ -50,6 +51,12 @@ fn run(seed: u64, loss: u64) -> Vec<String> {
             s.connect(a, b);
         }
     }
+    (s, leechers)
+}
+
+/// Runs `s` until every leecher is complete or [`LIMIT`] passes; returns the leechers that did
+/// not finish, with their progress.
+fn drive(s: &mut Swarm, leechers: [usize; 3], seed: u64) -> Vec<String> {
     let end = s.now.add(LIMIT);
     while s.now < end && !leechers.iter().all(|&l| s.node(l).is_complete()) {
         let step = s.now.add(Duration::from_millis(500));
@@ -69,6 +76,12 @@ fn run(seed: u64, loss: u64) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// Runs one seed of the sweep; returns the leechers that did not finish.
+fn run(seed: u64, loss: u64) -> Vec<String> {
+    let (mut s, leechers) = swarm(seed, loss);
+    drive(&mut s, leechers, seed)
 }
 
 fn sweep(loss: u64) {
@@ -95,20 +108,41 @@ fn every_leecher_finishes_under_5_percent_loss() {
 
 #[test]
 fn the_sweep_is_deterministic() {
-    // The same seed twice gives the same outcome, message for message.
-    let trace = |seed: u64| {
-        let mut s = Swarm::new(Duration::from_millis(10));
-        let a = s.add(config("seed", LEN, true), None);
-        let b = s.add(config("leech", LEN, true), Some(&[]));
-        let mut rng = seed | 1;
-        s.hook(move |_, _, m| match m {
-            Message::Handshake { .. } => Fate::Deliver,
-            _ if next(&mut rng) % 1000 < 50 => Fate::Drop,
-            _ => Fate::Deliver,
-        });
-        s.connect(a, b);
-        s.run_until_complete(b, Duration::from_secs(120));
-        s.log_text()
+    // One seed of the 5 % sweep, built and driven by the sweep's own code, twice: the same
+    // messages on the wire (time, ends, content), the same losses and events in the log, the
+    // same outcome and statistics.
+    struct Run {
+        failures: Vec<String>,
+        stats: Vec<String>,
+        wire: Vec<(Timestamp, usize, usize, Message)>,
+        log: Vec<String>,
+    }
+    let once = |seed: u64| {
+        let (mut s, leechers) = swarm(seed, 50);
+        let failures = drive(&mut s, leechers, seed);
+        let stats = leechers
+            .iter()
+            .map(|&l| serde_json::to_string(s.node(l).stats()).unwrap())
+            .collect();
+        Run {
+            failures,
+            stats,
+            wire: s.wire,
+            log: s.log,
+        }
     };
-    assert_eq!(trace(7), trace(7));
+    let a = once(7);
+    assert!(a.failures.is_empty(), "{:?}", a.failures);
+    let dropped = a.log.iter().filter(|l| l.contains(" dropped ")).count();
+    assert!(dropped > 10, "the seed's losses were exercised: {dropped}");
+    let b = once(7);
+    assert_eq!(b.failures, a.failures);
+    assert_eq!(b.stats, a.stats);
+    assert_eq!(b.wire.len(), a.wire.len());
+    for (k, (x, y)) in a.wire.iter().zip(&b.wire).enumerate() {
+        assert_eq!(x, y, "message {k} differs");
+    }
+    assert_eq!(b.log, a.log);
+    // And the seed matters: another seed loses other messages.
+    assert_ne!(once(8).wire, a.wire);
 }
