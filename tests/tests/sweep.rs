@@ -1,6 +1,10 @@
 //! A seed sweep over the harness: one seeder and three leechers (two capable, one legacy) in a
 //! full mesh, with a share of the messages lost at random. Every leecher must finish within a
 //! bounded virtual time, for every seed; failing seeds are printed.
+//!
+//! The default suite sweeps seeds 0..50; `TIERSWARM_SWEEP_SEEDS=2000 cargo test -p
+//! tierswarm-tests --test sweep` sweeps more. Seeds such a wider sweep found failing are pinned
+//! at the end, one test each.
 
 use std::time::Duration;
 use tierswarm_core::tiers::T1_SIZE;
@@ -10,6 +14,7 @@ use tierswarm_tests::{config, Fate, Swarm};
 
 /// Two T3 blocks (553 units): leechers trade partial blocks, so refinement is exercised.
 const LEN: u64 = (512 + 40) * T1_SIZE + 1000;
+/// Seeds swept by default (`TIERSWARM_SWEEP_SEEDS` overrides).
 const SEEDS: u64 = 50;
 const LIMIT: Duration = Duration::from_secs(600);
 
@@ -85,7 +90,11 @@ fn run(seed: u64, loss: u64) -> Vec<String> {
 }
 
 fn sweep(loss: u64) {
-    let failures: Vec<String> = (0..SEEDS).flat_map(|seed| run(seed, loss)).collect();
+    let seeds = match std::env::var("TIERSWARM_SWEEP_SEEDS") {
+        Ok(n) => n.parse().expect("TIERSWARM_SWEEP_SEEDS: a number of seeds"),
+        Err(_) => SEEDS,
+    };
+    let failures: Vec<String> = (0..seeds).flat_map(|seed| run(seed, loss)).collect();
     for f in &failures {
         eprintln!("{f}");
     }
@@ -145,4 +154,37 @@ fn the_sweep_is_deterministic() {
     assert_eq!(b.log, a.log);
     // And the seed matters: another seed loses other messages.
     assert_ne!(once(8).wire, a.wire);
+}
+
+/// Seeds of the 5 % sweep that fail (`TIERSWARM_SWEEP_SEEDS=2000`: these ten of 2,000; none
+/// fails at 1 %), each a plain regression test, ignored until the core is fixed. Every one
+/// stalls a unit or two short with the seeder dropped as unresponsive; in the three traced (106,
+/// 824, 888) the cause is the same. A burst of losses expires several requests to the
+/// seeder at once; each expiry doubles that peer's RTO (to 32 s), and an expired request keeps its
+/// unit from being asked of that peer again until it is forgotten, 2 × RTO later. A unit only the
+/// seeder has is then asked of nobody; the node's own silence, with the last lost request
+/// re-armed for 32 s, gets the seeder dropped as unresponsive (about 32 s in); and when another
+/// leecher later gets the unit, its one HAVE may be lost and is never repeated.
+macro_rules! pinned_5_percent {
+    ($($name:ident: $seed:literal,)*) => {$(
+        #[test]
+        #[ignore = "fails: expired requests block a seeder-only unit, then the seeder is dropped (issue 15)"]
+        fn $name() {
+            let failures = run($seed, 50);
+            assert!(failures.is_empty(), "{failures:#?}");
+        }
+    )*};
+}
+
+pinned_5_percent! {
+    seed_106_finishes_under_5_percent_loss: 106,
+    seed_824_finishes_under_5_percent_loss: 824,
+    seed_888_finishes_under_5_percent_loss: 888,
+    seed_990_finishes_under_5_percent_loss: 990,
+    seed_1351_finishes_under_5_percent_loss: 1351,
+    seed_1408_finishes_under_5_percent_loss: 1408,
+    seed_1463_finishes_under_5_percent_loss: 1463,
+    seed_1561_finishes_under_5_percent_loss: 1561,
+    seed_1692_finishes_under_5_percent_loss: 1692,
+    seed_1735_finishes_under_5_percent_loss: 1735,
 }
