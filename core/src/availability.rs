@@ -648,27 +648,80 @@ mod tests {
         (t2, t3)
     }
 
+    /// Units in a T3 block.
+    const T3_UNITS: u64 = T3_SIZE / T1_SIZE;
+
+    /// A file of 1..1600 units (up to four T3 blocks, the last one often partial) and the order
+    /// its units are marked in: every unit of the T3 blocks `whole` picks (each with probability
+    /// 1/2) and a `take` share of the rest, shuffled, with every fifth one marked twice. `take`
+    /// is exactly 1.0 in half the cases, so the file completes and whole 512-unit blocks promote
+    /// in a good share of cases (see `the_marking_generator_reaches_completion_and_whole_t3`).
+    fn marking() -> impl Strategy<Value = (Geometry, Vec<u64>)> {
+        (
+            1u64..1600,
+            0u64..T1_SIZE,
+            any::<u64>(),
+            any::<u8>(),
+            prop_oneof![Just(1.0), 0.0f64..1.0],
+        )
+            .prop_map(|(units, tail, order_seed, whole, take)| {
+                let geo = Geometry::new((units - 1) * T1_SIZE + tail.max(1)).unwrap();
+                let mut order: Vec<u64> = (0..geo.units()).collect();
+                let mut s = order_seed | 1;
+                for i in (1..order.len()).rev() {
+                    s ^= s << 13;
+                    s ^= s >> 7;
+                    s ^= s << 17;
+                    order.swap(i, (s % (i as u64 + 1)) as usize);
+                }
+                let keep = (order.len() as f64 * take) as usize;
+                let mut order: Vec<u64> = order
+                    .into_iter()
+                    .enumerate()
+                    .filter(|&(i, u)| i < keep || whole >> (u / T3_UNITS) & 1 == 1)
+                    .map(|(_, u)| u)
+                    .collect();
+                let dup: Vec<u64> = order.iter().step_by(5).copied().collect();
+                order.extend(dup);
+                (geo, order)
+            })
+    }
+
+    /// Whether marking `order` completes the file, and whether it fills a whole 512-unit T3 block.
+    fn reaches(geo: Geometry, order: &[u64]) -> (bool, bool) {
+        let mut held = Bitfield::new(geo.units());
+        for &u in order {
+            held.set(u);
+        }
+        let whole_t3 = (0..geo.blocks(Tier::T3)).any(|b| {
+            let units = geo.unit_range(Tier::T3, b).unwrap();
+            units.end - units.start == T3_UNITS && units.clone().all(|u| held.get(u))
+        });
+        (held.count_ones() == geo.units(), whole_t3)
+    }
+
+    #[test]
+    fn the_marking_generator_reaches_completion_and_whole_t3() {
+        // The property below is only as good as the cases it sees: measure, on a fixed stream of
+        // 1000 draws, how often a case completes the file and promotes a whole T3 block.
+        use proptest::strategy::ValueTree;
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let (mut complete, mut whole_t3) = (0, 0);
+        for _ in 0..1000 {
+            let (geo, order) = marking().new_tree(&mut runner).unwrap().current();
+            let (c, w) = reaches(geo, &order);
+            complete += u32::from(c);
+            whole_t3 += u32::from(w);
+        }
+        eprintln!("of 1000 cases: {complete} complete the file, {whole_t3} fill a whole T3 block");
+        assert!(complete >= 450, "{complete}/1000 complete the file");
+        assert!(whole_t3 >= 400, "{whole_t3}/1000 fill a whole T3 block");
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
-        fn promotion_matches_naive_recomputation(
-            units in 1u64..1600,
-            tail in 0u64..T1_SIZE,
-            order_seed in any::<u64>(),
-            take in 0.0f64..1.0,
-        ) {
-            let len = (units - 1) * T1_SIZE + tail.max(1);
-            let geo = Geometry::new(len).unwrap();
-            // A random permutation (with repeats) of a random subset.
-            let mut order: Vec<u64> = (0..geo.units()).collect();
-            let mut s = order_seed | 1;
-            for i in (1..order.len()).rev() {
-                s ^= s << 13; s ^= s >> 7; s ^= s << 17;
-                order.swap(i, (s % (i as u64 + 1)) as usize);
-            }
-            order.truncate((order.len() as f64 * take) as usize);
-            let dup: Vec<u64> = order.iter().step_by(5).copied().collect();
-            order.extend(dup);
+        fn promotion_matches_naive_recomputation((geo, order) in marking()) {
             let mut local = LocalTiers::new(geo);
             for &u in &order {
                 let before = local.clone();
@@ -680,9 +733,22 @@ mod tests {
                 }
                 for (b, &want) in t3.iter().enumerate() {
                     prop_assert_eq!(local.has_at_tier(Tier::T3, b as u64), want);
+                    // A promotion is reported exactly when the block's bit goes up.
+                    let rose = want && !before.has_at_tier(Tier::T3, b as u64);
+                    prop_assert_eq!(p.t3 == Some(b as u64), rose);
+                    let any = |l: &LocalTiers| {
+                        geo.unit_range(Tier::T3, b as u64).unwrap().any(|u| l.has_at_tier(Tier::T1, u))
+                    };
+                    prop_assert_eq!(p.t3_started == Some(b as u64), any(&local) && !any(&before));
                 }
-                if let Some(b) = p.t3 { prop_assert!(!before.has_at_tier(Tier::T3, b)); }
+                for (b, &want) in t2.iter().enumerate() {
+                    let rose = want && !before.has_at_tier(Tier::T2, b as u64);
+                    prop_assert_eq!(p.t2 == Some(b as u64), rose);
+                }
             }
+            let (complete, _) = reaches(geo, &order);
+            prop_assert_eq!(local.is_complete(), complete);
+            prop_assert_eq!(local.units_present() == geo.units(), complete);
             let rebuilt = LocalTiers::from_t1(geo, local.bitfield(Tier::T1).clone()).unwrap();
             prop_assert_eq!(&rebuilt, &local);
             let parts = LocalTiers::from_parts(
@@ -692,7 +758,6 @@ mod tests {
                 local.bitfield(Tier::T3).clone(),
             ).unwrap();
             prop_assert_eq!(&parts, &local);
-            prop_assert_eq!(local.is_complete(), local.units_present() == geo.units());
         }
     }
 

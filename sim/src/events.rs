@@ -130,13 +130,40 @@ mod tests {
 
     #[test]
     fn many_equal_times_keep_fifo_order() {
+        // 3000 pushes over four distinct times at any moment, with pops interleaved. Payloads
+        // run against push order (a queue that broke ties by payload would fail) and pops free
+        // slots that later pushes reuse (one that broke ties by slot would fail). The reference
+        // is a plain list: pop the earliest time, the first pushed among equals.
+        type Events = Vec<(SimTime, u32)>;
+        fn pop_both(q: &mut EventQueue<u32>, reference: &mut Events, got: &mut Events) -> SimTime {
+            let k = (0..reference.len()).min_by_key(|&k| reference[k].0);
+            let want = reference.remove(k.expect("reference not empty"));
+            got.push(q.pop().expect("queue not empty"));
+            assert_eq!(got.last(), Some(&want), "pop {}", got.len());
+            want.0
+        }
         let mut q = EventQueue::new();
-        for i in 0..1000u32 {
-            q.push(SimTime::from_micros(u64::from(i % 3)), i);
+        let (mut reference, mut got) = (Vec::new(), Vec::new());
+        let mut x: u32 = 0x9e37_79b9;
+        let mut floor = SimTime::from_micros(0);
+        for i in 0..3000u32 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            // Like the engine, never schedule before the last event popped.
+            let time = SimTime::from_micros(floor.as_micros() + u64::from(x % 4));
+            q.push(time, u32::MAX - i);
+            reference.push((time, u32::MAX - i));
+            if x % 3 == 0 {
+                floor = pop_both(&mut q, &mut reference, &mut got);
+            }
         }
-        let popped: Vec<(SimTime, u32)> = std::iter::from_fn(|| q.pop()).collect();
-        for w in popped.windows(2) {
-            assert!(w[0].0 < w[1].0 || (w[0].0 == w[1].0 && w[0].1 < w[1].1));
+        while !reference.is_empty() {
+            pop_both(&mut q, &mut reference, &mut got);
         }
+        assert!(q.is_empty() && q.pop().is_none());
+        assert_eq!(got.len(), 3000);
+        let ties = got.windows(2).filter(|w| w[0].0 == w[1].0).count();
+        assert!(ties > 1000, "most pops must be ties: {ties}");
     }
 }

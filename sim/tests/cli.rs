@@ -273,11 +273,10 @@ fn too_short_a_time_limit_exits_1_and_says_why() {
     let out = sim(&["run", &path, "--json", &json]);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("time-limit"), "{}", out.stdout);
-    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    let line = out.one_line();
     assert!(
-        out.stderr.starts_with("error: ") && out.stderr.contains("time-limit: 0/8 leechers"),
-        "{}",
-        out.stderr
+        line.starts_with("error: ") && line.contains("time-limit: 0/8 leechers"),
+        "{line}"
     );
     let r = read_json(&json);
     assert_eq!(r["exit_reason"], "time-limit");
@@ -413,18 +412,28 @@ fn malformed_scenarios_exit_2_with_one_line_naming_the_key() {
         let out = sim(&["run", &path]);
         assert_eq!(out.code, 2, "{what}: {}{}", out.stdout, out.stderr);
         assert_eq!(out.stdout, "", "{what}");
-        assert_eq!(out.stderr.lines().count(), 1, "{what}: {}", out.stderr);
-        let prefix = format!("error: {path}: {key}");
+        // One line: the file, the key, and why.
+        let line = out.one_line();
+        let prefix = format!("error: {path}: {key}: ");
         assert!(
-            out.stderr.starts_with(&prefix),
-            "{what}: expected {prefix:?}…, got {}",
-            out.stderr
+            line.starts_with(&prefix) && line.len() > prefix.len(),
+            "{what}: expected {prefix:?} and a reason, got {line:?}"
         );
         // The sweep validates the same way.
-        let out = sim(&["sweep", &path, "--seeds", "2"]);
-        assert_eq!(out.code, 2, "{what} (sweep): {}", out.stderr);
-        assert!(out.stderr.starts_with(&prefix), "{what}: {}", out.stderr);
+        let sweep = sim(&["sweep", &path, "--seeds", "2"]);
+        assert_eq!(sweep.code, 2, "{what} (sweep): {}", sweep.stderr);
+        assert_eq!(sweep.one_line(), line, "{what} (sweep)");
     }
+    // The reason says what was wrong and how to write it.
+    let path = dir.write("rate.toml", &smoke.replace("\"50Mbit/s\"", "\"40Mbps\""));
+    let out = sim(&["run", &path]);
+    assert_eq!(out.code, 2);
+    assert_eq!(
+        out.one_line(),
+        format!(
+            "error: {path}: group[1].upload: cannot parse \"40Mbps\" as a rate (e.g. \"100Mbit/s\")"
+        )
+    );
 }
 
 #[test]
@@ -461,17 +470,20 @@ fn bad_flags_exit_2_with_one_line() {
     for (args, names) in cases {
         let out = sim(args);
         assert_eq!(out.code, 2, "{args:?}: {}{}", out.stdout, out.stderr);
-        assert_eq!(out.stderr.lines().count(), 1, "{args:?}: {}", out.stderr);
+        let line = out.one_line();
         assert!(
-            out.stderr.starts_with("error: ") && out.stderr.contains(names),
-            "{args:?}: {}",
-            out.stderr
+            line.starts_with("error: ") && line.contains(names),
+            "{args:?}: {line}"
         );
     }
     // An output file that cannot be written is a bad flag too.
     let out = sim(&["run", smoke, "--trace", "/nonexistent/dir/trace.jsonl"]);
     assert_eq!(out.code, 2, "{}", out.stderr);
-    assert!(out.stderr.contains("--trace"), "{}", out.stderr);
+    let line = out.one_line();
+    assert!(
+        line.contains("--trace") && line.contains("/nonexistent/dir/trace.jsonl"),
+        "{line}"
+    );
     // Help is not an error.
     assert_eq!(sim(&["--help"]).code, 0);
     assert_eq!(sim(&["sweep", "--help"]).code, 0);

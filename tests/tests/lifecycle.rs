@@ -66,37 +66,56 @@ fn backpressure_reject_level_refuses_then_recovers() {
     s.serve_time = ms(2);
     let seed = s.add(config("seed", FILE, true), None);
     let leech = s.add(config("leech", FILE, true), Some(&[]));
-    let overloaded = PressureSnapshot {
-        network: 0.99,
-        ..Default::default()
+    // The seeder's level, as its trace records it: every change is traced (even while telemetry
+    // is shed), so this is the level itself.
+    let levels = |s: &Swarm| -> Vec<String> {
+        // Log lines are "TIME NODE RECORD".
+        s.log
+            .iter()
+            .filter_map(|l| {
+                let (_, rest) = l.trim_start().split_once(' ')?;
+                let (node, record) = rest.split_once(' ')?;
+                (node == seed.to_string() && record.contains(r#""ev":"pressure""#))
+                    .then(|| serde_json::from_str::<serde_json::Value>(record).unwrap())
+            })
+            .map(|v| v["level"].as_str().unwrap().to_owned())
+            .collect()
     };
-    input(&mut s, seed, Input::Pressure(overloaded));
+    let pressure = |s: &mut Swarm, load: f32| {
+        let snapshot = PressureSnapshot {
+            network: load,
+            ..Default::default()
+        };
+        input(s, seed, Input::Pressure(snapshot));
+    };
+
+    pressure(&mut s, 0.99);
     s.connect(seed, leech);
     s.run_until(s.now.add(ms(500)));
-    let seed_stats = s.node(seed).stats().clone();
-    assert!(
-        seed_stats.rejects_sent > 0,
-        "requests are refused, not ignored"
-    );
-    assert_eq!(
-        seed_stats.units_served, 0,
-        "nothing served while overloaded"
-    );
-    assert!(s.log.iter().any(|l| l.contains(r#""level":"reject""#)));
+    assert_eq!(levels(&s), ["reject"]);
+    let refused = s.node(seed).stats().rejects_sent;
+    assert!(refused > 0, "requests are refused, not ignored");
+    assert_eq!(s.node(seed).stats().units_served, 0, "nothing served");
 
-    // Hysteresis: just under the threshold is not enough to leave the level...
-    let almost = PressureSnapshot {
-        network: 0.9,
-        ..Default::default()
-    };
-    input(&mut s, seed, Input::Pressure(almost));
+    // Hysteresis: leaving `reject` (entered at 0.95) needs the load below 0.85. At 0.9, which
+    // is the `batch` band on the way up, the level stays `reject` and requests are still
+    // refused...
+    pressure(&mut s, 0.9);
     s.run_until(s.now.add(ms(300)));
-    assert_eq!(s.node(seed).stats().units_served, 0);
-    // ...well below it is.
-    input(&mut s, seed, Input::Pressure(PressureSnapshot::default()));
+    assert_eq!(levels(&s), ["reject"], "0.9 does not leave reject");
+    let st = s.node(seed).stats();
+    assert!(st.rejects_sent > refused, "still refusing at 0.9");
+    assert_eq!(st.units_served, 0);
+    // ...just below 0.85 it drops one level, to `batch`, and serves again...
+    pressure(&mut s, 0.84);
+    s.run_until(s.now.add(ms(300)));
+    assert_eq!(levels(&s), ["reject", "batch"]);
+    assert!(s.node(seed).stats().units_served > 0, "serving in batch");
+    // ...and with no load at all it is back to normal, and the leecher finishes.
+    pressure(&mut s, 0.0);
     assert!(
         s.run_until_complete(leech, Duration::from_secs(30)),
         "the leecher finishes once the seeder recovers"
     );
-    assert!(s.log.iter().any(|l| l.contains(r#""level":"none""#)));
+    assert_eq!(levels(&s), ["reject", "batch", "none"]);
 }

@@ -285,16 +285,26 @@ fn disconnect_mid_refinement_releases_everything() {
     s.run_until(s.now.add(ms(300)));
     {
         let st = s.node(leech).stats();
-        // (Two refinements of block 1 are in flight, not one: see
-        // `no_second_refinement_of_a_block_already_being_refined`.)
-        assert!(st.in_flight_refines >= 1, "block 1 is being refined");
+        // Exactly one refinement (block 1, id 1; block 0's, id 2, was answered) and four unit
+        // requests are held by the lost peer.
+        assert_eq!(st.in_flight_refines, 1, "block 1 is being refined");
         assert_eq!(st.in_flight_requests, 4, "units of block 0 are requested");
         assert_eq!(units(s.node(leech)), 0);
     }
     s.disconnect(peer, leech);
     s.run_until(s.now.add(ms(1)));
+    // The cut releases exactly those: the refinement and the four requests (the trace counts
+    // the requests; the gauges show both back at zero).
     assert_idle(s.node(leech));
     assert_eq!(s.node(leech).peers().count(), 0);
+    let gone: Vec<&String> = s.log.iter().filter(|l| l.contains("peer_gone")).collect();
+    assert_eq!(gone.len(), 2, "{gone:?}");
+    assert!(gone.iter().any(|l| l.ends_with(&format!(
+        r#" {leech} {{"t":300000,"ev":"peer_gone","peer":{peer},"reason":"connection closed","requests_released":4}}"#
+    ))), "{gone:?}");
+    assert!(gone.iter().any(|l| l.ends_with(&format!(
+        r#" {peer} {{"t":300000,"ev":"peer_gone","peer":{leech},"reason":"connection closed","requests_released":0}}"#
+    ))), "{gone:?}");
     s.note("seeder joins (unit requests no longer logged)");
     s.hide.insert("request");
     s.connect(seed, leech);
@@ -321,9 +331,17 @@ fn disconnect_mid_refinement_releases_everything() {
             "unit {u} re-requested"
         );
     }
-    assert!(s
-        .log_text()
-        .contains(r#""reason":"connection closed","requests_released":4"#));
+    // The refinement released at the cut was never answered, nor sent again: the lost peer
+    // got two refinements in all (blocks 1 and 0) and answered only block 0's.
+    assert_eq!(s.count(leech, peer, "refine_request"), 2);
+    assert_eq!(l.stats().refine_requests, 2);
+    assert_eq!(
+        s.log
+            .iter()
+            .filter(|l| l.contains(r#""ev":"refined""#))
+            .count(),
+        1
+    );
     insta::assert_snapshot!(s.log_text());
 }
 

@@ -123,13 +123,24 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// The one line a failing command printed on stderr, without its newline; fails unless stderr is
+/// exactly one non-empty line.
+fn one_line(out: &Output) -> String {
+    let err = text(&out.stderr);
+    let line = err.strip_suffix('\n').unwrap_or(&err);
+    assert!(
+        !line.trim().is_empty() && !line.contains('\n'),
+        "expected exactly one line on stderr, got {err:?}"
+    );
+    line.to_string()
+}
+
 /// Asserts that `out` failed with exactly one line on stderr naming `path` and containing
 /// `reason`.
 fn one_line_naming(out: &Output, path: &str, reason: &str) {
-    let err = text(&out.stderr);
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains(path), "does not name {path}: {err}");
-    assert!(err.contains(reason), "does not say {reason}: {err}");
+    let line = one_line(out);
+    assert!(line.contains(path), "does not name {path}: {line}");
+    assert!(line.contains(reason), "does not say {reason}: {line}");
 }
 
 /// `tierswarm fetch MANIFEST --peer ADDR --out OUT` plus `extra`.
@@ -172,32 +183,36 @@ fn manifest_prints_the_blake3_root() {
     assert_eq!(text(&out.stdout).trim(), expected);
     let missing = tierswarm(&["manifest", "/nonexistent/x"]);
     assert_eq!(missing.status.code(), Some(2));
-    assert_eq!(text(&missing.stderr).lines().count(), 1);
+    let line = one_line(&missing);
+    assert!(line.contains("/nonexistent/x"), "{line}");
 }
 
 #[test]
 fn mixed_outside_demo_and_bad_sizes_exit_2() {
-    for args in [
-        &["share", "x", "--runtime", "mixed"][..],
-        &[
-            "fetch",
-            "x.tsm",
-            "--peer",
-            "127.0.0.1:1",
-            "--out",
-            "y",
+    for (args, names) in [
+        (&["share", "x", "--runtime", "mixed"][..], "--runtime"),
+        (
+            &[
+                "fetch",
+                "x.tsm",
+                "--peer",
+                "127.0.0.1:1",
+                "--out",
+                "y",
+                "--runtime",
+                "mixed",
+            ][..],
             "--runtime",
-            "mixed",
-        ][..],
-        &["demo", "--size", "12 parsecs"][..],
+        ),
+        (&["demo", "--size", "12 parsecs"][..], "--size"),
     ] {
         let out = tierswarm(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
-        let err = text(&out.stderr);
-        assert_eq!(err.lines().count(), 1, "{err}");
+        let line = one_line(&out);
+        assert!(line.contains(names), "{args:?}: {line}");
     }
-    let err = text(&tierswarm(&["share", "x", "--runtime", "mixed"]).stderr);
-    assert!(err.contains("only `demo` runs several peers"), "{err}");
+    let line = one_line(&tierswarm(&["share", "x", "--runtime", "mixed"]));
+    assert!(line.contains("only `demo` runs several peers"), "{line}");
 }
 
 /// `DIR/d.bin` (1000 bytes) and its manifest `DIR/d.tsm`, written by hand from the contract.
@@ -292,20 +307,21 @@ fn share_fetch_record_replay_repair() {
     assert!(err.contains("resuming: 48 of 49 units"), "{err}");
     assert_eq!(std::fs::read(&f).unwrap(), std::fs::read(&out).unwrap());
 
-    // A damaged store is refused with a one-line reason naming --repair.
-    let mut store = std::fs::File::create(format!("{o}.tsa")).unwrap();
+    // A damaged store is refused with a one-line reason naming the store and --repair.
+    let store_path = format!("{o}.tsa");
+    let mut store = std::fs::File::create(&store_path).unwrap();
     store.write_all(b"garbage").unwrap();
     drop(store);
     let bad = tierswarm(&["fetch", m, "--peer", &share.addr, "--out", o]);
     assert_eq!(bad.status.code(), Some(2));
-    one_line_naming(&bad, &format!("{o}.tsa"), "--repair");
+    one_line_naming(&bad, &store_path, "--repair");
 
     let stopped = share.interrupt();
     assert!(stopped.status.success(), "{}", text(&stopped.stderr));
 }
 
 #[test]
-fn fetch_without_reachable_peers_fails_with_one_line() {
+fn fetch_without_reachable_peers_fails_with_a_one_line_reason() {
     let dir = tempfile::tempdir().unwrap();
     let (_, m) = small_file_and_manifest(dir.path());
     // A port that was just free: nothing listens there.
@@ -322,8 +338,23 @@ fn fetch_without_reachable_peers_fails_with_one_line() {
         dir.path().join("o").to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(1));
+    // The reason is one line, the last; before it, the default (warn-level) log says which
+    // address could not be reached, one line per attempt.
     let err = text(&out.stderr);
-    assert!(err.contains("no peer is reachable"), "{err}");
+    let body = err.strip_suffix('\n').unwrap_or(&err);
+    let (logs, reason) = body.rsplit_once('\n').unwrap_or(("", body));
+    assert!(
+        reason.starts_with("tierswarm: error: no peer is reachable"),
+        "{err}"
+    );
+    let peer = port.to_string();
+    assert!(!logs.is_empty(), "the unreachable address is logged: {err}");
+    for line in logs.lines() {
+        assert!(
+            line.contains("WARN") && line.contains("cannot connect") && line.contains(&peer),
+            "{err}"
+        );
+    }
 }
 
 /// `demo --size 3MiB ARGS` succeeds, says `says` on stderr and verifies all `peers` outputs.

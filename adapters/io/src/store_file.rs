@@ -89,13 +89,46 @@ mod tests {
         assert!(!tmp_path(&path).exists());
     }
 
+    /// Set in the child process [`relative_path_in_current_dir_syncs`] starts.
+    const RELATIVE_CHILD: &str = "TIERSWARM_STORE_FILE_RELATIVE_CHILD";
+
     #[test]
     fn relative_path_in_current_dir_syncs() {
-        // A bare file name has an empty parent; the directory fsync must use ".".
+        // A bare file name has an empty parent; the directory fsync must use ".". The current
+        // directory is process-wide, so the save runs in a child process of this test binary
+        // started in a scratch directory (see `relative_path_child`).
         assert_eq!(tmp_path(Path::new("s")), PathBuf::from("s.tmp"));
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("nested.bin");
-        save(&path, b"x").unwrap();
-        assert!(sync_parent_dir(Path::new("bare-name")).is_ok());
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "store_file::tests::relative_path_child",
+                "--ignored",
+            ])
+            .args(["--nocapture", "--test-threads", "1"])
+            .env(RELATIVE_CHILD, "1")
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(fs::read(dir.path().join("bare.bin")).unwrap(), b"relative");
+        assert!(!dir.path().join("bare.bin.tmp").exists());
+    }
+
+    /// Saves to and loads from a bare file name in the current directory; only does so in the
+    /// child process started by [`relative_path_in_current_dir_syncs`].
+    #[test]
+    #[ignore = "run by relative_path_in_current_dir_syncs in a scratch directory"]
+    fn relative_path_child() {
+        if std::env::var_os(RELATIVE_CHILD).is_none() {
+            return;
+        }
+        save("bare.bin", b"relative").unwrap();
+        assert_eq!(load("bare.bin").unwrap().as_deref(), Some(&b"relative"[..]));
     }
 }

@@ -21,6 +21,20 @@ pub struct Out {
     pub stderr: String,
 }
 
+impl Out {
+    /// The one line printed on stderr, without its newline; fails unless stderr is exactly one
+    /// non-empty line.
+    pub fn one_line(&self) -> &str {
+        let line = self.stderr.strip_suffix('\n').unwrap_or(&self.stderr);
+        assert!(
+            !line.trim().is_empty() && !line.contains('\n'),
+            "expected exactly one line on stderr, got {:?}",
+            self.stderr
+        );
+        line
+    }
+}
+
 /// Runs `tierswarm-sim` with `args`.
 pub fn sim(args: &[&str]) -> Out {
     let out = Command::new(env!("CARGO_BIN_EXE_tierswarm-sim"))

@@ -43,7 +43,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn round_trips_and_never_goes_negative() {
+    fn round_trips() {
         let start = Instant::now();
         let e = Epoch(start);
         assert_eq!(e.stamp(start), Timestamp::ZERO);
@@ -51,5 +51,22 @@ mod tests {
         assert_eq!(e.stamp(later), Timestamp::from_micros(1_500_000));
         assert_eq!(e.instant(e.stamp(later)), later);
         assert!(e.instant(Timestamp::from_micros(u64::MAX)) > later);
+    }
+
+    #[test]
+    fn never_goes_negative() {
+        // An instant before the epoch (a reading taken just before the session started, or
+        // handed over by another clock) is time zero, not a wrapped or mirrored value.
+        let before = Instant::now();
+        let e = Epoch(before + Duration::from_secs(10));
+        assert_eq!(e.stamp(before), Timestamp::ZERO);
+        assert_eq!(
+            e.stamp(before + Duration::from_micros(9_999_999)),
+            Timestamp::ZERO
+        );
+        assert_eq!(
+            e.stamp(before + Duration::from_micros(10_000_001)),
+            Timestamp::from_micros(1)
+        );
     }
 }
