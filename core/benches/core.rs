@@ -584,9 +584,9 @@ fn print_split() {
             let defaults = s.node.config().limits.clone();
             let mut quiet = defaults.clone();
             quiet.persist_every = u64::MAX;
-            s.input(Input::Reconfigure(quiet));
+            s.input(Input::Reconfigure(Box::new(quiet)));
             split_row(s, "no persist");
-            s.input(Input::Reconfigure(defaults));
+            s.input(Input::Reconfigure(Box::new(defaults)));
         });
     }
 }

@@ -139,9 +139,13 @@ fn a_unit_edited_behind_the_store_is_never_served() {
     assert!(s.read_unit_verified(0).is_ok());
     let effects = ask_for(&mut s, 1);
     assert!(served(&effects).is_empty(), "the edited unit was served");
-    assert!(effects.iter().any(
-        |e| matches!(e, Effect::Close { reason, .. } if reason.contains("no longer matches"))
-    ));
+    // The request is answered with a reject (the connection stays), and the user hears why.
+    assert!(effects.iter().any(|e| matches!(
+        e,
+        Effect::Event(SessionEvent::Warning(w)) if w.contains("no longer matches")
+    )));
+    assert!(!effects.iter().any(|e| matches!(e, Effect::Close { .. })));
+    assert_eq!(s.stats().unavailable_units, 1);
 }
 
 /// A unit changed on disk that the sample reads refuses the resume, naming the file and

@@ -46,6 +46,15 @@ pub enum Input {
         /// The connection.
         peer: PeerId,
     },
+    /// The embedder dropped a connection for `reason` (a write that stalled, a frame that did
+    /// not finish in time): the node releases the peer as for
+    /// [`Input::PeerDisconnected`] and counts the reason in [`Stats::disconnects`].
+    PeerDropped {
+        /// The connection.
+        peer: PeerId,
+        /// Why.
+        reason: DropReason,
+    },
     /// A unit handed out by [`Action::StoreUnit`] (or obtained otherwise) was verified and
     /// written.
     UnitComplete {
@@ -55,6 +64,15 @@ pub enum Input {
     /// A unit handed out by [`Action::StoreUnit`] failed verification.
     UnitFailed {
         /// The peer it came from.
+        peer: PeerId,
+        /// The unit.
+        unit: u64,
+    },
+    /// A unit handed out by [`Action::Serve`] could not be served: reading it failed, or it no
+    /// longer matches its proof (the file changed behind the node's back). The node answers
+    /// the request with a REJECT (`unavailable`) instead, and frees the upload slot.
+    UnitUnavailable {
+        /// The connection.
         peer: PeerId,
         /// The unit.
         unit: u64,
@@ -69,7 +87,7 @@ pub enum Input {
     /// Current load.
     Pressure(PressureSnapshot),
     /// New limits (take effect for new decisions).
-    Reconfigure(super::Limits),
+    Reconfigure(Box<super::Limits>),
     /// Stop requesting, finish what is in flight, persist, then report [`Event::Drained`].
     Drain,
 }
@@ -228,6 +246,36 @@ pub enum DisconnectReason {
     /// Too many request timeouts in a row and no answer for a while.
     #[error("unresponsive: too many request timeouts")]
     Unresponsive,
+    /// Nothing at all arrived for [`Limits::liveness`](super::Limits::liveness).
+    #[error("idle: nothing received for the liveness interval")]
+    Idle,
+    /// A write made no progress for [`Limits::write_stall`](super::Limits::write_stall) (the
+    /// peer does not read).
+    #[error("write stalled: the peer does not read")]
+    WriteStalled,
+    /// A frame did not complete within [`Limits::frame_timeout`](super::Limits::frame_timeout).
+    #[error("frame timeout: a frame did not complete in time")]
+    FrameTimeout,
+}
+
+/// Why an embedder dropped a connection ([`Input::PeerDropped`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DropReason {
+    /// [`DisconnectReason::WriteStalled`].
+    WriteStalled,
+    /// [`DisconnectReason::FrameTimeout`].
+    FrameTimeout,
+}
+
+impl From<DropReason> for DisconnectReason {
+    fn from(r: DropReason) -> Self {
+        match r {
+            DropReason::WriteStalled => DisconnectReason::WriteStalled,
+            DropReason::FrameTimeout => DisconnectReason::FrameTimeout,
+        }
+    }
 }
 
 /// What [`Stats::disconnects`] counts by: the family of a [`DisconnectReason`].
@@ -255,6 +303,11 @@ pub enum DisconnectKind {
     FailedVerification,
     /// [`DisconnectReason::Unresponsive`].
     Unresponsive,
+    /// [`DisconnectReason::Idle`].
+    Idle,
+    /// A peer that does not read or sends too slowly: [`DisconnectReason::WriteStalled`],
+    /// [`DisconnectReason::FrameTimeout`].
+    Stalled,
 }
 
 impl DisconnectReason {
@@ -281,6 +334,8 @@ impl DisconnectReason {
             R::HavePastEnd | R::Claim(_) => DisconnectKind::Claim,
             R::FailedVerification => DisconnectKind::FailedVerification,
             R::Unresponsive => DisconnectKind::Unresponsive,
+            R::Idle => DisconnectKind::Idle,
+            R::WriteStalled | R::FrameTimeout => DisconnectKind::Stalled,
         }
     }
 }
@@ -365,6 +420,8 @@ pub struct Stats {
     pub units_served: u64,
     /// Requests rejected by us.
     pub rejects_sent: u64,
+    /// Units that could not be served (read failure, or no longer matching their proof).
+    pub unavailable_units: u64,
     /// Peers disconnected by the node, by family of reason.
     pub disconnects: BTreeMap<DisconnectKind, u64>,
     /// Persist actions.

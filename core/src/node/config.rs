@@ -78,6 +78,28 @@ pub struct Limits {
     /// Keep-alive sent when nothing else was for this long.
     #[serde(with = "micros")]
     pub keepalive: Duration,
+    /// A peer from which nothing at all (not even a keep-alive) arrived for this long is
+    /// dropped ([`DisconnectReason::Idle`](super::DisconnectReason::Idle)): liveness is required
+    /// of peers, not only offered. Checked at every keep-alive tick, so a silent peer goes
+    /// within `liveness + keepalive`. Three keep-alive intervals: two lost keep-alives in a row
+    /// do not cost a live connection.
+    #[serde(with = "micros")]
+    pub liveness: Duration,
+    /// Enforced by the embedder: a write to a peer that makes no progress for this long drops
+    /// the peer ([`DisconnectReason::WriteStalled`](super::DisconnectReason::WriteStalled)),
+    /// freeing its upload slots, queued serves and socket.
+    #[serde(with = "micros")]
+    pub write_stall: Duration,
+    /// Enforced by the embedder: a frame whose first byte arrived must be complete within this
+    /// long ([`DisconnectReason::FrameTimeout`](super::DisconnectReason::FrameTimeout)).
+    #[serde(with = "micros")]
+    pub frame_timeout: Duration,
+    /// Bytes per second this node uploads at most (units served, paced by a token bucket);
+    /// `None`: unlimited.
+    pub max_upload_rate: Option<u64>,
+    /// Bytes per second this node requests at most (the request window is paced by a token
+    /// bucket, so requests wait here instead of timing out at the peer); `None`: unlimited.
+    pub max_download_rate: Option<u64>,
     /// Coalescing delay for availability deltas under backpressure.
     #[serde(with = "micros")]
     pub batch_delay: Duration,
@@ -116,6 +138,11 @@ impl Default for Limits {
             persist_interval: Duration::from_secs(1),
             summary_refresh: Duration::from_secs(30),
             keepalive: Duration::from_secs(30),
+            liveness: Duration::from_secs(90),
+            write_stall: Duration::from_secs(20),
+            frame_timeout: Duration::from_secs(30),
+            max_upload_rate: None,
+            max_download_rate: None,
             batch_delay: Duration::from_millis(500),
             push_interval: Duration::from_millis(500),
         }

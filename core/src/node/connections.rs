@@ -95,10 +95,21 @@ impl Node {
         }
     }
 
-    /// Keep-alives to ready peers we have sent nothing for a keep-alive interval.
+    /// Keep-alives to ready peers we have sent nothing for a keep-alive interval; peers we have
+    /// heard nothing from for the liveness interval are dropped.
     pub(super) fn on_keepalive_timer(&mut self) {
         let idle = self.cfg.limits.keepalive;
         let now = self.now;
+        let liveness = self.cfg.limits.liveness;
+        let silent: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| now.since(p.last_received) >= liveness)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in silent {
+            self.disconnect(id, DisconnectReason::Idle);
+        }
         let quiet: Vec<PeerId> = self
             .peers
             .iter()

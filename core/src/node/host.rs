@@ -7,8 +7,8 @@
 //! # The order of follow-up inputs
 //!
 //! Some actions have a consequence the node must hear about: a served unit was sent
-//! ([`Input::UnitSent`]), a stored unit was verified ([`Input::UnitComplete`]) or failed
-//! ([`Input::UnitFailed`]). A host that knows the outcome at once returns it from
+//! ([`Input::UnitSent`]) or could not be ([`Input::UnitUnavailable`]), a stored unit was
+//! verified ([`Input::UnitComplete`]) or failed ([`Input::UnitFailed`]). A host that knows the outcome at once returns it from
 //! [`Host::serve`] or [`Host::store_unit`]; [`drive`] then
 //!
 //! 1. executes every action the node has ready, in the order handed out (priority classes
@@ -40,8 +40,8 @@ pub enum Upload {
     Sent,
     /// Being written: the host reports [`Input::UnitSent`] when done.
     Later,
-    /// It could not be read: the host closed the connection and [`drive`] reports
-    /// [`Input::PeerDisconnected`].
+    /// It could not be read, or no longer matches its proof: [`drive`] reports
+    /// [`Input::UnitUnavailable`] and the node answers the request with a reject.
     Failed,
 }
 
@@ -117,7 +117,7 @@ fn execute<H: Host + ?Sized>(host: &mut H, action: Action) -> Option<Input> {
             return match host.serve(peer, unit) {
                 Upload::Sent => Some(Input::UnitSent { peer, unit }),
                 Upload::Later => None,
-                Upload::Failed => Some(Input::PeerDisconnected { peer }),
+                Upload::Failed => Some(Input::UnitUnavailable { peer, unit }),
             }
         }
         Action::StoreUnit {

@@ -102,8 +102,8 @@ mod timers;
 mod uploads;
 
 pub use api::{
-    Action, DisconnectKind, DisconnectReason, Event, Input, NodeError, PerKind, PressureSnapshot,
-    Stats, Traffic,
+    Action, DisconnectKind, DisconnectReason, DropReason, Event, Input, NodeError, PerKind,
+    PressureSnapshot, Stats, Traffic,
 };
 pub use backpressure::Backpressure;
 pub use config::{Config, Limits};
@@ -317,12 +317,14 @@ impl Node {
             Input::PeerConnected { peer } => self.on_connected(peer),
             Input::PeerFrame { peer, frame } => self.on_frame(peer, frame),
             Input::PeerDisconnected { peer } => self.on_disconnected(peer),
+            Input::PeerDropped { peer, reason } => self.disconnect(peer, reason.into()),
+            Input::UnitUnavailable { peer, unit } => self.on_unit_unavailable(peer, unit),
             Input::UnitComplete { unit } => self.on_unit_complete(unit),
             Input::UnitFailed { peer, unit } => self.on_unit_failed(peer, unit),
             Input::UnitSent { peer, unit: _ } => self.on_unit_sent(peer),
             Input::Pressure(p) => self.on_pressure(p),
             Input::Reconfigure(l) => {
-                self.cfg.limits = l;
+                self.cfg.limits = *l;
                 self.sched.mark_all_dirty(self.peers.keys().copied());
             }
             Input::Drain => {
@@ -381,9 +383,12 @@ impl Node {
 
     /// Routes a frame to its handler, enforcing the lifecycle and the capability split.
     fn on_frame(&mut self, peer: PeerId, frame: Frame) {
-        let Some(p) = self.peers.get(&peer) else {
+        let now = self.now;
+        let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
+        p.last_received = now;
+        let p = &*p;
         self.stats.received[frame.msg.kind()] += 1;
         if !frame.info_hash.is_empty() && frame.info_hash[..] != self.cfg.info_hash[..] {
             return self.disconnect(peer, DisconnectReason::FrameForOtherContent);

@@ -86,6 +86,8 @@ pub struct Peer {
     pub(crate) current_blocks: VecDeque<u64>,
     /// When we last sent it anything.
     pub(crate) last_sent: Timestamp,
+    /// When we last received anything from it (liveness).
+    pub(crate) last_received: Timestamp,
     /// When a wake-up for this peer is already armed (so that re-checks are not duplicated).
     pub(crate) wake_at: Option<Timestamp>,
     /// Units this peer rejected, with when we may ask it again (rejections such as "busy" or
@@ -109,6 +111,7 @@ impl Peer {
             last_loss_at: None,
             current_blocks: VecDeque::new(),
             last_sent: now,
+            last_received: now,
             wake_at: None,
             rejected: BTreeMap::new(),
         }

@@ -150,6 +150,19 @@ impl Node {
         }
     }
 
+    /// The embedder could not serve `unit` to `peer`: the request is answered with a reject, and
+    /// its slot freed.
+    pub(super) fn on_unit_unavailable(&mut self, peer: PeerId, unit: u64) {
+        self.stats.unavailable_units += 1;
+        self.uploads.sent(peer);
+        if self.peers.contains_key(&peer) {
+            self.stats.rejects_sent += 1;
+            let reason = "unavailable".into();
+            self.send(peer, Message::Reject { unit, reason });
+        }
+        self.pump_serves();
+    }
+
     pub(super) fn on_unit_sent(&mut self, peer: PeerId) {
         self.uploads.sent(peer);
         self.pump_serves();

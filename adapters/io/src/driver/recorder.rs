@@ -10,7 +10,8 @@
 //! ```
 //!
 //! `t` is the input's time (µs since the session started), `in` its kind (`connected`,
-//! `frame`, `disconnected`, `complete`, `failed`, `sent`, `pressure`, `reconfigure`, `drain`,
+//! `frame`, `disconnected`, `dropped`, `complete`, `failed`, `unavailable`, `sent`, `pressure`,
+//! `reconfigure`, `drain`,
 //! `timeout`), then its fields (frames as their received bytes, base64), `n` the number of
 //! actions the core handed out for it and `d` a BLAKE3 digest of those actions in a canonical
 //! rendering (messages as their encoded frames, payloads as their bytes, the rest as text).
@@ -32,7 +33,8 @@ use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use tierswarm_core::node::{
-    drive, Config, DisconnectReason, Event, Host, Limits, PressureSnapshot, Upload, Verdict,
+    drive, Config, DisconnectReason, DropReason, Event, Host, Limits, PressureSnapshot, Upload,
+    Verdict,
 };
 use tierswarm_core::store::StoreState;
 use tierswarm_core::trace::Stamped;
@@ -106,6 +108,14 @@ enum RecInput {
     Disconnected {
         peer: u64,
     },
+    Dropped {
+        peer: u64,
+        reason: DropReason,
+    },
+    Unavailable {
+        peer: u64,
+        unit: u64,
+    },
     Complete {
         unit: u64,
     },
@@ -167,6 +177,14 @@ fn rec_input(info_hash: &[u8; 32], input: &Input, raw: Option<&Bytes>) -> RecInp
             }
         }
         Input::PeerDisconnected { peer } => RecInput::Disconnected { peer: peer.0 },
+        Input::PeerDropped { peer, reason } => RecInput::Dropped {
+            peer: peer.0,
+            reason: *reason,
+        },
+        Input::UnitUnavailable { peer, unit } => RecInput::Unavailable {
+            peer: peer.0,
+            unit: *unit,
+        },
         Input::UnitComplete { unit } => RecInput::Complete { unit: *unit },
         Input::UnitFailed { peer, unit } => RecInput::Failed {
             peer: peer.0,
@@ -182,9 +200,7 @@ fn rec_input(info_hash: &[u8; 32], input: &Input, raw: Option<&Bytes>) -> RecInp
             cpu: p.cpu,
             memory: p.memory,
         },
-        Input::Reconfigure(l) => RecInput::Reconfigure {
-            limits: Box::new(l.clone()),
-        },
+        Input::Reconfigure(l) => RecInput::Reconfigure { limits: l.clone() },
         Input::Drain => RecInput::Drain,
         other => RecInput::Unsupported {
             what: format!("{other:?}"),
@@ -565,6 +581,14 @@ pub fn replay(path: &Path) -> Result<ReplayReport, ReplayError> {
                 })
             }
             RecInput::Disconnected { peer } => Some(Input::PeerDisconnected { peer: PeerId(peer) }),
+            RecInput::Dropped { peer, reason } => Some(Input::PeerDropped {
+                peer: PeerId(peer),
+                reason,
+            }),
+            RecInput::Unavailable { peer, unit } => Some(Input::UnitUnavailable {
+                peer: PeerId(peer),
+                unit,
+            }),
             RecInput::Complete { unit } => Some(Input::UnitComplete { unit }),
             RecInput::Failed { peer, unit } => Some(Input::UnitFailed {
                 peer: PeerId(peer),
@@ -585,7 +609,7 @@ pub fn replay(path: &Path) -> Result<ReplayReport, ReplayError> {
                 cpu,
                 memory,
             })),
-            RecInput::Reconfigure { limits } => Some(Input::Reconfigure(*limits)),
+            RecInput::Reconfigure { limits } => Some(Input::Reconfigure(limits)),
             RecInput::Drain => Some(Input::Drain),
             RecInput::Unsupported { what } => {
                 return Err(parse(

@@ -771,7 +771,9 @@ impl Host for SessionIo {
                 Upload::Later
             }
             Err(reason) => {
-                self.effects.push_back(Effect::Close { peer, reason });
+                // A unit that cannot be read, or no longer matches its proof, is never served:
+                // the request gets a reject, and the user hears why.
+                self.event(SessionEvent::Warning(format!("not serving: {reason}")));
                 Upload::Failed
             }
         }
