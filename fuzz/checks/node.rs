@@ -477,8 +477,13 @@ impl Run {
         let peer = PeerId(p as u64);
         match op % 16 {
             0 | 1 => {
+                // A new connection starts with a clean slate (what was sent to a closed one
+                // advertises nothing here).
                 if !self.m.conns[p].live {
-                    self.m.conns[p].live = true;
+                    self.m.conns[p] = Conn {
+                        live: true,
+                        ..Conn::default()
+                    };
                 }
                 self.input(Input::PeerConnected { peer });
             }
