@@ -33,7 +33,9 @@ fn main() {
     // without the per-unit serve/receive/complete records.
     s.log_kinds = ["summary", "refine_request", "refine_response"].into();
     s.hide = ["serve", "received", "completed"].into();
-    // The slow seeder's transfers take an extra 200 ms on the wire.
+    // Each served unit takes 20 ms to upload, and the slow seeder's transfers are held up a
+    // further 200 ms on the wire.
+    s.serve_time = ms(20);
     s.hook(move |from, _, msg| match msg {
         Message::Transfer { .. } if from == slow => Fate::Delay(ms(200)),
         _ => Fate::Deliver,
@@ -42,7 +44,7 @@ fn main() {
     s.connect(slow, leech);
 
     // Let the download get going, then the slow seeder vanishes with requests outstanding.
-    s.run_until(s.now.add(ms(100)));
+    s.run_until(s.now.add(ms(40)));
     let asked_of_slow: BTreeSet<u64> = requested(&s, leech, slow);
     s.note("slow seeder vanishes");
     s.crash(slow);
@@ -57,9 +59,16 @@ fn main() {
     // was asked again of the other, and nothing arrived twice.
     let l = s.node(leech);
     assert!(l.is_complete());
-    assert!(!asked_of_slow.is_empty(), "the slow seeder owed units when it vanished");
+    assert!(
+        !asked_of_slow.is_empty(),
+        "the slow seeder owed units when it vanished"
+    );
     assert!(asked_of_slow.is_subset(&requested(&s, leech, fast)));
-    assert_eq!(l.stats().received[MessageKind::Transfer], 13, "each unit arrived once");
+    assert_eq!(
+        l.stats().received[MessageKind::Transfer],
+        13,
+        "each unit arrived once"
+    );
     assert_eq!(l.stats().duplicate_units, 0);
     assert_eq!(l.stats().in_flight_requests, 0);
 
