@@ -405,7 +405,7 @@ fn duration(t: Timestamp) -> Duration {
 
 // ---- the two phases ----------------------------------------------------------------------
 
-/// Size of the example file: 97 units, the last one partial, across two T2 blocks.
+/// Size of the example file: 97 units, the last one partial, across four T2 blocks.
 const FILE_LEN: u64 = 6 * 1024 * 1024 + 1234;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
