@@ -552,7 +552,17 @@ fn failure(
 /// runs this example (a no-op when it is up to date) into the same profile directory.
 fn tierswarm_binary() -> io::Result<PathBuf> {
     if let Some(bin) = std::env::var_os("TIERSWARM_BIN") {
-        return Ok(PathBuf::from(bin));
+        let bin = PathBuf::from(bin);
+        if !bin.is_file() {
+            // A relative path is taken from the working directory, which `cargo test` sets to
+            // the package's folder: say where it was looked for.
+            let cwd = std::env::current_dir().unwrap_or_default();
+            let shown = format!("{} (from {})", bin.display(), cwd.display());
+            return Err(io::Error::other(format!(
+                "TIERSWARM_BIN={shown}: no such file"
+            )));
+        }
+        return Ok(bin);
     }
     // This example is `target/<profile dir>/examples/custom_event_loop[-hash]`.
     let exe = std::env::current_exe()?;
@@ -593,7 +603,7 @@ fn tierswarm_binary() -> io::Result<PathBuf> {
 ///
 /// ```text
 /// cargo test --workspace
-/// TIERSWARM_BIN=target/debug/tierswarm cargo test --workspace --example custom_event_loop -- --ignored
+/// TIERSWARM_BIN=$PWD/target/debug/tierswarm cargo test --workspace --example custom_event_loop -- --ignored
 /// ```
 #[test]
 #[ignore = "needs the tierswarm binary; .ci/run runs it (see its doc comment)"]
