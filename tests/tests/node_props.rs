@@ -11,8 +11,9 @@ use tierswarm_core::node::{
     drive, Config, DisconnectReason, Host, Input, Limits, Node, PeerId, PressureSnapshot, Upload,
     Verdict,
 };
+use tierswarm_core::store::StoreState;
 use tierswarm_core::tiers::{Tier, T1_SIZE};
-use tierswarm_core::trace::Stamped;
+use tierswarm_core::trace::{Record, RequestPath, Stamped};
 use tierswarm_core::wire::{Capabilities, Frame, Message, Proof};
 use tierswarm_core::{Geometry, LocalTiers, Timestamp};
 
@@ -160,6 +161,20 @@ struct Runner {
     log: Vec<String>,
     /// Units the node holds (its initial ones, and those completed since).
     held: BTreeSet<u64>,
+    reached: Reached,
+    last_persisted: Option<BTreeSet<u64>>,
+}
+
+/// How deep one case went: what the generator is measured by
+/// (`generator_reaches_completion_endgame_and_persist`).
+#[derive(Debug, Default, Clone, Copy)]
+struct Reached {
+    /// The file started incomplete and was completed.
+    completed: bool,
+    /// An endgame duplicate request was sent.
+    endgame: bool,
+    /// Stores handed out (each decoded and checked).
+    persists: u64,
 }
 
 /// The property test's [`Host`]: checks every action against the model as the node hands it
@@ -174,6 +189,9 @@ struct Checker<'a> {
     log: &'a mut Vec<String>,
     /// Peers disconnected by the node in this batch.
     gone: BTreeSet<u64>,
+    reached: &'a mut Reached,
+    /// Units of the last store persisted, if any.
+    last_persisted: &'a mut Option<BTreeSet<u64>>,
 }
 
 impl Checker<'_> {
@@ -255,7 +273,23 @@ impl Host for Checker<'_> {
         Verdict::Later
     }
 
-    fn persist(&mut self, _store: Bytes) {}
+    /// A persisted store must load for this content and claim only units the node holds.
+    fn persist(&mut self, store: Bytes) {
+        let (state, notes) = StoreState::decode_for(&store, &ROOT, FILE_LEN)
+            .unwrap_or_else(|e| panic!("persisted store does not load: {e}"));
+        assert_eq!(notes.unproven_ignored, 0, "persisted unproven units");
+        let t1 = state.tiers.bitfield(Tier::T1);
+        let claimed: BTreeSet<u64> = t1.iter_ones_in(0..t1.len()).collect();
+        assert!(
+            claimed.is_subset(self.held),
+            "persisted store claims units {:?} the node lacks",
+            claimed.difference(self.held).take(5).collect::<Vec<_>>()
+        );
+        self.reached.persists += 1;
+        self.log
+            .push(format!("  -> persist {} units", claimed.len()));
+        *self.last_persisted = Some(claimed);
+    }
 
     fn disconnect(&mut self, peer: PeerId, reason: DisconnectReason) {
         self.log
@@ -268,6 +302,13 @@ impl Host for Checker<'_> {
 
     fn trace(&mut self, s: Stamped) {
         assert_eq!(s.t, self.high, "trace stamped off the node's clock");
+        if let Record::Request {
+            path: RequestPath::Endgame,
+            ..
+        } = s.record
+        {
+            self.reached.endgame = true;
+        }
     }
 }
 
@@ -319,8 +360,18 @@ impl Runner {
                 }
             }
             // Whole blocks and a partial one.
-            _ => {
+            2 => {
                 for u in block_units(geo, 1).chain(0..100) {
+                    local.mark_t1_complete(u).unwrap();
+                }
+            }
+            // Nearly complete: 1 to 12 units missing, anywhere, so that a case can finish the
+            // file and go through endgame and the final persist.
+            _ => {
+                let missing: BTreeSet<u64> = (0..=next(&mut s) % 12)
+                    .map(|_| next(&mut s) % geo.units())
+                    .collect();
+                for u in (0..geo.units()).filter(|u| !missing.contains(u)) {
                     local.mark_t1_complete(u).unwrap();
                 }
             }
@@ -343,6 +394,8 @@ impl Runner {
             high: Timestamp::ZERO,
             log: Vec::new(),
             held,
+            reached: Reached::default(),
+            last_persisted: None,
         }
     }
 
@@ -437,6 +490,13 @@ impl Runner {
             Op::Bitfield(_, _, seed) => Op::Have(p, seed % units),
             Op::Summary { start, .. } => Op::Have(p, start * 300 % units),
             Op::RefineRequest(..) => Op::KeepAlive(p),
+            // Half the HAVEs name a unit the node lacks, so that nearly complete nodes find
+            // their last units.
+            Op::Have(_, u) if u % 2 == 0 => {
+                let lacking: Vec<u64> = (0..units).filter(|x| !self.held.contains(x)).collect();
+                let k = (u / 2) as usize % lacking.len().max(1);
+                Op::Have(p, lacking.get(k).copied().unwrap_or(u % units))
+            }
             Op::Have(_, u) => Op::Have(p, u % units),
             Op::RefineResponse {
                 pick,
@@ -751,10 +811,24 @@ impl Runner {
             high: self.high,
             log: &mut self.log,
             gone: BTreeSet::new(),
+            reached: &mut self.reached,
+            last_persisted: &mut self.last_persisted,
         };
         drive(&mut self.node, self.high, &mut checker);
         let gone = checker.gone;
         let st = self.node.stats();
+        // What the node reports agrees with what it holds and what it persisted.
+        let t1 = self.node.local().bitfield(Tier::T1);
+        assert_eq!(
+            t1.count_ones(),
+            self.held.len() as u64,
+            "the node's units are not the verified ones"
+        );
+        assert_eq!(st.persists, self.reached.persists, "persists counted");
+        if self.node.is_complete() {
+            let last = self.last_persisted.as_ref().map_or(0, BTreeSet::len);
+            assert_eq!(last as u64, self.geo.units(), "completion not persisted");
+        }
         assert!(st.in_flight_requests <= self.limits.max_requests);
         assert!(st.in_flight_refines <= self.limits.max_refines);
         assert!(self.node.peers().count() <= self.limits.max_peers);
@@ -793,8 +867,9 @@ impl Runner {
     }
 }
 
-fn run(hierarchical: bool, small: bool, seed: u64, mode: u8, ops: Vec<(bool, Op)>) {
+fn run(hierarchical: bool, small: bool, seed: u64, mode: u8, ops: Vec<(bool, Op)>) -> Reached {
     let mut r = Runner::new(hierarchical, small, seed, mode);
+    let initially = r.held.len() as u64;
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         for (sane, op) in ops {
             let op = if sane { r.sanitize(op) } else { Some(op) };
@@ -809,6 +884,21 @@ fn run(hierarchical: bool, small: bool, seed: u64, mode: u8, ops: Vec<(bool, Op)
         eprintln!("last inputs:\n{}", r.log[tail..].join("\n"));
         std::panic::resume_unwind(e);
     }
+    Reached {
+        completed: initially < r.geo.units() && r.node.is_complete(),
+        ..r.reached
+    }
+}
+
+/// What the node starts with: 0 nothing, 1 scattered units, 2 whole blocks, 3 all but a few
+/// (half the cases, so that many finish the file).
+fn local_mode() -> impl Strategy<Value = u8> {
+    prop_oneof![1 => 0..3u8, 1 => Just(3u8)]
+}
+
+/// Up to 400 steps, nine in ten turned into what a well-behaved peer would send.
+fn ops() -> impl Strategy<Value = Vec<(bool, Op)>> {
+    prop::collection::vec((prop::bool::weighted(0.9), op()), 1..400)
 }
 
 proptest! {
@@ -818,8 +908,8 @@ proptest! {
     fn hierarchical_node_keeps_its_invariants(
         small in any::<bool>(),
         seed in any::<u64>(),
-        mode in 0..3u8,
-        ops in prop::collection::vec((prop::bool::weighted(0.9), op()), 1..250),
+        mode in local_mode(),
+        ops in ops(),
     ) {
         run(true, small, seed, mode, ops);
     }
@@ -828,11 +918,51 @@ proptest! {
     fn legacy_node_keeps_its_invariants(
         small in any::<bool>(),
         seed in any::<u64>(),
-        mode in 0..3u8,
-        ops in prop::collection::vec((prop::bool::weighted(0.9), op()), 1..250),
+        mode in local_mode(),
+        ops in ops(),
     ) {
         run(false, small, seed, mode, ops);
     }
+}
+
+/// The generator reaches the deep paths: over a fixed sample of the cases the properties above
+/// draw, a good share completes the file, goes through endgame and persists (each persisted
+/// store decoded and checked). Prints the shares (`cargo test -p tierswarm-tests --test
+/// node_props generator_reaches -- --nocapture`).
+#[test]
+fn generator_reaches_completion_endgame_and_persist() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::{RngAlgorithm, TestRng, TestRunner};
+    let mut runner = TestRunner::new_with_rng(
+        ProptestConfig::default(),
+        TestRng::deterministic_rng(RngAlgorithm::ChaCha),
+    );
+    let case = (
+        any::<bool>(),
+        any::<bool>(),
+        any::<u64>(),
+        local_mode(),
+        ops(),
+    );
+    let cases = 400;
+    let (mut completed, mut endgame, mut persisted) = (0, 0, 0);
+    for _ in 0..cases {
+        let (hierarchical, small, seed, mode, ops) = case.new_tree(&mut runner).unwrap().current();
+        let r = run(hierarchical, small, seed, mode, ops);
+        completed += u32::from(r.completed);
+        endgame += u32::from(r.endgame);
+        persisted += u32::from(r.persists > 0);
+    }
+    let pct = |n: u32| 100.0 * f64::from(n) / f64::from(cases);
+    eprintln!(
+        "{cases} cases: {:.1}% complete the file, {:.1}% send endgame duplicates, {:.1}% persist",
+        pct(completed),
+        pct(endgame),
+        pct(persisted)
+    );
+    assert!(pct(completed) >= 12.0, "too few cases complete the file");
+    assert!(pct(endgame) >= 10.0, "too few cases reach endgame");
+    assert!(pct(persisted) >= 60.0, "too few cases persist");
 }
 
 #[test]

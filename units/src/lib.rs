@@ -509,21 +509,172 @@ mod tests {
         assert_eq!(format_duration(Duration::ZERO), "0s");
     }
 
+    const DENOMINATORS: [u128; 7] = [1, 2, 4, 8, 10, 100, 1000];
+
+    /// A value in base units that is a whole or fractional number of one of `units`:
+    /// `mantissa × scale / d` with `d` one of [`DENOMINATORS`] (the fractions `format_*` spells
+    /// with at most three decimals; a smaller one when `d` does not leave whole base units),
+    /// divided by `per` (8 for rates: their table counts bits). One draw in ten is any `u64` instead, which formats as a bare number mostly.
+    fn suffixed(units: &'static [Unit], per: u128) -> impl Strategy<Value = u64> {
+        let scaled = (
+            0..units.len(),
+            prop_oneof![2 => 1u128..100, 1 => 1u128..100_000],
+            0..DENOMINATORS.len(),
+        )
+            .prop_map(move |(i, m, d)| {
+                let whole = m * units[i].scale;
+                // The first denominator from the drawn one down that leaves whole base units.
+                let d = DENOMINATORS[..=d]
+                    .iter()
+                    .rev()
+                    .find(|&&d| whole % (d * per) == 0)
+                    .unwrap_or(&1);
+                u64::try_from(whole / d / per).unwrap_or(u64::MAX)
+            });
+        prop_oneof![1 => any::<u64>(), 9 => scaled]
+    }
+
+    /// Text `int[.frac][ ]unit` over every spelling of `units` (aliases included).
+    fn unit_text(units: &'static [Unit]) -> impl Strategy<Value = (String, u128, u32, usize)> {
+        (
+            0u128..100_000,
+            prop_oneof![1 => Just(None), 2 => (0u32..4).prop_map(Some)],
+            0..units.len(),
+            any::<bool>(),
+            any::<u32>(),
+        )
+            .prop_map(move |(int, frac_digits, i, space, frac)| {
+                let (number, mantissa, digits) = match frac_digits {
+                    None => (int.to_string(), int, 0),
+                    Some(k) => {
+                        let f = u128::from(frac) % 10u128.pow(k + 1);
+                        let text = format!("{int}.{f:0width$}", width = k as usize + 1);
+                        (text, int * 10u128.pow(k + 1) + f, k + 1)
+                    }
+                };
+                let sep = if space { " " } else { "" };
+                (
+                    format!("{number}{sep}{}", units[i].name),
+                    mantissa,
+                    digits,
+                    i,
+                )
+            })
+    }
+
+    /// The share of `values` that `format` spells with a unit above the base one, and with a
+    /// fraction.
+    fn shares(values: &[u64], format: fn(u64) -> String, base: &str) -> (f64, f64) {
+        let n = values.len() as f64;
+        let texts: Vec<String> = values.iter().map(|&v| format(v)).collect();
+        let suffixed = texts
+            .iter()
+            .filter(|t| t.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.') != base)
+            .count();
+        let fractional = texts.iter().filter(|t| t.contains('.')).count();
+        (suffixed as f64 / n, fractional as f64 / n)
+    }
+
+    /// The round-trip generators draw suffixed and fractional spellings often (`cargo test -p
+    /// tierswarm-units draws_ -- --nocapture` prints the shares).
+    #[test]
+    fn draws_suffixed_and_fractional_forms_often() {
+        use proptest::strategy::ValueTree;
+        use proptest::test_runner::{RngAlgorithm, TestRng, TestRunner};
+        let mut runner = TestRunner::new_with_rng(
+            ProptestConfig::default(),
+            TestRng::deterministic_rng(RngAlgorithm::ChaCha),
+        );
+        let mut sample = |s: &dyn Fn() -> BoxedStrategy<u64>| -> Vec<u64> {
+            (0..2000)
+                .map(|_| s().new_tree(&mut runner).unwrap().current())
+                .collect()
+        };
+        let sizes = sample(&|| suffixed(SIZE_UNITS, 1).boxed());
+        let rates = sample(&|| suffixed(RATE_UNITS, 8).boxed());
+        for (what, values, format, base) in [
+            ("sizes", &sizes, format_size as fn(u64) -> String, "B"),
+            ("rates", &rates, format_rate, "B/s"),
+        ] {
+            let (suffixed, fractional) = shares(values, format, base);
+            eprintln!(
+                "{what}: {:.0}% formatted with a unit above the base, {:.0}% with a fraction",
+                suffixed * 100.0,
+                fractional * 100.0
+            );
+            // Rates spell many byte fractions as whole bit rates (1.5MB/s is 12Mbit/s), so fewer
+            // of them keep a fraction.
+            assert!(suffixed >= 0.6 && fractional >= 0.08, "{what}");
+        }
+    }
+
     proptest! {
         #[test]
-        fn size_round_trips(x: u64) {
+        fn size_round_trips(x in suffixed(SIZE_UNITS, 1)) {
             prop_assert_eq!(parse_size(&format_size(x)), Ok(x));
         }
 
         #[test]
-        fn rate_round_trips(x: u64) {
+        fn rate_round_trips(x in suffixed(RATE_UNITS, 8)) {
             prop_assert_eq!(parse_rate(&format_rate(x)), Ok(x));
         }
 
         #[test]
-        fn duration_round_trips(secs: u64, nanos in 0u32..1_000_000_000) {
+        fn duration_round_trips(
+            secs in prop_oneof![any::<u64>(), 0u64..100_000],
+            nanos in prop_oneof![
+                0u32..1_000_000_000,
+                (0u32..1000).prop_map(|m| m * 1_000_000),
+                (0u32..1000).prop_map(|u| u * 1000),
+            ],
+        ) {
             let d = Duration::new(secs, nanos);
             prop_assert_eq!(parse_duration(&format_duration(d)), Ok(d));
+        }
+
+        /// Suffixed and fractional text, every spelling: parses to the exact value (computed
+        /// here independently), and formatting that value reads back to it.
+        #[test]
+        fn suffixed_text_parses_exactly((text, mantissa, digits, i) in unit_text(SIZE_UNITS)) {
+            let exact = mantissa * SIZE_UNITS[i].scale;
+            let den = 10u128.pow(digits);
+            match parse_size(&text) {
+                Ok(v) => {
+                    prop_assert_eq!(u128::from(v) * den, exact, "{}", text);
+                    prop_assert_eq!(parse_size(&format_size(v)), Ok(v));
+                }
+                Err(UnitError::NotWhole { .. }) => prop_assert!(exact % den != 0, "{}", text),
+                Err(UnitError::Overflow { .. }) => prop_assert!(exact / den > u128::from(u64::MAX)),
+                Err(e) => prop_assert!(false, "{}: {}", text, e),
+            }
+        }
+
+        #[test]
+        fn rate_text_parses_exactly((text, mantissa, digits, i) in unit_text(RATE_UNITS)) {
+            // Bits per second, rounded down to whole bytes.
+            let bytes = mantissa * RATE_UNITS[i].scale / (10u128.pow(digits) * 8);
+            match parse_rate(&text) {
+                Ok(v) => {
+                    prop_assert_eq!(u128::from(v), bytes, "{}", text);
+                    prop_assert_eq!(parse_rate(&format_rate(v)), Ok(v));
+                }
+                Err(UnitError::Overflow { .. }) => prop_assert!(bytes > u128::from(u64::MAX)),
+                Err(e) => prop_assert!(false, "{}: {}", text, e),
+            }
+        }
+
+        #[test]
+        fn duration_text_parses_exactly((text, mantissa, digits, i) in unit_text(DURATION_UNITS)) {
+            let exact = mantissa * DURATION_UNITS[i].scale;
+            let den = 10u128.pow(digits);
+            match parse_duration(&text) {
+                Ok(d) => {
+                    prop_assert_eq!(d.as_nanos() * den, exact, "{}", text);
+                    prop_assert_eq!(parse_duration(&format_duration(d)), Ok(d));
+                }
+                Err(UnitError::NotWhole { .. }) => prop_assert!(exact % den != 0, "{}", text),
+                Err(e) => prop_assert!(false, "{}: {}", text, e),
+            }
         }
 
         #[test]
