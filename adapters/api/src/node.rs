@@ -312,16 +312,25 @@ impl Node {
     }
 }
 
-/// A listening address: parsed, the host resolved (the first address), a known scheme, no `#`.
-fn listen_url(text: &str) -> Result<PeerUrl, Error> {
-    let bad = |reason: String| Error::Address {
-        role: AddressRole::Listen,
+/// `text` parsed as an address for `role`, with what turns a reason into its error.
+fn parse_address(
+    role: AddressRole,
+    text: &str,
+) -> Result<(PeerUrl, impl Fn(String) -> Error + '_), Error> {
+    let bad = move |reason: String| Error::Address {
+        role,
         url: text.to_string(),
         reason,
     };
-    let url: PeerUrl = text
-        .parse()
-        .map_err(|e: tierswarm_io::transport::UrlError| bad(e.to_string()))?;
+    match text.parse::<PeerUrl>() {
+        Ok(url) => Ok((url, bad)),
+        Err(e) => Err(bad(e.to_string())),
+    }
+}
+
+/// A listening address: parsed, the host resolved (the first address), a known scheme, no `#`.
+fn listen_url(text: &str) -> Result<PeerUrl, Error> {
+    let (url, bad) = parse_address(AddressRole::Listen, text)?;
     if !matches!(url.scheme(), "tcp" | "quic") {
         return Err(bad("listen on tcp:// or quic://".into()));
     }
@@ -337,17 +346,10 @@ fn listen_url(text: &str) -> Result<PeerUrl, Error> {
 /// A peer's addresses: parsed, resolved (every address), and checked by their transport (a
 /// `quic://` URL needs its fingerprint).
 fn peer_urls(text: &str, transports: &Transports) -> Result<Vec<PeerUrl>, Error> {
-    let bad = |reason: String| Error::Address {
-        role: AddressRole::Peer,
-        url: text.to_string(),
-        reason,
-    };
-    let url: PeerUrl = text
-        .parse()
-        .map_err(|e: tierswarm_io::transport::UrlError| bad(e.to_string()))?;
+    let (url, bad) = parse_address(AddressRole::Peer, text)?;
     let all = url.resolve().map_err(|e| bad(e.to_string()))?;
     for u in &all {
-        transports.check(u).map_err(bad)?;
+        transports.check(u).map_err(&bad)?;
     }
     Ok(all)
 }

@@ -12,16 +12,7 @@ const HIERARCHICAL: [MessageKind; 3] = [
 ];
 
 fn make_file(path: &Path, len: usize) {
-    let mut x: u32 = 0x9e37_79b9;
-    let data: Vec<u8> = (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect();
-    std::fs::write(path, data).unwrap();
+    tierswarm_io::data_file::write_pseudo_random(path, len as u64, 0x9e37_79b9).unwrap();
 }
 
 /// An upload limit is honoured by the token accounting: the seeder never serves more than

@@ -93,6 +93,13 @@ fn print_json(e: &Event) {
     }
 }
 
+/// Every event of `transfer`, as JSON lines, until it ends.
+fn print_all_json(transfer: &mut Transfer) {
+    while let Some(e) = transfer.next_event() {
+        print_json(&e);
+    }
+}
+
 /// One `listening on URL` line per listener (stdout, flushed: scripts read it).
 fn print_listening(transfer: &Transfer) {
     let mut out = std::io::stdout().lock();
@@ -115,10 +122,7 @@ fn on_terminal(make: impl FnOnce() -> ProgressBar) -> ProgressBar {
 /// with every rate event (once a second).
 pub(crate) fn share(transfer: &mut Transfer, json: bool) {
     if json {
-        while let Some(e) = transfer.next_event() {
-            print_json(&e);
-        }
-        return;
+        return print_all_json(transfer);
     }
     print_listening(transfer);
     let line = on_terminal(|| {
@@ -157,10 +161,7 @@ pub(crate) fn share(transfer: &mut Transfer, json: bool) {
 /// Shows a fetch until it ends: JSON lines, or the listening lines and a progress bar.
 pub(crate) fn fetch(transfer: &mut Transfer, json: bool) {
     if json {
-        while let Some(e) = transfer.next_event() {
-            print_json(&e);
-        }
-        return;
+        return print_all_json(transfer);
     }
     print_listening(transfer);
     let m = transfer.manifest();

@@ -318,6 +318,10 @@ fn share_fetch_record_replay_repair() {
 
     let stopped = share.interrupt();
     assert!(stopped.status.success(), "{}", text(&stopped.stderr));
+    // Piped, neither the status line nor the log draws: no ANSI escapes.
+    for out in [&stopped, &bad, &repaired] {
+        assert!(!text(&out.stderr).contains('\x1b'), "{}", text(&out.stderr));
+    }
 }
 
 #[test]
@@ -355,6 +359,7 @@ fn fetch_without_reachable_peers_fails_with_a_one_line_reason() {
             "{err}"
         );
     }
+    assert!(!err.contains('\x1b'), "ANSI escapes on a pipe: {err:?}");
 }
 
 /// `demo --size 3MiB ARGS` succeeds, says `says` on stderr and verifies all `peers` outputs.
