@@ -202,6 +202,9 @@ impl Cancel {
 /// (blocking) or [`events`](Self::events) (a `Stream`), stop it with [`drain`](Self::drain) or
 /// [`Cancel`], and get its [`Report`] with [`wait`](Self::wait) (blocking) or
 /// [`finish`](Self::finish) (async). Dropping the handle aborts the transfer.
+///
+/// Events wait in a bounded queue (4096): a program that does not keep up loses the excess,
+/// counted in [`Report::events_dropped`]; the report itself is never lost.
 #[derive(Debug)]
 pub struct Transfer {
     manifest: Manifest,

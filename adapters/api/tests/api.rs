@@ -169,3 +169,49 @@ fn bad_addresses_are_refused_with_their_role() {
     assert_eq!(e.exit_code(), 2);
     assert!(e.to_string().contains("fingerprint"), "{e}");
 }
+
+/// Drain is graceful: the fetch stops requesting, settles what is in flight, persists, and ends
+/// `drained` part-way; the next fetch of the same output resumes from exactly what the drain
+/// persisted. Abort is not: the handle reports no outcome.
+#[test]
+fn a_drained_fetch_persists_and_resumes_an_aborted_one_reports_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f.bin");
+    make_file(&file, 64 * 65536);
+    // Slow enough (1 MiB/s for 4 MiB) that the drain comes long before the end.
+    let seeder = Node::new()
+        .listen("127.0.0.1:0")
+        .max_upload_rate(1 << 20)
+        .share(&file)
+        .unwrap();
+    let url = seeder.listening()[0].to_string();
+    let out = dir.path().join("copy");
+    let mut fetch = Node::new()
+        .peer(url.clone())
+        .fetch(seeder.manifest(), &out)
+        .unwrap();
+    while let Some(e) = fetch.next_event() {
+        if let Event::UnitVerified { .. } = e {
+            fetch.drain();
+        }
+    }
+    let drained = fetch.wait().unwrap();
+    assert_eq!(drained.outcome, Outcome::Drained);
+    assert!(drained.units > 0 && drained.units < 64, "{}", drained.units);
+    let resumed = Node::new()
+        .peer(url.clone())
+        .fetch(seeder.manifest(), &out)
+        .unwrap();
+    assert_eq!(resumed.resumed().unwrap().units, drained.units);
+    resumed.abort();
+    assert!(matches!(resumed.wait(), Err(tierswarm::Error::Aborted)));
+    let done = Node::new()
+        .peer(url)
+        .fetch(seeder.manifest(), &out)
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(done.is_complete());
+    assert_eq!(std::fs::read(&file).unwrap(), std::fs::read(&out).unwrap());
+    seeder.abort();
+}
