@@ -1,8 +1,8 @@
 //! The `tierswarm` binary end to end, over loopback. Every child process is bounded in time.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Lines, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tierswarm");
@@ -318,6 +318,10 @@ fn share_fetch_record_replay_repair() {
 
     let stopped = share.interrupt();
     assert!(stopped.status.success(), "{}", text(&stopped.stderr));
+    // Piped, neither the status line nor the log draws: no ANSI escapes.
+    for out in [&stopped, &bad, &repaired] {
+        assert!(!text(&out.stderr).contains('\x1b'), "{}", text(&out.stderr));
+    }
 }
 
 #[test]
@@ -355,6 +359,7 @@ fn fetch_without_reachable_peers_fails_with_a_one_line_reason() {
             "{err}"
         );
     }
+    assert!(!err.contains('\x1b'), "ANSI escapes on a pipe: {err:?}");
 }
 
 /// `demo --size 3MiB ARGS` succeeds, says `says` on stderr and verifies all `peers` outputs.
@@ -754,4 +759,223 @@ fn replay_of_a_record_cut_at_its_cap_says_so() {
     assert!(said.contains("replayed 5 inputs"), "{said}");
     assert!(said.contains("size cap of 4096 bytes reached"), "{said}");
     assert!(share.interrupt().status.success());
+}
+
+/// `share FILE --json-events ARGS...`: the running share and its stdout lines (the first, the
+/// `listening` event, read already to know its address).
+fn start_json_share(file: &Path, args: &[&str]) -> (Share, Lines<BufReader<ChildStdout>>) {
+    let mut child = Command::new(BIN)
+        .arg("share")
+        .arg(file)
+        .arg("--json-events")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["event"], "listening", "{first}");
+    let url = first["url"].as_str().unwrap().to_string();
+    let share = Share {
+        child: Some(child),
+        addr: url.clone(),
+        urls: vec![url],
+    };
+    (share, lines)
+}
+
+/// Interrupts a JSON share: its exit, and the events it printed from here to its end (read on
+/// a thread while the exit is awaited within the limit).
+fn interrupt_json(
+    mut share: Share,
+    lines: Lines<BufReader<ChildStdout>>,
+) -> (Output, Vec<serde_json::Value>) {
+    let child = share.child.take().expect("running");
+    let reader = std::thread::spawn(move || {
+        lines
+            .map(|l| serde_json::from_str::<serde_json::Value>(&l.unwrap()).unwrap())
+            .collect::<Vec<_>>()
+    });
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = wait(child);
+    (out, reader.join().unwrap())
+}
+
+/// `--json-events` lines: each a JSON object with an `event` key.
+fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
+    text(stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}"));
+            assert!(v["event"].is_string(), "no event kind: {l}");
+            v
+        })
+        .collect()
+}
+
+fn kinds(events: &[serde_json::Value]) -> Vec<&str> {
+    events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect()
+}
+
+/// The last event, `done`: the report, whose `stats.sent` counts messages by kind.
+fn sent_hierarchical(done: &serde_json::Value) -> Vec<String> {
+    let sent = done["stats"]["sent"].as_object().expect("stats.sent");
+    ["summary", "refine_request", "refine_response"]
+        .into_iter()
+        .filter(|k| sent.contains_key(*k))
+        .map(String::from)
+        .collect()
+}
+
+/// `share --json-events` and `fetch --json-events`: every stdout line is a JSON event; the
+/// share's first line says where it listens, its stream has the fetcher connecting, units
+/// served, a rate tick and `done` last; the fetch's has units verified, `complete` and `done`.
+#[test]
+fn json_events_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("j.bin");
+    make_file(&f, 700_000);
+    let (share, mut lines) = start_json_share(&f, &[]);
+    let out = dir.path().join("j.copy");
+    let fetched = fetch(&tsm(&f), &share.addr, &out, &["--json-events"]);
+    assert!(fetched.status.success(), "{}", text(&fetched.stderr));
+    let events = json_lines(&fetched.stdout);
+    let k = kinds(&events);
+    for want in ["peer_connected", "unit_verified", "progress", "complete"] {
+        assert!(k.contains(&want), "no {want} in {k:?}");
+    }
+    assert_eq!(k.iter().filter(|e| **e == "unit_verified").count(), 11);
+    let done = events.last().unwrap();
+    assert_eq!(done["event"], "done");
+    assert_eq!(done["outcome"], "complete");
+    assert_eq!(done["bytes_downloaded"], 700_000);
+    // The seeder's stream, read until its next rate tick (once a second) tells of the unit
+    // served; then it is interrupted and ends with `done`.
+    let mut share_events = vec![];
+    for line in lines.by_ref() {
+        let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        let served_tick = v["event"] == "rate" && v["units_served"] == 11;
+        share_events.push(v);
+        if served_tick {
+            break;
+        }
+    }
+    let (stopped, rest) = interrupt_json(share, lines);
+    assert!(stopped.status.success(), "{}", text(&stopped.stderr));
+    share_events.extend(rest);
+    let k = kinds(&share_events);
+    for want in [
+        "peer_connected",
+        "unit_served",
+        "peer_disconnected",
+        "rate",
+        "done",
+    ] {
+        assert!(k.contains(&want), "no {want} in {k:?}");
+    }
+    assert_eq!(*k.last().unwrap(), "done");
+    assert!(
+        !text(&stopped.stderr).contains('\x1b'),
+        "ANSI on a pipe: {}",
+        text(&stopped.stderr)
+    );
+}
+
+/// `share --legacy` is fetched by a capable fetch (which falls back to the flat protocol) and by
+/// a flat-only fetch; `fetch --legacy` from a capable seeder sends no hierarchical message.
+#[test]
+fn legacy_peers_speak_the_flat_protocol_with_everyone() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("l.bin");
+    make_file(&f, 9 * 65536 + 5);
+    let m = tsm(&f);
+    let legacy_share = Share::start_with(&f, &["--legacy"], 1);
+    for (i, extra) in [&["--json-events"][..], &["--json-events", "--legacy"][..]]
+        .into_iter()
+        .enumerate()
+    {
+        let out = dir.path().join(format!("l{i}.copy"));
+        let fetched = fetch(&m, &legacy_share.addr, &out, extra);
+        assert!(
+            fetched.status.success(),
+            "{extra:?}: {}",
+            text(&fetched.stderr)
+        );
+        assert_eq!(std::fs::read(&f).unwrap(), std::fs::read(&out).unwrap());
+        let events = json_lines(&fetched.stdout);
+        let connected: Vec<_> = events
+            .iter()
+            .filter(|e| e["event"] == "peer_connected")
+            .collect();
+        assert_eq!(connected.len(), 1);
+        assert_eq!(connected[0]["capable"], false, "{extra:?}");
+        let done = events.last().unwrap();
+        assert_eq!(sent_hierarchical(done), Vec::<String>::new(), "{extra:?}");
+        assert_eq!(done["stats"]["received"]["bitfield"], 1, "{extra:?}");
+    }
+    let stopped = legacy_share.interrupt();
+    assert!(stopped.status.success(), "{}", text(&stopped.stderr));
+
+    // A capable seeder, fetched with --legacy: nothing hierarchical from the fetcher, and the
+    // seeder answers in kind (its own report, at the end of its JSON stream, says so).
+    let (share, lines) = start_json_share(&f, &[]);
+    let out = dir.path().join("l2.copy");
+    let fetched = fetch(&m, &share.addr, &out, &["--legacy", "--json-events"]);
+    assert!(fetched.status.success(), "{}", text(&fetched.stderr));
+    let events = json_lines(&fetched.stdout);
+    assert_eq!(
+        sent_hierarchical(events.last().unwrap()),
+        Vec::<String>::new()
+    );
+    let (stopped, share_events) = interrupt_json(share, lines);
+    assert!(stopped.status.success(), "{}", text(&stopped.stderr));
+    let done = share_events.last().unwrap();
+    assert_eq!(done["event"], "done");
+    assert_eq!(sent_hierarchical(done), Vec::<String>::new());
+    assert_eq!(done["stats"]["units_served"], 10);
+}
+
+/// Rate flags take the units people write and refuse the rest with exit 2 naming the flag.
+#[test]
+fn rate_flags_parse_units_and_refuse_nonsense() {
+    let dir = tempfile::tempdir().unwrap();
+    let (f, m) = small_file_and_manifest(dir.path());
+    for (args, flag) in [
+        (
+            vec!["share", f.to_str().unwrap(), "--max-upload-rate", "fast"],
+            "--max-upload-rate",
+        ),
+        (
+            vec![
+                "fetch",
+                m.to_str().unwrap(),
+                "--peer",
+                "127.0.0.1:1",
+                "--out",
+                "o",
+                "--max-download-rate",
+                "0MiB/s",
+            ],
+            "--max-download-rate",
+        ),
+    ] {
+        let out = tierswarm(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let line = one_line(&out);
+        assert!(line.contains(flag), "{line}");
+    }
+    let share = Share::start_with(&f, &["--max-upload-rate", "500KiB/s"], 1);
+    let out = dir.path().join("r.copy");
+    let fetched = fetch(&m, &share.addr, &out, &["--max-download-rate", "2MB/s"]);
+    assert!(fetched.status.success(), "{}", text(&fetched.stderr));
+    assert_eq!(std::fs::read(&f).unwrap(), std::fs::read(&out).unwrap());
 }

@@ -121,6 +121,34 @@ pub enum SessionEvent {
         /// Whether it speaks the hierarchical protocol.
         capable: bool,
     },
+    /// A connection ended: closed by the remote or after an error (`reason` says which, as far
+    /// as the session knows), or dropped by the node (`reason` is its
+    /// [`DisconnectReason`]). Told once per connection that was [`connected`](Session::connected).
+    PeerGone {
+        /// The connection.
+        peer: PeerId,
+        /// Why, on one line.
+        reason: String,
+    },
+    /// A unit from `peer` was verified and written ([`Progress`](Self::Progress) follows).
+    Verified {
+        /// Who sent it.
+        peer: PeerId,
+        /// The unit.
+        unit: u64,
+    },
+    /// A TRANSFER to `peer` has been written to its connection.
+    Served {
+        /// The connection.
+        peer: PeerId,
+        /// The unit.
+        unit: u64,
+        /// Bytes of unit data it carried.
+        bytes: u64,
+        /// Requests from peers queued for upload now (served later, as slots and the upload
+        /// rate allow).
+        queued: u64,
+    },
     /// A unit was verified and written.
     Progress {
         /// Units present.
@@ -261,6 +289,9 @@ struct SessionIo {
     path: PathBuf,
     /// The data file was hashed whole and matched the root, and nothing was written since.
     file_verified: bool,
+    /// Connections up and not yet reported gone (bounded by the open connections), so that
+    /// each gets one [`SessionEvent::PeerGone`].
+    live: std::collections::BTreeSet<PeerId>,
 }
 
 impl std::fmt::Debug for Session {
@@ -435,6 +466,7 @@ impl Session {
                 units_present,
                 path: PathBuf::new(),
                 file_verified: false,
+                live: std::collections::BTreeSet::new(),
             },
             epoch: Epoch(clock.now()),
             clock,
@@ -455,6 +487,7 @@ impl Session {
     pub fn connected(&mut self) -> PeerId {
         self.next_peer += 1;
         let peer = PeerId(self.next_peer);
+        self.io.live.insert(peer);
         self.feed(Input::PeerConnected { peer }, None);
         peer
     }
@@ -467,12 +500,25 @@ impl Session {
 
     /// Connection `peer` closed (by the remote, or after an error).
     pub fn on_disconnected(&mut self, peer: PeerId) {
+        self.io.gone(peer, "connection closed");
         self.feed(Input::PeerDisconnected { peer }, None);
     }
 
     /// The TRANSFER of `unit` handed out for `peer` has been written to the socket.
     pub fn on_unit_sent(&mut self, peer: PeerId, unit: u64) {
         self.feed(Input::UnitSent { peer, unit }, None);
+        let m = &self.io.manifest;
+        let bytes = m
+            .file_len
+            .saturating_sub(unit.saturating_mul(crate::UNIT_LEN))
+            .min(crate::UNIT_LEN);
+        let queued = self.node.stats().queued_serves;
+        self.io.event(SessionEvent::Served {
+            peer,
+            unit,
+            bytes,
+            queued,
+        });
     }
 
     /// Stop requesting, finish what is in flight, persist; [`SessionEvent::Drained`] follows.
@@ -645,6 +691,14 @@ impl SessionIo {
         self.effects.push_back(Effect::Event(e));
     }
 
+    /// Tells of `peer`'s end once.
+    fn gone(&mut self, peer: PeerId, reason: &str) {
+        if self.live.remove(&peer) {
+            let reason = reason.to_string();
+            self.event(SessionEvent::PeerGone { peer, reason });
+        }
+    }
+
     fn fatal(&mut self, reason: String) {
         if !self.failed {
             self.failed = true;
@@ -790,7 +844,10 @@ impl Host for SessionIo {
             r.digest_store_unit(peer, unit, &data, proof.as_ref());
         }
         match SessionIo::store_unit(self, unit, &data, proof.as_ref()) {
-            Ok(()) => Verdict::Verified,
+            Ok(()) => {
+                SessionIo::event(self, SessionEvent::Verified { peer, unit });
+                Verdict::Verified
+            }
             Err(StoreFail::Invalid(reason)) => {
                 self.event(SessionEvent::BadUnit { peer, unit, reason });
                 Verdict::Failed
@@ -815,6 +872,7 @@ impl Host for SessionIo {
             r.digest_disconnect(peer, &reason);
         }
         let reason = reason.to_string();
+        self.gone(peer, &reason);
         self.effects.push_back(Effect::Close { peer, reason });
     }
 
