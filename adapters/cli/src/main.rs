@@ -693,7 +693,8 @@ fn fetch(
     match outcome {
         Outcome::Complete => {
             eprintln!(
-                "fetched {} ({}) in {} at {} from {} peers; {} requests, {} retries, {} bad units",
+                "fetched {} ({}) in {} at {} from {} peers; {} requests, {} retries, {} bad units; \
+                 served {} units ({}) to others",
                 out.display(),
                 format_size(file_len),
                 format_duration(started.elapsed()),
@@ -701,7 +702,9 @@ fn fetch(
                 peers.load(Ordering::Relaxed),
                 s.requests,
                 s.retries,
-                s.failed_units
+                s.failed_units,
+                s.units_served,
+                format_size(s.sent[tierswarm_core::wire::MessageKind::Transfer].bytes)
             );
             Ok(())
         }
