@@ -298,16 +298,20 @@ pub async fn run<R: Runtime>(
     let outcome = 'run: loop {
         while let Some(effect) = session.poll_effect() {
             match effect {
-                Effect::Send { peer, bytes, unit } => {
+                Effect::Send { peer, parts, unit } => {
                     let (lane, class) = match unit {
                         Some(_) => (DATA, Class::Data),
                         None => (CONTROL, Class::Control),
                     };
-                    let full = links.conns.get_mut(&peer).is_some_and(|c| {
-                        c.lanes[lane]
-                            .try_send(OutFrame::new(bytes, class, unit))
-                            .is_err()
-                    });
+                    let frame = OutFrame {
+                        parts: parts.into_iter().filter(|p| !p.is_empty()).collect(),
+                        class,
+                        unit,
+                    };
+                    let full = links
+                        .conns
+                        .get_mut(&peer)
+                        .is_some_and(|c| c.lanes[lane].try_send(frame).is_err());
                     if full {
                         warn!(%peer, "send queue full: closing");
                         links.close(peer);

@@ -7,13 +7,13 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tierswarm_core::node::{
     drive, Config, DisconnectReason, Host, Limits, NodeError, Stats, Upload, Verdict,
 };
 use tierswarm_core::store::{LoadNotes, StoreState};
 use tierswarm_core::trace::Stamped;
-use tierswarm_core::wire::{encode_frame, FrameLimits, Message, Proof};
+use tierswarm_core::wire::{encode_frame_parts, FrameLimits, Message, Proof};
 use tierswarm_core::{Bitfield, Event, Geometry, Input, LocalTiers, Node, PeerId};
 
 use super::clock::{Clock, Epoch, MonotonicClock};
@@ -89,13 +89,15 @@ pub enum Resume {
 /// What the runtime glue must do. Effects come out in the order the core decided them.
 #[derive(Debug, Clone)]
 pub enum Effect {
-    /// Write `bytes` (whole frames) on connection `peer`. When `unit` is set the bytes are a
-    /// TRANSFER: once written to the socket, call [`Session::on_unit_sent`].
+    /// Write one frame, `parts` in order, on connection `peer`. When `unit` is set the frame is
+    /// a TRANSFER: once written to the socket, call [`Session::on_unit_sent`].
     Send {
         /// The connection.
         peer: PeerId,
-        /// Encoded frames.
-        bytes: Bytes,
+        /// The encoded frame, in parts (empty parts are nothing): a TRANSFER is its header, the
+        /// unit's data as read from the file (not copied into a frame buffer) and its proof
+        /// ([`encode_frame_parts`]).
+        parts: [Bytes; 3],
         /// The unit carried, for TRANSFERs.
         unit: Option<u64>,
     },
@@ -635,10 +637,8 @@ impl Session {
 }
 
 impl SessionIo {
-    fn encode(&self, msg: &Message) -> Bytes {
-        let mut buf = BytesMut::new();
-        encode_frame(&self.manifest.root, msg, &mut buf);
-        buf.freeze()
+    fn encode(&self, msg: &Message) -> [Bytes; 3] {
+        encode_frame_parts(&self.manifest.root, msg)
     }
 
     fn event(&mut self, e: SessionEvent) {
@@ -748,10 +748,10 @@ impl Host for SessionIo {
         if let Message::Request { unit } = msg {
             self.requested.set(unit);
         }
-        let bytes = self.encode(&msg);
+        let parts = self.encode(&msg);
         self.effects.push_back(Effect::Send {
             peer,
-            bytes,
+            parts,
             unit: None,
         });
     }
@@ -762,10 +762,10 @@ impl Host for SessionIo {
         }
         match self.read_for_serve(unit) {
             Ok(msg) => {
-                let bytes = self.encode(&msg);
+                let parts = self.encode(&msg);
                 self.effects.push_back(Effect::Send {
                     peer,
-                    bytes,
+                    parts,
                     unit: Some(unit),
                 });
                 Upload::Later
