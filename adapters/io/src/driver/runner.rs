@@ -37,6 +37,7 @@ use tracing::{debug, info, warn};
 
 use super::framing::Incoming;
 use super::session::{Effect, Role, Session, SessionEvent};
+use super::workers::{Verified, Workers};
 use crate::transport::{
     Class, Connection, FrameRead, FrameWrite, Framing, Listener, OutFrame, PeerUrl, Transports,
 };
@@ -112,6 +113,7 @@ enum Msg {
     Frame(PeerId, Incoming),
     Closed(PeerId, String),
     Sent(PeerId, Vec<u64>),
+    Verified(Verified),
 }
 
 /// The writer lanes of a connection: control (and availability), then data.
@@ -271,6 +273,15 @@ pub async fn run<R: Runtime>(
         stop_when_complete,
     } = cfg;
     let listening = !listeners.is_empty();
+    // Received units are verified and written on worker threads; without them, on the loop.
+    let workers = match Workers::new() {
+        Ok(w) => Some(w),
+        Err(e) => {
+            warn!(error = %e, "no worker threads: verifying on the loop");
+            None
+        }
+    };
+    session.verify_off_loop(workers.is_some());
     let accepting: Vec<AbortHandle> = listeners
         .into_iter()
         .map(|l| {
@@ -321,6 +332,15 @@ pub async fn run<R: Runtime>(
                 Effect::Close { peer, reason } => {
                     info!(%peer, %reason, "disconnecting");
                     links.close(peer);
+                }
+                Effect::Verify(job) => {
+                    let mut tx = links.tx.clone();
+                    if let Some(w) = &workers {
+                        w.submit(job, move |v| {
+                            // The loop is gone when this fails: the unit is fetched again.
+                            let _ = futures::executor::block_on(tx.send(Msg::Verified(v)));
+                        });
+                    }
                 }
                 Effect::Event(event) => {
                     on_event(&event);
@@ -379,6 +399,7 @@ pub async fn run<R: Runtime>(
                 Some(Msg::Sent(peer, units)) => {
                     units.into_iter().for_each(|u| session.on_unit_sent(peer, u));
                 }
+                Some(Msg::Verified(v)) => session.on_verified(v),
                 Some(Msg::Closed(peer, reason)) => {
                     if let Some(c) = links.conns.remove(&peer) {
                         debug!(%peer, %reason, "connection closed");
@@ -423,6 +444,9 @@ pub async fn run<R: Runtime>(
         }
     };
     accepting.iter().for_each(AbortHandle::abort);
+    // Units still with the workers are not recorded; the returned session verifies inline.
+    drop(workers);
+    session.verify_off_loop(false);
     let closing: Vec<_> = links.conns.drain().map(|(_, c)| c.close()).collect();
     if let Err(e) = session.flush() {
         warn!(error = %e, "flush failed");
