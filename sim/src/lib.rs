@@ -8,6 +8,7 @@
 //!
 //! Modules, one concept each:
 //! - [`scenario`]: the scenario file, its validation, and the flat list of peers.
+//! - [`builder`]: scenarios built in Rust, validated as a file is.
 //! - [`clock`]: virtual time in whole microseconds.
 //! - [`events`]: the deterministic event queue (time, then insertion order).
 //! - [`rng`]: the seeded generator and its independent, labelled sub-streams.
@@ -22,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod bound;
+pub mod builder;
 pub mod clock;
 pub mod engine;
 pub mod events;
