@@ -675,6 +675,59 @@ pub fn encode_frame(info_hash: &[u8], msg: &Message, out: &mut BytesMut) {
     }
 }
 
+/// One frame as [`encode_frame`] writes it, in three parts whose concatenation is exactly its
+/// bytes, so that a unit's data is never copied into a frame buffer: for a TRANSFER, the bytes
+/// before the unit's data (length prefix, envelope, unit index, the data's field header), the
+/// data itself (`data`, shared), and the bytes after it (the proof); for any other message, the
+/// whole frame and two empty parts. A writer sends the three with one vectored write.
+pub fn encode_frame_parts(info_hash: &[u8], msg: &Message) -> [Bytes; 3] {
+    let Message::Transfer { unit, data, proof } = msg else {
+        let mut out = BytesMut::new();
+        encode_frame(info_hash, msg, &mut out);
+        return [out.freeze(), Bytes::new(), Bytes::new()];
+    };
+    // The payload without its data: proto3 omits an empty field, so this is field 1 (the unit,
+    // itself omitted when 0) followed by field 3 (the proof), exactly as around the data.
+    let bare = Message::Transfer {
+        unit: *unit,
+        data: Bytes::new(),
+        proof: proof.clone(),
+    };
+    let mut rest = BytesMut::with_capacity(bare.payload_len());
+    bare.encode_payload(&mut rest);
+    let unit_field = match *unit {
+        0 => 0,
+        u => key_len(1) + encoded_len_varint(u),
+    };
+    let tail = rest.split_off(unit_field);
+    let data_field = match data.len() {
+        0 => 0,
+        n => key_len(2) + encoded_len_varint(n as u64) + n,
+    };
+    let payload_len = unit_field + data_field + tail.len();
+    let wire_type = msg.wire_type();
+    let body = envelope_len(info_hash.len(), wire_type, payload_len);
+    let mut head = BytesMut::with_capacity(4 + body - data.len() - tail.len());
+    head.put_u32(body as u32);
+    if !info_hash.is_empty() {
+        encode_key(1, WireType::LengthDelimited, &mut head);
+        encode_varint(info_hash.len() as u64, &mut head);
+        head.put_slice(info_hash);
+    }
+    encode_key(2, WireType::Varint, &mut head);
+    encode_varint(wire_type as i64 as u64, &mut head);
+    if payload_len > 0 {
+        encode_key(3, WireType::LengthDelimited, &mut head);
+        encode_varint(payload_len as u64, &mut head);
+    }
+    head.put_slice(&rest);
+    if !data.is_empty() {
+        encode_key(2, WireType::LengthDelimited, &mut head);
+        encode_varint(data.len() as u64, &mut head);
+    }
+    [head.freeze(), data.clone(), tail.freeze()]
+}
+
 /// Errors decoding frames and messages; each one closes the connection.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
@@ -1360,6 +1413,19 @@ mod tests {
                 m => m,
             };
             prop_assert_eq!(frame.msg, expect);
+        }
+
+        #[test]
+        fn frame_parts_concatenate_to_the_frame(msg in arb_message(), hash in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let mut whole = BytesMut::new();
+            encode_frame(&hash, &msg, &mut whole);
+            let parts = encode_frame_parts(&hash, &msg);
+            prop_assert_eq!(parts.concat(), whole.to_vec());
+            if let Message::Transfer { data, .. } = &msg {
+                // The data is the middle part itself, not a copy.
+                prop_assert_eq!(parts[1].as_ptr(), data.as_ptr());
+                prop_assert_eq!(parts[1].len(), data.len());
+            }
         }
 
         #[test]

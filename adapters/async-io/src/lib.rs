@@ -82,6 +82,15 @@ impl AsyncWrite for Half {
         Pin::new(&mut &*self.0).poll_write(cx, buf)
     }
 
+    /// Forwarded, so a unit's header, data and proof go out in one `writev`.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut &*self.0).poll_write_vectored(cx, bufs)
+    }
+
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut &*self.0).poll_flush(cx)
     }

@@ -444,7 +444,8 @@ fn fetch(
         Outcome::Complete => {
             let secs = report.elapsed_s.max(1e-6);
             eprintln!(
-                "fetched {} ({}) in {} at {} from {} peers; {} requests, {} retries, {} timeouts, {} bad units",
+                "fetched {} ({}) in {} at {} from {} peers; {} requests, {} retries, {} timeouts, {} bad units; \
+                 served {} units ({}) to others",
                 out.display(),
                 view::format_size(manifest.file_len),
                 view::format_duration(report.elapsed_s),
@@ -453,7 +454,9 @@ fn fetch(
                 report.stats.requests,
                 report.stats.retries,
                 report.request_timeouts,
-                report.stats.failed_units
+                report.stats.failed_units,
+                report.stats.units_served,
+                view::format_size(report.bytes_uploaded)
             );
             Ok(())
         }

@@ -680,3 +680,53 @@ pub async fn wrong_fingerprint_is_refused(host: &Host) {
     let (served, _) = seeder.stop().await;
     assert_eq!(served.stats().units_served, 0);
 }
+
+/// Two nodes that dial each other (a seeder and a leecher, each listening and each given the
+/// other's URL) end up with one connection between them, not two: each side keeps the one the
+/// node with the smaller peer id dialled (that both sides pick the same one is the driver's
+/// unit test). The download completes over it.
+pub async fn crossed_dials_keep_one_connection(host: &Host) {
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let src = make_file(dir.path(), "src.bin", 3 * MIB + 777, 12);
+    let seeder = Session::seeder(&src, opts("a-seed", 1)).unwrap();
+    let manifest = seeder.manifest().clone();
+    let out = dir.path().join("out.bin");
+    let (leecher, _) =
+        Session::leecher(&manifest, &out, Resume::Check, opts("b-leech", 2)).unwrap();
+    let (seed_transports, seed_listener) = host.net.bind();
+    let (leech_transports, leech_listener) = host.net.bind();
+    let (seed_url, leech_url) = (seed_listener.url(), leech_listener.url());
+    let seeding = host.serve_on(
+        seeder,
+        seed_transports,
+        seed_listener,
+        vec![leech_url],
+        |_| {},
+    );
+    let (on_event, mut events) = events();
+    let leeching = host.serve_on(
+        leecher,
+        leech_transports,
+        leech_listener,
+        vec![seed_url],
+        on_event,
+    );
+    while let Some(e) = events.next().await {
+        if e == SessionEvent::Complete {
+            break;
+        }
+    }
+    // The leecher stops first: it closes its connections itself, so its node still lists
+    // them (the seeder's would hear the leecher go).
+    let (leecher, outcome) = leeching.stop().await;
+    assert_eq!(outcome, Outcome::Drained);
+    seeding.stop().await;
+    let links = leecher
+        .node()
+        .peers()
+        .filter(|(_, p)| p.is_ready() && p.peer_id() == "a-seed")
+        .count();
+    assert_eq!(links, 1, "the seeder is reached over {links} connections");
+    assert_eq!(*blake3_of(&out), manifest.root);
+}

@@ -50,6 +50,8 @@ over_tcp_and_quic! {
         |h| tierswarm_testkit::corrupt_peer_is_dropped_and_download_completes(&h);
     recorded_sessions_replay_identically:
         |h| tierswarm_testkit::recorded_sessions_replay_identically(&h);
+    crossed_dials_keep_one_connection:
+        |h| tierswarm_testkit::crossed_dials_keep_one_connection(&h);
     three_leechers_trade_with_each_other:
         |h| tierswarm_testkit::swarm_completes(&h, &[h.clone(), h.clone(), h.clone()]);
 }

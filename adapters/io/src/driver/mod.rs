@@ -6,8 +6,9 @@
 //! - [`Session`]: the core [`Node`](tierswarm_core::Node) plus the data file, proofs and the
 //!   availability store. The glue feeds it connection news, frames, "unit written" reports and
 //!   timeouts, and drains a small set of runtime-neutral [`Effect`]s (bytes to write on a
-//!   connection, close a connection, progress news). Unit verification, positional reads and
-//!   writes, proof lookups and store persistence happen inside, synchronously.
+//!   connection, close a connection, progress news). Positional reads, proof lookups and store
+//!   persistence happen inside, synchronously; received units are verified and written inside
+//!   too, or by the glue on worker threads ([`Session::verify_off_loop`], [`Workers`]).
 //! - [`FrameReader`]: per-connection framing over the core's
 //!   [`decode_frame_limited`](tierswarm_core::wire::decode_frame_limited).
 //! - [`Clock`]: a monotonic clock turned into core [`Timestamp`](tierswarm_core::Timestamp)s.
@@ -28,6 +29,7 @@ mod resume;
 mod runner;
 mod session;
 mod tree;
+mod workers;
 
 pub use clock::{Clock, MonotonicClock};
 pub use framing::{FrameReader, Incoming};
@@ -37,3 +39,4 @@ pub use session::{
     SessionOptions, UnitReadError, RESUME_SAMPLE,
 };
 pub use tree::{ProofTree, TreeError, HEADER_LEN as PROOF_LOG_HEADER_LEN};
+pub use workers::{Verified, VerifyJob, Workers};

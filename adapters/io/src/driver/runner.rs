@@ -37,6 +37,7 @@ use tracing::{debug, info, warn};
 
 use super::framing::Incoming;
 use super::session::{Effect, Role, Session, SessionEvent};
+use super::workers::{Verified, Workers};
 use crate::transport::{
     Class, Connection, FrameRead, FrameWrite, Framing, Listener, OutFrame, PeerUrl, Transports,
 };
@@ -112,6 +113,7 @@ enum Msg {
     Frame(PeerId, Incoming),
     Closed(PeerId, String),
     Sent(PeerId, Vec<u64>),
+    Verified(Verified),
 }
 
 /// The writer lanes of a connection: control (and availability), then data.
@@ -127,6 +129,8 @@ struct Conn {
     /// Resolves once the writer task has ended.
     written: oneshot::Receiver<()>,
     dialed: Option<PeerUrl>,
+    /// The peer id from the remote's handshake, once read.
+    remote_id: Option<String>,
 }
 
 impl Conn {
@@ -194,10 +198,53 @@ impl<R: Runtime> Links<R> {
             stop_writer,
             written,
             dialed,
+            remote_id: None,
         };
         self.conns.insert(peer, conn);
         peer
     }
+
+    /// Notes the peer id of `peer`'s handshake; if another connection already carries that
+    /// remote (two nodes that dialled each other), returns the one of the two to close.
+    fn duplicate(&mut self, peer: PeerId, remote_id: &str, ours: &str) -> Option<PeerId> {
+        let dialed = self.conns.get(&peer)?.dialed.is_some();
+        let other = self
+            .conns
+            .iter()
+            .find(|(p, c)| **p != peer && c.remote_id.as_deref() == Some(remote_id))
+            .map(|(p, c)| (*p, c.dialed.is_some()));
+        if let Some(c) = self.conns.get_mut(&peer) {
+            c.remote_id = Some(remote_id.to_string());
+        }
+        let (other, other_dialed) = other?;
+        Some(if keep_existing(ours, remote_id, other_dialed, dialed) {
+            peer
+        } else {
+            other
+        })
+    }
+
+    /// Whether another connection than `peer` carries the same remote.
+    fn still_linked(&self, remote_id: Option<&str>) -> bool {
+        remote_id.is_some_and(|id| {
+            self.conns
+                .values()
+                .any(|c| c.remote_id.as_deref() == Some(id))
+        })
+    }
+}
+
+/// Of two connections between the same two nodes, whether to keep the one that handshook
+/// first (`existing`) rather than the one just handshaken (`new`); each is described by whether
+/// we dialled it. Both ends reach the same answer without talking: when the two were dialled
+/// from opposite ends, the one dialled by the node with the smaller peer id stays; otherwise
+/// (a redial, say) the older one does.
+fn keep_existing(ours: &str, theirs: &str, existing_dialed: bool, new_dialed: bool) -> bool {
+    if existing_dialed == new_dialed || ours == theirs {
+        return true;
+    }
+    // We keep the one we dialled iff our id is the smaller.
+    existing_dialed == (ours < theirs)
 }
 
 /// Runs `session` until it completes (with [`RunConfig::stop_when_complete`]), `shutdown`
@@ -226,6 +273,15 @@ pub async fn run<R: Runtime>(
         stop_when_complete,
     } = cfg;
     let listening = !listeners.is_empty();
+    // Received units are verified and written on worker threads; without them, on the loop.
+    let workers = match Workers::new() {
+        Ok(w) => Some(w),
+        Err(e) => {
+            warn!(error = %e, "no worker threads: verifying on the loop");
+            None
+        }
+    };
+    session.verify_off_loop(workers.is_some());
     let accepting: Vec<AbortHandle> = listeners
         .into_iter()
         .map(|l| {
@@ -253,16 +309,20 @@ pub async fn run<R: Runtime>(
     let outcome = 'run: loop {
         while let Some(effect) = session.poll_effect() {
             match effect {
-                Effect::Send { peer, bytes, unit } => {
+                Effect::Send { peer, parts, unit } => {
                     let (lane, class) = match unit {
                         Some(_) => (DATA, Class::Data),
                         None => (CONTROL, Class::Control),
                     };
-                    let full = links.conns.get_mut(&peer).is_some_and(|c| {
-                        c.lanes[lane]
-                            .try_send(OutFrame::new(bytes, class, unit))
-                            .is_err()
-                    });
+                    let frame = OutFrame {
+                        parts: parts.into_iter().filter(|p| !p.is_empty()).collect(),
+                        class,
+                        unit,
+                    };
+                    let full = links
+                        .conns
+                        .get_mut(&peer)
+                        .is_some_and(|c| c.lanes[lane].try_send(frame).is_err());
                     if full {
                         warn!(%peer, "send queue full: closing");
                         links.close(peer);
@@ -272,6 +332,15 @@ pub async fn run<R: Runtime>(
                 Effect::Close { peer, reason } => {
                     info!(%peer, %reason, "disconnecting");
                     links.close(peer);
+                }
+                Effect::Verify(job) => {
+                    let mut tx = links.tx.clone();
+                    if let Some(w) = &workers {
+                        w.submit(job, move |v| {
+                            // The loop is gone when this fails: the unit is fetched again.
+                            let _ = futures::executor::block_on(tx.send(Msg::Verified(v)));
+                        });
+                    }
                 }
                 Effect::Event(event) => {
                     on_event(&event);
@@ -313,17 +382,33 @@ pub async fn run<R: Runtime>(
                             c.writer.cancel(*unit);
                         }
                     }
-                    session.on_frame(peer, incoming);
+                    let mut feed = true;
+                    if let Message::Handshake { peer_id, .. } = &incoming.frame.msg {
+                        let ours = &session.node().config().peer_id;
+                        if let Some(dup) = links.duplicate(peer, peer_id, ours) {
+                            info!(%dup, remote = %peer_id, "second connection to a peer: closing");
+                            links.close(dup);
+                            session.on_disconnected(dup);
+                            feed = dup != peer;
+                        }
+                    }
+                    if feed {
+                        session.on_frame(peer, incoming);
+                    }
                 }
                 Some(Msg::Sent(peer, units)) => {
                     units.into_iter().for_each(|u| session.on_unit_sent(peer, u));
                 }
+                Some(Msg::Verified(v)) => session.on_verified(v),
                 Some(Msg::Closed(peer, reason)) => {
                     if let Some(c) = links.conns.remove(&peer) {
                         debug!(%peer, %reason, "connection closed");
                         let dialed = c.dialed.clone();
+                        let remote_id = c.remote_id.clone();
                         drop(c.close());
                         session.on_disconnected(peer);
+                        // The remote closed its copy of a doubled connection: we still reach it.
+                        let dialed = dialed.filter(|_| !links.still_linked(remote_id.as_deref()));
                         if let Some(url) = dialed {
                             let n = links.redials.entry(url.clone()).or_default();
                             if *n < REDIALS && drain_until.is_none() && !session.is_complete() {
@@ -359,6 +444,9 @@ pub async fn run<R: Runtime>(
         }
     };
     accepting.iter().for_each(AbortHandle::abort);
+    // Units still with the workers are not recorded; the returned session verifies inline.
+    drop(workers);
+    session.verify_off_loop(false);
     let closing: Vec<_> = links.conns.drain().map(|(_, c)| c.close()).collect();
     if let Err(e) = session.flush() {
         warn!(error = %e, "flush failed");
@@ -534,4 +622,41 @@ async fn write_lane(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keep_existing;
+
+    /// Two nodes that dialled each other each see both connections, in either order; both
+    /// must keep the same one (the one dialled by the smaller id), or they would close both.
+    #[test]
+    fn both_ends_keep_the_same_connection() {
+        for (a, b) in [("alice", "bob"), ("bob", "alice"), ("x1", "x10")] {
+            // Connection D is dialled by a, connection E by b. Each end sees them in either
+            // order; `keep_existing` says which survives, named by who dialled it.
+            let kept = |ours: &str, theirs: &str, first_by_us: bool| {
+                let keep_first = keep_existing(ours, theirs, first_by_us, !first_by_us);
+                let first_dialer = if first_by_us { ours } else { theirs };
+                let second_dialer = if first_by_us { theirs } else { ours };
+                if keep_first {
+                    first_dialer.to_string()
+                } else {
+                    second_dialer.to_string()
+                }
+            };
+            let smaller = a.min(b).to_string();
+            for first_by_us in [true, false] {
+                assert_eq!(kept(a, b, first_by_us), smaller, "{a} sees {b}");
+                assert_eq!(kept(b, a, first_by_us), smaller, "{b} sees {a}");
+            }
+        }
+    }
+
+    #[test]
+    fn same_direction_keeps_the_older() {
+        assert!(keep_existing("a", "b", true, true));
+        assert!(keep_existing("b", "a", false, false));
+        assert!(keep_existing("a", "a", true, false));
+    }
 }

@@ -5,15 +5,16 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tierswarm_core::node::{
     drive, Config, DisconnectReason, Host, Limits, NodeError, Stats, Upload, Verdict,
 };
 use tierswarm_core::store::{LoadNotes, StoreState};
 use tierswarm_core::trace::Stamped;
-use tierswarm_core::wire::{encode_frame, FrameLimits, Message, Proof};
+use tierswarm_core::wire::{encode_frame_parts, FrameLimits, Message, Proof};
 use tierswarm_core::{Bitfield, Event, Geometry, Input, LocalTiers, Node, PeerId};
 
 use super::clock::{Clock, Epoch, MonotonicClock};
@@ -23,6 +24,7 @@ use super::recorder::DEFAULT_RECORD_LIMIT;
 use super::recorder::{Header, Recorded, Recorder};
 use super::resume::{create_data, repair, restart, resume_checked};
 use super::tree::ProofTree;
+use super::workers::{Verified, VerifyFail, VerifyJob};
 use crate::content::{verify_unit, ContentError, Outboard, UnitProof};
 use crate::{store_file, DataFile, Manifest};
 
@@ -89,13 +91,15 @@ pub enum Resume {
 /// What the runtime glue must do. Effects come out in the order the core decided them.
 #[derive(Debug, Clone)]
 pub enum Effect {
-    /// Write `bytes` (whole frames) on connection `peer`. When `unit` is set the bytes are a
-    /// TRANSFER: once written to the socket, call [`Session::on_unit_sent`].
+    /// Write one frame, `parts` in order, on connection `peer`. When `unit` is set the frame is
+    /// a TRANSFER: once written to the socket, call [`Session::on_unit_sent`].
     Send {
         /// The connection.
         peer: PeerId,
-        /// Encoded frames.
-        bytes: Bytes,
+        /// The encoded frame, in parts (empty parts are nothing): a TRANSFER is its header, the
+        /// unit's data as read from the file (not copied into a frame buffer) and its proof
+        /// ([`encode_frame_parts`]).
+        parts: [Bytes; 3],
         /// The unit carried, for TRANSFERs.
         unit: Option<u64>,
     },
@@ -109,6 +113,10 @@ pub enum Effect {
     },
     /// News for the user interface.
     Event(SessionEvent),
+    /// Verify and write a received unit off the loop (only with
+    /// [`Session::verify_off_loop`]): run [`VerifyJob::run`] anywhere, then hand its outcome to
+    /// [`Session::on_verified`].
+    Verify(VerifyJob),
 }
 
 /// News from a session.
@@ -275,7 +283,10 @@ pub struct Session {
 struct SessionIo {
     role: Role,
     manifest: Manifest,
-    data: DataFile,
+    /// Shared with the workers that write verified units.
+    data: Arc<DataFile>,
+    /// Received units are verified and written by the glue ([`Effect::Verify`]).
+    off_loop: bool,
     outboard: Option<Outboard>,
     tree: Option<ProofTree>,
     store_path: Option<PathBuf>,
@@ -455,7 +466,8 @@ impl Session {
             io: SessionIo {
                 role,
                 manifest,
-                data,
+                data: Arc::new(data),
+                off_loop: false,
                 outboard,
                 tree,
                 store_path,
@@ -490,6 +502,42 @@ impl Session {
         self.io.live.insert(peer);
         self.feed(Input::PeerConnected { peer }, None);
         peer
+    }
+
+    /// Hands received units to the glue to verify and write ([`Effect::Verify`], outcome to
+    /// [`on_verified`](Self::on_verified)) instead of doing it inside
+    /// [`on_frame`](Self::on_frame). [`run`](super::run) turns it on and runs the jobs on
+    /// worker threads.
+    pub fn verify_off_loop(&mut self, on: bool) {
+        self.io.off_loop = on;
+    }
+
+    /// The outcome of an [`Effect::Verify`] job: the unit is recorded as complete (its proof
+    /// learnt) or failed (its sender is dropped).
+    pub fn on_verified(&mut self, v: Verified) {
+        let Verified {
+            peer,
+            unit,
+            proof,
+            result,
+        } = v;
+        let input = match result {
+            Ok(()) => match self
+                .io
+                .tree
+                .as_mut()
+                .map_or(Ok(()), |t| t.learn(unit, &proof))
+            {
+                Ok(()) => Input::UnitComplete { unit },
+                Err(e) => return self.io.write_failed(unit, &e),
+            },
+            Err(VerifyFail::Invalid(reason)) => {
+                self.io.event(SessionEvent::BadUnit { peer, unit, reason });
+                Input::UnitFailed { peer, unit }
+            }
+            Err(VerifyFail::Io(e)) => return self.io.write_failed(unit, &e),
+        };
+        self.feed(input, None);
     }
 
     /// A frame arrived on `peer`.
@@ -681,10 +729,8 @@ impl Session {
 }
 
 impl SessionIo {
-    fn encode(&self, msg: &Message) -> Bytes {
-        let mut buf = BytesMut::new();
-        encode_frame(&self.manifest.root, msg, &mut buf);
-        buf.freeze()
+    fn encode(&self, msg: &Message) -> [Bytes; 3] {
+        encode_frame_parts(&self.manifest.root, msg)
     }
 
     fn event(&mut self, e: SessionEvent) {
@@ -771,6 +817,37 @@ impl SessionIo {
         Ok(())
     }
 
+    fn write_failed(&mut self, unit: u64, e: &io::Error) {
+        let shown = self.path.display();
+        self.fatal(format!("writing unit {unit} to {shown} failed: {e}"));
+    }
+
+    /// Hands a received unit with a well-formed proof to the glue ([`Effect::Verify`]).
+    fn verify_later(
+        &mut self,
+        peer: PeerId,
+        unit: u64,
+        data: Bytes,
+        proof: Option<&Proof>,
+    ) -> Verdict {
+        let Some(proof) = proof.and_then(proof::from_wire) else {
+            let reason = "missing or malformed proof".to_string();
+            SessionIo::event(self, SessionEvent::BadUnit { peer, unit, reason });
+            return Verdict::Failed;
+        };
+        self.file_verified = false;
+        self.effects.push_back(Effect::Verify(VerifyJob {
+            peer,
+            unit,
+            data,
+            proof,
+            root: self.manifest.root,
+            file_len: self.manifest.file_len,
+            file: Arc::clone(&self.data),
+        }));
+        Verdict::Later
+    }
+
     fn persist(&mut self, store: &[u8]) {
         let Some(path) = self.store_path.clone() else {
             return;
@@ -802,10 +879,10 @@ impl Host for SessionIo {
         if let Message::Request { unit } = msg {
             self.requested.set(unit);
         }
-        let bytes = self.encode(&msg);
+        let parts = self.encode(&msg);
         self.effects.push_back(Effect::Send {
             peer,
-            bytes,
+            parts,
             unit: None,
         });
     }
@@ -816,10 +893,10 @@ impl Host for SessionIo {
         }
         match self.read_for_serve(unit) {
             Ok(msg) => {
-                let bytes = self.encode(&msg);
+                let parts = self.encode(&msg);
                 self.effects.push_back(Effect::Send {
                     peer,
-                    bytes,
+                    parts,
                     unit: Some(unit),
                 });
                 Upload::Later
@@ -843,6 +920,9 @@ impl Host for SessionIo {
         if let Some(r) = self.recorder.as_mut() {
             r.digest_store_unit(peer, unit, &data, proof.as_ref());
         }
+        if self.off_loop {
+            return self.verify_later(peer, unit, data, proof.as_ref());
+        }
         match SessionIo::store_unit(self, unit, &data, proof.as_ref()) {
             Ok(()) => {
                 SessionIo::event(self, SessionEvent::Verified { peer, unit });
@@ -853,8 +933,7 @@ impl Host for SessionIo {
                 Verdict::Failed
             }
             Err(StoreFail::Io(e)) => {
-                let shown = self.path.display();
-                self.fatal(format!("writing unit {unit} to {shown} failed: {e}"));
+                self.write_failed(unit, &e);
                 Verdict::Later
             }
         }

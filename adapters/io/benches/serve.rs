@@ -1,0 +1,114 @@
+//! The data path of one unit, without sockets: what a seeder does to serve it (read it, verify
+//! it against its proof, lay out its TRANSFER frame) and what a leecher does with it (verify,
+//! write). Per 64 KiB unit, on a 64 MiB file in `TIERSWARM_BENCH_DIR` (default: the system's
+//! temp dir; use `/dev/shm` to keep the disk out).
+//!
+//! ```text
+//! TIERSWARM_BENCH_DIR=/dev/shm cargo bench -p tierswarm-io --bench serve
+//! ```
+//!
+//! Instructions per byte, repeatable on a busy machine: `TIERSWARM_SERVE_UNITS=N` skips divan
+//! and runs each path over the first N units once (see `dev/BENCHMARKS.md` for the
+//! `valgrind --tool=callgrind` command).
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use divan::counter::BytesCount;
+use divan::{black_box, Bencher};
+use tierswarm_core::wire::{encode_frame_parts, Message};
+use tierswarm_io::content::{verify_unit, UnitProof, UNIT_LEN};
+use tierswarm_io::data_file::write_pseudo_random;
+use tierswarm_io::driver::{proof, SessionOptions};
+use tierswarm_io::{DataFile, Session};
+
+const FILE_LEN: u64 = 64 * 1024 * 1024;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    seeder: Session,
+    out: DataFile,
+}
+
+/// Built once per thread (a session is not `Sync`; divan runs these benches on one thread).
+fn fixture() -> &'static Fixture {
+    thread_local! {
+        static F: &'static Fixture = Box::leak(Box::new(make_fixture()));
+    }
+    F.with(|f| *f)
+}
+
+fn make_fixture() -> Fixture {
+    let base = std::env::var_os("TIERSWARM_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = tempfile::tempdir_in(base).expect("temp dir");
+    let src = dir.path().join("src.bin");
+    write_pseudo_random(&src, FILE_LEN, 7).expect("write the file");
+    let seeder = Session::seeder(&src, SessionOptions::default()).expect("seeder");
+    let out = DataFile::create(dir.path().join("out.bin"), FILE_LEN).expect("output");
+    Fixture {
+        _dir: dir,
+        seeder,
+        out,
+    }
+}
+
+/// Serving: read and verify the unit, then lay out its frame (header, data, proof). Returns
+/// the frame's parts and the unit's proof.
+fn serve(f: &Fixture, unit: u64) -> ([Bytes; 3], UnitProof) {
+    let (data, p) = f.seeder.read_unit_verified(unit).expect("serve");
+    let msg = Message::Transfer {
+        unit,
+        data,
+        proof: Some(proof::to_wire(&p)),
+    };
+    (encode_frame_parts(&f.seeder.manifest().root, &msg), p)
+}
+
+/// Receiving: verify the unit against its proof, then write it (a worker's job).
+fn receive(f: &Fixture, unit: u64, data: &[u8], p: &UnitProof) {
+    let m = f.seeder.manifest();
+    verify_unit(&m.root, m.file_len, unit, data, p).expect("verifies");
+    f.out.write_unit(unit, data).expect("write");
+}
+
+fn main() {
+    if let Some(n) = std::env::var("TIERSWARM_SERVE_UNITS")
+        .ok()
+        .and_then(|n| n.parse::<u64>().ok())
+    {
+        let f = fixture();
+        // `serve`: the serve path only; anything else: serve, then receive what was served
+        // (the receive path's cost is the difference).
+        let receive_too = std::env::var("TIERSWARM_SERVE_PATH").as_deref() != Ok("serve");
+        for unit in 0..n.min(FILE_LEN / UNIT_LEN) {
+            let (parts, p) = serve(f, unit);
+            if receive_too {
+                receive(f, unit, &parts[1], &p);
+            }
+            black_box(parts);
+        }
+        return;
+    }
+    divan::main();
+}
+
+#[divan::bench]
+fn serve_unit(bencher: Bencher) {
+    let f = fixture();
+    let mut unit = 0;
+    bencher.counter(BytesCount::new(UNIT_LEN)).bench_local(|| {
+        unit = (unit + 1) % (FILE_LEN / UNIT_LEN);
+        serve(f, black_box(unit))
+    });
+}
+
+#[divan::bench]
+fn receive_unit(bencher: Bencher) {
+    let f = fixture();
+    let (data, p) = f.seeder.read_unit_verified(517).expect("read");
+    bencher
+        .counter(BytesCount::new(UNIT_LEN))
+        .bench_local(|| receive(f, black_box(517), &data, &p));
+}

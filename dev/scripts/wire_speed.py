@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""A verified fetch against raw loopback TCP, in one run (issue 12, "done when" 1).
+
+    dev/scripts/wire-speed.sh [SIZE_MIB=1024] [REPEATS=3] [RUNTIMES=tokio,async-std]
+
+For each repeat: iperf3 moves SIZE over loopback (one stream, receiver's rate), then for each
+runtime `tierswarm share` serves a file on tmpfs and `tierswarm fetch` downloads it (a fresh
+output each time; the time is the fetch process's wall time from start to exit, verification of
+every unit and of the whole file included; the share's hashing is before it, outside). Prints
+each run and, per measurement, the median, the range and the spread ((max-min)/median).
+"""
+
+import argparse
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import tempfile
+import time
+
+
+def iperf3(size_mib):
+    srv = subprocess.Popen(["iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", "5299"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)  # the server binds; iperf3 has no readiness signal
+    try:
+        out = subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", "5299", "-n", "%dM" % size_mib,
+                              "-J"], capture_output=True, text=True, check=True).stdout
+    finally:
+        srv.wait(timeout=30)
+    end = json.loads(out)["end"]["sum_received"]
+    return end["bytes"] / end["seconds"] / 2**20
+
+
+def fetch_once(bin_, src, runtime, work, extra):
+    manifest = os.path.join(work, "src.tsm")
+    share = subprocess.Popen([bin_, "share", src, "--runtime", runtime, "--manifest-out",
+                              manifest], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    line = share.stdout.readline()
+    m = re.search(r"listening on (\S+)", line)
+    if not m:
+        share.kill()
+        raise RuntimeError("share did not start: %s %s" % (line, share.stderr.read()))
+    out = os.path.join(work, "out.bin")
+    t0 = time.time()
+    r = subprocess.run([bin_, "fetch", manifest, "--peer", m.group(1), "--out", out,
+                        "--runtime", runtime] + extra, capture_output=True, text=True)
+    wall = time.time() - t0
+    share.send_signal(signal.SIGINT)
+    share.communicate(timeout=60)
+    if r.returncode != 0:
+        raise RuntimeError("fetch failed: %s" % r.stderr[-2000:])
+    ok = subprocess.run(["cmp", "-s", src, out]).returncode == 0
+    for ext in ("", ".tsa", ".tsp", ".tsk"):
+        if os.path.exists(out + ext):
+            os.remove(out + ext)
+    return os.path.getsize(src) / wall / 2**20, ok
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True, action="append",
+                    help="a tierswarm binary; repeat to compare builds in the same run")
+    ap.add_argument("--size-mib", type=int, default=1024)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--runtimes", default="tokio,async-std")
+    ap.add_argument("--dir", default="/dev/shm")
+    a = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="wire-speed-", dir=a.dir)
+    src = os.path.join(work, "src.bin")
+    with open(src, "wb") as f:
+        for _ in range(a.size_mib):
+            f.write(os.urandom(1 << 20))
+    rates = {"iperf3": []}
+    try:
+        for r in range(a.repeats):
+            rate = iperf3(a.size_mib)
+            rates["iperf3"].append(rate)
+            print("run %d iperf3 %.0f MiB/s" % (r + 1, rate), flush=True)
+            for b, bin_ in enumerate(a.bin):
+                for rt in a.runtimes.split(","):
+                    rate, ok = fetch_once(bin_, src, rt, work, [])
+                    if not ok:
+                        raise RuntimeError("output differs from the source")
+                    name = rt if len(a.bin) == 1 else "%s #%d" % (rt, b + 1)
+                    rates.setdefault(name, []).append(rate)
+                    print("run %d fetch %s %.0f MiB/s (verified, output identical)"
+                          % (r + 1, name, rate), flush=True)
+    finally:
+        subprocess.run(["rm", "-rf", work])
+    ref = statistics.median(rates["iperf3"])
+    print("\nmedian MiB/s (min-max), spread, ÷ iperf3 median")
+    for k, v in rates.items():
+        med = statistics.median(v)
+        print("%-14s %6.0f (%.0f-%.0f) spread %3.0f%%  %.2f of iperf3"
+              % (k, med, min(v), max(v), 100 * (max(v) - min(v)) / med, med / ref))
+
+
+if __name__ == "__main__":
+    main()
