@@ -12,7 +12,7 @@ use super::backpressure::Backpressure;
 use super::outbox::Class;
 use super::peer::PeerId;
 use super::{Action, Node};
-use crate::tiers::Tier;
+use crate::tiers::{Tier, T1_SIZE};
 use crate::trace::Record;
 use crate::wire::{Message, MessageKind};
 use std::collections::{BTreeMap, VecDeque};
@@ -32,6 +32,13 @@ struct PeerUploads {
     /// The embedder reported its connection congested: no new unit, and `serving` does not
     /// count against the shared slots.
     congested: bool,
+}
+
+impl PeerUploads {
+    /// A request waiting, a slot of its own free, and a connection taking data.
+    fn ready(&self, per_peer: u32) -> bool {
+        !self.queue.is_empty() && self.serving < per_peer && !self.congested
+    }
 }
 
 /// Queued requests and upload slots.
@@ -102,6 +109,12 @@ impl Uploads {
         true
     }
 
+    /// Whether some unit could be handed out now (a slot free, and a peer with a request and a
+    /// free slot of its own).
+    pub(crate) fn can_serve(&self, per_peer: u32, total: u32) -> bool {
+        self.serving < total && self.peers.values().any(|p| p.ready(per_peer))
+    }
+
     /// The next unit to hand out, if a slot is free: round-robin from the peer after the one
     /// served last, over peers with a queued request and a free slot of their own.
     pub(crate) fn next(&mut self, per_peer: u32, total: u32) -> Option<(PeerId, u64)> {
@@ -113,7 +126,7 @@ impl Uploads {
             .peers
             .range((Excluded(self.last), Unbounded))
             .chain(self.peers.range(..=self.last))
-            .find(|(_, p)| !p.queue.is_empty() && p.serving < per_peer && !p.congested)
+            .find(|(_, p)| p.ready(per_peer))
             .map(|(id, _)| *id)?;
         let p = self.peers.get_mut(&peer).expect("just found");
         let unit = p.queue.pop_front().expect("non-empty");
@@ -210,7 +223,15 @@ impl Node {
             self.cfg.limits.upload_slots_per_peer,
             self.cfg.limits.upload_slots,
         );
-        while let Some((peer, unit)) = self.uploads.next(per_peer, total) {
+        loop {
+            // Under an upload limit, a unit goes out only when the pace allows it.
+            let paced = self.pacing.upload.is_some();
+            if paced && !(self.uploads.can_serve(per_peer, total) && self.upload_allows(T1_SIZE)) {
+                break;
+            }
+            let Some((peer, unit)) = self.uploads.next(per_peer, total) else {
+                break;
+            };
             self.stats.units_served += 1;
             let bytes =
                 self.geo.unit_len(unit) + TRANSFER_ENVELOPE_ESTIMATE + TRANSFER_PROOF_ESTIMATE;
