@@ -172,6 +172,10 @@ pub struct Crowd {
     pub per_kind: [usize; 6],
     /// Connect-and-close loops.
     pub flaps: usize,
+    /// The seeder's liveness interval; the other socket deadlines follow from it
+    /// ([`Crowd::deadlines`]). Long enough that the crowd is still there while the honest peer
+    /// fetches.
+    pub patience: Duration,
 }
 
 impl Crowd {
@@ -180,6 +184,7 @@ impl Crowd {
         len: 4 * MIB + 99,
         per_kind: [2, 4, 4, 2, 3, 3],
         flaps: 20,
+        patience: Duration::from_secs(2),
     };
 
     /// Issue 9's run: a 64 MiB fetch beside 8 that never read, 200 that idle or stall
@@ -188,7 +193,24 @@ impl Crowd {
         len: 64 * MIB,
         per_kind: [8, 100, 80, 20, 25, 25],
         flaps: 200,
+        patience: Duration::from_secs(10),
     };
+
+    /// The seeder's limits: liveness `patience` (keep-alives at a third of it); a frame must
+    /// finish within half of it (looked at every quarter of that, so a half frame is dropped
+    /// for it well before it would be as idle), a write within it, a handshake within a fifth
+    /// of it (so peers that never handshake make room for honest ones first).
+    pub fn deadlines(&self) -> Limits {
+        let p = self.patience;
+        Limits {
+            handshake_timeout: p / 5,
+            keepalive: p / 3,
+            liveness: p,
+            frame_timeout: p / 2,
+            write_stall: p,
+            ..Limits::default()
+        }
+    }
 }
 
 /// What [`hostile_crowd_beside_honest_fetch`] measured.
@@ -209,21 +231,22 @@ pub struct CrowdReport {
 pub async fn hostile_crowd_beside_honest_fetch(host: &Host, crowd: Crowd) -> CrowdReport {
     let dir = tempfile::tempdir().unwrap();
     let src = make_file(dir.path(), "src.bin", crowd.len, 24);
-    let (s, manifest) = seeder(host, &src, short_deadlines());
+    let (s, manifest) = seeder(host, &src, crowd.deadlines());
     let baseline = open_fds();
     let (a, root, len) = (addr(&s), manifest.root, crowd.len);
-    let connecting = blocking(move || {
+    // The crowd first: the honest peer comes to a seeder they already crowd.
+    let mut h = blocking(move || {
         let mut h = Hostiles::default();
         for (kind, n) in Kind::ALL.into_iter().zip(crowd.per_kind) {
             h.connect(a, root, len, kind, n);
         }
         Hostiles::connect_and_close(a, crowd.flaps);
         h
-    });
-    let out = dir.path().join("out.bin");
-    let fetching = fetch_until_complete(host, &s, &manifest, &src, &out);
-    let (mut h, ()) = futures::join!(connecting, fetching);
+    })
+    .await;
     let peak_fds = open_fds();
+    let out = dir.path().join("out.bin");
+    fetch_until_complete(host, &s, &manifest, &src, &out).await;
     // Every hostile peer is found out; the seeder keeps no socket of theirs.
     for kind in Kind::ALL {
         host.until(|| h.all_hung_up(kind)).await;
@@ -241,16 +264,19 @@ pub async fn hostile_crowd_beside_honest_fetch(host: &Host, crowd: Crowd) -> Cro
     assert_eq!(outcome, Outcome::Drained);
     let d = &seed.stats().disconnects;
     let count = |k| d.get(&k).copied().unwrap_or(0);
-    let [_, idles, halves, firsts, _, _] = crowd.per_kind;
-    assert!(count(DisconnectKind::Idle) >= idles as u64, "{d:?}");
-    assert!(
-        count(DisconnectKind::Stalled) >= (halves + firsts) as u64,
-        "{d:?}"
-    );
-    assert!(
-        count(DisconnectKind::BadFrame) >= crowd.per_kind[4] as u64,
-        "{d:?}"
-    );
+    // A crowd within `max_peers` is let in whole, and each peer dropped for what it did; a
+    // larger one is partly refused at accept (hung up on, asserted above, and not counted).
+    if crowd.per_kind.iter().sum::<usize>() < Limits::default().max_peers {
+        let [_, idles, halves, firsts, oversized, _] = crowd.per_kind;
+        assert!(count(DisconnectKind::Idle) >= idles as u64, "{d:?}");
+        assert!(count(DisconnectKind::Stalled) >= halves as u64, "{d:?}");
+        // Half a frame before the handshake: the handshake deadline comes first.
+        assert!(
+            count(DisconnectKind::HandshakeTimeout) >= firsts as u64,
+            "{d:?}"
+        );
+        assert!(count(DisconnectKind::BadFrame) >= oversized as u64, "{d:?}");
+    }
     CrowdReport {
         baseline_fds: baseline,
         peak_fds,
