@@ -74,3 +74,160 @@ pub async fn serve_corrupt_units(mut listener: Box<dyn Listener>, path: &Path) -
     }
     corrupted
 }
+
+/// How a scripted hostile peer misbehaves (see [`Hostiles`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Handshakes as a legacy peer, asks for every unit and never reads a byte.
+    NeverReads,
+    /// Handshakes, then sends nothing, not even a keep-alive.
+    Idles,
+    /// Handshakes, then sends the first half of a frame and nothing more.
+    HalfFrame,
+    /// Sends half a frame before any handshake, and nothing more.
+    HalfFrameFirst,
+    /// Handshakes, then announces a TRANSFER of 256 MiB.
+    Oversized,
+    /// Sends bytes that are no frame at all.
+    Garbage,
+}
+
+impl Kind {
+    /// Every kind.
+    pub const ALL: [Kind; 6] = [
+        Kind::NeverReads,
+        Kind::Idles,
+        Kind::HalfFrame,
+        Kind::HalfFrameFirst,
+        Kind::Oversized,
+        Kind::Garbage,
+    ];
+}
+
+/// Scripted hostile peers over plain blocking sockets (so they misbehave the same beside a
+/// seeder on any runtime). Each connects, plays its script at once and then holds its socket
+/// open, doing nothing more, until [`Hostiles::leave`]: what a seeder must survive is exactly
+/// what they leave it with.
+#[derive(Debug, Default)]
+pub struct Hostiles {
+    socks: Vec<(Kind, std::net::TcpStream)>,
+}
+
+impl Hostiles {
+    /// Connects `n` peers of `kind` to `addr`, for content `root` of `len` bytes.
+    pub fn connect(
+        &mut self,
+        addr: std::net::SocketAddr,
+        root: [u8; 32],
+        len: u64,
+        kind: Kind,
+        n: usize,
+    ) {
+        for _ in 0..n {
+            let sock = std::net::TcpStream::connect(addr).unwrap();
+            // The seeder may have hung up already (a refusal at the peer limit, say).
+            let _ = play(&sock, root, len, kind);
+            self.socks.push((kind, sock));
+        }
+    }
+
+    /// Connects to `addr` and hangs up at once, `n` times.
+    pub fn connect_and_close(addr: std::net::SocketAddr, n: usize) {
+        for _ in 0..n {
+            drop(std::net::TcpStream::connect(addr).unwrap());
+        }
+    }
+
+    /// How many sockets the peers hold open.
+    pub fn len(&self) -> usize {
+        self.socks.len()
+    }
+
+    /// Whether no peer is connected.
+    pub fn is_empty(&self) -> bool {
+        self.socks.is_empty()
+    }
+
+    /// Whether every peer of `kind` was hung up on by the other side (a read at the end of
+    /// the stream, or a reset). A peer that never reads reads here until the end: only call
+    /// this for one that has been dropped.
+    pub fn all_hung_up(&self, kind: Kind) -> bool {
+        use std::io::Read;
+        self.socks.iter().filter(|(k, _)| *k == kind).all(|(_, s)| {
+            s.set_nonblocking(true).unwrap();
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                match (&*s).read(&mut buf) {
+                    Ok(0) => return true,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+                    Err(_) => return true,
+                }
+            }
+        })
+    }
+
+    /// Closes every peer's socket.
+    pub fn leave(&mut self) {
+        self.socks.clear();
+    }
+}
+
+/// Plays `kind`'s script on `sock`.
+fn play(sock: &std::net::TcpStream, root: [u8; 32], len: u64, kind: Kind) -> std::io::Result<()> {
+    use std::io::Write;
+    let geo = Geometry::new(len).unwrap();
+    let units = geo.units();
+    let mut out = BytesMut::new();
+    let hello = |out: &mut BytesMut| {
+        let hs = Message::Handshake {
+            info_hash: root.to_vec().into(),
+            peer_id: format!("{kind:?}"),
+            capabilities: None,
+        };
+        encode_frame(&root, &hs, out);
+    };
+    match kind {
+        Kind::NeverReads => {
+            hello(&mut out);
+            let bits = vec![0u8; units.div_ceil(8) as usize];
+            encode_frame(&root, &Message::Bitfield { bits: bits.into() }, &mut out);
+            for unit in 0..units {
+                encode_frame(&root, &Message::Request { unit }, &mut out);
+            }
+        }
+        Kind::Idles => hello(&mut out),
+        Kind::HalfFrame | Kind::HalfFrameFirst => {
+            if kind == Kind::HalfFrame {
+                hello(&mut out);
+            }
+            let mut have = BytesMut::new();
+            encode_frame(&root, &Message::Have { unit: 0 }, &mut have);
+            out.extend_from_slice(&have[..have.len() / 2]);
+        }
+        Kind::Oversized => {
+            hello(&mut out);
+            // A TRANSFER's envelope announcing 256 MiB: refused from its first bytes.
+            let mut t = BytesMut::new();
+            let msg = Message::Transfer {
+                unit: 0,
+                data: vec![0; 16].into(),
+                proof: None,
+            };
+            encode_frame(&root, &msg, &mut t);
+            t[..4].copy_from_slice(&(256u32 << 20).to_be_bytes());
+            out.extend_from_slice(&t);
+        }
+        Kind::Garbage => {
+            // A small length prefix, then bytes that are no protobuf envelope.
+            out.extend_from_slice(&200u32.to_be_bytes());
+            out.extend((0..200u32).map(|i| (i.wrapping_mul(0x9e) ^ 0xff) as u8));
+        }
+    }
+    (&*sock).write_all(&out)
+}
+
+/// Descriptors this process has open (Linux: `/proc/self/fd`); `None` elsewhere.
+pub fn open_fds() -> Option<usize> {
+    std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count())
+}

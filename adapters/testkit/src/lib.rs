@@ -12,6 +12,8 @@
 
 pub mod bench;
 pub mod hostile;
+pub mod proxy;
+pub mod robust;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -174,10 +176,15 @@ fn spawn_on<R: Runtime>(
     spawn::<R>(session, cfg, shutdown, on_event)
 }
 
+fn sleep_on<R: Runtime>(at: Instant) -> BoxFuture<'static, ()> {
+    R::sleep_until(at).boxed()
+}
+
 /// Where a test node runs: a runtime and a [`Net`].
 #[derive(Clone)]
 pub struct Host {
     spawn: SpawnFn,
+    sleep: fn(Instant) -> BoxFuture<'static, ()>,
     /// The node's transports and listening address.
     pub net: Net,
 }
@@ -187,7 +194,20 @@ impl Host {
     pub fn on<R: Runtime>(net: &Net) -> Host {
         Host {
             spawn: spawn_on::<R>,
+            sleep: sleep_on::<R>,
             net: net.clone(),
+        }
+    }
+
+    /// Resolves after `d`, on the host's runtime (for tests that wait on a condition).
+    pub fn pause(&self, d: Duration) -> BoxFuture<'static, ()> {
+        (self.sleep)(Instant::now() + d)
+    }
+
+    /// Waits until `done` holds, looking every 20 ms (the caller bounds the whole test).
+    pub async fn until(&self, mut done: impl FnMut() -> bool) {
+        while !done() {
+            self.pause(Duration::from_millis(20)).await;
         }
     }
 

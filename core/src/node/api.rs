@@ -84,6 +84,19 @@ pub enum Input {
         /// The unit.
         unit: u64,
     },
+    /// The embedder's connection to `peer` stopped taking data (`congested`: a write has been
+    /// waiting on a full socket), or took it again (`!congested`). While congested the peer is
+    /// handed no new [`Action::Serve`], and the units already handed out for it, until reported
+    /// sent, count only against its own
+    /// [`Limits::upload_slots_per_peer`](super::Limits::upload_slots_per_peer), not the shared
+    /// [`Limits::upload_slots`](super::Limits::upload_slots): a slow reader cannot hold upload
+    /// capacity that others could use.
+    PeerCongested {
+        /// The connection.
+        peer: PeerId,
+        /// Congested (true) or drained (false).
+        congested: bool,
+    },
     /// Current load.
     Pressure(PressureSnapshot),
     /// New limits (take effect for new decisions).
@@ -256,6 +269,10 @@ pub enum DisconnectReason {
     /// A frame did not complete within [`Limits::frame_timeout`](super::Limits::frame_timeout).
     #[error("frame timeout: a frame did not complete in time")]
     FrameTimeout,
+    /// A frame over its kind's size limit, or one that does not decode (the embedder's frame
+    /// reader refused it before the node saw it).
+    #[error("bad frame: over its limit or malformed")]
+    BadFrame,
 }
 
 /// Why an embedder dropped a connection ([`Input::PeerDropped`]).
@@ -267,6 +284,8 @@ pub enum DropReason {
     WriteStalled,
     /// [`DisconnectReason::FrameTimeout`].
     FrameTimeout,
+    /// [`DisconnectReason::BadFrame`].
+    BadFrame,
 }
 
 impl From<DropReason> for DisconnectReason {
@@ -274,6 +293,7 @@ impl From<DropReason> for DisconnectReason {
         match r {
             DropReason::WriteStalled => DisconnectReason::WriteStalled,
             DropReason::FrameTimeout => DisconnectReason::FrameTimeout,
+            DropReason::BadFrame => DisconnectReason::BadFrame,
         }
     }
 }
@@ -308,6 +328,8 @@ pub enum DisconnectKind {
     /// A peer that does not read or sends too slowly: [`DisconnectReason::WriteStalled`],
     /// [`DisconnectReason::FrameTimeout`].
     Stalled,
+    /// [`DisconnectReason::BadFrame`].
+    BadFrame,
 }
 
 impl DisconnectReason {
@@ -336,6 +358,7 @@ impl DisconnectReason {
             R::Unresponsive => DisconnectKind::Unresponsive,
             R::Idle => DisconnectKind::Idle,
             R::WriteStalled | R::FrameTimeout => DisconnectKind::Stalled,
+            R::BadFrame => DisconnectKind::BadFrame,
         }
     }
 }

@@ -340,6 +340,7 @@ impl Node {
             Input::UnitComplete { unit } => self.on_unit_complete(unit),
             Input::UnitFailed { peer, unit } => self.on_unit_failed(peer, unit),
             Input::UnitSent { peer, unit: _ } => self.on_unit_sent(peer),
+            Input::PeerCongested { peer, congested } => self.on_congestion(peer, congested),
             Input::Pressure(p) => self.on_pressure(p),
             Input::Reconfigure(l) => {
                 self.cfg.limits = *l;

@@ -2,6 +2,11 @@
 //! units are handed to the embedder while upload slots are free (per peer and in total),
 //! round-robin over peers, so one greedy peer cannot take every slot. Every request gets exactly
 //! one answer: the unit, or a reject (also after a cancel).
+//!
+//! A peer the embedder reports congested ([`Input::PeerCongested`](super::Input::PeerCongested):
+//! its connection is not taking what was handed out) gets no new unit until it drains, and the
+//! units it holds do not count against the shared slots: a peer that reads slowly or not at all
+//! keeps at most its own `upload_slots_per_peer`, never capacity others could use.
 
 use super::backpressure::Backpressure;
 use super::outbox::Class;
@@ -24,6 +29,16 @@ struct PeerUploads {
     queue: VecDeque<u64>,
     /// Units handed to the embedder to send, not yet reported sent.
     serving: u32,
+    /// The embedder reported its connection congested: no new unit, and `serving` does not
+    /// count against the shared slots.
+    congested: bool,
+}
+
+impl PeerUploads {
+    /// A request waiting, a slot of its own free, and a connection taking data.
+    fn ready(&self, per_peer: u32) -> bool {
+        !self.queue.is_empty() && self.serving < per_peer && !self.congested
+    }
 }
 
 /// Queued requests and upload slots.
@@ -31,6 +46,7 @@ struct PeerUploads {
 pub(crate) struct Uploads {
     peers: BTreeMap<PeerId, PeerUploads>,
     queued: u64,
+    /// Units handed out to peers that are not congested (what the shared slots bound).
     serving: u32,
     /// The peer served last (round-robin starts after it).
     last: PeerId,
@@ -71,19 +87,32 @@ impl Uploads {
         if let Some(p) = self.peers.get_mut(&peer) {
             if p.serving > 0 {
                 p.serving -= 1;
-                self.serving = self.serving.saturating_sub(1);
+                if !p.congested {
+                    self.serving = self.serving.saturating_sub(1);
+                }
             }
         }
+    }
+
+    /// Marks `peer`'s connection congested or drained; whether that changed anything.
+    pub(crate) fn set_congested(&mut self, peer: PeerId, congested: bool) -> bool {
+        let p = self.peers.entry(peer).or_default();
+        if p.congested == congested {
+            return false;
+        }
+        p.congested = congested;
+        if congested {
+            self.serving = self.serving.saturating_sub(p.serving);
+        } else {
+            self.serving += p.serving;
+        }
+        true
     }
 
     /// Whether some unit could be handed out now (a slot free, and a peer with a request and a
     /// free slot of its own).
     pub(crate) fn can_serve(&self, per_peer: u32, total: u32) -> bool {
-        self.serving < total
-            && self
-                .peers
-                .values()
-                .any(|p| !p.queue.is_empty() && p.serving < per_peer)
+        self.serving < total && self.peers.values().any(|p| p.ready(per_peer))
     }
 
     /// The next unit to hand out, if a slot is free: round-robin from the peer after the one
@@ -97,7 +126,7 @@ impl Uploads {
             .peers
             .range((Excluded(self.last), Unbounded))
             .chain(self.peers.range(..=self.last))
-            .find(|(_, p)| !p.queue.is_empty() && p.serving < per_peer)
+            .find(|(_, p)| p.ready(per_peer))
             .map(|(id, _)| *id)?;
         let p = self.peers.get_mut(&peer).expect("just found");
         let unit = p.queue.pop_front().expect("non-empty");
@@ -112,7 +141,9 @@ impl Uploads {
     pub(crate) fn release_peer(&mut self, peer: PeerId) {
         if let Some(p) = self.peers.remove(&peer) {
             self.queued -= p.queue.len() as u64;
-            self.serving = self.serving.saturating_sub(p.serving);
+            if !p.congested {
+                self.serving = self.serving.saturating_sub(p.serving);
+            }
         }
     }
 
@@ -178,6 +209,14 @@ impl Node {
         self.pump_serves();
     }
 
+    /// The embedder's connection to `peer` stopped taking data, or drained again.
+    pub(super) fn on_congestion(&mut self, peer: PeerId, congested: bool) {
+        if self.peers.contains_key(&peer) && self.uploads.set_congested(peer, congested) {
+            // Congested: its units leave the shared slots to others. Drained: its turn again.
+            self.pump_serves();
+        }
+    }
+
     /// Hands units to the embedder while upload slots are free.
     pub(super) fn pump_serves(&mut self) {
         let (per_peer, total) = (
@@ -229,6 +268,54 @@ mod tests {
         assert_eq!(u.next(2, 3), Some((a, 2)), "round-robin: a after b");
         assert_eq!(u.next(2, 3), Some((b, 12)));
         assert_eq!(u.next(2, 3), None, "three slots out again");
+    }
+
+    #[test]
+    fn a_congested_peer_keeps_its_own_slots_but_none_of_the_shared_ones() {
+        let (slow, a, b) = (PeerId(1), PeerId(2), PeerId(3));
+        let mut u = Uploads::default();
+        for unit in 0..4 {
+            u.enqueue(slow, unit);
+            u.enqueue(a, 10 + unit);
+            u.enqueue(b, 20 + unit);
+        }
+        // Three shared slots, two per peer, handed out round-robin.
+        assert_eq!(u.next(2, 3), Some((slow, 0)));
+        assert_eq!(u.next(2, 3), Some((a, 10)));
+        assert_eq!(u.next(2, 3), Some((b, 20)));
+        assert_eq!(u.next(2, 3), None, "every shared slot out");
+        assert!(u.set_congested(slow, true));
+        assert!(!u.set_congested(slow, true), "no change");
+        assert_eq!(
+            u.serving, 2,
+            "the congested peer's unit left the shared count"
+        );
+        assert_eq!(u.next(2, 3), Some((a, 11)), "its slot went to another peer");
+        assert_eq!(u.next(2, 3), None);
+        u.sent(a);
+        assert_eq!(
+            u.next(2, 3),
+            Some((b, 21)),
+            "a congested peer gets nothing new"
+        );
+        u.sent(slow);
+        assert_eq!(
+            u.serving, 3,
+            "a congested peer's report frees only its own slot"
+        );
+        assert!(u.set_congested(slow, false));
+        assert_eq!(
+            u.serving, 3,
+            "drained with nothing out: the count is unchanged"
+        );
+        u.sent(b);
+        assert_eq!(u.next(2, 3), Some((slow, 1)), "its turn again once drained");
+        u.set_congested(slow, true);
+        u.release_peer(slow);
+        assert_eq!(
+            u.serving, 2,
+            "a congested peer's release leaves the shared count alone"
+        );
     }
 
     #[test]

@@ -127,6 +127,10 @@ enum RecInput {
         peer: u64,
         unit: u64,
     },
+    Congested {
+        peer: u64,
+        congested: bool,
+    },
     Pressure {
         network: f32,
         disk: f32,
@@ -193,6 +197,10 @@ fn rec_input(info_hash: &[u8; 32], input: &Input, raw: Option<&Bytes>) -> RecInp
         Input::UnitSent { peer, unit } => RecInput::Sent {
             peer: peer.0,
             unit: *unit,
+        },
+        Input::PeerCongested { peer, congested } => RecInput::Congested {
+            peer: peer.0,
+            congested: *congested,
         },
         Input::Pressure(p) => RecInput::Pressure {
             network: p.network,
@@ -597,6 +605,10 @@ pub fn replay(path: &Path) -> Result<ReplayReport, ReplayError> {
             RecInput::Sent { peer, unit } => Some(Input::UnitSent {
                 peer: PeerId(peer),
                 unit,
+            }),
+            RecInput::Congested { peer, congested } => Some(Input::PeerCongested {
+                peer: PeerId(peer),
+                congested,
             }),
             RecInput::Pressure {
                 network,

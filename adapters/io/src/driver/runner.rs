@@ -17,7 +17,26 @@
 //!   control frame never waits behind queued units in the driver; how far the classes stay
 //!   apart on the wire is the transport's (QUIC: separate streams; TCP: frame boundaries).
 //!   TRANSFERs are reported once written ([`Session::on_unit_sent`]). The loop never waits on a
-//!   writer: a connection whose queue is full is not reading and is closed.
+//!   writer.
+//! - Backpressure goes to the core, not over a cliff: a connection with more than
+//!   [`CONGESTED_QUEUE`] frames queued, or a write pending for [`CONGESTED_AFTER`], is reported
+//!   congested ([`Session::on_congested`]: no new unit for it, and its units in flight leave
+//!   the shared upload slots), and drained once its queue is written down to
+//!   [`DRAINED_QUEUE`].
+//! - Deadlines: a write (or flush) that does not complete within
+//!   [`Limits::write_stall`](tierswarm_core::node::Limits::write_stall) drops the peer
+//!   ([`DropReason::WriteStalled`]), as does a lane queue overflowing its memory bound; a
+//!   frame begun and unfinished for
+//!   [`Limits::frame_timeout`](tierswarm_core::node::Limits::frame_timeout) drops it
+//!   ([`DropReason::FrameTimeout`]); a frame the reader refuses drops it
+//!   ([`DropReason::BadFrame`]). A connection closed for any reason stops reading at once and
+//!   its writer gets [`CLOSE_LIMIT`] to flush before it is stopped wherever it is: no task or
+//!   socket outlives its peer by more than that.
+//! - Accepting: a connection beyond
+//!   [`Limits::max_peers`](tierswarm_core::node::Limits::max_peers) (unconfirmed ones count) is
+//!   closed by the accept task itself, before any task, buffer of the loop or handshake is
+//!   spent on it; a failing accept (out of descriptors) is logged once and retried after
+//!   [`ACCEPT_BACKOFF`].
 //! - A CANCEL from a peer is passed to its writer ([`FrameWrite::cancel`]) before the session
 //!   sees it, so a transport that can stop an in-flight unit does.
 //! - Unit verification and disk writes run inline in the loop (about 50 µs per 64 KiB unit).
@@ -25,12 +44,15 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::channel::{mpsc, oneshot};
-use futures::future::{AbortHandle, Abortable, Aborted, FutureExt};
+use futures::future::{select, AbortHandle, Abortable, Aborted, Either, FutureExt};
 use futures::{pin_mut, select_biased, SinkExt, StreamExt};
+use tierswarm_core::node::DropReason;
 use tierswarm_core::wire::Message;
 use tierswarm_core::PeerId;
 use tracing::{debug, info, warn};
@@ -42,18 +64,25 @@ use crate::transport::{
     Class, Connection, FrameRead, FrameWrite, Framing, Listener, OutFrame, PeerUrl, Transports,
 };
 
-/// Frames queued per connection and lane before it counts as not reading.
+/// Frames queued per connection and lane at most: a bound on memory, reached only by a peer
+/// that keeps asking and does not read the answers (it is dropped as stalled).
 const WRITE_QUEUE: usize = 1024;
+/// Frames queued on a connection (both lanes) above which it is reported congested...
+pub const CONGESTED_QUEUE: usize = 64;
+/// ...and at or below which, once a batch is written, it is reported drained.
+pub const DRAINED_QUEUE: usize = 8;
+/// A write pending this long (at most half of `write_stall`) reports its connection congested.
+pub const CONGESTED_AFTER: Duration = Duration::from_secs(1);
 /// Connection attempts per dial, and redials of a peer that went away on its own.
 const DIAL_ATTEMPTS: u32 = 5;
 const REDIALS: u32 = 3;
 /// How long a drain may take before the loop gives up on in-flight requests.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
-/// How long connections closed at the end of a run may take to flush and say goodbye before
-/// their tasks are stopped.
-const CLOSE_LIMIT: Duration = Duration::from_secs(1);
+/// How long a closed connection's writer may take to flush and say goodbye before it is
+/// stopped wherever it is (at the end of a run too).
+pub const CLOSE_LIMIT: Duration = Duration::from_secs(1);
 /// Pause after a failed accept (out of descriptors, say) before the next.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The runtime seam: what [`run`] needs of an async runtime. Implemented by a unit type per
 /// runtime (`tierswarm_tokio::Tokio`, `tierswarm_async_std::AsyncStd`, `tierswarm_smol::Smol`);
@@ -112,8 +141,13 @@ enum Msg {
     Accepted(Connection),
     Frame(PeerId, Incoming),
     Closed(PeerId, String),
+    /// The driver gave up on the connection (a deadline passed, a frame was refused).
+    Dropped(PeerId, DropReason),
+    /// A batch was written: the TRANSFERs in it (perhaps none, after a slow write).
     Sent(PeerId, Vec<u64>),
     Verified(Verified),
+    /// A write has been pending for [`CONGESTED_AFTER`].
+    Slow(PeerId),
 }
 
 /// The writer lanes of a connection: control (and availability), then data.
@@ -131,15 +165,38 @@ struct Conn {
     dialed: Option<PeerUrl>,
     /// The peer id from the remote's handshake, once read.
     remote_id: Option<String>,
+    /// Frames handed to the lanes and not yet written.
+    queued: Arc<AtomicUsize>,
+    /// Reported congested to the session.
+    congested: bool,
 }
 
 impl Conn {
     /// Stops reading; closing the lanes lets the writer flush what is queued, then close the
     /// connection. Returns what ends the writer at once, and what resolves when it has ended.
-    fn close(self) -> (AbortHandle, oneshot::Receiver<()>) {
+    fn stop_reading(self) -> (AbortHandle, oneshot::Receiver<()>) {
         self.reader.abort();
         (self.stop_writer, self.written)
     }
+
+    /// Stops reading, and gives the writer [`CLOSE_LIMIT`] to flush and close the connection
+    /// before it is stopped where it is (a writer stuck on a peer that does not read).
+    fn close<R: Runtime>(self) {
+        let (stop, written) = self.stop_reading();
+        R::spawn(async move {
+            let limit = R::sleep_until(Instant::now() + CLOSE_LIMIT);
+            select(written, pin!(limit)).await;
+            stop.abort();
+        });
+    }
+}
+
+/// The socket-level limits the driver enforces (from the session's
+/// [`Limits`](tierswarm_core::node::Limits)).
+#[derive(Debug, Clone, Copy)]
+struct Deadlines {
+    write_stall: Duration,
+    frame_timeout: Duration,
 }
 
 /// The loop's state besides the session: connections, dials in progress, redial budgets.
@@ -152,6 +209,10 @@ struct Links<R: Runtime> {
     /// Why the latest dial failed (the failure that ends a run with nobody left says it).
     dial_error: Option<String>,
     framing: Framing,
+    deadlines: Deadlines,
+    /// Connections open (accepted or dialled), shared with the accept tasks, which refuse
+    /// connections beyond the peer limit.
+    live: Arc<AtomicUsize>,
     _runtime: std::marker::PhantomData<fn() -> R>,
 }
 
@@ -168,9 +229,59 @@ impl<R: Runtime> Links<R> {
         ));
     }
 
+    /// Takes `peer`'s connection out of the loop's books.
+    fn remove(&mut self, peer: PeerId) -> Option<Conn> {
+        let c = self.conns.remove(&peer)?;
+        self.live.fetch_sub(1, Ordering::AcqRel);
+        Some(c)
+    }
+
     fn close(&mut self, peer: PeerId) {
-        if let Some(c) = self.conns.remove(&peer) {
-            drop(c.close());
+        if let Some(c) = self.remove(peer) {
+            c.close::<R>();
+        }
+    }
+
+    /// Queues `frame` on `peer`'s `lane`; false if the lane is full (the peer does not read).
+    /// Reports the connection congested when its queue passes [`CONGESTED_QUEUE`].
+    fn enqueue(
+        &mut self,
+        session: &mut Session,
+        peer: PeerId,
+        lane: usize,
+        frame: OutFrame,
+    ) -> bool {
+        let Some(c) = self.conns.get_mut(&peer) else {
+            return true;
+        };
+        // Counted before it is queued: the writer may have written it before `try_send` returns.
+        let queued = c.queued.fetch_add(1, Ordering::AcqRel) + 1;
+        if c.lanes[lane].try_send(frame).is_err() {
+            c.queued.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        if queued > CONGESTED_QUEUE && !c.congested {
+            c.congested = true;
+            session.on_congested(peer, true);
+        }
+        true
+    }
+
+    /// A write on `peer`'s connection has been pending a while: congested.
+    fn slow(&mut self, session: &mut Session, peer: PeerId) {
+        if let Some(c) = self.conns.get_mut(&peer).filter(|c| !c.congested) {
+            c.congested = true;
+            session.on_congested(peer, true);
+        }
+    }
+
+    /// A batch on `peer`'s connection was written: drained once its queue is short again.
+    fn written(&mut self, session: &mut Session, peer: PeerId) {
+        if let Some(c) = self.conns.get_mut(&peer) {
+            if c.congested && c.queued.load(Ordering::Acquire) <= DRAINED_QUEUE {
+                c.congested = false;
+                session.on_congested(peer, false);
+            }
         }
     }
 
@@ -186,11 +297,19 @@ impl<R: Runtime> Links<R> {
         let (data_tx, data_rx) = mpsc::channel(WRITE_QUEUE);
         let (done, written) = oneshot::channel();
         let (stop_writer, registration) = AbortHandle::new_pair();
-        let lanes = write_lanes(writer.clone(), [control_rx, data_rx], peer, self.tx.clone());
+        let queued = Arc::new(AtomicUsize::new(0));
+        let lanes = write_lanes::<R>(
+            writer.clone(),
+            [control_rx, data_rx],
+            peer,
+            self.tx.clone(),
+            queued.clone(),
+            self.deadlines.write_stall,
+        );
         R::spawn(Abortable::new(lanes, registration).map(move |_| drop(done)));
         let (reader_handle, registration) = AbortHandle::new_pair();
-        let task = Abortable::new(read_frames(reader, peer, self.tx.clone()), registration);
-        R::spawn(task.map(drop));
+        let reading = read_frames::<R>(reader, peer, self.tx.clone(), self.deadlines.frame_timeout);
+        R::spawn(Abortable::new(reading, registration).map(drop));
         let conn = Conn {
             lanes: [control_tx, data_tx],
             writer,
@@ -199,6 +318,8 @@ impl<R: Runtime> Links<R> {
             written,
             dialed,
             remote_id: None,
+            queued,
+            congested: false,
         };
         self.conns.insert(peer, conn);
         peer
@@ -282,11 +403,19 @@ pub async fn run<R: Runtime>(
         }
     };
     session.verify_off_loop(workers.is_some());
+    let limits = session.limits();
+    let deadlines = Deadlines {
+        write_stall: limits.write_stall,
+        frame_timeout: limits.frame_timeout,
+    };
+    let max_peers = limits.max_peers;
+    let live = Arc::new(AtomicUsize::new(0));
     let accepting: Vec<AbortHandle> = listeners
         .into_iter()
         .map(|l| {
             let (handle, registration) = AbortHandle::new_pair();
-            R::spawn(Abortable::new(accept::<R>(l, framing, tx.clone()), registration).map(drop));
+            let task = accept::<R>(l, framing, tx.clone(), live.clone(), max_peers);
+            R::spawn(Abortable::new(task, registration).map(drop));
             handle
         })
         .collect();
@@ -298,6 +427,8 @@ pub async fn run<R: Runtime>(
         dialing: 0,
         dial_error: None,
         framing,
+        deadlines,
+        live,
         _runtime: std::marker::PhantomData,
     };
     for url in peers {
@@ -319,14 +450,10 @@ pub async fn run<R: Runtime>(
                         class,
                         unit,
                     };
-                    let full = links
-                        .conns
-                        .get_mut(&peer)
-                        .is_some_and(|c| c.lanes[lane].try_send(frame).is_err());
-                    if full {
-                        warn!(%peer, "send queue full: closing");
+                    if !links.enqueue(&mut session, peer, lane, frame) {
+                        warn!(%peer, "send queue full: the peer does not read");
                         links.close(peer);
-                        session.on_disconnected(peer);
+                        session.on_dropped(peer, DropReason::WriteStalled);
                     }
                 }
                 Effect::Close { peer, reason } => {
@@ -398,14 +525,23 @@ pub async fn run<R: Runtime>(
                 }
                 Some(Msg::Sent(peer, units)) => {
                     units.into_iter().for_each(|u| session.on_unit_sent(peer, u));
+                    links.written(&mut session, peer);
+                }
+                Some(Msg::Slow(peer)) => links.slow(&mut session, peer),
+                Some(Msg::Dropped(peer, reason)) => {
+                    if let Some(c) = links.remove(peer) {
+                        warn!(%peer, ?reason, "dropping");
+                        c.close::<R>();
+                        session.on_dropped(peer, reason);
+                    }
                 }
                 Some(Msg::Verified(v)) => session.on_verified(v),
                 Some(Msg::Closed(peer, reason)) => {
-                    if let Some(c) = links.conns.remove(&peer) {
+                    if let Some(c) = links.remove(peer) {
                         debug!(%peer, %reason, "connection closed");
                         let dialed = c.dialed.clone();
                         let remote_id = c.remote_id.clone();
-                        drop(c.close());
+                        c.close::<R>();
                         session.on_disconnected(peer);
                         // The remote closed its copy of a doubled connection: we still reach it.
                         let dialed = dialed.filter(|_| !links.still_linked(remote_id.as_deref()));
@@ -422,6 +558,7 @@ pub async fn run<R: Runtime>(
                     links.dialing -= 1;
                     match result {
                         Ok(conn) => {
+                            links.live.fetch_add(1, Ordering::AcqRel);
                             let peer = links.attach(&mut session, conn, Some(url.clone()));
                             info!(%peer, %url, "connected");
                         }
@@ -431,6 +568,7 @@ pub async fn run<R: Runtime>(
                         }
                     }
                 }
+                // Counted in `live` by the accept task.
                 Some(Msg::Accepted(conn)) => {
                     let remote = conn.remote.clone();
                     let peer = links.attach(&mut session, conn, None);
@@ -447,7 +585,7 @@ pub async fn run<R: Runtime>(
     // Units still with the workers are not recorded; the returned session verifies inline.
     drop(workers);
     session.verify_off_loop(false);
-    let closing: Vec<_> = links.conns.drain().map(|(_, c)| c.close()).collect();
+    let closing: Vec<_> = links.conns.drain().map(|(_, c)| c.stop_reading()).collect();
     if let Err(e) = session.flush() {
         warn!(error = %e, "flush failed");
     }
@@ -515,21 +653,37 @@ async fn at<R: Runtime>(deadline: Option<Instant>) {
     }
 }
 
-/// Accepts on `listener` until the loop goes away.
+/// Accepts on `listener` until the loop goes away. A connection beyond `max_peers` open ones
+/// is closed at once (before the loop spends anything on it); a failing accept is logged once
+/// per run of failures and retried after [`ACCEPT_BACKOFF`].
 async fn accept<R: Runtime>(
     mut listener: Box<dyn Listener>,
     framing: Framing,
     mut tx: mpsc::Sender<Msg>,
+    live: Arc<AtomicUsize>,
+    max_peers: usize,
 ) {
+    let mut failing = false;
     loop {
         match listener.accept(framing).await {
             Ok(conn) => {
+                failing = false;
+                // Counted here, so a burst of connections cannot pass the limit before the
+                // loop has seen them.
+                if live.fetch_add(1, Ordering::AcqRel) >= max_peers {
+                    live.fetch_sub(1, Ordering::AcqRel);
+                    debug!(remote = %conn.remote, "refused: at the peer limit");
+                    continue;
+                }
                 if tx.send(Msg::Accepted(conn)).await.is_err() {
                     return;
                 }
             }
             Err(e) => {
-                warn!(listener = %listener.url(), error = %e, "accept failed");
+                if !failing {
+                    warn!(listener = %listener.url(), error = %e, "accept failing: retrying");
+                    failing = true;
+                }
                 R::sleep_until(Instant::now() + ACCEPT_BACKOFF).await;
             }
         }
@@ -560,59 +714,104 @@ async fn dial<R: Runtime>(
     let _ = tx.send(Msg::Dialed(url, result)).await;
 }
 
-async fn read_frames(mut reader: Box<dyn FrameRead>, peer: PeerId, mut tx: mpsc::Sender<Msg>) {
-    let reason = loop {
-        match reader.next_frame().await {
+/// Reads `peer`'s frames into the loop until the connection ends. A frame begun and not
+/// finished within `frame_timeout` (looked at every quarter of it) drops the peer, as does a
+/// frame the reader refuses.
+async fn read_frames<R: Runtime>(
+    mut reader: Box<dyn FrameRead>,
+    peer: PeerId,
+    mut tx: mpsc::Sender<Msg>,
+    frame_timeout: Duration,
+) {
+    let look = (frame_timeout / 4).max(Duration::from_millis(10));
+    // When the frame being read was first seen unfinished.
+    let mut begun: Option<Instant> = None;
+    let end = loop {
+        let wake = R::sleep_until(Instant::now() + look);
+        let next = match select(reader.next_frame(), pin!(wake)).await {
+            Either::Left((next, _)) => Some(next),
+            Either::Right(_) => None,
+        };
+        let next = match next {
+            Some(next) => next,
+            None => {
+                if !reader.mid_frame() {
+                    begun = None;
+                    continue;
+                }
+                let now = Instant::now();
+                if now.duration_since(*begun.get_or_insert(now)) >= frame_timeout {
+                    break Msg::Dropped(peer, DropReason::FrameTimeout);
+                }
+                continue;
+            }
+        };
+        match next {
             Ok(Some(incoming)) => {
+                begun = None;
                 if tx.send(Msg::Frame(peer, incoming)).await.is_err() {
                     return;
                 }
             }
-            Ok(None) => break "closed by the peer".to_string(),
-            Err(e) => break e.to_string(),
+            Ok(None) => break Msg::Closed(peer, "closed by the peer".to_string()),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                debug!(%peer, error = %e, "refused a frame");
+                break Msg::Dropped(peer, DropReason::BadFrame);
+            }
+            Err(e) => break Msg::Closed(peer, e.to_string()),
         }
     };
-    let _ = tx.send(Msg::Closed(peer, reason)).await;
+    let _ = tx.send(end).await;
 }
 
-/// Writes both lanes of a connection until their queues close, then closes it.
-async fn write_lanes(
+/// Writes both lanes of a connection until their queues close, then closes it. A write that
+/// stalls drops the peer.
+async fn write_lanes<R: Runtime>(
     writer: Arc<dyn FrameWrite>,
     [control, data]: [mpsc::Receiver<OutFrame>; 2],
     peer: PeerId,
     tx: mpsc::Sender<Msg>,
+    queued: Arc<AtomicUsize>,
+    stall: Duration,
 ) {
-    let lanes = futures::future::try_join(
-        write_lane(&*writer, control, peer, tx.clone()),
-        write_lane(&*writer, data, peer, tx.clone()),
-    );
+    let lane = |rx| write_lane::<R>(&*writer, rx, peer, tx.clone(), &queued, stall);
+    let lanes = futures::future::try_join(lane(control), lane(data));
     let result = match lanes.await {
-        Ok(_) => writer.close().await,
+        Ok(_) => timed::<R>(writer.close(), stall, None).await,
         Err(e) => Err(e),
     };
-    if let Err(e) = result {
-        let _ = tx.clone().send(Msg::Closed(peer, e.to_string())).await;
-    }
+    let end = match result {
+        Ok(()) => return,
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+            Msg::Dropped(peer, DropReason::WriteStalled)
+        }
+        Err(e) => Msg::Closed(peer, e.to_string()),
+    };
+    let _ = tx.clone().send(end).await;
 }
 
 /// Writes one lane's frames in order, flushing after each batch, and reports the TRANSFERs
-/// written.
-async fn write_lane(
+/// written (and a batch written after a slow write, so the loop can see the connection drain).
+async fn write_lane<R: Runtime>(
     writer: &dyn FrameWrite,
     mut rx: mpsc::Receiver<OutFrame>,
     peer: PeerId,
     mut tx: mpsc::Sender<Msg>,
+    queued: &AtomicUsize,
+    stall: Duration,
 ) -> io::Result<()> {
     let mut sent = Vec::new();
+    let mut slow = false;
     while let Some(first) = rx.next().await {
         let mut next = Some(first);
         while let Some(frame) = next {
             sent.extend(frame.unit);
-            writer.write(frame).await?;
+            timed::<R>(writer.write(frame), stall, Some((peer, &mut tx, &mut slow))).await?;
+            queued.fetch_sub(1, Ordering::AcqRel);
             next = rx.try_recv().ok();
         }
-        writer.flush().await?;
-        if !sent.is_empty()
+        timed::<R>(writer.flush(), stall, Some((peer, &mut tx, &mut slow))).await?;
+        if (!sent.is_empty() || std::mem::take(&mut slow))
             && tx
                 .send(Msg::Sent(peer, std::mem::take(&mut sent)))
                 .await
@@ -622,6 +821,35 @@ async fn write_lane(
         }
     }
     Ok(())
+}
+
+/// `op` (a write), given up with [`io::ErrorKind::TimedOut`] if it does not complete within
+/// `stall`. With `report`, a write pending for [`CONGESTED_AFTER`] (at most half of `stall`)
+/// is told to the loop once, and marked in the flag.
+async fn timed<R: Runtime>(
+    op: impl Future<Output = io::Result<()>>,
+    stall: Duration,
+    report: Option<(PeerId, &mut mpsc::Sender<Msg>, &mut bool)>,
+) -> io::Result<()> {
+    let start = Instant::now();
+    let mut op = pin!(op);
+    if let Some((peer, tx, slow)) = report.filter(|(_, _, slow)| !**slow) {
+        let congested = R::sleep_until(start + CONGESTED_AFTER.min(stall / 2));
+        match select(op.as_mut(), pin!(congested)).await {
+            Either::Left((done, _)) => return done,
+            Either::Right(_) => {
+                *slow = true;
+                let _ = tx.send(Msg::Slow(peer)).await;
+            }
+        }
+    }
+    match select(op, pin!(R::sleep_until(start + stall))).await {
+        Either::Left((done, _)) => done,
+        Either::Right(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "write stalled: the peer does not read",
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use tierswarm_core::node::{
-    drive, Config, DisconnectReason, Host, Limits, NodeError, Stats, Upload, Verdict,
+    drive, Config, DisconnectReason, DropReason, Host, Limits, NodeError, Stats, Upload, Verdict,
 };
 use tierswarm_core::store::{LoadNotes, StoreState};
 use tierswarm_core::trace::Stamped;
@@ -550,6 +550,23 @@ impl Session {
     pub fn on_disconnected(&mut self, peer: PeerId) {
         self.io.gone(peer, "connection closed");
         self.feed(Input::PeerDisconnected { peer }, None);
+    }
+
+    /// The driver dropped connection `peer` for `reason` (a stalled write, an unfinished or bad
+    /// frame): counted in the node's stats, and everything the peer held is freed.
+    pub fn on_dropped(&mut self, peer: PeerId, reason: DropReason) {
+        self.feed(Input::PeerDropped { peer, reason }, None);
+    }
+
+    /// Connection `peer` stopped taking data (`congested`), or drained again: a congested peer
+    /// gets no new unit and holds no shared upload slot.
+    pub fn on_congested(&mut self, peer: PeerId, congested: bool) {
+        self.feed(Input::PeerCongested { peer, congested }, None);
+    }
+
+    /// The node's limits (the driver enforces the socket-level ones).
+    pub fn limits(&self) -> &Limits {
+        &self.node.config().limits
     }
 
     /// The TRANSFER of `unit` handed out for `peer` has been written to the socket.

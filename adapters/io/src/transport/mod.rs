@@ -114,6 +114,16 @@ pub trait FrameRead: Send + 'static {
     /// The next frame; `Ok(None)` once the peer has closed the connection cleanly. An error ends
     /// the connection (a frame over the limit or malformed is [`io::ErrorKind::InvalidData`]).
     fn next_frame(&mut self) -> BoxFuture<'_, io::Result<Option<Incoming>>>;
+    /// Whether part of a frame has been read and the rest has not (the driver drops a peer
+    /// whose frame stays unfinished for [`Limits::frame_timeout`]). The driver asks between
+    /// calls of [`next_frame`](Self::next_frame), dropping an unfinished call to do so: a reader
+    /// that answers here must keep what it read when its `next_frame` future is dropped. The
+    /// default, `false`, leaves unfinished frames to the transport (QUIC's idle timeout).
+    ///
+    /// [`Limits::frame_timeout`]: tierswarm_core::node::Limits::frame_timeout
+    fn mid_frame(&self) -> bool {
+        false
+    }
 }
 
 /// The sending half of a connection. Methods take `&self` so that writes of different classes

@@ -78,15 +78,31 @@ impl<R: AsyncRead + Unpin + Send + 'static> FrameRead for StreamReader<R> {
     fn next_frame(&mut self) -> BoxFuture<'_, io::Result<Option<Incoming>>> {
         Box::pin(self.next())
     }
+
+    fn mid_frame(&self) -> bool {
+        self.frames.buffered() > 0
+    }
 }
 
 /// Reads up to [`READ_CHUNK`] more bytes onto the end of `buf`; `Ok(0)` at end of stream.
+/// Cancel safe: dropped before the read completes, `buf` is as it was.
 async fn read_more(rd: &mut (impl AsyncRead + Unpin), buf: &mut BytesMut) -> io::Result<usize> {
+    /// Cuts the buffer back to the bytes actually read, also when the read is dropped.
+    struct Filled<'a> {
+        buf: &'a mut BytesMut,
+        len: usize,
+    }
+    impl Drop for Filled<'_> {
+        fn drop(&mut self) {
+            self.buf.truncate(self.len);
+        }
+    }
     let start = buf.len();
     buf.resize(start + READ_CHUNK, 0);
-    let result = rd.read(&mut buf[start..]).await;
-    buf.truncate(start + result.as_ref().map_or(0, |n| *n));
-    result
+    let mut filled = Filled { buf, len: start };
+    let n = rd.read(&mut filled.buf[start..]).await?;
+    filled.len = start + n;
+    Ok(n)
 }
 
 /// Frames onto one byte stream: every class in one order, interleaved at frame boundaries
