@@ -8,7 +8,7 @@ use std::fmt::{self, Write as _};
 
 use serde::{Deserialize, Serialize};
 
-use crate::scenario::Strategy;
+use crate::scenario::{Behaviour, Strategy};
 
 /// Why a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +113,21 @@ pub struct LeecherDetail {
     pub join_s: f64,
     /// When it finished, in simulated seconds from the start of the run; `null` if it never did.
     pub complete_s: Option<f64>,
+    /// How it behaved; only honest leechers count in completion, makespan and the bound.
+    #[serde(default)]
+    pub behaviour: Behaviour,
+}
+
+/// Connections honest peers dropped (the defences at work), by reason: the family of the
+/// node's [`DisconnectReason`](tierswarm_core::node::DisconnectReason) in snake case
+/// (`failed_verification`, `idle`, `unresponsive`, `protocol`, `claim`, …), with the
+/// embedder's stall reasons told apart (`write_stalled`, `frame_timeout`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disconnects {
+    /// Of hostile peers.
+    pub hostile: BTreeMap<String, u64>,
+    /// Of honest peers (collateral damage, or faults such as loss and crashes).
+    pub honest: BTreeMap<String, u64>,
 }
 
 /// The report of one run, serialised with exactly the keys of contracts.md plus `exit_reason`.
@@ -172,8 +187,15 @@ pub struct Report {
     pub trace_hash: String,
     /// Why the run ended.
     pub exit_reason: ExitReason,
-    /// Every leecher, in peer order.
+    /// Every leecher, honest or not, in peer order.
     pub leechers_detail: Vec<LeecherDetail>,
+    /// Hostile peers by behaviour (`{}` for an honest swarm). `leechers` counts only the
+    /// honest ones.
+    #[serde(default)]
+    pub hostile: BTreeMap<String, u64>,
+    /// Connections honest peers dropped, by reason.
+    #[serde(default)]
+    pub disconnects: Disconnects,
 }
 
 impl Report {
@@ -225,14 +247,39 @@ impl Report {
         let groups = self.groups();
         if groups.len() > 1 {
             for (name, g) in groups {
+                let behaviour = match g.behaviour {
+                    Behaviour::Honest => String::new(),
+                    b => format!(" ({b}, not counted)"),
+                };
                 let _ = writeln!(
                     out,
-                    "  {name}: {}/{} complete, completion min {}  median {}  max {}",
+                    "  {name}{behaviour}: {}/{} complete, completion min {}  median {}  max {}",
                     g.completed,
                     g.leechers,
                     secs(g.completion_s.min),
                     secs(g.completion_s.median),
                     secs(g.completion_s.max)
+                );
+            }
+        }
+        if !self.hostile.is_empty() {
+            let _ = writeln!(
+                out,
+                "hostile    {} peer(s): {}",
+                self.hostile.values().sum::<u64>(),
+                counts(&self.hostile)
+            );
+        }
+        for (whom, dropped) in [
+            ("hostile", &self.disconnects.hostile),
+            ("honest", &self.disconnects.honest),
+        ] {
+            if !dropped.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "dropped    {} {whom} connection(s) by honest peers: {}",
+                    dropped.values().sum::<u64>(),
+                    counts(dropped)
                 );
             }
         }
@@ -253,16 +300,11 @@ impl Report {
             approx_bytes(self.data_bytes),
             approx_bytes(self.availability_bytes)
         );
-        let kinds: Vec<String> = self
-            .messages
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect();
         let _ = writeln!(
             out,
             "messages   {} ({})",
             self.messages.values().sum::<u64>(),
-            kinds.join(", ")
+            counts(&self.messages)
         );
         let _ = writeln!(
             out,
@@ -287,17 +329,19 @@ pub struct GroupFigures {
     pub completed: u64,
     /// Their completion times, from each one's join.
     pub completion_s: CompletionStats,
+    /// How the group's peers behave.
+    pub behaviour: Behaviour,
 }
 
 impl Report {
     /// Per-group figures from `leechers_detail`, groups in the order they first appear.
     pub fn groups(&self) -> Vec<(&str, GroupFigures)> {
-        let mut groups: Vec<(&str, u64, Vec<f64>)> = Vec::new();
+        let mut groups: Vec<(&str, u64, Vec<f64>, Behaviour)> = Vec::new();
         for l in &self.leechers_detail {
             let k = match groups.iter().position(|g| g.0 == l.group) {
                 Some(k) => k,
                 None => {
-                    groups.push((l.group.as_str(), 0, Vec::new()));
+                    groups.push((l.group.as_str(), 0, Vec::new(), l.behaviour));
                     groups.len() - 1
                 }
             };
@@ -306,16 +350,23 @@ impl Report {
         }
         groups
             .into_iter()
-            .map(|(name, leechers, done)| {
+            .map(|(name, leechers, done, behaviour)| {
                 let figures = GroupFigures {
                     leechers,
                     completed: done.len() as u64,
                     completion_s: CompletionStats::of(&done),
+                    behaviour,
                 };
                 (name, figures)
             })
             .collect()
     }
+}
+
+/// `key count, key count, ...` in key order.
+fn counts(map: &BTreeMap<String, u64>) -> String {
+    let parts: Vec<String> = map.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    parts.join(", ")
 }
 
 /// `n` bytes to three significant figures in binary units, e.g. `1.07 GiB`.
@@ -376,18 +427,23 @@ mod tests {
                     group: "crowd".into(),
                     join_s: 0.0,
                     complete_s: Some(4.0),
+                    behaviour: Behaviour::Honest,
                 },
                 LeecherDetail {
                     group: "late".into(),
                     join_s: 1.0,
                     complete_s: Some(4.5),
+                    behaviour: Behaviour::Honest,
                 },
                 LeecherDetail {
                     group: "late".into(),
                     join_s: 2.0,
                     complete_s: None,
+                    behaviour: Behaviour::Honest,
                 },
             ],
+            hostile: BTreeMap::new(),
+            disconnects: Disconnects::default(),
         }
     }
 
@@ -427,6 +483,8 @@ mod tests {
             "wall_s",
             "trace_hash",
             "exit_reason",
+            "hostile",
+            "disconnects",
         ];
         let mut keys = keys;
         keys.sort_unstable();
@@ -438,7 +496,12 @@ mod tests {
         assert_eq!(value["messages"]["have"], 10);
         assert_eq!(
             value["leechers_detail"][2],
-            serde_json::json!({"group": "late", "join_s": 2.0, "complete_s": null})
+            serde_json::json!({"group": "late", "join_s": 2.0, "complete_s": null, "behaviour": "honest"})
+        );
+        assert_eq!(value["hostile"], serde_json::json!({}));
+        assert_eq!(
+            value["disconnects"],
+            serde_json::json!({"hostile": {}, "honest": {}})
         );
     }
 
@@ -480,6 +543,10 @@ mod tests {
         ] {
             assert!(text.contains(needle), "{needle:?} not in\n{text}");
         }
+        assert!(
+            !text.contains("hostile"),
+            "an honest swarm says nothing of hostility"
+        );
         assert_eq!(approx_bytes(1023), "1023 B");
         assert_eq!(approx_bytes(1536), "1.50 KiB");
     }

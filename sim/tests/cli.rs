@@ -37,7 +37,7 @@ const CONTRACT_KEYS: [&str; 24] = [
 ];
 
 /// Keys beyond the contract's, each documented in sim/README.md.
-const EXTRA_KEYS: [&str; 2] = ["exit_reason", "bound_fluid_s"];
+const EXTRA_KEYS: [&str; 4] = ["exit_reason", "bound_fluid_s", "hostile", "disconnects"];
 
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
