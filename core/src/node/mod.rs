@@ -76,6 +76,7 @@
 //! | `announce` | HAVEs, summary deltas, pushes |
 //! | `backpressure` | load levels with hysteresis |
 //! | `persistence` | when the store is handed out |
+//! | `pacing` | token buckets for upload and download rate limits |
 //! | `timers` | the named deadline table |
 //! | `scheduler/` | windows, coarse-first plans, the flat path, endgame, per-node orders |
 //!
@@ -90,6 +91,7 @@ mod config;
 mod connections;
 pub mod host;
 mod outbox;
+mod pacing;
 mod peer;
 mod persistence;
 mod refine_answers;
@@ -121,6 +123,7 @@ use backpressure::Pressure;
 use claims::Claims;
 use core::time::Duration;
 use outbox::{Class, Outbox};
+use pacing::Pacing;
 use persistence::Persistence;
 use rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -168,6 +171,7 @@ pub struct Node {
     outbox: Outbox,
     persistence: Persistence,
     pressure: Pressure,
+    pacing: Pacing,
     drain: Drain,
     stats: Stats,
 }
@@ -210,6 +214,11 @@ impl Node {
             outbox: Outbox::default(),
             persistence: Persistence::default(),
             pressure: Pressure::default(),
+            pacing: Pacing::new(
+                cfg.limits.max_upload_rate,
+                cfg.limits.max_download_rate,
+                now,
+            ),
             drain: Drain::Running,
             stats: Stats::default(),
             cfg,
@@ -325,6 +334,9 @@ impl Node {
             Input::Pressure(p) => self.on_pressure(p),
             Input::Reconfigure(l) => {
                 self.cfg.limits = *l;
+                let l = &self.cfg.limits;
+                let (up, down) = (l.max_upload_rate, l.max_download_rate);
+                self.pacing.reconfigure(up, down, self.now);
                 self.sched.mark_all_dirty(self.peers.keys().copied());
             }
             Input::Drain => {
@@ -474,6 +486,8 @@ impl Node {
             Timer::Persist => self.on_persist_timer(),
             Timer::FlushDeltas => self.flush_deltas(),
             Timer::FlushPushes => self.flush_pushes(),
+            Timer::UploadTokens => self.pump_serves(),
+            Timer::DownloadTokens => self.wake_starved(),
             Timer::SummaryRefresh => {
                 self.announce.refresh_all(self.geo.blocks(Tier::T3));
                 let at = self.now.add(self.cfg.limits.summary_refresh);

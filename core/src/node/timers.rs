@@ -41,6 +41,10 @@ pub(crate) enum Timer {
     FlushDeltas,
     /// Push unit-window deltas to subscribers (once at most).
     FlushPushes,
+    /// The upload pace allows another unit (once at most).
+    UploadTokens,
+    /// The download pace allows another request (once at most).
+    DownloadTokens,
 }
 
 impl Timer {
@@ -50,6 +54,8 @@ impl Timer {
             Timer::Persist => Some(0),
             Timer::FlushDeltas => Some(1),
             Timer::FlushPushes => Some(2),
+            Timer::UploadTokens => Some(3),
+            Timer::DownloadTokens => Some(4),
             _ => None,
         }
     }
@@ -68,7 +74,7 @@ impl Timer {
 #[derive(Debug, Default)]
 pub(crate) struct TimerTable {
     queue: TimerQueue<Timer>,
-    armed: [bool; 3],
+    armed: [bool; 5],
 }
 
 impl TimerTable {

@@ -7,7 +7,7 @@ use super::backpressure::Backpressure;
 use super::outbox::Class;
 use super::peer::PeerId;
 use super::{Action, Node};
-use crate::tiers::Tier;
+use crate::tiers::{Tier, T1_SIZE};
 use crate::trace::Record;
 use crate::wire::{Message, MessageKind};
 use std::collections::{BTreeMap, VecDeque};
@@ -74,6 +74,16 @@ impl Uploads {
                 self.serving = self.serving.saturating_sub(1);
             }
         }
+    }
+
+    /// Whether some unit could be handed out now (a slot free, and a peer with a request and a
+    /// free slot of its own).
+    pub(crate) fn can_serve(&self, per_peer: u32, total: u32) -> bool {
+        self.serving < total
+            && self
+                .peers
+                .values()
+                .any(|p| !p.queue.is_empty() && p.serving < per_peer)
     }
 
     /// The next unit to hand out, if a slot is free: round-robin from the peer after the one
@@ -174,7 +184,15 @@ impl Node {
             self.cfg.limits.upload_slots_per_peer,
             self.cfg.limits.upload_slots,
         );
-        while let Some((peer, unit)) = self.uploads.next(per_peer, total) {
+        loop {
+            // Under an upload limit, a unit goes out only when the pace allows it.
+            let paced = self.pacing.upload.is_some();
+            if paced && !(self.uploads.can_serve(per_peer, total) && self.upload_allows(T1_SIZE)) {
+                break;
+            }
+            let Some((peer, unit)) = self.uploads.next(per_peer, total) else {
+                break;
+            };
             self.stats.units_served += 1;
             let bytes =
                 self.geo.unit_len(unit) + TRANSFER_ENVELOPE_ESTIMATE + TRANSFER_PROOF_ESTIMATE;

@@ -132,8 +132,11 @@ impl Node {
             .saturating_sub(c.active)
             .min((2 * window).saturating_sub(c.owed));
         let global = l.max_requests.saturating_sub(self.requests.active());
-        let budget = room.min(global) as usize;
         let capable = p.is_capable();
+        // Under a download limit, the pace caps what may be requested now.
+        let paced = self.download_allowance().min(u64::from(u32::MAX)) as u32;
+        let pace_bound = paced < room.min(global);
+        let budget = room.min(global).min(paced) as usize;
         let mut issued = 0;
         if global == 0 {
             self.sched.global_blocked = true;
@@ -155,7 +158,9 @@ impl Node {
                 issued += dup.len();
             }
         }
-        if issued < budget || global == 0 {
+        // Starved peers are woken when a unit returns to the pool, the global cap frees up or
+        // the download pace allows more.
+        if issued < budget || global == 0 || pace_bound {
             self.sched.starved.insert(peer);
         } else {
             self.sched.starved.remove(&peer);
@@ -231,6 +236,7 @@ impl Node {
         if let Some((s, n)) = run {
             self.trace_requests(peer, s, n, path, window);
         }
+        self.download_spent(units.len());
     }
 
     fn trace_requests(&mut self, peer: PeerId, unit: u64, count: u32, path: RequestPath, w: u32) {
