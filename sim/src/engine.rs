@@ -18,7 +18,9 @@ use crate::clock::SimTime;
 use crate::events::EventQueue;
 use crate::network::{Class, Network};
 use crate::perfetto;
-use crate::report::{CompletionStats, Disconnects, ExitReason, LeecherDetail, Report};
+use crate::report::{
+    CompletionStats, ExitReason, HonestFigures, LeecherDetail, Report,
+};
 use crate::rng::SimRng;
 use crate::scenario::{Behaviour, PeerSpec, Protocol, Role};
 use crate::svg::render_progress_svg;
@@ -226,8 +228,8 @@ struct Engine<'a> {
     root: Bytes,
     /// The limits every node runs with.
     limits: Limits,
-    /// Connections honest nodes dropped: (whether the peer was hostile, reason) → count.
-    disconnects: BTreeMap<(bool, &'static str), u64>,
+    /// Connections honest nodes dropped: (the dropped peer's behaviour, reason) → count.
+    disconnects: BTreeMap<(Behaviour, &'static str), u64>,
 }
 
 /// Runs `scenario` with `opts` and returns its report (whose exit code says how it ended).
@@ -375,7 +377,9 @@ impl Engine<'_> {
                 from,
                 msg,
             } => {
-                if self.conns.contains_key(&conn) {
+                if self.conns.contains_key(&conn)
+                    && (self.slots[to].hostile.is_none() || self.reaches_node(to, from, &msg))
+                {
                     let frame = Frame {
                         info_hash: self.root.clone(),
                         msg,
@@ -814,14 +818,7 @@ impl Engine<'_> {
                 source,
             })?;
         }
-        // The honest swarm (every seeder is honest): its capacities make the bounds, and only
-        // its leechers count in completion and makespan.
-        let peers: Vec<PeerSpec> = self
-            .slots
-            .iter()
-            .filter(|s| s.hostile.is_none())
-            .map(|s| s.spec.clone())
-            .collect();
+        let peers: Vec<PeerSpec> = self.slots.iter().map(|s| s.spec.clone()).collect();
         let bounds = Bounds::of(self.scenario.file_size, &peers);
         let bound_s = bounds.bound_s();
         let mut totals = Carried::default();
@@ -839,27 +836,34 @@ impl Engine<'_> {
         let leechers: Vec<&Slot> = self
             .slots
             .iter()
-            .filter(|s| s.spec.role == Role::Leecher && s.hostile.is_none())
+            .filter(|s| s.spec.role == Role::Leecher)
             .collect();
-        let times: Vec<f64> = leechers
+        let all = self.figures(
+            &leechers,
+            first_join(&peers).as_secs_f64(),
+            &reason,
+            bound_s,
+        );
+        // The honest swarm (every seeder is honest): its own capacities make its bound, and only
+        // its leechers count.
+        let honest_peers: Vec<PeerSpec> = peers
             .iter()
-            .filter_map(|s| {
-                let done = s.complete_at?;
-                let joined = SimTime::from_duration(s.spec.join_at);
-                Some(done.as_secs_f64() - joined.as_secs_f64())
-            })
+            .filter(|p| p.behaviour.is_honest())
+            .cloned()
             .collect();
-        let first_join = first_join(&peers).as_secs_f64();
-        let last = if reason == ExitReason::Complete {
-            leechers
-                .iter()
-                .filter_map(|s| s.complete_at)
-                .max()
-                .unwrap_or(self.now)
-        } else {
-            self.now
-        };
-        let makespan_s = (last.as_secs_f64() - first_join).max(0.0);
+        let honest_leechers: Vec<&Slot> = leechers
+            .iter()
+            .copied()
+            .filter(|s| s.hostile.is_none())
+            .collect();
+        let honest_bound_s = Bounds::of(self.scenario.file_size, &honest_peers).bound_s();
+        let honest = self.figures(
+            &honest_leechers,
+            first_join(&honest_peers).as_secs_f64(),
+            &reason,
+            honest_bound_s,
+        );
+        let makespan_s = all.makespan_s;
         if let Some(path) = &opts.svg {
             let series: Vec<(String, Vec<(f64, f64)>)> = leechers
                 .iter()
@@ -919,36 +923,28 @@ impl Engine<'_> {
         for s in self.slots.iter().filter(|s| s.hostile.is_some()) {
             *hostile.entry(s.spec.behaviour.to_string()).or_default() += 1;
         }
-        let mut disconnects = Disconnects::default();
-        for (&(of_hostile, reason), &n) in &self.disconnects {
-            let side = if of_hostile {
-                &mut disconnects.hostile
-            } else {
-                &mut disconnects.honest
-            };
-            side.insert(reason.to_owned(), n);
+        let mut disconnects: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        for (&(of, reason), &n) in &self.disconnects {
+            disconnects
+                .entry(of.to_string())
+                .or_default()
+                .insert(reason.to_owned(), n);
         }
-        let completed = times.len() as u64;
         Ok(Report {
             scenario: self.scenario.name.clone(),
             seed,
             strategy: opts.strategy,
             file_bytes: self.scenario.file_size,
-            leechers: leechers.len() as u64,
+            leechers: all.leechers,
             seeders: (self.slots.len() - leechers.len()) as u64,
-            completed,
-            all_complete: completed == leechers.len() as u64,
-            completion_s: CompletionStats::of(&times),
+            completed: all.completed,
+            all_complete: all.all_complete(),
+            completion_s: all.completion_s,
             makespan_s,
             bound_s,
             bound_kr_s: bounds.kumar_ross_s,
             bound_fluid_s: fluid_bound(self.scenario.file_size, &peers),
-            // Only a run in which every leecher finished has a makespan to compare.
-            efficiency: if makespan_s > 0.0 && completed == leechers.len() as u64 {
-                bound_s / makespan_s
-            } else {
-                0.0
-            },
+            efficiency: all.efficiency,
             availability_bytes: self.availability_bytes,
             data_bytes: self.data_bytes,
             messages: std::mem::take(&mut self.messages),
@@ -963,7 +959,51 @@ impl Engine<'_> {
             leechers_detail,
             hostile,
             disconnects,
+            honest,
         })
+    }
+
+    /// Completion figures of `leechers` against `bound_s`, the run having ended for `reason`.
+    fn figures(
+        &self,
+        leechers: &[&Slot],
+        first_join: f64,
+        reason: &ExitReason,
+        bound_s: f64,
+    ) -> HonestFigures {
+        let times: Vec<f64> = leechers
+            .iter()
+            .filter_map(|s| {
+                let done = s.complete_at?;
+                let joined = SimTime::from_duration(s.spec.join_at);
+                Some(done.as_secs_f64() - joined.as_secs_f64())
+            })
+            .collect();
+        let completed = times.len() as u64;
+        let all_done = completed == leechers.len() as u64;
+        let last = if *reason == ExitReason::Complete && all_done {
+            leechers
+                .iter()
+                .filter_map(|s| s.complete_at)
+                .max()
+                .unwrap_or(self.now)
+        } else {
+            self.now
+        };
+        let makespan_s = (last.as_secs_f64() - first_join).max(0.0);
+        HonestFigures {
+            leechers: leechers.len() as u64,
+            completed,
+            completion_s: CompletionStats::of(&times),
+            makespan_s,
+            bound_s,
+            // Only a run in which every leecher finished has a makespan to compare.
+            efficiency: if makespan_s > 0.0 && all_done {
+                bound_s / makespan_s
+            } else {
+                0.0
+            },
+        }
     }
 }
 

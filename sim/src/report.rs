@@ -13,7 +13,7 @@ use crate::scenario::{Behaviour, Strategy};
 /// Why a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExitReason {
-    /// Every leecher finished.
+    /// Every honest leecher finished (in an honest swarm: every leecher).
     Complete,
     /// Simulated time reached the scenario's `time_limit`.
     TimeLimit,
@@ -113,21 +113,9 @@ pub struct LeecherDetail {
     pub join_s: f64,
     /// When it finished, in simulated seconds from the start of the run; `null` if it never did.
     pub complete_s: Option<f64>,
-    /// How it behaved; only honest leechers count in completion, makespan and the bound.
-    #[serde(default)]
+    /// How it behaved (only written for a hostile leecher).
+    #[serde(default, skip_serializing_if = "is_honest")]
     pub behaviour: Behaviour,
-}
-
-/// Connections honest peers dropped (the defences at work), by reason: the family of the
-/// node's [`DisconnectReason`](tierswarm_core::node::DisconnectReason) in snake case
-/// (`failed_verification`, `idle`, `unresponsive`, `protocol`, `claim`, …), with the
-/// embedder's stall reasons told apart (`write_stalled`, `frame_timeout`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Disconnects {
-    /// Of hostile peers.
-    pub hostile: BTreeMap<String, u64>,
-    /// Of honest peers (collateral damage, or faults such as loss and crashes).
-    pub honest: BTreeMap<String, u64>,
 }
 
 /// The report of one run, serialised with exactly the keys of contracts.md plus `exit_reason`.
@@ -189,19 +177,62 @@ pub struct Report {
     pub exit_reason: ExitReason,
     /// Every leecher, honest or not, in peer order.
     pub leechers_detail: Vec<LeecherDetail>,
-    /// Hostile peers by behaviour (`{}` for an honest swarm). `leechers` counts only the
-    /// honest ones.
+    /// Hostile peers by behaviour (`{}` for an honest swarm; proposed, not in contracts.md).
     #[serde(default)]
     pub hostile: BTreeMap<String, u64>,
-    /// Connections honest peers dropped, by reason.
+    /// Connections honest peers dropped (the defences at work), by the behaviour of the peer
+    /// dropped (`honest` included: collateral damage, or faults such as loss and crashes),
+    /// then by reason: the family of the node's
+    /// [`DisconnectReason`](tierswarm_core::node::DisconnectReason) in snake case
+    /// (`failed_verification`, `idle`, `unresponsive`, `protocol`, `claim`, …), with the
+    /// embedder's stall reasons told apart (`write_stalled`, `frame_timeout`). Proposed, not in
+    /// contracts.md.
     #[serde(default)]
-    pub disconnects: Disconnects,
+    pub disconnects: BTreeMap<String, BTreeMap<String, u64>>,
+    /// The honest crowd's figures (proposed, not in contracts.md): those of the whole crowd
+    /// when no peer is hostile.
+    #[serde(flatten)]
+    pub honest: HonestFigures,
+}
+
+/// What the honest peers achieved, as if the hostile ones were not counted: only honest
+/// leechers count, and the bound is that of the honest swarm's own capacities (seeders and
+/// honest leechers). Serialised flat, every key prefixed `honest_`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HonestFigures {
+    /// How many honest leechers.
+    #[serde(rename = "honest_leechers")]
+    pub leechers: u64,
+    /// How many of them finished.
+    #[serde(rename = "honest_completed")]
+    pub completed: u64,
+    /// Their completion times, from each one's join.
+    #[serde(rename = "honest_completion_s")]
+    pub completion_s: CompletionStats,
+    /// From the first join to the last honest completion; when not every honest leecher
+    /// finished, to the moment the run ended.
+    #[serde(rename = "honest_makespan_s")]
+    pub makespan_s: f64,
+    /// The join-aware bound (as `bound_s`) of the honest swarm alone.
+    #[serde(rename = "honest_bound_s")]
+    pub bound_s: f64,
+    /// `honest_bound_s / honest_makespan_s` when every honest leecher finished, else 0.
+    #[serde(rename = "honest_efficiency")]
+    pub efficiency: f64,
+}
+
+impl HonestFigures {
+    /// Whether every honest leecher finished.
+    pub fn all_complete(&self) -> bool {
+        self.completed == self.leechers
+    }
 }
 
 impl Report {
-    /// The process exit status: 0 when every leecher finished and no check failed, else 1.
+    /// The process exit status: 0 when every honest leecher (every leecher, in an honest
+    /// swarm) finished and no check failed, else 1.
     pub fn exit_code(&self) -> u8 {
-        if self.all_complete && self.exit_reason == ExitReason::Complete {
+        if self.honest.all_complete() && self.exit_reason == ExitReason::Complete {
             0
         } else {
             1
@@ -249,7 +280,7 @@ impl Report {
             for (name, g) in groups {
                 let behaviour = match g.behaviour {
                     Behaviour::Honest => String::new(),
-                    b => format!(" ({b}, not counted)"),
+                    b => format!(" ({b})"),
                 };
                 let _ = writeln!(
                     out,
@@ -263,25 +294,35 @@ impl Report {
             }
         }
         if !self.hostile.is_empty() {
+            let h = &self.honest;
             let _ = writeln!(
                 out,
                 "hostile    {} peer(s): {}",
                 self.hostile.values().sum::<u64>(),
                 counts(&self.hostile)
             );
+            let _ = writeln!(
+                out,
+                "honest     {}/{} complete, completion min {}  median {}  max {}",
+                h.completed,
+                h.leechers,
+                secs(h.completion_s.min),
+                secs(h.completion_s.median),
+                secs(h.completion_s.max)
+            );
+            let _ = writeln!(
+                out,
+                "honest     makespan {:.2}s  bound {:.2}s (own capacities)  efficiency {:.3}",
+                h.makespan_s, h.bound_s, h.efficiency
+            );
         }
-        for (whom, dropped) in [
-            ("hostile", &self.disconnects.hostile),
-            ("honest", &self.disconnects.honest),
-        ] {
-            if !dropped.is_empty() {
-                let _ = writeln!(
-                    out,
-                    "dropped    {} {whom} connection(s) by honest peers: {}",
-                    dropped.values().sum::<u64>(),
-                    counts(dropped)
-                );
-            }
+        for (whom, dropped) in &self.disconnects {
+            let _ = writeln!(
+                out,
+                "dropped    {} connection(s) to {whom} peers by honest ones: {}",
+                dropped.values().sum::<u64>(),
+                counts(dropped)
+            );
         }
         let _ = writeln!(
             out,
@@ -361,6 +402,10 @@ impl Report {
             })
             .collect()
     }
+}
+
+fn is_honest(b: &Behaviour) -> bool {
+    b.is_honest()
 }
 
 /// `key count, key count, ...` in key order.
@@ -443,7 +488,15 @@ mod tests {
                 },
             ],
             hostile: BTreeMap::new(),
-            disconnects: Disconnects::default(),
+            disconnects: BTreeMap::new(),
+            honest: HonestFigures {
+                leechers: 8,
+                completed: 8,
+                completion_s: CompletionStats::of(&[3.0, 1.0, 2.0, 4.0]),
+                makespan_s: 4.5,
+                bound_s: 4.0,
+                efficiency: 4.0 / 4.5,
+            },
         }
     }
 
@@ -485,6 +538,12 @@ mod tests {
             "exit_reason",
             "hostile",
             "disconnects",
+            "honest_leechers",
+            "honest_completed",
+            "honest_completion_s",
+            "honest_makespan_s",
+            "honest_bound_s",
+            "honest_efficiency",
         ];
         let mut keys = keys;
         keys.sort_unstable();
@@ -496,13 +555,10 @@ mod tests {
         assert_eq!(value["messages"]["have"], 10);
         assert_eq!(
             value["leechers_detail"][2],
-            serde_json::json!({"group": "late", "join_s": 2.0, "complete_s": null, "behaviour": "honest"})
+            serde_json::json!({"group": "late", "join_s": 2.0, "complete_s": null})
         );
         assert_eq!(value["hostile"], serde_json::json!({}));
-        assert_eq!(
-            value["disconnects"],
-            serde_json::json!({"hostile": {}, "honest": {}})
-        );
+        assert_eq!(value["disconnects"], serde_json::json!({}));
     }
 
     #[test]
@@ -515,6 +571,12 @@ mod tests {
         assert_eq!(sample().exit_code(), 0);
         r.exit_reason = ExitReason::TimeLimit;
         r.all_complete = false;
+        assert_eq!(r.exit_code(), 1);
+        // Success is the honest crowd's: a hostile leecher that never finished does not count,
+        // an honest one does.
+        r.exit_reason = ExitReason::Complete;
+        assert_eq!(r.exit_code(), 0);
+        r.honest.completed -= 1;
         assert_eq!(r.exit_code(), 1);
         assert!(serde_json::from_str::<ExitReason>("\"bored\"").is_err());
     }
@@ -547,6 +609,20 @@ mod tests {
             !text.contains("hostile"),
             "an honest swarm says nothing of hostility"
         );
+        let mut hostile = sample();
+        hostile.hostile = [("liar".to_owned(), 2), ("silent".to_owned(), 1)].into();
+        hostile.disconnects = [("silent".to_owned(), [("idle".to_owned(), 3)].into())].into();
+        hostile.leechers_detail[1].behaviour = Behaviour::Liar;
+        let text = hostile.summary();
+        for needle in [
+            "  late (liar): 1/2 complete",
+            "hostile    3 peer(s): liar 2, silent 1",
+            "honest     8/8 complete, completion min 1.00s  median 2.50s  max 4.00s",
+            "honest     makespan 4.50s  bound 4.00s (own capacities)  efficiency 0.889",
+            "dropped    3 connection(s) to silent peers by honest ones: idle 3",
+        ] {
+            assert!(text.contains(needle), "{needle:?} not in\n{text}");
+        }
         assert_eq!(approx_bytes(1023), "1023 B");
         assert_eq!(approx_bytes(1536), "1.50 KiB");
     }

@@ -15,12 +15,12 @@
 //! | behaviour | what its embedding does |
 //! |---|---|
 //! | `liar` | every summary, bitfield and refine response it sends claims every unit in its range; its node rejects requests for the units it lacks |
-//! | `slow-reader` | never drains its socket: each connection to it holds [`UNREAD_BUFFER`] bytes, after which the sender's write makes no progress; TRANSFERs are never read (its node is still told the small control frames, so that it can ask for units as an attacker who knows the protocol would) |
+//! | `slow-reader` | never drains its socket: each connection to it holds [`UNREAD_BUFFER`] bytes, after which the sender's write makes no progress; TRANSFERs are never read (its node is still told the small control frames, so that it can ask for units as an attacker who knows the protocol would); keeps every connection open |
 //! | `corrupt` | every TRANSFER it serves carries corrupt data |
 //! | `silent` | at its k-th serve (k uniform in `1..=`[`SILENT_AFTER_SERVES`]) it sends half the TRANSFER and from then on nothing at all, keeping every connection open |
-//! | `flood` | every [`FLOOD_EVERY`] it sends each ready peer [`FLOOD_BURST`] requests for units drawn uniformly from the file (held by the peer or not, repeats included), and keeps every connection open |
+//! | `flood` | every [`FLOOD_EVERY`] it sends each ready peer [`FLOOD_BURST`] requests for units drawn uniformly from the file (held by the peer or not, repeats included) beside its node's own traffic; the answers to the flood are read and discarded |
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -70,6 +70,10 @@ pub(super) enum PeerState {
         rng: SimRng,
         /// Peers its node has seen ready, with the connection they were ready on.
         ready: BTreeMap<usize, u64>,
+        /// Requests its node sent and not yet seen answered, (peer, unit): only their answers
+        /// reach the node, the flood's are read and discarded (so the node stays consistent
+        /// and goes on serving and downloading as a flooding client would).
+        asked: BTreeSet<(usize, u64)>,
     },
 }
 
@@ -98,6 +102,7 @@ impl PeerState {
             Behaviour::Flood => PeerState::Flood {
                 rng,
                 ready: BTreeMap::new(),
+                asked: BTreeSet::new(),
             },
         };
         Some(Box::new(state))
@@ -107,10 +112,11 @@ impl PeerState {
         matches!(self, PeerState::Silent { serves_left: 0 })
     }
 
-    /// Whether the peer's embedding ignores its node's disconnects: a silent peer and a
-    /// flooder keep their connections open whatever their nodes decide.
+    /// Whether the peer's embedding ignores its node's disconnects: a silent peer and a slow
+    /// reader keep their connections open whatever their nodes decide (the honest side has
+    /// to drop them).
     pub(super) fn keeps_connections(&self) -> bool {
-        matches!(self, PeerState::Silent { .. } | PeerState::Flood { .. })
+        matches!(self, PeerState::Silent { .. } | PeerState::SlowReader { .. })
     }
 }
 
@@ -193,15 +199,40 @@ impl Engine<'_> {
         self.slots[i].hostile.is_some() || self.slots[j].hostile.is_some()
     }
 
-    /// `i` sends `msg` to `j`, one of them hostile.
+    /// `i`'s node sends `msg` to `j`, one of them hostile.
     pub(super) fn hostile_send(&mut self, i: usize, j: usize, msg: Message) {
-        let msg = match self.slots[i].hostile.as_deref() {
+        let msg = match self.slots[i].hostile.as_deref_mut() {
             Some(PeerState::Liar) => lie(msg, self.geo),
             Some(s) if s.is_silent() => return,
+            Some(PeerState::Flood { asked, .. }) => {
+                if let Message::Request { unit } = msg {
+                    asked.insert((j, unit));
+                }
+                msg
+            }
             _ => msg,
         };
+        self.forward(i, j, msg);
+    }
+
+    /// `i`'s embedding puts `msg` on the wire to `j`, if `j` has room for it.
+    fn forward(&mut self, i: usize, j: usize, msg: Message) {
         if self.unread_room(i, j, msg.frame_len() as u64) {
             self.send(i, j, msg);
+        }
+    }
+
+    /// Whether hostile peer `to`'s embedding hands `msg` from `from` to its node: a flooder's
+    /// embedding discards the answers to its flood.
+    pub(super) fn reaches_node(&mut self, to: usize, from: usize, msg: &Message) -> bool {
+        let Some(PeerState::Flood { asked, .. }) = self.slots[to].hostile.as_deref_mut() else {
+            return true;
+        };
+        match *msg {
+            Message::Transfer { unit, .. } | Message::Reject { unit, .. } => {
+                asked.remove(&(from, unit))
+            }
+            _ => true,
         }
     }
 
@@ -322,7 +353,7 @@ impl Engine<'_> {
         }
         let units = self.geo.units();
         let slot = &mut self.slots[i];
-        let Some(PeerState::Flood { rng, ready }) = slot.hostile.as_deref_mut() else {
+        let Some(PeerState::Flood { rng, ready, .. }) = slot.hostile.as_deref_mut() else {
             return;
         };
         let mut burst = Vec::new();
@@ -334,7 +365,7 @@ impl Engine<'_> {
             }
         }
         for (j, unit) in burst {
-            self.hostile_send(i, j, Message::Request { unit });
+            self.forward(i, j, Message::Request { unit });
         }
     }
 
@@ -349,13 +380,13 @@ impl Engine<'_> {
     }
 
     /// Counts a disconnect decided by node `i` (only honest peers' decisions are reported:
-    /// they are the defences).
+    /// they are the defences), by the behaviour of the peer dropped.
     pub(super) fn note_disconnect(&mut self, i: usize, j: usize, reason: &DisconnectReason) {
         if self.slots[i].hostile.is_none() {
-            let of_hostile = self.slots[j].hostile.is_some();
+            let of = self.slots[j].spec.behaviour;
             *self
                 .disconnects
-                .entry((of_hostile, reason_key(reason)))
+                .entry((of, reason_key(reason)))
                 .or_default() += 1;
         }
     }
@@ -451,7 +482,10 @@ mod tests {
         assert!(all.iter().all(|k| (1..=SILENT_AFTER_SERVES).contains(k)));
         assert!(all.iter().any(|&k| k != all[0]), "drawn per peer");
         assert_eq!(all, (0..64).map(left).collect::<Vec<_>>(), "replayable");
-        assert!(PeerState::new(&spec(1, Behaviour::Flood), &root)
+        assert!(PeerState::new(&spec(1, Behaviour::SlowReader), &root)
+            .unwrap()
+            .keeps_connections());
+        assert!(!PeerState::new(&spec(1, Behaviour::Flood), &root)
             .unwrap()
             .keeps_connections());
         assert!(!PeerState::new(&spec(1, Behaviour::Corrupt), &root)
