@@ -18,9 +18,7 @@ use crate::clock::SimTime;
 use crate::events::EventQueue;
 use crate::network::{Class, Network};
 use crate::perfetto;
-use crate::report::{
-    CompletionStats, ExitReason, HonestFigures, LeecherDetail, Report,
-};
+use crate::report::{CompletionStats, ExitReason, HonestFigures, LeecherDetail, Report};
 use crate::rng::SimRng;
 use crate::scenario::{Behaviour, PeerSpec, Protocol, Role};
 use crate::svg::render_progress_svg;

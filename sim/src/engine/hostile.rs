@@ -18,7 +18,7 @@
 //! | `slow-reader` | never drains its socket: each connection to it holds [`UNREAD_BUFFER`] bytes, after which the sender's write makes no progress; TRANSFERs are never read (its node is still told the small control frames, so that it can ask for units as an attacker who knows the protocol would); keeps every connection open |
 //! | `corrupt` | every TRANSFER it serves carries corrupt data |
 //! | `silent` | at its k-th serve (k uniform in `1..=`[`SILENT_AFTER_SERVES`]) it sends half the TRANSFER and from then on nothing at all, keeping every connection open |
-//! | `flood` | every [`FLOOD_EVERY`] it sends each ready peer [`FLOOD_BURST`] requests for units drawn uniformly from the file (held by the peer or not, repeats included) beside its node's own traffic; the answers to the flood are read and discarded |
+//! | `flood` | at the handshake and then every [`FLOOD_EVERY`] it sends each ready peer [`FLOOD_BURST`] requests for units drawn uniformly from the file (held by the peer or not, repeats included) beside its node's own traffic; the answers to the flood are read and discarded |
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -40,7 +40,10 @@ use crate::scenario::{Behaviour, PeerSpec};
 pub(super) const UNREAD_BUFFER: u64 = 256 * 1024;
 
 /// How often a flooder sends a burst to each peer.
-pub(super) const FLOOD_EVERY: Duration = Duration::from_secs(2);
+/// The serve queue it fills drains at the flooder's share of a peer's upload (a few units a
+/// second), so a burst every few seconds keeps it full; the first burst goes out as soon as the
+/// handshake is done.
+pub(super) const FLOOD_EVERY: Duration = Duration::from_secs(5);
 
 /// Requests per burst and peer: four times the largest request window (`Limits::max_window`),
 /// and as many as a node queues for one peer (`Limits::max_serve_queue`).
@@ -116,7 +119,10 @@ impl PeerState {
     /// reader keep their connections open whatever their nodes decide (the honest side has
     /// to drop them).
     pub(super) fn keeps_connections(&self) -> bool {
-        matches!(self, PeerState::Silent { .. } | PeerState::SlowReader { .. })
+        matches!(
+            self,
+            PeerState::Silent { .. } | PeerState::SlowReader { .. }
+        )
     }
 }
 
@@ -345,36 +351,47 @@ impl Engine<'_> {
         }
     }
 
-    /// A flooder's burst to every peer its node has seen ready; then the next one.
+    /// A flooder's burst to every peer its node has seen ready (on a connection still open);
+    /// then the next one.
     pub(super) fn flood(&mut self, i: usize) {
         self.queue.push(self.now + FLOOD_EVERY, Ev::Flood(i));
         if self.slots[i].node.is_none() {
             return;
         }
-        let units = self.geo.units();
-        let slot = &mut self.slots[i];
-        let Some(PeerState::Flood { rng, ready, .. }) = slot.hostile.as_deref_mut() else {
+        let slot = &self.slots[i];
+        let Some(PeerState::Flood { ready, .. }) = slot.hostile.as_deref() else {
             return;
         };
-        let mut burst = Vec::new();
-        for (&j, &conn) in ready.iter() {
-            if slot.conns.get(&j) == Some(&conn) {
-                for _ in 0..FLOOD_BURST {
-                    burst.push((j, rng.below(units)));
-                }
-            }
+        let targets: Vec<usize> = ready
+            .iter()
+            .filter(|&(j, conn)| slot.conns.get(j) == Some(conn))
+            .map(|(&j, _)| j)
+            .collect();
+        for j in targets {
+            self.burst(i, j);
         }
-        for (j, unit) in burst {
+    }
+
+    /// Flooder `i` sends `j` [`FLOOD_BURST`] requests for units drawn from the whole file.
+    fn burst(&mut self, i: usize, j: usize) {
+        let units = self.geo.units();
+        let Some(PeerState::Flood { rng, .. }) = self.slots[i].hostile.as_deref_mut() else {
+            return;
+        };
+        let burst: Vec<u64> = (0..FLOOD_BURST).map(|_| rng.below(units)).collect();
+        for unit in burst {
             self.forward(i, j, Message::Request { unit });
         }
     }
 
-    /// Node `i` finished the handshake with `j`: a flooder starts flooding it.
+    /// Node `i` finished the handshake with `j`: a flooder floods it at once, and then at
+    /// every burst.
     pub(super) fn hostile_ready(&mut self, i: usize, j: usize) {
         let slot = &mut self.slots[i];
         if let Some(PeerState::Flood { ready, .. }) = slot.hostile.as_deref_mut() {
             if let Some(&conn) = slot.conns.get(&j) {
                 ready.insert(j, conn);
+                self.burst(i, j);
             }
         }
     }
