@@ -262,10 +262,16 @@ mod store {
 
 // ---- 3. scheduling decisions -------------------------------------------------------------
 
-/// What the simulated remote peers hold: odd-numbered peers everything, even-numbered ones
-/// every other T2 block of every T3 block (half the units).
+/// What the simulated remote peers hold in the 200-peer swarms: odd-numbered peers everything,
+/// even-numbered ones every other T2 block of every T3 block (half the units).
 fn peer_is_full(i: u64) -> bool {
     i % 2 == 1
+}
+
+/// In the crowd swarms: one seed, every other peer half of every block (the case where "rare
+/// first" must look past every peer: nobody else has a block whole).
+fn crowd_peer_is_full(i: u64) -> bool {
+    i == 0
 }
 
 /// Every other T2 block, as T1 bits: 4 bytes set, 4 clear.
@@ -293,7 +299,13 @@ struct Swarm {
 }
 
 impl Swarm {
-    fn build(name: &'static str, file_len: u64, hierarchical: bool, peers: u64) -> Swarm {
+    fn build(
+        name: &'static str,
+        file_len: u64,
+        hierarchical: bool,
+        peers: u64,
+        is_full: fn(u64) -> bool,
+    ) -> Swarm {
         let t = Instant::now();
         let geo = Geometry::new(file_len).unwrap();
         let mut cfg = Config::new(ROOT, file_len, "leech");
@@ -326,7 +338,7 @@ impl Swarm {
                 capabilities: hierarchical.then_some(Capabilities::OURS),
             };
             s.input(Input::message(peer, hs));
-            let msg = match (hierarchical, peer_is_full(i)) {
+            let msg = match (hierarchical, is_full(i)) {
                 (true, true) => Message::Summary {
                     tier: 3,
                     start: 0,
@@ -422,16 +434,48 @@ const SWARMS: [(&str, u64, bool); 4] = [
     ("flat_1GiB", GIB, false),
 ];
 
+/// Crowds on a 1 GiB file: (name, peers). Decision cost should not grow with the peer count.
+const CROWDS: [(&str, u64); 3] = [("crowd10", 10), ("crowd100", 100), ("crowd1000", 1000)];
+
 static BUILT: Mutex<BTreeMap<&'static str, Swarm>> = Mutex::new(BTreeMap::new());
 
 fn with_swarm<R>(name: &str, f: impl FnOnce(&mut Swarm) -> R) -> R {
     let mut built = BUILT.lock().unwrap();
-    let &(name, len, hier) = SWARMS.iter().find(|s| s.0 == name).expect("known swarm");
-    let peers = if bench_mode() { PEERS } else { 4 };
-    let s = built
-        .entry(name)
-        .or_insert_with(|| Swarm::build(name, len, hier, peers));
+    let s = if let Some(&(name, peers)) = CROWDS.iter().find(|c| c.0 == name) {
+        let peers = if bench_mode() { peers } else { 4 };
+        built
+            .entry(name)
+            .or_insert_with(|| Swarm::build(name, GIB, true, peers, crowd_peer_is_full))
+    } else {
+        let &(name, len, hier) = SWARMS.iter().find(|s| s.0 == name).expect("known swarm");
+        let peers = if bench_mode() { PEERS } else { 4 };
+        built
+            .entry(name)
+            .or_insert_with(|| Swarm::build(name, len, hier, peers, peer_is_full))
+    };
     f(s)
+}
+
+/// `TIERSWARM_DECISION_CYCLES=<peers>:<cycles>`: builds a crowd of `peers` on 1 GiB, runs
+/// `cycles` request/answer cycles and exits: for instruction counts under callgrind, where the
+/// difference between two cycle counts is the cost of the cycles alone
+/// (`dev/scripts/decision-cost.sh`).
+fn callgrind_mode() -> bool {
+    let Ok(spec) = std::env::var("TIERSWARM_DECISION_CYCLES") else {
+        return false;
+    };
+    let (peers, cycles) = spec.split_once(':').expect("<peers>:<cycles>");
+    let (peers, cycles): (u64, u64) = (peers.parse().unwrap(), cycles.parse().unwrap());
+    let mut s = Swarm::build("crowd", GIB, true, peers, crowd_peer_is_full);
+    for _ in 0..cycles {
+        s.cycle();
+    }
+    s.check_progress();
+    println!(
+        "{peers} peers, {cycles} cycles, {} requests, {} refines",
+        s.requests, s.refines
+    );
+    true
 }
 
 #[divan::bench_group(sample_count = DECISION_SAMPLES, sample_size = DECISION_SAMPLE_SIZE)]
@@ -440,7 +484,7 @@ mod decision {
 
     /// One request/answer cycle (TRANSFER in, actions drained, UNIT_COMPLETE in, actions
     /// drained) on a prepared 200-peer swarm; each cycle issues about one request.
-    #[divan::bench(args = ["hier_1TiB", "flat_1TiB", "hier_1GiB", "flat_1GiB"])]
+    #[divan::bench(args = ["hier_1TiB", "flat_1TiB", "hier_1GiB", "flat_1GiB", "crowd10", "crowd100", "crowd1000"])]
     fn cycle(bencher: Bencher, name: &str) {
         with_swarm(name, |s| {
             let (c0, r0) = (s.cycles, s.requests);
@@ -466,7 +510,7 @@ fn peer_memory(file_len: u64) -> Vec<(&'static str, usize)> {
     let mut out = Vec::new();
     // Capable peers: one with everything; one with part of every block, after the node's own
     // refinements (answered) and then HAVEs in 40 distinct blocks (more than the 32-window cap).
-    let mut s = Swarm::build("mem", file_len, true, 2);
+    let mut s = Swarm::build("mem", file_len, true, 2, peer_is_full);
     let (partial, full) = (PeerId(1), PeerId(2));
     out.push((
         "capable, has all (T3 summary only)",
@@ -485,7 +529,11 @@ fn peer_memory(file_len: u64) -> Vec<(&'static str, usize)> {
         "capable, partial, + HAVEs in 40 blocks (window cap)",
         s.node.peer_heap_bytes(partial).unwrap(),
     ));
-    let f = Swarm::build("mem-flat", file_len, false, 2);
+    out.push((
+        "shared: holder counts of the whole node (not per peer)",
+        s.node.holder_counts_heap_bytes(),
+    ));
+    let f = Swarm::build("mem-flat", file_len, false, 2, peer_is_full);
     out.push((
         "flat (legacy), full T1 bitfield",
         f.node.peer_heap_bytes(PeerId(2)).unwrap(),
@@ -592,6 +640,9 @@ fn print_split() {
 }
 
 fn main() {
+    if callgrind_mode() {
+        return;
+    }
     // The tables run on a full, unfiltered `cargo bench`; `-- <filter>` runs divan only.
     let filtered = std::env::args().skip(1).any(|a| !a.starts_with('-'));
     if bench_mode() && !filtered {

@@ -24,7 +24,7 @@
 //! assert_eq!((s.all.get(0), s.partial.get(0)), (false, true));
 //! ```
 
-use crate::bitfield::{Bitfield, BitfieldError};
+use crate::bitfield::{Bitfield, BitfieldError, BlockMask};
 use crate::tiers::{Geometry, Tier, TierError};
 use crate::time::Timestamp;
 use core::time::Duration;
@@ -329,6 +329,19 @@ pub enum Knowledge {
 /// view to `2 × T3 blocks / 8` bytes plus `MAX_WINDOWS × 64` bytes.
 pub const MAX_WINDOWS: usize = 32;
 
+/// What one peer is known to hold of one T3 block, as the holder counts of the node see it:
+/// the whole block, or the units of its refined window (none: nothing known unit by unit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Contribution {
+    /// The peer has every unit of the block.
+    Whole,
+    /// The units of the block the peer's refined window shows (bit `j` = unit `j` of the block).
+    Units(BlockMask),
+}
+
+/// One change of a [`Contribution`], in the order it happened.
+pub(crate) type ContributionChange = (u64, Contribution, Contribution);
+
 /// A refined T1 window over one T3 block of a capable peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Window {
@@ -350,6 +363,10 @@ pub struct TieredView {
     partial: Bitfield,
     windows: Vec<Window>,
     clock: u64,
+    /// Contribution changes not yet taken by the node's holder counts (`None`: not logged, as
+    /// for a view used outside a node). Taken after every input that changes the view, so it
+    /// holds at most one message's worth.
+    changes: Option<Vec<ContributionChange>>,
 }
 
 impl TieredView {
@@ -362,6 +379,51 @@ impl TieredView {
             partial: Bitfield::new(n),
             windows: Vec::new(),
             clock: 0,
+            changes: None,
+        }
+    }
+
+    /// Starts logging contribution changes for [`TieredView::take_changes`].
+    pub(crate) fn log_changes(&mut self) {
+        self.changes.get_or_insert_with(Vec::new);
+    }
+
+    /// The contribution changes since the last call, oldest first.
+    pub(crate) fn take_changes(&mut self) -> Vec<ContributionChange> {
+        self.changes
+            .as_mut()
+            .map(core::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// What the peer is known to hold of T3 block `block`.
+    pub(crate) fn contribution(&self, block: u64) -> Contribution {
+        if self.all.get(block) {
+            return Contribution::Whole;
+        }
+        let len = self.block_len(block);
+        Contribution::Units(
+            self.window(block)
+                .map_or_else(BlockMask::default, |w| w.block_mask(0, len)),
+        )
+    }
+
+    /// Every refined window, by block.
+    pub(crate) fn windows(&self) -> impl Iterator<Item = (u64, &Bitfield)> + '_ {
+        self.windows.iter().map(|w| (w.block, &w.bits))
+    }
+
+    fn block_len(&self, block: u64) -> u64 {
+        self.geo
+            .unit_range(Tier::T3, block)
+            .map_or(0, |r| r.end - r.start)
+    }
+
+    fn record(&mut self, block: u64, old: Contribution, new: Contribution) {
+        if let Some(c) = self.changes.as_mut() {
+            if old != new {
+                c.push((block, old, new));
+            }
         }
     }
 
@@ -390,9 +452,12 @@ impl TieredView {
             if !self.has_some(b) {
                 newly.push(b);
             }
-            if self.all.set(b) {
+            if !self.all.get(b) {
+                let old = self.contribution(b);
+                self.all.set(b);
                 self.partial.clear(b);
                 self.windows.retain(|w| w.block != b);
+                self.record(b, old, Contribution::Whole);
             }
         }
         for i in partial.iter_ones_in(0..partial.len()) {
@@ -438,7 +503,9 @@ impl TieredView {
                     if self.partial.set(b3) {
                         newly.push(b3);
                     }
+                    let old = self.contribution(b3);
                     self.window_mut(b3).merge_window(u - block.start, &seg);
+                    self.record(b3, old, self.contribution(b3));
                 }
                 u = seg_end;
             }
@@ -458,8 +525,10 @@ impl TieredView {
                 .unit_range(Tier::T3, b3)
                 .expect("parent exists")
                 .start;
-            let w = self.window_mut(b3);
-            w.set_range(units.start - base..units.end - base);
+            let old = self.contribution(b3);
+            self.window_mut(b3)
+                .set_range(units.start - base..units.end - base);
+            self.record(b3, old, self.contribution(b3));
         }
         Ok(newly)
     }
@@ -517,7 +586,10 @@ impl TieredView {
             let lru = (0..self.windows.len())
                 .min_by_key(|&i| self.windows[i].last_used)
                 .expect("non-empty");
-            self.windows.swap_remove(lru);
+            let gone = self.windows.swap_remove(lru);
+            let len = gone.bits.len();
+            let old = Contribution::Units(gone.bits.block_mask(0, len));
+            self.record(gone.block, old, Contribution::Units(BlockMask::default()));
         }
         let len = self
             .geo
@@ -557,7 +629,9 @@ impl TieredView {
 
     /// Forgets the refined window of `block` (it went stale).
     pub fn drop_window(&mut self, block: u64) {
+        let old = self.contribution(block);
         self.windows.retain(|w| w.block != block);
+        self.record(block, old, self.contribution(block));
     }
 
     /// What we know of `unit`.

@@ -91,6 +91,12 @@ impl BlockMask {
         self.0.iter_mut().zip(other.0).for_each(|(a, b)| *a |= b);
         self
     }
+
+    /// `self ^ other`.
+    pub fn xor(mut self, other: &BlockMask) -> Self {
+        self.0.iter_mut().zip(other.0).for_each(|(a, b)| *a ^= b);
+        self
+    }
 }
 
 /// A fixed-length bitfield (most-significant-bit-first bytes).

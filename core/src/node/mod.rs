@@ -67,6 +67,7 @@
 //! | `peer`, `rtt` | per-peer state, round-trip estimates |
 //! | `connections` | lifecycle: connect, handshake, disconnect, release |
 //! | `remote` | what peers hold, and the rarity buckets |
+//! | `holders` | per block and unit, how many peers hold it (rare-first in O(log peers)) |
 //! | `requests` | the request ledger; answers and timeouts of unit requests |
 //! | `refinement` | the refinement ledger; window freshness; refine answers and timeouts |
 //! | `refine_answers` | answering other peers' refinements |
@@ -89,6 +90,7 @@ mod claims;
 mod completion;
 mod config;
 mod connections;
+mod holders;
 pub mod host;
 mod outbox;
 mod pacing;
@@ -297,6 +299,13 @@ impl Node {
         })
     }
 
+    /// Heap bytes of the holder counts shared by all peers (4 bytes per T3 block, plus 64 bytes
+    /// per counter plane of each block that peers' refined windows cover: a peer's windows add
+    /// at most `MAX_WINDOWS` such blocks).
+    pub fn holder_counts_heap_bytes(&self) -> usize {
+        self.remote.holders.heap_bytes()
+    }
+
     /// What we know `peer` holds (None before its handshake or when unknown).
     pub fn peer_view(&self, peer: PeerId) -> Option<&PeerView> {
         self.peers.get(&peer).and_then(|p| p.view.as_ref())
@@ -364,8 +373,8 @@ impl Node {
 
     /// After every input: schedule dirty peers, flush deltas, check drain, update gauges.
     fn finish(&mut self) {
-        let below_cap = self.requests.active() < self.cfg.limits.max_requests;
-        self.sched.unblock_if(below_cap);
+        let free = (self.cfg.limits.max_requests).saturating_sub(self.requests.active());
+        self.sched.wake_capped(free);
         for p in self.sched.take_dirty() {
             self.fill(p);
         }

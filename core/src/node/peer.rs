@@ -178,7 +178,10 @@ impl Peer {
 
     pub(crate) fn init_view(&mut self, geo: Geometry, capable: bool) {
         self.view = Some(if capable {
-            PeerView::Tiered(TieredView::new(geo))
+            let mut v = TieredView::new(geo);
+            // The node's holder counts follow every change of this view.
+            v.log_changes();
+            PeerView::Tiered(v)
         } else {
             PeerView::Flat(Bitfield::new(geo.units()))
         });

@@ -339,13 +339,17 @@ impl Node {
         }
         let newly = match v.apply_refined(Tier::T1, start, &bits) {
             Ok(n) => n,
-            Err(e) => return self.disconnect(peer, DisconnectReason::Claim(e)),
+            Err(e) => {
+                self.sync_holders(peer);
+                return self.disconnect(peer, DisconnectReason::Claim(e));
+            }
         };
         v.note_refined(r.block);
         let units = v.window(r.block).map_or(0, |w| w.count_ones());
         let previous = v.freshness(r.block).map(|(_, ttl)| ttl);
         let ttl = next_ttl(previous, units > r.known, &self.cfg.limits);
         v.note_refreshed(r.block, now, ttl);
+        self.sync_holders(peer);
         if !late {
             self.refines.succeeded(peer, r.block);
         }

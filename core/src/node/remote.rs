@@ -3,6 +3,7 @@
 //! count, per T3 block and per unit, how many peers hold some of it.
 
 use super::api::DisconnectReason;
+use super::holders::Holders;
 use super::peer::PeerId;
 use super::scheduler::order::shuffled;
 use super::Node;
@@ -21,6 +22,8 @@ pub(crate) struct RemoteAvailability {
     /// Peers holding each unit (legacy peers' bitfields); built on the first legacy peer, so
     /// a swarm of capable peers never pays for a per-unit structure.
     pub(crate) rarity1: Option<Rarity>,
+    /// Per block and unit, how many capable peers are known to hold it.
+    pub(crate) holders: Holders,
 }
 
 impl RemoteAvailability {
@@ -29,6 +32,7 @@ impl RemoteAvailability {
         RemoteAvailability {
             rarity3: Rarity::new(shuffled(blocks, rng), bucket_cap(max_peers)),
             rarity1: None,
+            holders: Holders::new(blocks),
         }
     }
 
@@ -42,6 +46,7 @@ impl RemoteAvailability {
                 for b in v.partial_bits().iter_ones_in(0..v.partial_bits().len()) {
                     self.rarity3.dec(b);
                 }
+                self.holders.forget(v);
             }
             PeerView::Flat(bits) => {
                 if let Some(r) = self.rarity1.as_mut() {
@@ -60,6 +65,14 @@ fn bucket_cap(max_peers: usize) -> u16 {
 }
 
 impl Node {
+    /// Brings the holder counts up to date with `peer`'s view (after every change to it).
+    pub(super) fn sync_holders(&mut self, peer: PeerId) {
+        if let Some(PeerView::Tiered(v)) = self.peers.get_mut(&peer).and_then(|p| p.view.as_mut()) {
+            let changes = v.take_changes();
+            self.remote.holders.apply(&changes);
+        }
+    }
+
     /// The per-unit rarity, built on first use over the units not yet claimed.
     fn rarity1(&mut self) -> &mut Rarity {
         if self.remote.rarity1.is_none() {
@@ -116,11 +129,15 @@ impl Node {
                     self.rarity1().inc(unit);
                 }
             }
-            Some(PeerView::Tiered(v)) => match v.apply_have(unit) {
-                Ok(Some(b)) => self.remote.rarity3.inc(b),
-                Ok(None) => {}
-                Err(e) => return self.disconnect(peer, DisconnectReason::Claim(e)),
-            },
+            Some(PeerView::Tiered(v)) => {
+                let result = v.apply_have(unit);
+                self.sync_holders(peer);
+                match result {
+                    Ok(Some(b)) => self.remote.rarity3.inc(b),
+                    Ok(None) => {}
+                    Err(e) => return self.disconnect(peer, DisconnectReason::Claim(e)),
+                }
+            }
             None => {}
         }
         self.sched.mark_dirty(peer);
@@ -146,6 +163,7 @@ impl Node {
             Some(t) => v.apply_refined(t, start, &all),
             None => return self.disconnect(peer, DisconnectReason::UnknownSummaryTier),
         };
+        self.sync_holders(peer);
         match result {
             Ok(newly) => {
                 for b in newly {

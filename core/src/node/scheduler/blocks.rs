@@ -6,9 +6,11 @@
 
 use super::order::Walk;
 use super::SchedView;
-use crate::availability::PeerView;
+use crate::availability::{Contribution, PeerView};
 use crate::bitfield::BlockMask;
-use crate::node::peer::{Peer, PeerId};
+use crate::node::peer::Peer;
+#[cfg(debug_assertions)]
+use crate::node::peer::PeerId;
 use crate::node::refinement::fresh_until;
 use crate::tiers::Tier;
 use crate::time::Timestamp;
@@ -182,9 +184,35 @@ pub(crate) fn plan(
     plan
 }
 
-/// Units of T3 block `b` that other connected peers than `p` are known to have (the union of
-/// their knowledge), as a window over the block. O(peers).
-fn held_elsewhere(v: &SchedView, p: PeerId, b: u64) -> BlockMask {
+/// Units of T3 block `b` that other connected peers than `p` are known to have, as a window
+/// over the block: from the holder counts (O(log peers)), plus legacy peers' units from the
+/// per-unit rarity when there are any.
+fn held_elsewhere(v: &SchedView, p: &Peer, b: u64) -> BlockMask {
+    let range = v.geo.unit_range(Tier::T3, b).unwrap_or(0..0);
+    let len = range.end - range.start;
+    let own = match &p.view {
+        Some(PeerView::Tiered(tv)) => tv.contribution(b),
+        _ => Contribution::Units(BlockMask::default()),
+    };
+    let mut held = v.remote.holders.held_by_others(b, own, len);
+    if let Some(flat) = &v.remote.rarity1 {
+        let mut m = crate::bitfield::Bitfield::new(len);
+        for j in 0..len {
+            if flat.count(range.start + j) > 0 {
+                m.set(j);
+            }
+        }
+        held = held.or(&m.block_mask(0, len));
+    }
+    #[cfg(debug_assertions)]
+    assert_eq!(held, union_of_others(v, p.id, b), "holder counts drifted");
+    held
+}
+
+/// The union over every other peer's view that the holder counts replace (O(peers)); kept to
+/// check them in debug builds.
+#[cfg(debug_assertions)]
+fn union_of_others(v: &SchedView, p: PeerId, b: u64) -> BlockMask {
     let range = v.geo.unit_range(Tier::T3, b).unwrap_or(0..0);
     let len = range.end - range.start;
     let mut held = BlockMask::default();
@@ -239,7 +267,7 @@ fn takeable(
         let held = match cache.iter().find(|(x, _)| *x == b) {
             Some((_, m)) => *m,
             None => {
-                let m = held_elsewhere(v, p.id, b);
+                let m = held_elsewhere(v, p, b);
                 cache.push((b, m));
                 m
             }

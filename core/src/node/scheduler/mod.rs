@@ -25,7 +25,7 @@ use crate::time::Timestamp;
 use crate::trace::{Record, RequestPath};
 use crate::wire::Message;
 use rand_xoshiro::Xoshiro256PlusPlus;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Who needs scheduling.
 #[derive(Debug, Default)]
@@ -35,8 +35,12 @@ pub(crate) struct Scheduler {
     /// Peers whose last fill found less to request than their window allowed: the only ones
     /// worth waking when a unit returns to the pool.
     starved: BTreeSet<PeerId>,
-    /// Some peer could not be filled because of the global request cap.
-    global_blocked: bool,
+    /// Peers the global request cap stopped, oldest first, each once. As requests end, one
+    /// is woken per free slot: waking every starved peer instead made each answered request
+    /// cost O(peers) once the cap was reached.
+    capped: VecDeque<PeerId>,
+    /// The members of `capped`.
+    capped_set: BTreeSet<PeerId>,
 }
 
 impl Scheduler {
@@ -57,20 +61,31 @@ impl Scheduler {
         core::mem::take(&mut self.dirty)
     }
 
-    /// Clears the global block once requests are below the cap again; returns whether it was
-    /// set (then starved peers are woken).
-    pub(crate) fn unblock_if(&mut self, below_cap: bool) -> bool {
-        let was = self.global_blocked && below_cap;
-        if was {
-            self.global_blocked = false;
-            self.wake_starved();
+    /// `peer` found the global request cap reached: it waits its turn for a free slot.
+    fn wait_for_slot(&mut self, peer: PeerId) {
+        if self.capped_set.insert(peer) {
+            self.capped.push_back(peer);
         }
-        was
+    }
+
+    /// `free` request slots are free under the global cap: wakes that many of the peers
+    /// waiting for one, oldest first (a woken peer that finds the slots taken queues again).
+    pub(crate) fn wake_capped(&mut self, free: u32) {
+        for _ in 0..free {
+            let Some(peer) = self.capped.pop_front() else {
+                return;
+            };
+            self.capped_set.remove(&peer);
+            self.dirty.insert(peer);
+        }
     }
 
     pub(crate) fn release_peer(&mut self, peer: PeerId) {
         self.dirty.remove(&peer);
         self.starved.remove(&peer);
+        if self.capped_set.remove(&peer) {
+            self.capped.retain(|&p| p != peer);
+        }
     }
 }
 
@@ -139,7 +154,7 @@ impl Node {
         let budget = room.min(global).min(paced) as usize;
         let mut issued = 0;
         if global == 0 {
-            self.sched.global_blocked = true;
+            self.sched.wait_for_slot(peer);
         }
         if budget > 0 {
             let (picks, path) = if capable {
@@ -158,9 +173,9 @@ impl Node {
                 issued += dup.len();
             }
         }
-        // Starved peers are woken when a unit returns to the pool, the global cap frees up or
-        // the download pace allows more.
-        if issued < budget || global == 0 || pace_bound {
+        // Starved peers are woken when a unit returns to the pool or the download pace allows
+        // more; peers stopped by the global cap wait in their own queue.
+        if issued < budget || pace_bound {
             self.sched.starved.insert(peer);
         } else {
             self.sched.starved.remove(&peer);
