@@ -170,7 +170,7 @@ fn hostile_runs_replay_and_honest_swarms_report_equal_honest_figures() {
 }
 
 /// The long sweep of issue 9: every honest leecher of `hostile-crowd.toml` completes with a
-/// verified file on each of 1,000 seeds. About 25 CPU-minutes in release mode:
+/// verified file on each of 1,000 seeds. About 15 CPU-minutes in release mode:
 /// `cargo test --release -p tierswarm-sim --test hostile -- --ignored`.
 #[test]
 #[ignore = "1,000 seeds of a 100-peer crowd: run with --release -- --ignored"]
