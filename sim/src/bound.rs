@@ -285,7 +285,7 @@ impl Staircase {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::{Protocol, Scenario, Strategy};
+    use crate::scenario::{Behaviour, Protocol, Scenario, Strategy};
     use proptest::prelude::*;
 
     fn close(a: f64, b: f64) -> bool {
@@ -303,6 +303,7 @@ mod tests {
             latency: Duration::ZERO,
             protocol: Protocol::Hierarchical,
             join_at: Duration::from_millis(join_ms),
+            behaviour: Behaviour::Honest,
         }
     }
 

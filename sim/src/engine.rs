@@ -6,15 +6,21 @@
 //! payloads modelled by size, persists are kept as the node's last store (a crashed node restarts
 //! from exactly those bytes). Every random choice comes from the scenario seed through labelled
 //! sub-streams, so the same scenario, seed and strategy replay bit for bit.
+//!
+//! Hostile peers (a group's `behaviour`) are modelled in [`hostile`]: the embedding of a
+//! hostile node rewrites, drops or multiplies its traffic, and the honest side plays the
+//! embedder's defences.
+
+mod hostile;
 
 use crate::bound::{first_join, fluid_bound, Bounds};
 use crate::clock::SimTime;
 use crate::events::EventQueue;
 use crate::network::{Class, Network};
 use crate::perfetto;
-use crate::report::{CompletionStats, ExitReason, LeecherDetail, Report};
+use crate::report::{CompletionStats, ExitReason, HonestFigures, LeecherDetail, Report};
 use crate::rng::SimRng;
-use crate::scenario::{PeerSpec, Protocol, Role};
+use crate::scenario::{Behaviour, PeerSpec, Protocol, Role};
 use crate::svg::render_progress_svg;
 use crate::{RunOptions, Scenario, SimError};
 use bytes::Bytes;
@@ -22,7 +28,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 use tierswarm_core::node::{
-    drive, Config, DisconnectReason, Event, Host, Input, Node, PeerId, Upload, Verdict,
+    drive, Config, DisconnectReason, DropReason, Event, Host, Input, Limits, Node, PeerId, Upload,
+    Verdict,
 };
 use tierswarm_core::trace::Stamped;
 use tierswarm_core::wire::{Frame, Message, MessageKind, Proof};
@@ -75,6 +82,15 @@ enum Ev {
         down_for: Duration,
     },
     Restart(usize),
+    /// `node`'s embedder drops `peer` (a write that stalled, a frame that did not finish).
+    Drop {
+        conn: u64,
+        node: usize,
+        peer: usize,
+        reason: DropReason,
+    },
+    /// A flooder's next burst.
+    Flood(usize),
 }
 
 struct Slot {
@@ -95,6 +111,8 @@ struct Slot {
     /// Units whose bytes this peer holds on its (simulated) disk: all for a seeder, else those
     /// it received and verified. Survives crashes, as a disk does.
     held: Bitfield,
+    /// A hostile peer's state; `None` for an honest one.
+    hostile: Option<Box<hostile::PeerState>>,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -126,16 +144,30 @@ struct SimHost<'e, 'a> {
 
 impl Host for SimHost<'_, '_> {
     fn send(&mut self, peer: PeerId, msg: Message) {
-        self.e.send(self.i, peer.0 as usize, msg);
+        let (i, j) = (self.i, peer.0 as usize);
+        if self.e.involves_hostile(i, j) {
+            self.e.hostile_send(i, j, msg);
+        } else {
+            self.e.send(i, j, msg);
+        }
     }
 
     fn serve(&mut self, peer: PeerId, unit: u64) -> Upload {
-        self.e.serve(self.i, peer.0 as usize, unit);
+        let (i, j) = (self.i, peer.0 as usize);
+        if self.e.involves_hostile(i, j) {
+            self.e.hostile_serve(i, j, unit);
+        } else {
+            self.e.serve(i, j, unit);
+        }
         Upload::Later
     }
 
-    fn store_unit(&mut self, _: PeerId, unit: u64, _: Bytes, _: Option<Proof>) -> Verdict {
-        // Verification is instant here (payloads are modelled by size).
+    fn store_unit(&mut self, _: PeerId, unit: u64, data: Bytes, _: Option<Proof>) -> Verdict {
+        // Verification is instant here (payloads are modelled by size; only a corrupt peer's
+        // carry bytes).
+        if hostile::is_corrupt(&data) {
+            return Verdict::Failed;
+        }
         self.e.slots[self.i].held.set(unit);
         Verdict::Verified
     }
@@ -144,8 +176,16 @@ impl Host for SimHost<'_, '_> {
         self.e.slots[self.i].store = Some(store);
     }
 
-    fn disconnect(&mut self, peer: PeerId, _: DisconnectReason) {
+    fn disconnect(&mut self, peer: PeerId, reason: DisconnectReason) {
         let (i, j) = (self.i, peer.0 as usize);
+        self.e.note_disconnect(i, j, &reason);
+        if self.e.slots[i]
+            .hostile
+            .as_ref()
+            .is_some_and(|h| h.keeps_connections())
+        {
+            return;
+        }
         if let Some(&conn) = self.e.slots[i].conns.get(&j) {
             self.e.close(conn, i, j);
         }
@@ -181,8 +221,13 @@ struct Engine<'a> {
     last_progress: SimTime,
     violation: Option<String>,
     instants: Vec<perfetto::Instant>,
+    /// Honest leechers not yet complete.
     leechers_left: usize,
     root: Bytes,
+    /// The limits every node runs with.
+    limits: Limits,
+    /// Connections honest nodes dropped: (the dropped peer's behaviour, reason) → count.
+    disconnects: BTreeMap<(Behaviour, &'static str), u64>,
 }
 
 /// Runs `scenario` with `opts` and returns its report (whose exit code says how it ended).
@@ -227,9 +272,13 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Report, SimError> {
                 Role::Seeder => Bitfield::full(geo.units()),
                 Role::Leecher => Bitfield::new(geo.units()),
             },
+            hostile: hostile::PeerState::new(spec, &root_rng),
         })
         .collect();
-    let leechers_left = peers.iter().filter(|p| p.role == Role::Leecher).count();
+    let leechers_left = peers
+        .iter()
+        .filter(|p| p.role == Role::Leecher && p.behaviour.is_honest())
+        .count();
     let mut e = Engine {
         scenario,
         geo,
@@ -252,6 +301,8 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Report, SimError> {
         instants: Vec::new(),
         leechers_left,
         root: Bytes::from_static(&ROOT),
+        limits: Limits::default(),
+        disconnects: BTreeMap::new(),
     };
     for p in &peers {
         e.queue
@@ -324,7 +375,9 @@ impl Engine<'_> {
                 from,
                 msg,
             } => {
-                if self.conns.contains_key(&conn) {
+                if self.conns.contains_key(&conn)
+                    && (self.slots[to].hostile.is_none() || self.reaches_node(to, from, &msg))
+                {
                     let frame = Frame {
                         info_hash: self.root.clone(),
                         msg,
@@ -401,6 +454,13 @@ impl Engine<'_> {
                 }
             }
             Ev::Restart(i) => self.restart(i),
+            Ev::Drop {
+                conn,
+                node,
+                peer,
+                reason,
+            } => self.embedder_drop(conn, node, peer, reason),
+            Ev::Flood(i) => self.flood(i),
         }
     }
 
@@ -410,6 +470,7 @@ impl Engine<'_> {
         c.hierarchical = s.spec.protocol == Protocol::Hierarchical;
         c.seed = s.seed;
         c.trace = self.tracing;
+        c.limits = self.limits.clone();
         c
     }
 
@@ -425,6 +486,10 @@ impl Engine<'_> {
         self.note_progress(i, have);
         self.connect_more(i);
         self.queue.push(self.now + TRACKER_INTERVAL, Ev::Tracker(i));
+        if self.slots[i].spec.behaviour == Behaviour::Flood {
+            self.queue
+                .push(self.now + hostile::FLOOD_EVERY, Ev::Flood(i));
+        }
         self.after(i);
     }
 
@@ -602,20 +667,43 @@ impl Engine<'_> {
     }
 
     fn serve(&mut self, i: usize, j: usize, unit: u64) {
-        // The simulator's own check: a node serves only units whose bytes it received and
-        // verified (or, for a seeder, always had).
-        if !self.slots[i].held.get(unit) {
+        self.serve_as(i, j, unit, Bytes::new(), true);
+    }
+
+    /// The simulator's own check: a node serves only units whose bytes it received and verified
+    /// (or, for a seeder, always had).
+    fn holds(&mut self, i: usize, unit: u64) -> bool {
+        let held = self.slots[i].held.get(unit);
+        if !held {
             self.violation = Some(format!("peer {i} served unit {unit} it lacks"));
-            return;
         }
-        let msg = Message::Transfer {
+        held
+    }
+
+    /// Bytes on the wire of `unit`'s TRANSFER: the frame, the payload and a proof of
+    /// ~log2(units) chaining values, modelled by size.
+    fn transfer_len(&self, unit: u64) -> u64 {
+        let empty = Message::Transfer {
             unit,
             data: Bytes::new(),
             proof: None,
         };
-        // Payload and a proof of ~log2(units) chaining values, modelled by size.
         let proof = 40 * (64 - self.geo.units().leading_zeros() as u64);
-        let bytes = msg.frame_len() as u64 + self.geo.unit_len(unit) + proof;
+        empty.frame_len() as u64 + self.geo.unit_len(unit) + proof
+    }
+
+    /// Sends `unit` from `i` to `j` in a TRANSFER carrying `data` (empty: the real bytes,
+    /// modelled by size), and tells `i` when it has left; `reads`: whether `j` reads it.
+    fn serve_as(&mut self, i: usize, j: usize, unit: u64, data: Bytes, reads: bool) {
+        if !self.holds(i, unit) {
+            return;
+        }
+        let bytes = self.transfer_len(unit);
+        let msg = Message::Transfer {
+            unit,
+            data,
+            proof: None,
+        };
         self.count(MessageKind::Transfer, 0);
         self.data_bytes += bytes;
         self.hash_send(i, j, &msg);
@@ -632,22 +720,39 @@ impl Engine<'_> {
                 unit,
             },
         );
-        self.deliver(conn, i, j, &msg, &d.times);
+        if reads {
+            self.deliver(conn, i, j, &msg, &d.times);
+        }
     }
 
     fn event(&mut self, i: usize, ev: Event) {
+        let honest = self.slots[i].hostile.is_none();
         match ev {
             Event::Progress { units, .. } => {
-                self.last_progress = self.now;
+                // Only honest progress keeps a run from counting as stalled.
+                if honest {
+                    self.last_progress = self.now;
+                }
                 self.note_progress(i, units);
             }
             Event::Complete => {
                 let s = &mut self.slots[i];
                 if s.spec.role == Role::Leecher && s.complete_at.is_none() {
                     s.complete_at = Some(self.now);
-                    self.leechers_left -= 1;
+                    if honest {
+                        self.leechers_left -= 1;
+                    }
+                    // Complete means every unit was verified here (corrupt data never is).
+                    if !s.held.is_full() {
+                        self.violation = Some(format!(
+                            "peer {i} reported complete holding {} of {} verified units",
+                            s.held.count_ones(),
+                            self.geo.units()
+                        ));
+                    }
                 }
             }
+            Event::PeerReady { peer, .. } => self.hostile_ready(i, peer.0 as usize),
             _ => {}
         }
     }
@@ -731,25 +836,32 @@ impl Engine<'_> {
             .iter()
             .filter(|s| s.spec.role == Role::Leecher)
             .collect();
-        let times: Vec<f64> = leechers
+        let all = self.figures(
+            &leechers,
+            first_join(&peers).as_secs_f64(),
+            &reason,
+            bound_s,
+        );
+        // The honest swarm (every seeder is honest): its own capacities make its bound, and only
+        // its leechers count.
+        let honest_peers: Vec<PeerSpec> = peers
             .iter()
-            .filter_map(|s| {
-                let done = s.complete_at?;
-                let joined = SimTime::from_duration(s.spec.join_at);
-                Some(done.as_secs_f64() - joined.as_secs_f64())
-            })
+            .filter(|p| p.behaviour.is_honest())
+            .cloned()
             .collect();
-        let first_join = first_join(&peers).as_secs_f64();
-        let last = if reason == ExitReason::Complete {
-            leechers
-                .iter()
-                .filter_map(|s| s.complete_at)
-                .max()
-                .unwrap_or(self.now)
-        } else {
-            self.now
-        };
-        let makespan_s = (last.as_secs_f64() - first_join).max(0.0);
+        let honest_leechers: Vec<&Slot> = leechers
+            .iter()
+            .copied()
+            .filter(|s| s.hostile.is_none())
+            .collect();
+        let honest_bound_s = Bounds::of(self.scenario.file_size, &honest_peers).bound_s();
+        let honest = self.figures(
+            &honest_leechers,
+            first_join(&honest_peers).as_secs_f64(),
+            &reason,
+            honest_bound_s,
+        );
+        let makespan_s = all.makespan_s;
         if let Some(path) = &opts.svg {
             let series: Vec<(String, Vec<(f64, f64)>)> = leechers
                 .iter()
@@ -794,35 +906,43 @@ impl Engine<'_> {
                 source,
             })?;
         }
-        let leechers_detail = leechers
+        let leechers_detail = self
+            .slots
             .iter()
+            .filter(|s| s.spec.role == Role::Leecher)
             .map(|s| LeecherDetail {
                 group: self.scenario.groups[s.spec.group].name.clone(),
                 join_s: SimTime::from_duration(s.spec.join_at).as_secs_f64(),
                 complete_s: s.complete_at.map(SimTime::as_secs_f64),
+                behaviour: s.spec.behaviour,
             })
             .collect();
-        let completed = times.len() as u64;
+        let mut hostile: BTreeMap<String, u64> = BTreeMap::new();
+        for s in self.slots.iter().filter(|s| s.hostile.is_some()) {
+            *hostile.entry(s.spec.behaviour.to_string()).or_default() += 1;
+        }
+        let mut disconnects: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        for (&(of, reason), &n) in &self.disconnects {
+            disconnects
+                .entry(of.to_string())
+                .or_default()
+                .insert(reason.to_owned(), n);
+        }
         Ok(Report {
             scenario: self.scenario.name.clone(),
             seed,
             strategy: opts.strategy,
             file_bytes: self.scenario.file_size,
-            leechers: leechers.len() as u64,
+            leechers: all.leechers,
             seeders: (self.slots.len() - leechers.len()) as u64,
-            completed,
-            all_complete: completed == leechers.len() as u64,
-            completion_s: CompletionStats::of(&times),
+            completed: all.completed,
+            all_complete: all.all_complete(),
+            completion_s: all.completion_s,
             makespan_s,
             bound_s,
             bound_kr_s: bounds.kumar_ross_s,
             bound_fluid_s: fluid_bound(self.scenario.file_size, &peers),
-            // Only a run in which every leecher finished has a makespan to compare.
-            efficiency: if makespan_s > 0.0 && completed == leechers.len() as u64 {
-                bound_s / makespan_s
-            } else {
-                0.0
-            },
+            efficiency: all.efficiency,
             availability_bytes: self.availability_bytes,
             data_bytes: self.data_bytes,
             messages: std::mem::take(&mut self.messages),
@@ -835,7 +955,53 @@ impl Engine<'_> {
             trace_hash: self.hasher.finalize().to_hex().to_string(),
             exit_reason: reason,
             leechers_detail,
+            hostile,
+            disconnects,
+            honest,
         })
+    }
+
+    /// Completion figures of `leechers` against `bound_s`, the run having ended for `reason`.
+    fn figures(
+        &self,
+        leechers: &[&Slot],
+        first_join: f64,
+        reason: &ExitReason,
+        bound_s: f64,
+    ) -> HonestFigures {
+        let times: Vec<f64> = leechers
+            .iter()
+            .filter_map(|s| {
+                let done = s.complete_at?;
+                let joined = SimTime::from_duration(s.spec.join_at);
+                Some(done.as_secs_f64() - joined.as_secs_f64())
+            })
+            .collect();
+        let completed = times.len() as u64;
+        let all_done = completed == leechers.len() as u64;
+        let last = if *reason == ExitReason::Complete && all_done {
+            leechers
+                .iter()
+                .filter_map(|s| s.complete_at)
+                .max()
+                .unwrap_or(self.now)
+        } else {
+            self.now
+        };
+        let makespan_s = (last.as_secs_f64() - first_join).max(0.0);
+        HonestFigures {
+            leechers: leechers.len() as u64,
+            completed,
+            completion_s: CompletionStats::of(&times),
+            makespan_s,
+            bound_s,
+            // Only a run in which every leecher finished has a makespan to compare.
+            efficiency: if makespan_s > 0.0 && all_done {
+                bound_s / makespan_s
+            } else {
+                0.0
+            },
+        }
     }
 }
 

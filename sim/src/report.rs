@@ -8,12 +8,12 @@ use std::fmt::{self, Write as _};
 
 use serde::{Deserialize, Serialize};
 
-use crate::scenario::Strategy;
+use crate::scenario::{Behaviour, Strategy};
 
 /// Why a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExitReason {
-    /// Every leecher finished.
+    /// Every honest leecher finished (in an honest swarm: every leecher).
     Complete,
     /// Simulated time reached the scenario's `time_limit`.
     TimeLimit,
@@ -113,6 +113,9 @@ pub struct LeecherDetail {
     pub join_s: f64,
     /// When it finished, in simulated seconds from the start of the run; `null` if it never did.
     pub complete_s: Option<f64>,
+    /// How it behaved (only written for a hostile leecher).
+    #[serde(default, skip_serializing_if = "is_honest")]
+    pub behaviour: Behaviour,
 }
 
 /// The report of one run, serialised with exactly the keys of contracts.md plus `exit_reason`.
@@ -172,14 +175,64 @@ pub struct Report {
     pub trace_hash: String,
     /// Why the run ended.
     pub exit_reason: ExitReason,
-    /// Every leecher, in peer order.
+    /// Every leecher, honest or not, in peer order.
     pub leechers_detail: Vec<LeecherDetail>,
+    /// Hostile peers by behaviour (`{}` for an honest swarm; proposed, not in contracts.md).
+    #[serde(default)]
+    pub hostile: BTreeMap<String, u64>,
+    /// Connections honest peers dropped (the defences at work), by the behaviour of the peer
+    /// dropped (`honest` included: collateral damage, or faults such as loss and crashes),
+    /// then by reason: the family of the node's
+    /// [`DisconnectReason`](tierswarm_core::node::DisconnectReason) in snake case
+    /// (`failed_verification`, `idle`, `unresponsive`, `protocol`, `claim`, …), with the
+    /// embedder's stall reasons told apart (`write_stalled`, `frame_timeout`). Proposed, not in
+    /// contracts.md.
+    #[serde(default)]
+    pub disconnects: BTreeMap<String, BTreeMap<String, u64>>,
+    /// The honest crowd's figures (proposed, not in contracts.md): those of the whole crowd
+    /// when no peer is hostile.
+    #[serde(flatten)]
+    pub honest: HonestFigures,
+}
+
+/// What the honest peers achieved, as if the hostile ones were not counted: only honest
+/// leechers count, and the bound is that of the honest swarm's own capacities (seeders and
+/// honest leechers). Serialised flat, every key prefixed `honest_`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HonestFigures {
+    /// How many honest leechers.
+    #[serde(rename = "honest_leechers")]
+    pub leechers: u64,
+    /// How many of them finished.
+    #[serde(rename = "honest_completed")]
+    pub completed: u64,
+    /// Their completion times, from each one's join.
+    #[serde(rename = "honest_completion_s")]
+    pub completion_s: CompletionStats,
+    /// From the first join to the last honest completion; when not every honest leecher
+    /// finished, to the moment the run ended.
+    #[serde(rename = "honest_makespan_s")]
+    pub makespan_s: f64,
+    /// The join-aware bound (as `bound_s`) of the honest swarm alone.
+    #[serde(rename = "honest_bound_s")]
+    pub bound_s: f64,
+    /// `honest_bound_s / honest_makespan_s` when every honest leecher finished, else 0.
+    #[serde(rename = "honest_efficiency")]
+    pub efficiency: f64,
+}
+
+impl HonestFigures {
+    /// Whether every honest leecher finished.
+    pub fn all_complete(&self) -> bool {
+        self.completed == self.leechers
+    }
 }
 
 impl Report {
-    /// The process exit status: 0 when every leecher finished and no check failed, else 1.
+    /// The process exit status: 0 when every honest leecher (every leecher, in an honest
+    /// swarm) finished and no check failed, else 1.
     pub fn exit_code(&self) -> u8 {
-        if self.all_complete && self.exit_reason == ExitReason::Complete {
+        if self.honest.all_complete() && self.exit_reason == ExitReason::Complete {
             0
         } else {
             1
@@ -225,9 +278,13 @@ impl Report {
         let groups = self.groups();
         if groups.len() > 1 {
             for (name, g) in groups {
+                let behaviour = match g.behaviour {
+                    Behaviour::Honest => String::new(),
+                    b => format!(" ({b})"),
+                };
                 let _ = writeln!(
                     out,
-                    "  {name}: {}/{} complete, completion min {}  median {}  max {}",
+                    "  {name}{behaviour}: {}/{} complete, completion min {}  median {}  max {}",
                     g.completed,
                     g.leechers,
                     secs(g.completion_s.min),
@@ -235,6 +292,37 @@ impl Report {
                     secs(g.completion_s.max)
                 );
             }
+        }
+        if !self.hostile.is_empty() {
+            let h = &self.honest;
+            let _ = writeln!(
+                out,
+                "hostile    {} peer(s): {}",
+                self.hostile.values().sum::<u64>(),
+                counts(&self.hostile)
+            );
+            let _ = writeln!(
+                out,
+                "honest     {}/{} complete, completion min {}  median {}  max {}",
+                h.completed,
+                h.leechers,
+                secs(h.completion_s.min),
+                secs(h.completion_s.median),
+                secs(h.completion_s.max)
+            );
+            let _ = writeln!(
+                out,
+                "honest     makespan {:.2}s  bound {:.2}s (own capacities)  efficiency {:.3}",
+                h.makespan_s, h.bound_s, h.efficiency
+            );
+        }
+        for (whom, dropped) in &self.disconnects {
+            let _ = writeln!(
+                out,
+                "dropped    {} connection(s) to {whom} peers by honest ones: {}",
+                dropped.values().sum::<u64>(),
+                counts(dropped)
+            );
         }
         let _ = writeln!(
             out,
@@ -253,16 +341,11 @@ impl Report {
             approx_bytes(self.data_bytes),
             approx_bytes(self.availability_bytes)
         );
-        let kinds: Vec<String> = self
-            .messages
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect();
         let _ = writeln!(
             out,
             "messages   {} ({})",
             self.messages.values().sum::<u64>(),
-            kinds.join(", ")
+            counts(&self.messages)
         );
         let _ = writeln!(
             out,
@@ -287,17 +370,19 @@ pub struct GroupFigures {
     pub completed: u64,
     /// Their completion times, from each one's join.
     pub completion_s: CompletionStats,
+    /// How the group's peers behave.
+    pub behaviour: Behaviour,
 }
 
 impl Report {
     /// Per-group figures from `leechers_detail`, groups in the order they first appear.
     pub fn groups(&self) -> Vec<(&str, GroupFigures)> {
-        let mut groups: Vec<(&str, u64, Vec<f64>)> = Vec::new();
+        let mut groups: Vec<(&str, u64, Vec<f64>, Behaviour)> = Vec::new();
         for l in &self.leechers_detail {
             let k = match groups.iter().position(|g| g.0 == l.group) {
                 Some(k) => k,
                 None => {
-                    groups.push((l.group.as_str(), 0, Vec::new()));
+                    groups.push((l.group.as_str(), 0, Vec::new(), l.behaviour));
                     groups.len() - 1
                 }
             };
@@ -306,16 +391,27 @@ impl Report {
         }
         groups
             .into_iter()
-            .map(|(name, leechers, done)| {
+            .map(|(name, leechers, done, behaviour)| {
                 let figures = GroupFigures {
                     leechers,
                     completed: done.len() as u64,
                     completion_s: CompletionStats::of(&done),
+                    behaviour,
                 };
                 (name, figures)
             })
             .collect()
     }
+}
+
+fn is_honest(b: &Behaviour) -> bool {
+    b.is_honest()
+}
+
+/// `key count, key count, ...` in key order.
+fn counts(map: &BTreeMap<String, u64>) -> String {
+    let parts: Vec<String> = map.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    parts.join(", ")
 }
 
 /// `n` bytes to three significant figures in binary units, e.g. `1.07 GiB`.
@@ -376,18 +472,31 @@ mod tests {
                     group: "crowd".into(),
                     join_s: 0.0,
                     complete_s: Some(4.0),
+                    behaviour: Behaviour::Honest,
                 },
                 LeecherDetail {
                     group: "late".into(),
                     join_s: 1.0,
                     complete_s: Some(4.5),
+                    behaviour: Behaviour::Honest,
                 },
                 LeecherDetail {
                     group: "late".into(),
                     join_s: 2.0,
                     complete_s: None,
+                    behaviour: Behaviour::Honest,
                 },
             ],
+            hostile: BTreeMap::new(),
+            disconnects: BTreeMap::new(),
+            honest: HonestFigures {
+                leechers: 8,
+                completed: 8,
+                completion_s: CompletionStats::of(&[3.0, 1.0, 2.0, 4.0]),
+                makespan_s: 4.5,
+                bound_s: 4.0,
+                efficiency: 4.0 / 4.5,
+            },
         }
     }
 
@@ -427,6 +536,14 @@ mod tests {
             "wall_s",
             "trace_hash",
             "exit_reason",
+            "hostile",
+            "disconnects",
+            "honest_leechers",
+            "honest_completed",
+            "honest_completion_s",
+            "honest_makespan_s",
+            "honest_bound_s",
+            "honest_efficiency",
         ];
         let mut keys = keys;
         keys.sort_unstable();
@@ -440,6 +557,8 @@ mod tests {
             value["leechers_detail"][2],
             serde_json::json!({"group": "late", "join_s": 2.0, "complete_s": null})
         );
+        assert_eq!(value["hostile"], serde_json::json!({}));
+        assert_eq!(value["disconnects"], serde_json::json!({}));
     }
 
     #[test]
@@ -452,6 +571,12 @@ mod tests {
         assert_eq!(sample().exit_code(), 0);
         r.exit_reason = ExitReason::TimeLimit;
         r.all_complete = false;
+        assert_eq!(r.exit_code(), 1);
+        // Success is the honest crowd's: a hostile leecher that never finished does not count,
+        // an honest one does.
+        r.exit_reason = ExitReason::Complete;
+        assert_eq!(r.exit_code(), 0);
+        r.honest.completed -= 1;
         assert_eq!(r.exit_code(), 1);
         assert!(serde_json::from_str::<ExitReason>("\"bored\"").is_err());
     }
@@ -477,6 +602,24 @@ mod tests {
             "  late: 1/2 complete, completion min 3.50s  median 3.50s  max 3.50s",
             "data 512 MiB",
             "messages   12 (bitfield 2, have 10)",
+        ] {
+            assert!(text.contains(needle), "{needle:?} not in\n{text}");
+        }
+        assert!(
+            !text.contains("hostile"),
+            "an honest swarm says nothing of hostility"
+        );
+        let mut hostile = sample();
+        hostile.hostile = [("liar".to_owned(), 2), ("silent".to_owned(), 1)].into();
+        hostile.disconnects = [("silent".to_owned(), [("idle".to_owned(), 3)].into())].into();
+        hostile.leechers_detail[1].behaviour = Behaviour::Liar;
+        let text = hostile.summary();
+        for needle in [
+            "  late (liar): 1/2 complete",
+            "hostile    3 peer(s): liar 2, silent 1",
+            "honest     8/8 complete, completion min 1.00s  median 2.50s  max 4.00s",
+            "honest     makespan 4.50s  bound 4.00s (own capacities)  efficiency 0.889",
+            "dropped    3 connection(s) to silent peers by honest ones: idle 3",
         ] {
             assert!(text.contains(needle), "{needle:?} not in\n{text}");
         }

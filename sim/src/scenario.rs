@@ -51,6 +51,68 @@ impl fmt::Display for Protocol {
     }
 }
 
+/// How a peer behaves towards the others (`behaviour`). Every peer runs a real node; a hostile
+/// one is a node whose traffic the simulator's embedding rewrites, drops or multiplies
+/// (`engine/hostile.rs` has the models). Only leechers may be hostile.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Behaviour {
+    /// Follows the protocol.
+    #[default]
+    Honest,
+    /// Claims every unit in its summaries, bitfield and refine responses, and then cannot serve
+    /// the units it lacks (its node rejects those requests).
+    Liar,
+    /// Never reads its socket: what it is sent never drains, so a sender's write stalls once the
+    /// connection's buffers are full.
+    SlowReader,
+    /// Answers requests with corrupt data, which fails verification at the receiver.
+    Corrupt,
+    /// Goes silent in the middle of a transfer: from then on sends nothing at all, not even
+    /// keep-alives, and keeps its connections open.
+    Silent,
+    /// Floods each peer with requests, many more than a window, again and again, for units the
+    /// peer has or not.
+    Flood,
+}
+
+impl Behaviour {
+    /// Every behaviour, in file-format order.
+    pub const ALL: [Behaviour; 6] = [
+        Behaviour::Honest,
+        Behaviour::Liar,
+        Behaviour::SlowReader,
+        Behaviour::Corrupt,
+        Behaviour::Silent,
+        Behaviour::Flood,
+    ];
+
+    /// The file spelling: `honest`, `liar`, `slow-reader`, `corrupt`, `silent` or `flood`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Behaviour::Honest => "honest",
+            Behaviour::Liar => "liar",
+            Behaviour::SlowReader => "slow-reader",
+            Behaviour::Corrupt => "corrupt",
+            Behaviour::Silent => "silent",
+            Behaviour::Flood => "flood",
+        }
+    }
+
+    /// Whether this is [`Behaviour::Honest`].
+    pub fn is_honest(self) -> bool {
+        self == Behaviour::Honest
+    }
+}
+
+impl fmt::Display for Behaviour {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The `--strategy` flag: which protocol every peer speaks in this run.
 #[derive(
     Debug,
@@ -158,6 +220,8 @@ pub struct Group {
     pub protocol: Protocol,
     /// When its peers join.
     pub join_at: JoinAt,
+    /// How its peers behave (only leechers may be hostile).
+    pub behaviour: Behaviour,
 }
 
 /// One `[[faults.crash]]`: a fraction of a group dies at `at` and restarts `down_for` later from
@@ -246,6 +310,8 @@ pub struct PeerSpec {
     pub protocol: Protocol,
     /// When it joins.
     pub join_at: Duration,
+    /// How it behaves.
+    pub behaviour: Behaviour,
 }
 
 /// Why a scenario file was rejected. Displays as one line.
@@ -336,6 +402,7 @@ impl Scenario {
                     latency: g.latency,
                     protocol: strategy.apply(g.protocol),
                     join_at: g.join_at.nth(k, g.count),
+                    behaviour: g.behaviour,
                 });
             }
         }
@@ -408,6 +475,8 @@ struct RawGroup {
     protocol: Protocol,
     #[serde(default = "default_join")]
     join_at: JoinAt,
+    #[serde(default)]
+    behaviour: Behaviour,
 }
 
 fn default_protocol() -> Protocol {
@@ -504,6 +573,15 @@ impl RawScenario {
                     ),
                 ));
             }
+            if g.role == Role::Seeder && !g.behaviour.is_honest() {
+                return Err(ScenarioError::invalid(
+                    key("behaviour"),
+                    format!(
+                        "{:?} is for leechers only: seeders are honest",
+                        g.behaviour.as_str()
+                    ),
+                ));
+            }
             groups.push(Group {
                 upload_bps: positive(&key("upload"), g.upload.0, units::format_rate)?,
                 download_bps: positive(&key("download"), g.download.0, units::format_rate)?,
@@ -513,6 +591,7 @@ impl RawScenario {
                 latency: g.latency.0,
                 protocol: g.protocol,
                 join_at: g.join_at,
+                behaviour: g.behaviour,
             });
         }
         let scenario_peers = |role| -> u64 {
@@ -532,6 +611,17 @@ impl RawScenario {
             return Err(ScenarioError::invalid(
                 "group",
                 "needs at least one leecher (a group with role = \"leecher\" and count >= 1)",
+            ));
+        }
+        let honest_leechers: u64 = groups
+            .iter()
+            .filter(|g| g.role == Role::Leecher && g.behaviour.is_honest())
+            .map(|g| u64::from(g.count))
+            .sum();
+        if honest_leechers == 0 {
+            return Err(ScenarioError::invalid(
+                "group",
+                "needs at least one honest leecher (only honest leechers count in completion)",
             ));
         }
         let faults = self.faults.validate(&groups)?;
@@ -845,7 +935,7 @@ join_at = "0s..3s"
     fn structural_errors() {
         assert_eq!(
             err(&edit("count = 4", "count = 4\nuplaod = \"1MB/s\"")),
-            "group[1].uplaod: unknown field `uplaod`, expected one of `name`, `count`, `role`, `upload`, `download`, `latency`, `protocol`, `join_at`"
+            "group[1].uplaod: unknown field `uplaod`, expected one of `name`, `count`, `role`, `upload`, `download`, `latency`, `protocol`, `join_at`, `behaviour`"
         );
         assert_eq!(
             err(&edit("upload = \"1MB/s\"\n", "")),

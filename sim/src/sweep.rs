@@ -112,9 +112,10 @@ pub struct SweepReport {
     pub succeeded: u64,
     /// Seeds of the runs in this report that did not succeed.
     pub failed_seeds: Vec<u64>,
-    /// Makespans of the successful runs.
+    /// Makespans of the successful runs (the honest crowd's, `honest_makespan_s`: the whole
+    /// crowd's when no peer is hostile).
     pub makespan_s: CompletionStats,
-    /// Efficiencies of the successful runs.
+    /// Efficiencies of the successful runs (`honest_efficiency`, likewise).
     pub efficiency: CompletionStats,
     /// Real seconds it took; for a merge, the sum over the shards.
     pub wall_s: f64,
@@ -193,8 +194,9 @@ pub fn scenario_digest(scenario: &Scenario) -> String {
 impl SweepReport {
     fn new(h: Header, runs: Vec<Report>, wall_s: f64) -> SweepReport {
         let ok: Vec<&Report> = runs.iter().filter(|r| r.exit_code() == 0).collect();
-        let makespans: Vec<f64> = ok.iter().map(|r| r.makespan_s).collect();
-        let efficiencies: Vec<f64> = ok.iter().map(|r| r.efficiency).collect();
+        // The honest crowd's figures: the whole crowd's when no peer is hostile.
+        let makespans: Vec<f64> = ok.iter().map(|r| r.honest.makespan_s).collect();
+        let efficiencies: Vec<f64> = ok.iter().map(|r| r.honest.efficiency).collect();
         SweepReport {
             format: FORMAT.to_owned(),
             simulator: h.simulator,
@@ -245,7 +247,7 @@ impl SweepReport {
         if run.exit_code() == 0 {
             format!(
                 "seed {}: ok, makespan {:.2}s, efficiency {:.3}, trace {}",
-                run.seed, run.makespan_s, run.efficiency, run.trace_hash
+                run.seed, run.honest.makespan_s, run.honest.efficiency, run.trace_hash
             )
         } else {
             format!(
@@ -328,10 +330,17 @@ impl SweepReport {
 
 /// One line saying why a run did not succeed, e.g.
 /// `time-limit: 3/8 leechers complete after 120.00s`.
+/// Only honest leechers count (`honest` is said when some peer was hostile).
 pub fn why_failed(report: &Report) -> String {
+    let h = &report.honest;
+    let whom = if report.hostile.is_empty() {
+        "leechers"
+    } else {
+        "honest leechers"
+    };
     format!(
-        "{}: {}/{} leechers complete after {:.2}s",
-        report.exit_reason, report.completed, report.leechers, report.makespan_s
+        "{}: {}/{} {whom} complete after {:.2}s",
+        report.exit_reason, h.completed, h.leechers, h.makespan_s
     )
 }
 

@@ -36,8 +36,19 @@ const CONTRACT_KEYS: [&str; 24] = [
     "trace_hash",
 ];
 
-/// Keys beyond the contract's, each documented in sim/README.md.
-const EXTRA_KEYS: [&str; 2] = ["exit_reason", "bound_fluid_s"];
+/// Keys beyond the contract's, each documented in sim/README.md ("Report").
+const EXTRA_KEYS: [&str; 10] = [
+    "exit_reason",
+    "bound_fluid_s",
+    "hostile",
+    "disconnects",
+    "honest_leechers",
+    "honest_completed",
+    "honest_completion_s",
+    "honest_makespan_s",
+    "honest_bound_s",
+    "honest_efficiency",
+];
 
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)

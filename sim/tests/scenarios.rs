@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tierswarm_sim::scenario::{Protocol, Role, Scenario, Strategy};
+use tierswarm_sim::scenario::{Behaviour, Protocol, Role, Scenario, Strategy};
 
 fn scenario_path(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -30,6 +30,7 @@ fn shipped_scenarios_parse() {
             "hetero-1000-1gib.toml",
             "hetero-300-1gib.toml",
             "hetero-staggered.toml",
+            "hostile-crowd.toml",
             "legacy-seeder.toml",
             "lossy-churn.toml",
             "mixed-legacy.toml",
@@ -48,6 +49,20 @@ fn shipped_scenarios_parse() {
 
 #[test]
 fn shipped_scenarios_have_the_documented_shape() {
+    // A 100-leecher crowd, a tenth hostile: two of each behaviour; seeders are honest.
+    let hostile = Scenario::load(&scenario_path("hostile-crowd.toml")).unwrap();
+    let peers = hostile.peers(Strategy::Auto);
+    let leechers: Vec<_> = peers.iter().filter(|p| p.role == Role::Leecher).collect();
+    assert_eq!(leechers.len(), 100);
+    for b in Behaviour::ALL {
+        let n = leechers.iter().filter(|p| p.behaviour == b).count();
+        assert_eq!(n, if b.is_honest() { 90 } else { 2 }, "{b}");
+    }
+    assert!(peers
+        .iter()
+        .filter(|p| p.role == Role::Seeder)
+        .all(|p| p.behaviour.is_honest()));
+
     let flash = Scenario::load(&scenario_path("flash-crowd.toml")).unwrap();
     let peers = flash.peers(Strategy::Auto);
     assert_eq!(peers.len(), 101);
