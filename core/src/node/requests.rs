@@ -311,10 +311,14 @@ impl Node {
     }
 
     /// Cancels the other requests for `unit` (endgame duplicates): each still gets its answer.
+    /// CANCEL goes only to peers that speak the hierarchical protocol (the original flat one has
+    /// no such kind): a flat-only peer sends the duplicate, which is dropped on arrival.
     fn cancel_others(&mut self, unit: u64, except: PeerId) {
         for (q, sent_at) in self.requests.cancel_others(unit, except) {
             self.arm_forget(unit, q, sent_at);
-            self.send(q, Message::Cancel { unit });
+            if self.peers.get(&q).is_some_and(|p| p.is_capable()) {
+                self.send(q, Message::Cancel { unit });
+            }
         }
     }
 

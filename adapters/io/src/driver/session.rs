@@ -528,7 +528,10 @@ impl Session {
                 .as_mut()
                 .map_or(Ok(()), |t| t.learn(unit, &proof))
             {
-                Ok(()) => Input::UnitComplete { unit },
+                Ok(()) => {
+                    self.io.event(SessionEvent::Verified { peer, unit });
+                    Input::UnitComplete { unit }
+                }
                 Err(e) => return self.io.write_failed(unit, &e),
             },
             Err(VerifyFail::Invalid(reason)) => {
