@@ -827,21 +827,15 @@ fn kinds(events: &[serde_json::Value]) -> Vec<&str> {
 }
 
 /// The last event, `done`: the report, whose `stats.sent` counts messages by kind.
-/// Kinds sent that the original flat protocol does not have (tierswarm's own CANCEL and
-/// KEEP_ALIVE included).
+/// Kinds sent that the original flat protocol does not have (tierswarm's own CANCEL included;
+/// KEEP_ALIVE, sent only after 30 s of silence, is still sent to flat-only peers).
 fn sent_hierarchical(done: &serde_json::Value) -> Vec<String> {
     let sent = done["stats"]["sent"].as_object().expect("stats.sent");
-    [
-        "summary",
-        "refine_request",
-        "refine_response",
-        "cancel",
-        "keep_alive",
-    ]
-    .into_iter()
-    .filter(|k| sent.contains_key(*k))
-    .map(String::from)
-    .collect()
+    ["summary", "refine_request", "refine_response", "cancel"]
+        .into_iter()
+        .filter(|k| sent.contains_key(*k))
+        .map(String::from)
+        .collect()
 }
 
 /// `share --json-events` and `fetch --json-events`: every stdout line is a JSON event; the

@@ -126,7 +126,9 @@ impl Hostiles {
         for _ in 0..n {
             let sock = std::net::TcpStream::connect(addr).unwrap();
             // The seeder may have hung up already (a refusal at the peer limit, say).
-            let _ = play(&sock, root, len, kind);
+            // Each peer names itself apart: the driver keeps one connection per peer id.
+            let id = format!("{kind:?}-{}", self.socks.len());
+            let _ = play(&sock, root, len, kind, &id);
             self.socks.push((kind, sock));
         }
     }
@@ -174,7 +176,13 @@ impl Hostiles {
 }
 
 /// Plays `kind`'s script on `sock`.
-fn play(sock: &std::net::TcpStream, root: [u8; 32], len: u64, kind: Kind) -> std::io::Result<()> {
+fn play(
+    sock: &std::net::TcpStream,
+    root: [u8; 32],
+    len: u64,
+    kind: Kind,
+    id: &str,
+) -> std::io::Result<()> {
     use std::io::Write;
     let geo = Geometry::new(len).unwrap();
     let units = geo.units();
@@ -182,7 +190,7 @@ fn play(sock: &std::net::TcpStream, root: [u8; 32], len: u64, kind: Kind) -> std
     let hello = |out: &mut BytesMut| {
         let hs = Message::Handshake {
             info_hash: root.to_vec().into(),
-            peer_id: format!("{kind:?}"),
+            peer_id: id.to_string(),
             capabilities: None,
         };
         encode_frame(&root, &hs, out);

@@ -348,9 +348,14 @@ pub async fn faults_through_a_proxy(host: &Host) {
     assert_eq!(outcome, Outcome::Complete);
     assert!(same_bytes(&src, &out));
 
-    // Corrupted on the way, with an honest path beside: nothing corrupt is kept.
+    // Corrupted on the way, with an honest path beside: nothing corrupt is kept. The honest
+    // path is a second seeder (its own peer id): two connections to one peer are one too many,
+    // and the driver would close one of them before the corruption is seen.
     proxy.set(Fault::Corrupt);
-    let (l, outcome, out) = fetch("corrupt.bin", vec![proxy.url(), s.url.clone()], 3).await;
+    let mut o = opts("seed-2", 1);
+    o.limits = short_deadlines();
+    let (s2, _) = host.seed(&src, o);
+    let (l, outcome, out) = fetch("corrupt.bin", vec![proxy.url(), s2.url.clone()], 3).await;
     assert_eq!(outcome, Outcome::Complete);
     assert!(same_bytes(&src, &out));
     let d = &l.stats().disconnects;
@@ -358,6 +363,7 @@ pub async fn faults_through_a_proxy(host: &Host) {
         !d.is_empty(),
         "the corrupting path was never dropped: {d:?}"
     );
+    drop(s2.stop().await);
 
     // Stalled: each side finds the connection dead (nothing arrives, not even keep-alives)
     // and lets it go; the fetch cannot finish through this path and ends failed.

@@ -96,10 +96,7 @@ impl Node {
     }
 
     /// Keep-alives to ready peers we have sent nothing for a keep-alive interval; peers we have
-    /// heard nothing from for the liveness interval are dropped. Both only with peers that
-    /// speak the hierarchical protocol: KEEP_ALIVE is not a kind the original (flat) protocol
-    /// knows, so a flat-only peer is never sent one nor expected to send one (a dead one is
-    /// still found by its unanswered requests and stalled writes).
+    /// heard nothing from for the liveness interval are dropped.
     pub(super) fn on_keepalive_timer(&mut self) {
         let idle = self.cfg.limits.keepalive;
         let now = self.now;
@@ -107,9 +104,7 @@ impl Node {
         let silent: Vec<PeerId> = self
             .peers
             .iter()
-            .filter(|(_, p)| {
-                now.since(p.last_received) >= liveness && (p.is_capable() || !p.is_ready())
-            })
+            .filter(|(_, p)| now.since(p.last_received) >= liveness)
             .map(|(id, _)| *id)
             .collect();
         for id in silent {
@@ -118,7 +113,7 @@ impl Node {
         let quiet: Vec<PeerId> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.is_capable() && now.since(p.last_sent) >= idle)
+            .filter(|(_, p)| p.is_ready() && now.since(p.last_sent) >= idle)
             .map(|(id, _)| *id)
             .collect();
         for id in quiet {
