@@ -827,8 +827,8 @@ fn kinds(events: &[serde_json::Value]) -> Vec<&str> {
 }
 
 /// The last event, `done`: the report, whose `stats.sent` counts messages by kind.
-/// Kinds sent that the original flat protocol does not have (tierswarm's own CANCEL included;
-/// KEEP_ALIVE, sent only after 30 s of silence, is still sent to flat-only peers).
+/// Kinds sent that the original flat protocol does not have (tierswarm's own CANCEL and
+/// KEEP_ALIVE included).
 fn sent_hierarchical(done: &serde_json::Value) -> Vec<String> {
     let sent = done["stats"]["sent"].as_object().expect("stats.sent");
     ["summary", "refine_request", "refine_response", "cancel"]

@@ -152,7 +152,9 @@ pub async fn dropped_peer_leaves_no_socket_behind(host: &Host) {
         h
     })
     .await;
-    // Our end is still open; the seeder's must go.
+    // Both ends open (the seeder has accepted: until then our end alone would already read as
+    // baseline + 1); then our end is still open and the seeder's must go.
+    host.until(|| open_fds() == Some(baseline + 2)).await;
     host.until(|| open_fds() == Some(baseline + 1)).await;
     h.leave();
     host.until(|| open_fds() == Some(baseline)).await;

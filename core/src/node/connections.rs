@@ -95,8 +95,11 @@ impl Node {
         }
     }
 
-    /// Keep-alives to ready peers we have sent nothing for a keep-alive interval; peers we have
-    /// heard nothing from for the liveness interval are dropped.
+    /// Keep-alives to hierarchical peers we have sent nothing for a keep-alive interval (the
+    /// original flat protocol has no KEEP_ALIVE, so a flat-only peer is never sent one); every
+    /// peer we have heard nothing from for the liveness interval is dropped, flat-only ones
+    /// included: an idle legacy connection holds a place an active peer could use, and its peer
+    /// may dial again when it has something to say.
     pub(super) fn on_keepalive_timer(&mut self) {
         let idle = self.cfg.limits.keepalive;
         let now = self.now;
@@ -113,7 +116,7 @@ impl Node {
         let quiet: Vec<PeerId> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.is_ready() && now.since(p.last_sent) >= idle)
+            .filter(|(_, p)| p.is_capable() && now.since(p.last_sent) >= idle)
             .map(|(id, _)| *id)
             .collect();
         for id in quiet {
