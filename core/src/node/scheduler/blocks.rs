@@ -58,7 +58,7 @@ pub(crate) fn plan(
     let mut plan = BlockPlan::default();
     let mut blocks: Vec<u64> = Vec::new();
     let mut probe = Vec::new();
-    // What other peers hold, per block, computed once per decision (O(peers) each).
+    // What other peers hold, per block, looked up once per decision from the holder counts.
     let mut held = HeldCache::new();
     let mut found = 0;
     for &b in &p.current_blocks {
