@@ -39,6 +39,8 @@ use tierswarm_core::{Bitfield, Geometry, LocalTiers};
 pub const TRACKER_PEERS: usize = 30;
 /// Connections a peer accepts in all.
 pub const MAX_CONNECTIONS: usize = 60;
+/// Connections a downloader with at least [`TRACKER_PEERS`] asks for per tracker visit.
+pub const TRACKER_TOP_UP: usize = 4;
 /// How often a peer below its target asks the tracker again.
 const TRACKER_INTERVAL: Duration = Duration::from_secs(10);
 /// No unit completed anywhere for this long (with leechers left) is a stall.
@@ -493,9 +495,25 @@ impl Engine<'_> {
         self.after(i);
     }
 
-    /// The tracker: up to [`TRACKER_PEERS`] random live peers this one is not connected to.
+    /// The tracker: up to [`TRACKER_PEERS`] random live peers this one is not connected to;
+    /// once it has that many, a downloader still asks for [`TRACKER_TOP_UP`] more per visit
+    /// while it has room (as a BitTorrent client keeps dialling from its peer list up to its
+    /// connection limit), so that peers whose neighbours completed find those with capacity
+    /// to spare. A peer that has the whole file dials nobody: it is dialled.
     fn connect_more(&mut self, i: usize) {
-        let want = TRACKER_PEERS.saturating_sub(self.slots[i].conns.len());
+        let have = self.slots[i].conns.len();
+        if self.slots[i].node.as_ref().is_some_and(|n| n.is_complete()) {
+            return;
+        }
+        let top_up = if have < MAX_CONNECTIONS {
+            TRACKER_TOP_UP
+        } else {
+            0
+        };
+        let want = TRACKER_PEERS
+            .saturating_sub(have)
+            .max(top_up)
+            .min(MAX_CONNECTIONS.saturating_sub(have));
         if want == 0 {
             return;
         }

@@ -270,7 +270,10 @@ fn disconnect_mid_refinement_releases_everything() {
     // back. Then the link is cut.
     let have: Vec<u64> = PARTIAL.chain(520..540).collect();
     let peer = s.add(config("partial", TWO_BLOCKS, true), Some(&have));
-    let leech = s.add(config("leech", TWO_BLOCKS, true), Some(&[]));
+    // A window of four from the start, so that four unit requests are in flight at the cut.
+    let mut leech_cfg = config("leech", TWO_BLOCKS, true);
+    leech_cfg.limits.min_window = 4;
+    let leech = s.add(leech_cfg, Some(&[]));
     let seed = s.add(config("seed", TWO_BLOCKS, true), None);
     s.log_kinds = kinds(&["summary", "refine_request", "refine_response"]);
     s.hide = kinds(&["completed", "serve", "received", "persist"]);

@@ -273,6 +273,10 @@ pub enum DisconnectReason {
     /// reader refused it before the node saw it).
     #[error("bad frame: over its limit or malformed")]
     BadFrame,
+    /// Both sides hold the whole file: nothing can flow either way, and the connection would
+    /// only hold a place a downloader could use.
+    #[error("both complete: nothing to exchange")]
+    BothComplete,
 }
 
 /// Why an embedder dropped a connection ([`Input::PeerDropped`]).
@@ -330,6 +334,8 @@ pub enum DisconnectKind {
     Stalled,
     /// [`DisconnectReason::BadFrame`].
     BadFrame,
+    /// [`DisconnectReason::BothComplete`].
+    BothComplete,
 }
 
 impl DisconnectReason {
@@ -359,6 +365,7 @@ impl DisconnectReason {
             R::Idle => DisconnectKind::Idle,
             R::WriteStalled | R::FrameTimeout => DisconnectKind::Stalled,
             R::BadFrame => DisconnectKind::BadFrame,
+            R::BothComplete => DisconnectKind::BothComplete,
         }
     }
 }

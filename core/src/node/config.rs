@@ -19,7 +19,10 @@ pub struct Limits {
     /// Time an unconfirmed peer has to send its handshake.
     #[serde(with = "micros")]
     pub handshake_timeout: Duration,
-    /// Smallest request window per peer (units owed an answer).
+    /// Smallest request window per peer (units owed an answer), and the window's growth per
+    /// round trip once requests queue at the peer (`Peer::window`). 1: with tens of peers
+    /// each holding a few more of our requests than it can answer in a round trip, requests
+    /// wait seconds in their queues, committed to slow peers (`dev/SIMULATION.md`).
     pub min_window: u32,
     /// Largest request window per peer.
     pub max_window: u32,
@@ -107,6 +110,10 @@ pub struct Limits {
     /// per block and subscriber per interval instead of one HAVE per unit.
     #[serde(with = "micros")]
     pub push_interval: Duration,
+    /// Send a capable peer, before each unit served from a block we have in part, the units
+    /// gained there since it was last told (news, `dev/PROTOCOL.md` §4.3), so that trading
+    /// partners need not poll each other with refinements.
+    pub serve_news: bool,
 }
 
 impl Default for Limits {
@@ -114,7 +121,7 @@ impl Default for Limits {
         Limits {
             max_peers: 200,
             handshake_timeout: Duration::from_secs(10),
-            min_window: 4,
+            min_window: 1,
             max_window: 64,
             max_requests: 512,
             max_refines_per_peer: 4,
@@ -145,6 +152,7 @@ impl Default for Limits {
             max_download_rate: None,
             batch_delay: Duration::from_millis(500),
             push_interval: Duration::from_millis(500),
+            serve_news: true,
         }
     }
 }

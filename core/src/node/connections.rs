@@ -22,6 +22,17 @@ pub(super) fn bounded_peer_id(peer_id: &str) -> String {
 }
 
 impl Node {
+    /// Closes the connection to `peer` if it and we both hold the whole file. Checked when the
+    /// peer tells us what it holds, so a peer that completes announces it first (its last
+    /// HAVE or summary) and the one that learns it closes.
+    pub(super) fn drop_if_both_complete(&mut self, peer: PeerId) {
+        let done =
+            self.local.is_complete() && self.peers.get(&peer).is_some_and(|p| p.has_everything());
+        if done {
+            self.disconnect(peer, DisconnectReason::BothComplete);
+        }
+    }
+
     /// Whether a peer announcing `caps` takes the hierarchical path with us.
     pub(super) fn capable_with(&self, caps: Option<Capabilities>) -> bool {
         self.cfg.hierarchical && caps.is_some_and(|c| c.max_tier_supported >= 3)

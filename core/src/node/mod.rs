@@ -437,8 +437,14 @@ impl Node {
                 }
             }
             _ if !ready => self.disconnect(peer, DisconnectReason::BeforeHandshake),
-            Message::Bitfield { bits } => self.on_bitfield(peer, capable, bits),
-            Message::Have { unit } => self.on_have(peer, unit),
+            Message::Bitfield { bits } => {
+                self.on_bitfield(peer, capable, bits);
+                self.drop_if_both_complete(peer);
+            }
+            Message::Have { unit } => {
+                self.on_have(peer, unit);
+                self.drop_if_both_complete(peer);
+            }
             Message::Summary {
                 tier,
                 start,
@@ -449,6 +455,7 @@ impl Node {
                     return self.disconnect(peer, DisconnectReason::SummaryFromLegacy);
                 }
                 self.on_summary(peer, tier, start, all, partial);
+                self.drop_if_both_complete(peer);
             }
             Message::RefineRequest {
                 from_tier,

@@ -14,6 +14,10 @@ use crate::tiers::Geometry;
 use crate::time::Timestamp;
 use std::collections::{BTreeMap, VecDeque};
 
+/// A smoothed round trip within this factor of the minimum means nothing of ours is queued at
+/// the peer: the window may double per round trip.
+const SLOW_START_RTT_RATIO: f64 = 1.25;
+
 /// Rejected units remembered per peer.
 pub const MAX_REJECTED: usize = 4096;
 
@@ -187,13 +191,36 @@ impl Peer {
         });
     }
 
-    /// Request window: throughput × minimum RTT in units, plus headroom, within caps.
+    /// Whether the peer is known to hold every unit.
+    pub(crate) fn has_everything(&self) -> bool {
+        match &self.view {
+            Some(PeerView::Tiered(v)) => v.all_bits().is_full(),
+            Some(PeerView::Flat(bits)) => bits.is_full(),
+            None => false,
+        }
+    }
+
+    /// Request window in units, within caps: throughput × minimum round trip, plus `min`
+    /// (headroom that makes the window grow by `min` per round trip). While answers still come
+    /// at about the minimum round trip (nothing of ours waits in the peer's queue), the
+    /// throughput part counts twice, so the window doubles per round trip (slow start) on a
+    /// long, fast path. Once requests queue at the peer, growth is additive and at most about
+    /// `min` of our requests wait there, committed to a peer that is slow to get to them.
     pub(crate) fn window(&self, unit: u64, min: u32, max: u32) -> u32 {
-        let bdp = match self.rtt.min_rtt() {
-            Some(rtt) if self.rate > 0.0 => self.rate * rtt.as_secs_f64() / unit as f64,
+        let bdp = match (self.rtt.min_rtt(), self.rtt.srtt()) {
+            (Some(floor), Some(srtt)) if self.rate > 0.0 => {
+                let bdp = self.rate * floor.as_secs_f64() / unit as f64;
+                let unqueued = srtt.as_secs_f64() <= SLOW_START_RTT_RATIO * floor.as_secs_f64();
+                if unqueued {
+                    2.0 * bdp
+                } else {
+                    bdp
+                }
+            }
             _ => 0.0,
         };
-        ((bdp.ceil() as u32).saturating_add(min)).clamp(min, max)
+        let w = bdp.ceil().min(f64::from(max)) as u32;
+        w.saturating_add(min).clamp(min, max)
     }
 
     /// Records a unit of `bytes` received at `now` for the throughput estimate.
@@ -231,10 +258,18 @@ mod tests {
         let mut p = Peer::new(PeerId(1), Timestamp::ZERO);
         assert_eq!(p.window(65536, 4, 64), 4, "nothing measured: the minimum");
         p.rtt.sample(Duration::from_millis(100));
-        // 10 units a second at 100 ms: one unit in flight, plus the minimum.
+        // 10 units a second at 100 ms, answered at the base round trip: one unit in flight,
+        // counted twice (slow start), plus the minimum.
         p.note_unit(65536, Timestamp::from_micros(0));
         p.note_unit(65536, Timestamp::from_micros(100_000));
+        assert_eq!(p.window(65536, 4, 64), 6);
+        // Answers now take four times the base round trip: our requests queue there, so the
+        // window is one round trip's worth plus the minimum.
+        for _ in 0..40 {
+            p.rtt.sample(Duration::from_millis(400));
+        }
         assert_eq!(p.window(65536, 4, 64), 5);
+        assert_eq!(p.window(65536, 1, 64), 2);
         p.rate = 1e12;
         assert_eq!(p.window(65536, 4, 64), 64, "capped");
     }

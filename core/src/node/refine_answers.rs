@@ -44,6 +44,10 @@ impl Node {
             .window(range.start, range.end - range.start);
         let msg = reply(Bytes::copy_from_slice(bits.as_bytes()), range.start, None);
         self.send(peer, msg);
+        if (from_t, to_t) == (Tier::T3, Tier::T1) {
+            // News to this peer about the block starts from here.
+            self.announce.note_reported(peer, index);
+        }
         // With pushes on, the asker follows this block now: it gets unit deltas until the
         // block is whole here.
         let max = self.cfg.limits.max_subscriptions;

@@ -160,7 +160,22 @@ impl Node {
         };
         let result = match Tier::from_number(tier) {
             Some(Tier::T3) => v.apply_summary(start, &all, &partial),
-            Some(t) => v.apply_refined(t, start, &all),
+            Some(t) => {
+                let r = v.apply_refined(t, start, &all);
+                // News or a push: the sender's window of that block is known as of now.
+                if r.is_ok() && t == Tier::T1 {
+                    let block = self.geo.parent_of(Tier::T1, start, Tier::T3);
+                    let end = start + all.len() as u64 * 8;
+                    let within = self
+                        .geo
+                        .unit_range(Tier::T3, block)
+                        .is_ok_and(|u| end <= u.end + 7);
+                    if within {
+                        v.note_refreshed(block, self.now, self.cfg.limits.refine_ttl);
+                    }
+                }
+                r
+            }
             None => return self.disconnect(peer, DisconnectReason::UnknownSummaryTier),
         };
         self.sync_holders(peer);

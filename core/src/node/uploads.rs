@@ -237,6 +237,7 @@ impl Node {
                 self.geo.unit_len(unit) + TRANSFER_ENVELOPE_ESTIMATE + TRANSFER_PROOF_ESTIMATE;
             self.count_sent(MessageKind::Transfer, bytes);
             self.trace(Record::Serve { peer, unit });
+            self.send_news(peer, unit);
             self.emit(Class::Data, Action::Serve { peer, unit });
         }
     }

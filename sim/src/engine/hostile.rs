@@ -195,6 +195,8 @@ pub(super) fn reason_key(reason: &DisconnectReason) -> &'static str {
         DisconnectKind::FailedVerification => "failed_verification",
         DisconnectKind::Unresponsive => "unresponsive",
         DisconnectKind::Idle => "idle",
+        DisconnectKind::BadFrame => "bad_frame",
+        DisconnectKind::BothComplete => "both_complete",
         _ => "other",
     }
 }
@@ -399,7 +401,8 @@ impl Engine<'_> {
     /// Counts a disconnect decided by node `i` (only honest peers' decisions are reported:
     /// they are the defences), by the behaviour of the peer dropped.
     pub(super) fn note_disconnect(&mut self, i: usize, j: usize, reason: &DisconnectReason) {
-        if self.slots[i].hostile.is_none() {
+        // Two complete peers parting is the end of their business, not a drop.
+        if self.slots[i].hostile.is_none() && *reason != DisconnectReason::BothComplete {
             let of = self.slots[j].spec.behaviour;
             *self
                 .disconnects
