@@ -40,7 +40,7 @@ pub const TRACKER_PEERS: usize = 30;
 /// Connections a peer accepts in all.
 pub const MAX_CONNECTIONS: usize = 60;
 /// Connections a downloader with at least [`TRACKER_PEERS`] asks for per tracker visit.
-pub const TRACKER_TOP_UP: usize = 4;
+pub const TRACKER_TOP_UP: usize = 10;
 /// How often a peer below its target asks the tracker again.
 const TRACKER_INTERVAL: Duration = Duration::from_secs(10);
 /// No unit completed anywhere for this long (with leechers left) is a stall.
