@@ -334,8 +334,12 @@ pub async fn faults_through_a_proxy(host: &Host) {
     let fetch = |out: &str, peers: Vec<tierswarm_io::transport::PeerUrl>, seed| {
         let out = dir.path().join(out);
         let manifest = manifest.clone();
+        let mut o = opts("l", seed);
+        // Four requests to each path from the start, so that the corrupting path is sure to
+        // carry some units before the honest one has brought them all.
+        o.limits.min_window = 4;
         async move {
-            let (l, outcome, _) = host.fetch(&manifest, &out, peers, opts("l", seed)).await;
+            let (l, outcome, _) = host.fetch(&manifest, &out, peers, o).await;
             (l, outcome, out)
         }
     };
