@@ -11,7 +11,10 @@
 //! hostile node rewrites, drops or multiplies its traffic, and the honest side plays the
 //! embedder's defences.
 
+mod digest;
 mod hostile;
+
+use digest::TraceDigest;
 
 use crate::bound::{first_join, fluid_bound, Bounds};
 use crate::clock::SimTime;
@@ -95,7 +98,8 @@ enum Ev {
 
 struct Slot {
     spec: PeerSpec,
-    node: Option<Node>,
+    /// Boxed so that lending the node out while its actions run moves a pointer, not the node.
+    node: Option<Box<Node>>,
     /// Bumped on every crash: events for an older life are dropped.
     epoch: u32,
     store: Option<Bytes>,
@@ -211,10 +215,11 @@ struct Engine<'a> {
     conns: BTreeMap<u64, (usize, usize)>,
     next_conn: u64,
     tracker_rng: SimRng,
-    messages: BTreeMap<String, u64>,
+    /// Messages sent, by kind (indexed by `MessageKind as usize`).
+    messages: [u64; MessageKind::ALL.len()],
     availability_bytes: u64,
     data_bytes: u64,
-    hasher: blake3::Hasher,
+    hasher: TraceDigest,
     trace: Option<std::io::BufWriter<std::fs::File>>,
     trace_path: Option<std::path::PathBuf>,
     tracing: bool,
@@ -289,10 +294,10 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Report, SimError> {
         conns: BTreeMap::new(),
         next_conn: 1,
         tracker_rng: root_rng.derive("tracker"),
-        messages: BTreeMap::new(),
+        messages: [0; MessageKind::ALL.len()],
         availability_bytes: 0,
         data_bytes: 0,
-        hasher: blake3::Hasher::new(),
+        hasher: TraceDigest::new(),
         tracing: trace.is_some(),
         trace,
         trace_path: opts.trace.clone(),
@@ -479,7 +484,7 @@ impl Engine<'_> {
             Role::Seeder => LocalTiers::full(self.geo),
             Role::Leecher => LocalTiers::new(self.geo),
         };
-        let node = Node::new(self.config(i), local, self.now.into());
+        let node = Box::new(Node::new(self.config(i), local, self.now.into()));
         let have = node.local().units_present();
         self.slots[i].node = Some(node);
         self.slots[i].joined_at = Some(self.now);
@@ -558,7 +563,7 @@ impl Engine<'_> {
             (None, Role::Seeder) => Node::new(cfg, LocalTiers::full(self.geo), self.now.into()),
             (None, Role::Leecher) => Node::new(cfg, LocalTiers::new(self.geo), self.now.into()),
         };
-        self.slots[i].node = Some(node);
+        self.slots[i].node = Some(Box::new(node));
         self.instants.push(perfetto::Instant {
             peer: i,
             name: "restart".into(),
@@ -638,7 +643,7 @@ impl Engine<'_> {
     }
 
     fn count(&mut self, kind: MessageKind, bytes: u64) {
-        *self.messages.entry(kind.name().to_string()).or_default() += 1;
+        self.messages[kind as usize] += 1;
         if kind.is_availability() {
             self.availability_bytes += bytes;
         }
@@ -779,13 +784,13 @@ impl Engine<'_> {
             Message::RefineRequest { index, .. } => *index,
             _ => u64::MAX,
         };
-        let mut rec = [0u8; 33];
+        let mut rec = [0u8; digest::RECORD];
         rec[..8].copy_from_slice(&self.now.as_micros().to_le_bytes());
         rec[8..16].copy_from_slice(&(i as u64).to_le_bytes());
         rec[16..24].copy_from_slice(&(j as u64).to_le_bytes());
         rec[24..32].copy_from_slice(&unit.to_le_bytes());
         rec[32] = msg.kind() as u8;
-        self.hasher.update(&rec);
+        self.hasher.record(&rec);
     }
 
     fn note_progress(&mut self, i: usize, have: u64) {
@@ -945,14 +950,18 @@ impl Engine<'_> {
             efficiency: all.efficiency,
             availability_bytes: self.availability_bytes,
             data_bytes: self.data_bytes,
-            messages: std::mem::take(&mut self.messages),
+            messages: MessageKind::ALL
+                .iter()
+                .filter(|&&k| self.messages[k as usize] > 0)
+                .map(|&k| (k.name().to_owned(), self.messages[k as usize]))
+                .collect(),
             refine_requests: totals.refine_requests,
             refine_timeouts: totals.refine_timeouts,
             retries: totals.retries,
             duplicate_units: totals.duplicate_units,
             events: totals.events,
             wall_s: wall.elapsed().as_secs_f64(),
-            trace_hash: self.hasher.finalize().to_hex().to_string(),
+            trace_hash: self.hasher.finalize_hex(),
             exit_reason: reason,
             leechers_detail,
             hostile,
