@@ -27,7 +27,8 @@ use crate::scenario::{Behaviour, PeerSpec, Protocol, Role};
 use crate::svg::render_progress_svg;
 use crate::{RunOptions, Scenario, SimError};
 use bytes::Bytes;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::Write;
 use std::time::{Duration, Instant};
 use tierswarm_core::node::{
@@ -211,8 +212,9 @@ struct Engine<'a> {
     queue: EventQueue<Ev>,
     net: Network,
     slots: Vec<Slot>,
-    /// Live connections: id → (a, b).
-    conns: BTreeMap<u64, (usize, usize)>,
+    /// Live connections: id → (a, b). Looked up for every message; never iterated, so a hash
+    /// map's order cannot leak into the run.
+    conns: HashMap<u64, (usize, usize), BuildHasherDefault<ConnIdHasher>>,
     next_conn: u64,
     tracker_rng: SimRng,
     /// Messages sent, by kind (indexed by `MessageKind as usize`).
@@ -233,6 +235,27 @@ struct Engine<'a> {
     limits: Limits,
     /// Connections honest nodes dropped: (the dropped peer's behaviour, reason) → count.
     disconnects: BTreeMap<(Behaviour, &'static str), u64>,
+}
+
+/// Hashes connection ids (sequential `u64`s) with one multiplication: no keys come from outside
+/// the engine, so nothing needs SipHash's defence against chosen keys.
+#[derive(Default)]
+struct ConnIdHasher(u64);
+
+impl Hasher for ConnIdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = (self.0 ^ id).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// Runs `scenario` with `opts` and returns its report (whose exit code says how it ended).
@@ -291,7 +314,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Report, SimError> {
         queue: EventQueue::new(),
         net,
         slots,
-        conns: BTreeMap::new(),
+        conns: HashMap::default(),
         next_conn: 1,
         tracker_rng: root_rng.derive("tracker"),
         messages: [0; MessageKind::ALL.len()],
