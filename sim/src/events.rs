@@ -4,18 +4,26 @@
 //! The payload type needs no ordering of its own, so ties never depend on payload contents,
 //! and nothing depends on hash or allocation order.
 
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
-
 use crate::clock::SimTime;
+
+/// Bits of an entry's tag that hold the payload's slot; the rest hold the insertion sequence.
+const SLOT_BITS: u32 = 24;
+/// Most events that can be pending at once (2^24, about 16.7 million: some 2 GiB of payloads).
+pub const MAX_PENDING: usize = 1 << SLOT_BITS;
+/// Most events that can ever be pushed (2^40, about 10^12).
+pub const MAX_PUSHED: u64 = 1 << (64 - SLOT_BITS);
+/// Children per heap node: four 16-byte entries fill one cache line, and the tree is half as
+/// deep as a binary heap's, so a pop touches half as many lines.
+const ARITY: usize = 4;
 
 /// A min-queue of events keyed by `(time, insertion sequence)`.
 ///
-/// The heap holds only 24-byte keys; payloads live in a slab beside it, so that sifting moves
-/// small entries whatever the size of `E` (a message-carrying event is large).
+/// The heap is a 4-ary tree of 16-byte entries (time; sequence and slot in one word); payloads
+/// live in a slab beside it, so that sifting moves small entries whatever the size of `E` (a
+/// message-carrying event is large).
 #[derive(Debug, Clone)]
 pub struct EventQueue<E> {
-    heap: BinaryHeap<Entry>,
+    heap: Vec<Entry>,
     slab: Vec<Option<E>>,
     free: Vec<u32>,
     next_seq: u64,
@@ -24,20 +32,18 @@ pub struct EventQueue<E> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
     time: SimTime,
-    seq: u64,
-    slot: u32,
+    /// `seq << SLOT_BITS | slot`: ordering by it orders by `seq`, which is unique.
+    tag: u64,
 }
 
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
+impl Entry {
+    /// The ordering key: earlier time first, then earlier insertion.
+    fn key(self) -> u128 {
+        (u128::from(self.time.as_micros()) << 64) | u128::from(self.tag)
     }
-}
 
-impl Ord for Entry {
-    /// Reversed, so that the max-heap pops the earliest `(time, seq)`.
-    fn cmp(&self, other: &Self) -> Ordering {
-        (other.time, other.seq).cmp(&(self.time, self.seq))
+    fn slot(self) -> usize {
+        (self.tag & (MAX_PENDING as u64 - 1)) as usize
     }
 }
 
@@ -51,7 +57,7 @@ impl<E> EventQueue<E> {
     /// An empty queue.
     pub fn new() -> Self {
         EventQueue {
-            heap: BinaryHeap::new(),
+            heap: Vec::new(),
             slab: Vec::new(),
             free: Vec::new(),
             next_seq: 0,
@@ -59,8 +65,14 @@ impl<E> EventQueue<E> {
     }
 
     /// Schedules `event` at `time`; returns its sequence number (unique, increasing).
+    ///
+    /// # Panics
+    ///
+    /// With [`MAX_PENDING`] events already pending, or after [`MAX_PUSHED`] pushes: a run that
+    /// large is far beyond the simulator's memory budget.
     pub fn push(&mut self, time: SimTime, event: E) -> u64 {
         let seq = self.next_seq;
+        assert!(seq < MAX_PUSHED, "event queue: {MAX_PUSHED} events pushed");
         self.next_seq += 1;
         let slot = match self.free.pop() {
             Some(i) => {
@@ -68,27 +80,87 @@ impl<E> EventQueue<E> {
                 i
             }
             None => {
+                assert!(
+                    self.slab.len() < MAX_PENDING,
+                    "event queue: {MAX_PENDING} events pending"
+                );
                 self.slab.push(Some(event));
                 (self.slab.len() - 1) as u32
             }
         };
-        self.heap.push(Entry { time, seq, slot });
+        self.heap.push(Entry {
+            time,
+            tag: seq << SLOT_BITS | u64::from(slot),
+        });
+        self.sift_up(self.heap.len() - 1);
         seq
     }
 
     /// Removes and returns the earliest event (first pushed among equal times).
     pub fn pop(&mut self) -> Option<(SimTime, E)> {
-        let e = self.heap.pop()?;
-        self.free.push(e.slot);
-        let event = self.slab[e.slot as usize]
+        let last = self.heap.pop()?;
+        let top = if self.heap.is_empty() {
+            last
+        } else {
+            let top = self.heap[0];
+            self.heap[0] = last;
+            self.sift_down(0);
+            top
+        };
+        let slot = top.slot();
+        self.free.push(slot as u32);
+        let event = self.slab[slot]
             .take()
             .expect("every heap entry owns its slot");
-        Some((e.time, event))
+        Some((top.time, event))
+    }
+
+    /// Moves the entry at `i` up until its parent is earlier.
+    fn sift_up(&mut self, mut i: usize) {
+        let e = self.heap[i];
+        let key = e.key();
+        while i > 0 {
+            let parent = (i - 1) / ARITY;
+            if self.heap[parent].key() <= key {
+                break;
+            }
+            self.heap[i] = self.heap[parent];
+            i = parent;
+        }
+        self.heap[i] = e;
+    }
+
+    /// Moves the entry at `i` down to where its children are all later. Walks the earliest
+    /// children to the bottom first and then back up (the moved entry came from the bottom and
+    /// usually belongs there), which costs fewer comparisons than stopping on the way down.
+    fn sift_down(&mut self, mut i: usize) {
+        let e = self.heap[i];
+        let n = self.heap.len();
+        loop {
+            let first = ARITY * i + 1;
+            if first >= n {
+                break;
+            }
+            let end = (first + ARITY).min(n);
+            let mut best = first;
+            let mut best_key = self.heap[first].key();
+            for c in first + 1..end {
+                let k = self.heap[c].key();
+                if k < best_key {
+                    best = c;
+                    best_key = k;
+                }
+            }
+            self.heap[i] = self.heap[best];
+            i = best;
+        }
+        self.heap[i] = e;
+        self.sift_up(i);
     }
 
     /// The time of the earliest event, without removing it.
     pub fn peek_time(&self) -> Option<SimTime> {
-        self.heap.peek().map(|e| e.time)
+        self.heap.first().map(|e| e.time)
     }
 
     /// How many events are pending.
