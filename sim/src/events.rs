@@ -4,6 +4,9 @@
 //! The payload type needs no ordering of its own, so ties never depend on payload contents,
 //! and nothing depends on hash or allocation order.
 
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
 use crate::clock::SimTime;
 
 /// Bits of an entry's tag that hold the payload's slot; the rest hold the insertion sequence.
@@ -12,18 +15,15 @@ const SLOT_BITS: u32 = 24;
 pub const MAX_PENDING: usize = 1 << SLOT_BITS;
 /// Most events that can ever be pushed (2^40, about 10^12).
 pub const MAX_PUSHED: u64 = 1 << (64 - SLOT_BITS);
-/// Children per heap node: four 16-byte entries fill one cache line, and the tree is half as
-/// deep as a binary heap's, so a pop touches half as many lines.
-const ARITY: usize = 4;
 
 /// A min-queue of events keyed by `(time, insertion sequence)`.
 ///
-/// The heap is a 4-ary tree of 16-byte entries (time; sequence and slot in one word); payloads
-/// live in a slab beside it, so that sifting moves small entries whatever the size of `E` (a
-/// message-carrying event is large).
+/// The heap holds only 16-byte keys (the time; the sequence and the payload's slot in one
+/// word); payloads live in a slab beside it, so that sifting moves small entries whatever the
+/// size of `E` (a message-carrying event is large).
 #[derive(Debug, Clone)]
 pub struct EventQueue<E> {
-    heap: Vec<Entry>,
+    heap: BinaryHeap<Entry>,
     slab: Vec<Option<E>>,
     free: Vec<u32>,
     next_seq: u64,
@@ -37,13 +37,21 @@ struct Entry {
 }
 
 impl Entry {
-    /// The ordering key: earlier time first, then earlier insertion.
-    fn key(self) -> u128 {
-        (u128::from(self.time.as_micros()) << 64) | u128::from(self.tag)
-    }
-
     fn slot(self) -> usize {
         (self.tag & (MAX_PENDING as u64 - 1)) as usize
+    }
+}
+
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Entry {
+    /// Reversed, so that the max-heap pops the earliest `(time, seq)`.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.time, other.tag).cmp(&(self.time, self.tag))
     }
 }
 
@@ -57,7 +65,7 @@ impl<E> EventQueue<E> {
     /// An empty queue.
     pub fn new() -> Self {
         EventQueue {
-            heap: Vec::new(),
+            heap: BinaryHeap::new(),
             slab: Vec::new(),
             free: Vec::new(),
             next_seq: 0,
@@ -92,75 +100,23 @@ impl<E> EventQueue<E> {
             time,
             tag: seq << SLOT_BITS | u64::from(slot),
         });
-        self.sift_up(self.heap.len() - 1);
         seq
     }
 
     /// Removes and returns the earliest event (first pushed among equal times).
     pub fn pop(&mut self) -> Option<(SimTime, E)> {
-        let last = self.heap.pop()?;
-        let top = if self.heap.is_empty() {
-            last
-        } else {
-            let top = self.heap[0];
-            self.heap[0] = last;
-            self.sift_down(0);
-            top
-        };
-        let slot = top.slot();
+        let e = self.heap.pop()?;
+        let slot = e.slot();
         self.free.push(slot as u32);
         let event = self.slab[slot]
             .take()
             .expect("every heap entry owns its slot");
-        Some((top.time, event))
-    }
-
-    /// Moves the entry at `i` up until its parent is earlier.
-    fn sift_up(&mut self, mut i: usize) {
-        let e = self.heap[i];
-        let key = e.key();
-        while i > 0 {
-            let parent = (i - 1) / ARITY;
-            if self.heap[parent].key() <= key {
-                break;
-            }
-            self.heap[i] = self.heap[parent];
-            i = parent;
-        }
-        self.heap[i] = e;
-    }
-
-    /// Moves the entry at `i` down to where its children are all later. Walks the earliest
-    /// children to the bottom first and then back up (the moved entry came from the bottom and
-    /// usually belongs there), which costs fewer comparisons than stopping on the way down.
-    fn sift_down(&mut self, mut i: usize) {
-        let e = self.heap[i];
-        let n = self.heap.len();
-        loop {
-            let first = ARITY * i + 1;
-            if first >= n {
-                break;
-            }
-            let end = (first + ARITY).min(n);
-            let mut best = first;
-            let mut best_key = self.heap[first].key();
-            for c in first + 1..end {
-                let k = self.heap[c].key();
-                if k < best_key {
-                    best = c;
-                    best_key = k;
-                }
-            }
-            self.heap[i] = self.heap[best];
-            i = best;
-        }
-        self.heap[i] = e;
-        self.sift_up(i);
+        Some((e.time, event))
     }
 
     /// The time of the earliest event, without removing it.
     pub fn peek_time(&self) -> Option<SimTime> {
-        self.heap.first().map(|e| e.time)
+        self.heap.peek().map(|e| e.time)
     }
 
     /// How many events are pending.
