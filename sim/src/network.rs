@@ -219,6 +219,36 @@ impl LinkCounters {
     }
 }
 
+/// One sender's counters by receiver. A peer talks to a few dozen others, so a binary search
+/// over its receivers (kept apart from the counters, so the search reads a few cache lines)
+/// beats a map keyed by pairs.
+#[derive(Debug, Clone, Default)]
+struct PairCounters {
+    /// Receivers, increasing.
+    to: Vec<u32>,
+    /// `counters[k]` is for `to[k]`.
+    counters: Vec<LinkCounters>,
+}
+
+impl PairCounters {
+    fn get(&self, to: usize) -> Option<&LinkCounters> {
+        let k = self.to.binary_search(&u32::try_from(to).ok()?).ok()?;
+        Some(&self.counters[k])
+    }
+
+    fn get_mut(&mut self, to: u32) -> &mut LinkCounters {
+        let k = match self.to.binary_search(&to) {
+            Ok(k) => k,
+            Err(k) => {
+                self.to.insert(k, to);
+                self.counters.insert(k, LinkCounters::default());
+                k
+            }
+        };
+        &mut self.counters[k]
+    }
+}
+
 /// One direction of one peer's access link.
 #[derive(Debug, Clone, Default)]
 struct Serialiser {
@@ -304,9 +334,8 @@ pub struct Network {
     rng: SimRng,
     /// Whether any fault rate is non-zero (else no message draws from `rng`).
     draws: bool,
-    /// Counters per directed pair: `counters[from]` holds `(to, counters)` sorted by `to` (a
-    /// peer talks to a few dozen others, so a binary search beats a map keyed by pairs).
-    counters: Vec<Vec<(usize, LinkCounters)>>,
+    /// Counters per directed pair: `counters[from]` holds the receivers `from` sent to.
+    counters: Vec<PairCounters>,
 }
 
 impl Network {
@@ -326,7 +355,7 @@ impl Network {
                 .iter()
                 .map(|l| Serialiser::new(l.download_bps))
                 .collect(),
-            counters: vec![Vec::new(); links.len()],
+            counters: vec![PairCounters::default(); links.len()],
             links,
             draws: faults.loss > 0.0 || faults.duplicate > 0.0 || faults.reorder > 0.0,
             faults,
@@ -389,15 +418,8 @@ impl Network {
         let (Some(&src), Some(&dst)) = (self.links.get(from), self.links.get(to)) else {
             return Delivery::dropped(Fate::NoSuchPeer, now);
         };
-        let row = &mut self.counters[from];
-        let k = match row.binary_search_by_key(&to, |&(t, _)| t) {
-            Ok(k) => k,
-            Err(k) => {
-                row.insert(k, (to, LinkCounters::default()));
-                k
-            }
-        };
-        let counters = &mut row[k].1;
+        // `to` indexes `links`, a Vec, so it fits in a u32 for any network that fits in memory.
+        let counters = self.counters[from].get_mut(to as u32);
         counters.messages += 1;
         counters.bytes += bytes;
         counters.control += u64::from(class == Class::Control);
@@ -467,21 +489,20 @@ impl Network {
 
     /// Counters for messages from `from` to `to`.
     pub fn link(&self, from: usize, to: usize) -> LinkCounters {
-        let Some(row) = self.counters.get(from) else {
-            return LinkCounters::default();
-        };
-        match row.binary_search_by_key(&to, |&(t, _)| t) {
-            Ok(k) => row[k].1,
-            Err(_) => LinkCounters::default(),
-        }
+        self.counters
+            .get(from)
+            .and_then(|row| row.get(to))
+            .copied()
+            .unwrap_or_default()
     }
 
     /// All directed pairs that carried traffic, in `(from, to)` order.
     pub fn links(&self) -> impl Iterator<Item = ((usize, usize), &LinkCounters)> + '_ {
-        self.counters
-            .iter()
-            .enumerate()
-            .flat_map(|(from, row)| row.iter().map(move |(to, c)| ((from, *to), c)))
+        self.counters.iter().enumerate().flat_map(|(from, row)| {
+            (row.to.iter())
+                .zip(&row.counters)
+                .map(move |(&to, c)| ((from, to as usize), c))
+        })
     }
 
     /// Counters summed over all pairs.
