@@ -185,10 +185,18 @@ impl Bitfield {
         let first = (start / 8) as usize;
         let last = end.div_ceil(8) as usize;
         let src = &bytes[first..last];
-        for (w, chunk) in m.0.iter_mut().zip(src.chunks(8)) {
+        // Whole words as fixed-size loads; only a short tail goes through a zeroed buffer.
+        let mut words = src.chunks_exact(8);
+        for (w, chunk) in m.0.iter_mut().zip(&mut words) {
             let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
+            word.copy_from_slice(chunk);
             *w = u64::from_be_bytes(word);
+        }
+        let tail = words.remainder();
+        if !tail.is_empty() {
+            let mut word = [0u8; 8];
+            word[..tail.len()].copy_from_slice(tail);
+            m.0[src.len() / 8] = u64::from_be_bytes(word);
         }
         if end - start < 512 {
             m = m.and(&BlockMask::full(end - start));
@@ -424,6 +432,24 @@ mod tests {
             let mut c = Bitfield::new(len);
             c.merge_window(s, &w);
             prop_assert_eq!(c.iter_ones_in(0..len).collect::<Vec<_>>(), in_r);
+        }
+
+        #[test]
+        fn block_masks_match_bit_by_bit(
+            len in 0u64..1200,
+            ones in proptest::collection::vec(0u64..1200, 0..300),
+            start8 in 0u64..160,
+            mask_len in 0u64..=512,
+        ) {
+            let mut b = Bitfield::new(len);
+            for i in ones {
+                b.set(i);
+            }
+            let start = start8 * 8;
+            let m = b.block_mask(start, mask_len);
+            for j in 0..512 {
+                prop_assert_eq!(m.get(j), j < mask_len && b.get(start + j), "bit {}", j);
+            }
         }
 
         #[test]

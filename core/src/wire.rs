@@ -503,8 +503,104 @@ impl Message {
         }
     }
 
+    /// Length of the encoded payload, as prost's derived `encoded_len` counts it (proto3: a
+    /// field at its default value is not encoded), without building the payload message: every
+    /// message sent is measured, and building one clones its strings and byte buffers.
     fn payload_len(&self) -> usize {
-        self.payload().map_or(0, |p| p.encoded_len())
+        fn uint(tag: u32, v: u64) -> usize {
+            if v == 0 {
+                0
+            } else {
+                key_len(tag) + encoded_len_varint(v)
+            }
+        }
+        fn bytes(tag: u32, len: usize) -> usize {
+            if len == 0 {
+                0
+            } else {
+                nested(tag, len)
+            }
+        }
+        /// A length-delimited field of `len` bytes (an optional message is present even empty).
+        fn nested(tag: u32, len: usize) -> usize {
+            key_len(tag) + encoded_len_varint(len as u64) + len
+        }
+        match self {
+            Message::Handshake {
+                info_hash,
+                peer_id,
+                capabilities,
+            } => {
+                let (version, tier) =
+                    capabilities.map_or((0, 0), |c| (c.protocol_version, c.max_tier_supported));
+                bytes(1, info_hash.len())
+                    + bytes(2, peer_id.len())
+                    + uint(3, version.into())
+                    + uint(4, tier.into())
+                    + if capabilities.is_some() {
+                        key_len(5) + 1
+                    } else {
+                        0
+                    }
+            }
+            Message::Bitfield { bits } => bytes(1, bits.len()),
+            Message::Have { unit } | Message::Request { unit } | Message::Cancel { unit } => {
+                uint(1, *unit)
+            }
+            Message::Transfer { unit, data, proof } => {
+                uint(1, *unit)
+                    + bytes(2, data.len())
+                    + proof.as_ref().map_or(0, |p| {
+                        // int64 fields encode as their two's-complement u64.
+                        let nodes: usize = (p.nodes.iter())
+                            .map(|(hash, level)| {
+                                nested(3, bytes(1, hash.len()) + uint(2, (*level).into()))
+                            })
+                            .sum();
+                        nested(
+                            3,
+                            uint(1, p.leaf_start as u64) + uint(2, p.leaf_count as u64) + nodes,
+                        )
+                    })
+            }
+            Message::Reject { unit, reason } => uint(1, *unit) + bytes(2, reason.len()),
+            Message::Summary {
+                tier,
+                start,
+                all,
+                partial,
+            } => {
+                uint(1, (*tier).into())
+                    + uint(2, *start)
+                    + bytes(3, all.len())
+                    + bytes(4, partial.len())
+            }
+            Message::RefineRequest {
+                from_tier,
+                to_tier,
+                index,
+                id,
+            } => {
+                uint(1, (*from_tier).into())
+                    + uint(2, (*to_tier).into())
+                    + uint(3, *index)
+                    + uint(4, *id)
+            }
+            Message::RefineResponse {
+                tier,
+                start,
+                bits,
+                id,
+                reject,
+            } => {
+                uint(1, (*tier).into())
+                    + uint(2, *start)
+                    + bytes(3, bits.len())
+                    + uint(4, *id)
+                    + bytes(5, reject.as_ref().map_or(0, String::len))
+            }
+            Message::KeepAlive | Message::Unknown { .. } => 0,
+        }
     }
 
     fn payload(&self) -> Option<Payload> {
@@ -628,6 +724,8 @@ macro_rules! each_payload {
 }
 
 impl Payload {
+    /// prost's own count, the reference `Message::payload_len` is tested against.
+    #[cfg(test)]
     fn encoded_len(&self) -> usize {
         each_payload!(self, p => p.encoded_len())
     }
@@ -1426,6 +1524,11 @@ mod tests {
                 prop_assert_eq!(parts[1].as_ptr(), data.as_ptr());
                 prop_assert_eq!(parts[1].len(), data.len());
             }
+        }
+
+        #[test]
+        fn payload_len_counts_as_prost_does(msg in arb_message()) {
+            prop_assert_eq!(msg.payload_len(), msg.payload().map_or(0, |p| p.encoded_len()));
         }
 
         #[test]

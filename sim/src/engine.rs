@@ -11,7 +11,10 @@
 //! hostile node rewrites, drops or multiplies its traffic, and the honest side plays the
 //! embedder's defences.
 
+mod digest;
 mod hostile;
+
+use digest::TraceDigest;
 
 use crate::bound::{first_join, fluid_bound, Bounds};
 use crate::clock::SimTime;
@@ -24,7 +27,8 @@ use crate::scenario::{Behaviour, PeerSpec, Protocol, Role};
 use crate::svg::render_progress_svg;
 use crate::{RunOptions, Scenario, SimError};
 use bytes::Bytes;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::Write;
 use std::time::{Duration, Instant};
 use tierswarm_core::node::{
@@ -97,7 +101,8 @@ enum Ev {
 
 struct Slot {
     spec: PeerSpec,
-    node: Option<Node>,
+    /// Boxed so that lending the node out while its actions run moves a pointer, not the node.
+    node: Option<Box<Node>>,
     /// Bumped on every crash: events for an older life are dropped.
     epoch: u32,
     store: Option<Bytes>,
@@ -209,14 +214,16 @@ struct Engine<'a> {
     queue: EventQueue<Ev>,
     net: Network,
     slots: Vec<Slot>,
-    /// Live connections: id → (a, b).
-    conns: BTreeMap<u64, (usize, usize)>,
+    /// Live connections: id → (a, b). Looked up for every message; never iterated, so a hash
+    /// map's order cannot leak into the run.
+    conns: HashMap<u64, (usize, usize), BuildHasherDefault<ConnIdHasher>>,
     next_conn: u64,
     tracker_rng: SimRng,
-    messages: BTreeMap<String, u64>,
+    /// Messages sent, by kind (indexed by `MessageKind as usize`).
+    messages: [u64; MessageKind::ALL.len()],
     availability_bytes: u64,
     data_bytes: u64,
-    hasher: blake3::Hasher,
+    hasher: TraceDigest,
     trace: Option<std::io::BufWriter<std::fs::File>>,
     trace_path: Option<std::path::PathBuf>,
     tracing: bool,
@@ -230,6 +237,27 @@ struct Engine<'a> {
     limits: Limits,
     /// Connections honest nodes dropped: (the dropped peer's behaviour, reason) → count.
     disconnects: BTreeMap<(Behaviour, &'static str), u64>,
+}
+
+/// Hashes connection ids (sequential `u64`s) with one multiplication: no keys come from outside
+/// the engine, so nothing needs SipHash's defence against chosen keys.
+#[derive(Default)]
+struct ConnIdHasher(u64);
+
+impl Hasher for ConnIdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = (self.0 ^ id).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// Runs `scenario` with `opts` and returns its report (whose exit code says how it ended).
@@ -288,13 +316,13 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Report, SimError> {
         queue: EventQueue::new(),
         net,
         slots,
-        conns: BTreeMap::new(),
+        conns: HashMap::default(),
         next_conn: 1,
         tracker_rng: root_rng.derive("tracker"),
-        messages: BTreeMap::new(),
+        messages: [0; MessageKind::ALL.len()],
         availability_bytes: 0,
         data_bytes: 0,
-        hasher: blake3::Hasher::new(),
+        hasher: TraceDigest::new(),
         tracing: trace.is_some(),
         trace,
         trace_path: opts.trace.clone(),
@@ -481,7 +509,7 @@ impl Engine<'_> {
             Role::Seeder => LocalTiers::full(self.geo),
             Role::Leecher => LocalTiers::new(self.geo),
         };
-        let node = Node::new(self.config(i), local, self.now.into());
+        let node = Box::new(Node::new(self.config(i), local, self.now.into()));
         let have = node.local().units_present();
         self.slots[i].node = Some(node);
         self.slots[i].joined_at = Some(self.now);
@@ -576,7 +604,7 @@ impl Engine<'_> {
             (None, Role::Seeder) => Node::new(cfg, LocalTiers::full(self.geo), self.now.into()),
             (None, Role::Leecher) => Node::new(cfg, LocalTiers::new(self.geo), self.now.into()),
         };
-        self.slots[i].node = Some(node);
+        self.slots[i].node = Some(Box::new(node));
         self.instants.push(perfetto::Instant {
             peer: i,
             name: "restart".into(),
@@ -656,7 +684,7 @@ impl Engine<'_> {
     }
 
     fn count(&mut self, kind: MessageKind, bytes: u64) {
-        *self.messages.entry(kind.name().to_string()).or_default() += 1;
+        self.messages[kind as usize] += 1;
         if kind.is_availability() {
             self.availability_bytes += bytes;
         }
@@ -797,13 +825,13 @@ impl Engine<'_> {
             Message::RefineRequest { index, .. } => *index,
             _ => u64::MAX,
         };
-        let mut rec = [0u8; 33];
+        let mut rec = [0u8; digest::RECORD];
         rec[..8].copy_from_slice(&self.now.as_micros().to_le_bytes());
         rec[8..16].copy_from_slice(&(i as u64).to_le_bytes());
         rec[16..24].copy_from_slice(&(j as u64).to_le_bytes());
         rec[24..32].copy_from_slice(&unit.to_le_bytes());
         rec[32] = msg.kind() as u8;
-        self.hasher.update(&rec);
+        self.hasher.record(&rec);
     }
 
     fn note_progress(&mut self, i: usize, have: u64) {
@@ -963,14 +991,18 @@ impl Engine<'_> {
             efficiency: all.efficiency,
             availability_bytes: self.availability_bytes,
             data_bytes: self.data_bytes,
-            messages: std::mem::take(&mut self.messages),
+            messages: MessageKind::ALL
+                .iter()
+                .filter(|&&k| self.messages[k as usize] > 0)
+                .map(|&k| (k.name().to_owned(), self.messages[k as usize]))
+                .collect(),
             refine_requests: totals.refine_requests,
             refine_timeouts: totals.refine_timeouts,
             retries: totals.retries,
             duplicate_units: totals.duplicate_units,
             events: totals.events,
             wall_s: wall.elapsed().as_secs_f64(),
-            trace_hash: self.hasher.finalize().to_hex().to_string(),
+            trace_hash: self.hasher.finalize_hex(),
             exit_reason: reason,
             leechers_detail,
             hostile,

@@ -9,10 +9,18 @@ use std::collections::BinaryHeap;
 
 use crate::clock::SimTime;
 
+/// Bits of an entry's tag that hold the payload's slot; the rest hold the insertion sequence.
+const SLOT_BITS: u32 = 24;
+/// Most events that can be pending at once (2^24, about 16.7 million: some 2 GiB of payloads).
+pub const MAX_PENDING: usize = 1 << SLOT_BITS;
+/// Most events that can ever be pushed (2^40, about 10^12).
+pub const MAX_PUSHED: u64 = 1 << (64 - SLOT_BITS);
+
 /// A min-queue of events keyed by `(time, insertion sequence)`.
 ///
-/// The heap holds only 24-byte keys; payloads live in a slab beside it, so that sifting moves
-/// small entries whatever the size of `E` (a message-carrying event is large).
+/// The heap holds only 16-byte keys (the time; the sequence and the payload's slot in one
+/// word); payloads live in a slab beside it, so that sifting moves small entries whatever the
+/// size of `E` (a message-carrying event is large).
 #[derive(Debug, Clone)]
 pub struct EventQueue<E> {
     heap: BinaryHeap<Entry>,
@@ -24,8 +32,14 @@ pub struct EventQueue<E> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
     time: SimTime,
-    seq: u64,
-    slot: u32,
+    /// `seq << SLOT_BITS | slot`: ordering by it orders by `seq`, which is unique.
+    tag: u64,
+}
+
+impl Entry {
+    fn slot(self) -> usize {
+        (self.tag & (MAX_PENDING as u64 - 1)) as usize
+    }
 }
 
 impl PartialOrd for Entry {
@@ -37,7 +51,7 @@ impl PartialOrd for Entry {
 impl Ord for Entry {
     /// Reversed, so that the max-heap pops the earliest `(time, seq)`.
     fn cmp(&self, other: &Self) -> Ordering {
-        (other.time, other.seq).cmp(&(self.time, self.seq))
+        (other.time, other.tag).cmp(&(self.time, self.tag))
     }
 }
 
@@ -59,8 +73,14 @@ impl<E> EventQueue<E> {
     }
 
     /// Schedules `event` at `time`; returns its sequence number (unique, increasing).
+    ///
+    /// # Panics
+    ///
+    /// With [`MAX_PENDING`] events already pending, or after [`MAX_PUSHED`] pushes: a run that
+    /// large is far beyond the simulator's memory budget.
     pub fn push(&mut self, time: SimTime, event: E) -> u64 {
         let seq = self.next_seq;
+        assert!(seq < MAX_PUSHED, "event queue: {MAX_PUSHED} events pushed");
         self.next_seq += 1;
         let slot = match self.free.pop() {
             Some(i) => {
@@ -68,19 +88,27 @@ impl<E> EventQueue<E> {
                 i
             }
             None => {
+                assert!(
+                    self.slab.len() < MAX_PENDING,
+                    "event queue: {MAX_PENDING} events pending"
+                );
                 self.slab.push(Some(event));
                 (self.slab.len() - 1) as u32
             }
         };
-        self.heap.push(Entry { time, seq, slot });
+        self.heap.push(Entry {
+            time,
+            tag: seq << SLOT_BITS | u64::from(slot),
+        });
         seq
     }
 
     /// Removes and returns the earliest event (first pushed among equal times).
     pub fn pop(&mut self) -> Option<(SimTime, E)> {
         let e = self.heap.pop()?;
-        self.free.push(e.slot);
-        let event = self.slab[e.slot as usize]
+        let slot = e.slot();
+        self.free.push(slot as u32);
+        let event = self.slab[slot]
             .take()
             .expect("every heap entry owns its slot");
         Some((e.time, event))

@@ -37,7 +37,8 @@
 //! # Faults
 //!
 //! Every message draws exactly four numbers from the network's own random stream (so the stream
-//! stays aligned whatever the probabilities are), then:
+//! stays aligned whatever the probabilities are; a network without loss, duplication or
+//! reordering draws nothing, since no outcome could depend on the draws), then:
 //!
 //! - **partition**: if the sender's and receiver's groups are separated by a partition window at
 //!   the send time, the message is dropped before it uses any bandwidth;
@@ -48,7 +49,8 @@
 //!   µs *after* the downlink, so messages sent later can overtake it without the delay holding
 //!   the link.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
+use std::ops::Deref;
 
 use crate::clock::{micros_ceil, SimTime};
 use crate::rng::SimRng;
@@ -133,11 +135,34 @@ pub enum Fate {
     NoSuchPeer,
 }
 
+/// When each copy of a message arrives: none, one, or two (a duplicate), in increasing order.
+/// Derefs to a slice; held inline, since every message sent makes one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Arrivals {
+    at: [SimTime; 2],
+    len: u8,
+}
+
+impl Arrivals {
+    fn push(&mut self, t: SimTime) {
+        self.at[usize::from(self.len)] = t;
+        self.len += 1;
+    }
+}
+
+impl Deref for Arrivals {
+    type Target = [SimTime];
+
+    fn deref(&self) -> &[SimTime] {
+        &self.at[..usize::from(self.len)]
+    }
+}
+
 /// The outcome of [`Network::send`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
     /// When each copy arrives at the receiver, in increasing order; empty unless delivered.
-    pub times: Vec<SimTime>,
+    pub times: Arrivals,
     /// What happened.
     pub fate: Fate,
     /// Whether a second copy was delivered.
@@ -151,7 +176,7 @@ pub struct Delivery {
 impl Delivery {
     fn dropped(fate: Fate, left_sender: SimTime) -> Delivery {
         Delivery {
-            times: Vec::new(),
+            times: Arrivals::default(),
             fate,
             duplicated: false,
             reordered: false,
@@ -194,6 +219,36 @@ impl LinkCounters {
     }
 }
 
+/// One sender's counters by receiver. A peer talks to a few dozen others, so a binary search
+/// over its receivers (kept apart from the counters, so the search reads a few cache lines)
+/// beats a map keyed by pairs.
+#[derive(Debug, Clone, Default)]
+struct PairCounters {
+    /// Receivers, increasing.
+    to: Vec<u32>,
+    /// `counters[k]` is for `to[k]`.
+    counters: Vec<LinkCounters>,
+}
+
+impl PairCounters {
+    fn get(&self, to: usize) -> Option<&LinkCounters> {
+        let k = self.to.binary_search(&u32::try_from(to).ok()?).ok()?;
+        Some(&self.counters[k])
+    }
+
+    fn get_mut(&mut self, to: u32) -> &mut LinkCounters {
+        let k = match self.to.binary_search(&to) {
+            Ok(k) => k,
+            Err(k) => {
+                self.to.insert(k, to);
+                self.counters.insert(k, LinkCounters::default());
+                k
+            }
+        };
+        &mut self.counters[k]
+    }
+}
+
 /// One direction of one peer's access link.
 #[derive(Debug, Clone, Default)]
 struct Serialiser {
@@ -219,6 +274,10 @@ impl Serialiser {
 
     /// µs to serialise `bytes`, rounded up.
     fn duration(&self, bytes: u64) -> u64 {
+        // Any message below 18 TB fits in 64 bits; a 128-bit division costs several times more.
+        if let Some(scaled) = bytes.checked_mul(1_000_000) {
+            return scaled.div_ceil(self.bytes_per_second);
+        }
         let micros = (u128::from(bytes) * 1_000_000).div_ceil(u128::from(self.bytes_per_second));
         u64::try_from(micros).unwrap_or(u64::MAX)
     }
@@ -277,7 +336,10 @@ pub struct Network {
     faults: FaultRates,
     partitions: Vec<PartitionWindow>,
     rng: SimRng,
-    counters: BTreeMap<(usize, usize), LinkCounters>,
+    /// Whether any fault rate is non-zero (else no message draws from `rng`).
+    draws: bool,
+    /// Counters per directed pair: `counters[from]` holds the receivers `from` sent to.
+    counters: Vec<PairCounters>,
 }
 
 impl Network {
@@ -297,11 +359,12 @@ impl Network {
                 .iter()
                 .map(|l| Serialiser::new(l.download_bps))
                 .collect(),
+            counters: vec![PairCounters::default(); links.len()],
             links,
+            draws: faults.loss > 0.0 || faults.duplicate > 0.0 || faults.reorder > 0.0,
             faults,
             partitions,
             rng,
-            counters: BTreeMap::new(),
         }
     }
 
@@ -343,16 +406,24 @@ impl Network {
         bytes: u64,
         class: Class,
     ) -> Delivery {
-        // Always four draws per message, so the stream stays aligned.
-        let lose = self.rng.chance(self.faults.loss);
-        let duplicate = self.rng.chance(self.faults.duplicate);
-        let reorder = self.rng.chance(self.faults.reorder);
-        let extra_draw = self.rng.u64();
+        // Always four draws per message, so the stream stays aligned (none without faults: the
+        // stream feeds nothing else).
+        let (lose, duplicate, reorder, extra_draw) = if self.draws {
+            (
+                self.rng.chance(self.faults.loss),
+                self.rng.chance(self.faults.duplicate),
+                self.rng.chance(self.faults.reorder),
+                self.rng.u64(),
+            )
+        } else {
+            (false, false, false, 0)
+        };
 
         let (Some(&src), Some(&dst)) = (self.links.get(from), self.links.get(to)) else {
             return Delivery::dropped(Fate::NoSuchPeer, now);
         };
-        let counters = self.counters.entry((from, to)).or_default();
+        // `to` indexes `links`, a Vec, so it fits in a u32 for any network that fits in memory.
+        let counters = self.counters[from].get_mut(to as u32);
         counters.messages += 1;
         counters.bytes += bytes;
         counters.control += u64::from(class == Class::Control);
@@ -377,9 +448,9 @@ impl Network {
         let arrival = sent.saturating_add(path);
         let downlink = &mut self.downlinks[to];
         downlink.prune(now_us);
-        let mut times = vec![downlink.transmit(arrival, bytes, class)];
+        let mut copies = [downlink.transmit(arrival, bytes, class), 0];
         if duplicate {
-            times.push(downlink.transmit(arrival, bytes, class));
+            copies[1] = downlink.transmit(arrival, bytes, class);
             counters.duplicated += 1;
         }
         let extra = if reorder {
@@ -391,11 +462,12 @@ impl Network {
             0
         };
         counters.delivered += 1;
+        let mut times = Arrivals::default();
+        for &t in &copies[..1 + usize::from(duplicate)] {
+            times.push(SimTime::from_micros(t.saturating_add(extra)));
+        }
         Delivery {
-            times: times
-                .into_iter()
-                .map(|t| SimTime::from_micros(t.saturating_add(extra)))
-                .collect(),
+            times,
             fate: Fate::Delivered,
             duplicated: duplicate,
             reordered: reorder,
@@ -421,18 +493,26 @@ impl Network {
 
     /// Counters for messages from `from` to `to`.
     pub fn link(&self, from: usize, to: usize) -> LinkCounters {
-        self.counters.get(&(from, to)).copied().unwrap_or_default()
+        self.counters
+            .get(from)
+            .and_then(|row| row.get(to))
+            .copied()
+            .unwrap_or_default()
     }
 
     /// All directed pairs that carried traffic, in `(from, to)` order.
     pub fn links(&self) -> impl Iterator<Item = ((usize, usize), &LinkCounters)> + '_ {
-        self.counters.iter().map(|(&k, v)| (k, v))
+        self.counters.iter().enumerate().flat_map(|(from, row)| {
+            (row.to.iter())
+                .zip(&row.counters)
+                .map(move |(&to, c)| ((from, to as usize), c))
+        })
     }
 
     /// Counters summed over all pairs.
     pub fn totals(&self) -> LinkCounters {
         let mut total = LinkCounters::default();
-        for c in self.counters.values() {
+        for (_, c) in self.links() {
             total.add(c);
         }
         total
@@ -515,6 +595,47 @@ mod tests {
         assert_eq!(times(&e), [(1_000 - 20 + 16) * MS + 500]);
         assert_eq!(n.link(0, 1).control, 2);
         assert_eq!(n.link(0, 1).messages, 5);
+    }
+
+    #[test]
+    fn counters_are_kept_per_directed_pair_in_order() {
+        let mut n = net(FaultRates::default());
+        n.send(at(0), 1, 0, 10, Class::Control);
+        n.send(at(0), 0, 2, 20, Class::Bulk);
+        n.send(at(0), 0, 1, 30, Class::Control);
+        n.send(at(1), 0, 2, 40, Class::Control);
+        let pairs: Vec<_> = n.links().map(|(k, c)| (k, c.messages, c.bytes)).collect();
+        assert_eq!(
+            pairs,
+            [((0, 1), 1, 30), ((0, 2), 2, 60), ((1, 0), 1, 10)],
+            "(from, to) order"
+        );
+        assert_eq!(n.link(0, 2).control, 1);
+        assert_eq!(n.link(2, 0), LinkCounters::default());
+        assert_eq!(n.link(7, 0), LinkCounters::default());
+        assert_eq!((n.totals().messages, n.totals().delivered), (4, 4));
+    }
+
+    #[test]
+    fn durations_are_exact_on_both_sides_of_64_bits() {
+        let s = Serialiser::new(3_000_000);
+        for bytes in [
+            0,
+            1,
+            2,
+            3,
+            65_536,
+            u64::MAX / 1_000_000,
+            u64::MAX / 1_000_000 + 1,
+            u64::MAX,
+        ] {
+            let exact = (u128::from(bytes) * 1_000_000).div_ceil(3_000_000);
+            assert_eq!(
+                u128::from(s.duration(bytes)),
+                exact.min(u128::from(u64::MAX)),
+                "{bytes}"
+            );
+        }
     }
 
     #[test]
