@@ -24,6 +24,7 @@ fn shipped_scenarios_parse() {
         names,
         [
             "capable-seeder-legacy-crowd.toml",
+            "crowd-100.toml",
             "crowd-1000.toml",
             "crowd-300.toml",
             "flash-crowd.toml",

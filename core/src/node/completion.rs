@@ -16,6 +16,7 @@ impl Node {
             _ => return,
         };
         self.claim(unit);
+        self.refines.earn(1, self.now, &self.cfg.limits);
         if let Some(r) = self.remote.rarity1.as_mut() {
             r.park(unit);
         }

@@ -114,6 +114,14 @@ pub struct Limits {
     /// gained there since it was last told (news, `dev/PROTOCOL.md` §4.3), so that trading
     /// partners need not poll each other with refinements.
     pub serve_news: bool,
+    /// Refinement credit earned per unit received: what knowing our peers may cost, per unit
+    /// it brings (`dev/PROTOCOL.md` §4.3).
+    pub refines_per_unit: f64,
+    /// Refinement credit earned per second whatever arrives, so that a node that receives
+    /// nothing can still look.
+    pub refines_per_second: f64,
+    /// Most refinement credit held at once (and at the start).
+    pub refine_burst: u32,
 }
 
 impl Default for Limits {
@@ -153,6 +161,9 @@ impl Default for Limits {
             batch_delay: Duration::from_millis(500),
             push_interval: Duration::from_millis(500),
             serve_news: true,
+            refines_per_unit: 0.2,
+            refines_per_second: 2.0,
+            refine_burst: 64,
         }
     }
 }

@@ -25,7 +25,10 @@
 //!         Verdict::Verified
 //!     }
 //!     fn persist(&mut self, _store: Bytes) {}
-//!     fn disconnect(&mut self, _: PeerId, reason: DisconnectReason) { panic!("{reason}") }
+//!     fn disconnect(&mut self, _: PeerId, reason: DisconnectReason) {
+//!         // Two complete peers part; anything else would be a bug here.
+//!         assert!(matches!(reason, DisconnectReason::BothComplete), "{reason}");
+//!     }
 //! }
 //!
 //! let geo = Geometry::new(3 * 65536 + 100).unwrap();
@@ -207,7 +210,7 @@ impl Node {
             local,
             peers: BTreeMap::new(),
             requests: RequestLedger::default(),
-            refines: RefineLedger::default(),
+            refines: RefineLedger::new(&cfg.limits),
             remote,
             uploads: Uploads::default(),
             announce: Announcements::default(),
@@ -370,6 +373,7 @@ impl Node {
     fn advance(&mut self, now: Timestamp) {
         self.now = self.now.max(now);
         self.stats.events += 1;
+        self.refines.earn(0, self.now, &self.cfg.limits);
     }
 
     /// After every input: schedule dirty peers, flush deltas, check drain, update gauges.

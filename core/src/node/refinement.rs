@@ -69,6 +69,11 @@ pub(crate) struct RefineLedger {
     by_peer: BTreeMap<PeerId, PeerRefines>,
     active: u32,
     next_id: u64,
+    /// Refinements we may still send: earned per unit received and per second, spent per
+    /// refinement, capped at `Limits::refine_burst`.
+    credit: f64,
+    /// When `credit` last earned its per-second share.
+    credited_at: Option<Timestamp>,
 }
 
 impl Default for RefineLedger {
@@ -80,11 +85,21 @@ impl Default for RefineLedger {
             by_peer: BTreeMap::new(),
             active: 0,
             next_id: 1,
+            credit: f64::from(Limits::default().refine_burst),
+            credited_at: None,
         }
     }
 }
 
 impl RefineLedger {
+    /// An empty ledger holding a full burst of `l`'s credit.
+    pub(crate) fn new(l: &Limits) -> Self {
+        RefineLedger {
+            credit: f64::from(l.refine_burst),
+            ..RefineLedger::default()
+        }
+    }
+
     /// Refinements in flight over all peers.
     pub(crate) fn active(&self) -> u32 {
         self.active
@@ -95,12 +110,23 @@ impl RefineLedger {
         self.in_flight.contains(&(peer, block))
     }
 
-    /// How many more refinements may be sent to `peer` now.
+    /// How many more refinements may be sent to `peer` now: within the caps in flight, and
+    /// within the credit.
     pub(crate) fn room(&self, peer: PeerId, l: &Limits) -> usize {
         let mine = self.by_peer.get(&peer).map_or(0, |p| p.in_flight);
-        l.max_refines_per_peer
+        let caps = l
+            .max_refines_per_peer
             .saturating_sub(mine)
-            .min(l.max_refines.saturating_sub(self.active)) as usize
+            .min(l.max_refines.saturating_sub(self.active)) as usize;
+        caps.min(self.credit.max(0.0) as usize)
+    }
+
+    /// Earns the credit of `units` units received and of the time since the last call.
+    pub(crate) fn earn(&mut self, units: u64, now: Timestamp, l: &Limits) {
+        let seconds = self.credited_at.map_or(0.0, |t| now.since(t).as_secs_f64());
+        self.credited_at = Some(now);
+        let earned = units as f64 * l.refines_per_unit + seconds * l.refines_per_second;
+        self.credit = (self.credit + earned).min(f64::from(l.refine_burst));
     }
 
     /// Whether refining `block` at `peer` is backing off at `now`.
@@ -153,6 +179,7 @@ impl RefineLedger {
         self.in_flight.insert((peer, block));
         self.by_peer.entry(peer).or_default().in_flight += 1;
         self.active += 1;
+        self.credit -= 1.0;
         (id, attempt)
     }
 
@@ -486,6 +513,33 @@ mod tests {
         assert!(!l.in_flight(a, 1));
         assert!(!l.backing_off(a, 9, t(0)));
         assert_eq!(l.room(b, &lim), 1);
+    }
+
+    #[test]
+    fn credit_is_earned_per_unit_and_per_second_and_capped() {
+        let (a, b) = (PeerId(1), PeerId(2));
+        let lim = Limits {
+            refines_per_unit: 0.5,
+            refines_per_second: 1.0,
+            refine_burst: 2,
+            ..Limits::default()
+        };
+        let mut l = RefineLedger::new(&lim);
+        l.earn(0, t(0), &lim);
+        assert_eq!(l.room(a, &lim), 2, "a full burst at the start");
+        l.start(a, 1, t(0), 0);
+        l.start(b, 1, t(0), 0);
+        assert_eq!(l.room(a, &lim), 0, "spent");
+        l.earn(1, t(0), &lim);
+        assert_eq!(l.room(a, &lim), 0, "half a refinement is none");
+        l.earn(1, t(0), &lim);
+        assert_eq!(l.room(a, &lim), 1, "two units earn one");
+        l.earn(0, t(1_500_000), &lim);
+        assert_eq!(l.room(a, &lim), 2, "1.5 s earn more, up to the burst");
+        l.earn(100, t(9_000_000), &lim);
+        l.start(a, 2, t(9_000_000), 0);
+        l.start(a, 3, t(9_000_000), 0);
+        assert_eq!(l.room(b, &lim), 0, "never more than the burst held");
     }
 
     #[test]

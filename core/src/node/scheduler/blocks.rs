@@ -25,6 +25,8 @@ const MAX_PASSED_IN_TRACE: usize = 3;
 const CHUNK: u64 = 512;
 /// Chunks of the fallback scan per decision.
 const MAX_SCAN_CHUNKS: u64 = 8;
+/// A peer whose refinement had to wait for credit or room is looked at again this soon.
+const REFINE_CAP_RECHECK: core::time::Duration = core::time::Duration::from_millis(500);
 
 /// Per decision: what other peers are known to hold in a T3 block, by block.
 type HeldCache = Vec<(u64, BlockMask)>;
@@ -162,6 +164,9 @@ pub(crate) fn plan(
             note(&mut plan.passed, b, PassReason::RefineBackingOff);
         } else if plan.to_refine.len() >= refine_room {
             note(&mut plan.passed, b, PassReason::RefineCap);
+            // Credit comes back with time too: look again then.
+            let soon = v.now.add(REFINE_CAP_RECHECK);
+            plan.recheck = Some(plan.recheck.map_or(soon, |t| t.min(soon)));
         } else {
             plan.to_refine.push(b);
         }
