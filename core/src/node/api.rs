@@ -273,6 +273,11 @@ pub enum DisconnectReason {
     /// reader refused it before the node saw it).
     #[error("bad frame: over its limit or malformed")]
     BadFrame,
+    /// The peer sent [`Limits::max_serve_queue`](super::Limits::max_serve_queue) requests that
+    /// no honest requester sends: for units never advertised on this connection, or beyond its
+    /// full serve queue here (counted since the queue was last at most half full).
+    #[error("request flood: requests far beyond the serve queue")]
+    RequestFlood,
 }
 
 /// Why an embedder dropped a connection ([`Input::PeerDropped`]).
@@ -330,6 +335,8 @@ pub enum DisconnectKind {
     Stalled,
     /// [`DisconnectReason::BadFrame`].
     BadFrame,
+    /// [`DisconnectReason::RequestFlood`].
+    RequestFlood,
 }
 
 impl DisconnectReason {
@@ -359,6 +366,7 @@ impl DisconnectReason {
             R::Idle => DisconnectKind::Idle,
             R::WriteStalled | R::FrameTimeout => DisconnectKind::Stalled,
             R::BadFrame => DisconnectKind::BadFrame,
+            R::RequestFlood => DisconnectKind::RequestFlood,
         }
     }
 }
