@@ -345,7 +345,12 @@ pub async fn faults_through_a_proxy(host: &Host) {
         let dead = dead.clone();
         let s = host.serve_with(session, vec![], move |e| {
             if let SessionEvent::PeerGone { reason, .. } = e {
-                let deadline = ["handshake timeout", "idle", "write stalled", "frame timeout"];
+                let deadline = [
+                    "handshake timeout",
+                    "idle",
+                    "write stalled",
+                    "frame timeout",
+                ];
                 if deadline.iter().any(|d| reason.starts_with(d)) {
                     dead.fetch_add(1, Ordering::SeqCst);
                 }
