@@ -1,7 +1,7 @@
 //! Drain and backpressure, driven through the public inputs of real nodes on the harness.
 
 use std::time::Duration;
-use tierswarm_core::node::{Input, PressureSnapshot};
+use tierswarm_core::node::{DisconnectKind, Input, Limits, PressureSnapshot};
 use tierswarm_core::store::StoreState;
 use tierswarm_core::tiers::T1_SIZE;
 use tierswarm_tests::{config, Swarm};
@@ -118,4 +118,78 @@ fn backpressure_reject_level_refuses_then_recovers() {
         "the leecher finishes once the seeder recovers"
     );
     assert_eq!(levels(&s), ["reject", "batch", "none"]);
+}
+
+/// Feeds `to` a REQUEST for `unit` from `from`, as if `from` had sent it.
+fn request(s: &mut Swarm, to: usize, from: usize, unit: u64) {
+    let frame = tierswarm_core::wire::Frame {
+        info_hash: bytes::Bytes::new(),
+        msg: tierswarm_core::wire::Message::Request { unit },
+    };
+    let peer = tierswarm_core::PeerId(from as u64);
+    input(s, to, Input::PeerFrame { peer, frame });
+}
+
+fn floods(s: &Swarm, i: usize) -> u64 {
+    let d = &s.node(i).stats().disconnects;
+    d.get(&DisconnectKind::RequestFlood).copied().unwrap_or(0)
+}
+
+#[test]
+fn a_request_flood_costs_the_flooder_its_connection_and_nobody_else_anything() {
+    let mut s = Swarm::new(ms(10));
+    s.serve_time = ms(2);
+    let seed = s.add(config("seed", FILE, true), None);
+    let honest = s.add(config("honest", FILE, true), Some(&[]));
+    let flooder = s.add(config("flooder", FILE, true), Some(&[]));
+    let cap = Limits::default().max_serve_queue as u64;
+    s.connect(seed, honest);
+    s.connect(seed, flooder);
+    s.run_until(s.now.add(ms(200)));
+    assert!(
+        s.count(flooder, seed, "request") > 0,
+        "the flooder's node asks too"
+    );
+    // A full queue's worth beyond its own window: refused `busy`, nothing worse yet.
+    for unit in 0..cap {
+        request(&mut s, seed, flooder, unit);
+    }
+    assert_eq!(floods(&s, seed), 0, "one full queue is only refused");
+    // Another full queue while the first is still waiting: dropped.
+    for unit in 0..cap {
+        request(&mut s, seed, flooder, unit);
+    }
+    assert_eq!(
+        floods(&s, seed),
+        1,
+        "{:?}",
+        s.node(seed).stats().disconnects
+    );
+    // The honest leecher's own requests, as greedy as its window allows, never come close.
+    assert!(s.run_until_complete(honest, Duration::from_secs(30)));
+    assert_eq!(
+        floods(&s, seed),
+        1,
+        "the honest leecher kept its connection"
+    );
+    assert!(s.log.iter().any(|l| l.contains("request flood")), "traced");
+}
+
+#[test]
+fn requests_for_units_never_advertised_cost_the_connection() {
+    let mut s = Swarm::new(ms(10));
+    let half: Vec<u64> = (0..276).collect();
+    let partial = s.add(config("partial", FILE, true), Some(&half));
+    let prober = s.add(config("prober", FILE, true), Some(&[]));
+    let cap = Limits::default().max_serve_queue as u64;
+    s.connect(partial, prober);
+    s.run_until(s.now.add(ms(100)));
+    // Units it never said it holds: each is refused `not available`, and `cap` of them on one
+    // connection end it. An honest requester asks only for what it was told is there.
+    for k in 0..cap - 1 {
+        request(&mut s, partial, prober, 276 + k);
+    }
+    assert_eq!(floods(&s, partial), 0);
+    request(&mut s, partial, prober, 9_999);
+    assert_eq!(floods(&s, partial), 1, "the cap-th one, even past the end");
 }

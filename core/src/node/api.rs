@@ -277,6 +277,11 @@ pub enum DisconnectReason {
     /// only hold a place a downloader could use.
     #[error("both complete: nothing to exchange")]
     BothComplete,
+    /// The peer sent [`Limits::max_serve_queue`](super::Limits::max_serve_queue) requests that
+    /// no honest requester sends: for units never advertised on this connection, or beyond its
+    /// full serve queue here (counted since the queue was last at most half full).
+    #[error("request flood: requests far beyond the serve queue")]
+    RequestFlood,
 }
 
 /// Why an embedder dropped a connection ([`Input::PeerDropped`]).
@@ -336,6 +341,8 @@ pub enum DisconnectKind {
     BadFrame,
     /// [`DisconnectReason::BothComplete`].
     BothComplete,
+    /// [`DisconnectReason::RequestFlood`].
+    RequestFlood,
 }
 
 impl DisconnectReason {
@@ -366,6 +373,7 @@ impl DisconnectReason {
             R::WriteStalled | R::FrameTimeout => DisconnectKind::Stalled,
             R::BadFrame => DisconnectKind::BadFrame,
             R::BothComplete => DisconnectKind::BothComplete,
+            R::RequestFlood => DisconnectKind::RequestFlood,
         }
     }
 }

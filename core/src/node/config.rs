@@ -61,7 +61,12 @@ pub struct Limits {
     pub max_probes: usize,
     /// Requests for the same unit at once in endgame.
     pub endgame_duplicates: u32,
-    /// Requests a peer may queue at us before we reject with "busy".
+    /// Requests a peer may queue at us before we reject with "busy" (twice the largest request
+    /// window, so an honest requester never reaches it). Also the flood limit: a peer that
+    /// sends as many requests no honest requester sends (for units we never advertised on
+    /// this connection, or beyond its full queue since it was last at most half full) is
+    /// dropped
+    /// ([`DisconnectReason::RequestFlood`](super::DisconnectReason::RequestFlood)).
     pub max_serve_queue: usize,
     /// Units handed to the embedder per peer and not yet reported sent.
     pub upload_slots_per_peer: u32,
@@ -145,7 +150,7 @@ impl Default for Limits {
             max_current_blocks: 4,
             max_probes: 64,
             endgame_duplicates: 2,
-            max_serve_queue: 256,
+            max_serve_queue: 128,
             upload_slots_per_peer: 2,
             upload_slots: 16,
             max_subscriptions: 0,

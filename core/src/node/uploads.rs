@@ -8,6 +8,7 @@
 //! units it holds do not count against the shared slots: a peer that reads slowly or not at all
 //! keeps at most its own `upload_slots_per_peer`, never capacity others could use.
 
+use super::api::DisconnectReason;
 use super::backpressure::Backpressure;
 use super::outbox::Class;
 use super::peer::PeerId;
@@ -32,6 +33,18 @@ struct PeerUploads {
     /// The embedder reported its connection congested: no new unit, and `serving` does not
     /// count against the shared slots.
     congested: bool,
+    /// Requests rejected `busy` (queue full) since the queue was last at most half full.
+    excess: usize,
+    /// Requests for units we do not hold (never advertised to anyone) on this connection.
+    unadvertised: usize,
+}
+
+impl PeerUploads {
+    /// Requests no honest requester sends: for units never advertised on this connection, and
+    /// beyond a full queue since it was last at most half full.
+    fn strikes(&self) -> usize {
+        self.excess + self.unadvertised
+    }
 }
 
 impl PeerUploads {
@@ -39,6 +52,15 @@ impl PeerUploads {
     fn ready(&self, per_peer: u32) -> bool {
         !self.queue.is_empty() && self.serving < per_peer && !self.congested
     }
+}
+
+/// What became of a request ([`Uploads::admit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admit {
+    /// Queued for a slot.
+    Queued,
+    /// The peer's queue is full; its strikes (`PeerUploads::strikes`) with this request.
+    Busy { strikes: usize },
 }
 
 /// Queued requests and upload slots.
@@ -58,15 +80,37 @@ impl Uploads {
         self.queued
     }
 
-    /// Requests queued by `peer`.
-    pub(crate) fn queued_by(&self, peer: PeerId) -> usize {
-        self.peers.get(&peer).map_or(0, |p| p.queue.len())
-    }
-
     /// Queues `unit` for `peer`.
+    #[cfg(test)]
     pub(crate) fn enqueue(&mut self, peer: PeerId, unit: u64) {
         self.peers.entry(peer).or_default().queue.push_back(unit);
         self.queued += 1;
+    }
+
+    /// Queues `unit` for `peer` if its queue holds fewer than `cap` requests. A request that
+    /// finds the queue full is excess, a strike (counted since the queue was last at most half
+    /// full); a refused request returns the peer's strikes.
+    pub(crate) fn admit(&mut self, peer: PeerId, unit: u64, cap: usize) -> Admit {
+        let p = self.peers.entry(peer).or_default();
+        if p.queue.len() <= cap / 2 {
+            p.excess = 0;
+        }
+        if p.queue.len() >= cap {
+            p.excess += 1;
+            return Admit::Busy {
+                strikes: p.strikes(),
+            };
+        }
+        p.queue.push_back(unit);
+        self.queued += 1;
+        Admit::Queued
+    }
+
+    /// Counts a request of `peer` for a unit we do not hold (a strike); its strikes.
+    pub(crate) fn unadvertised(&mut self, peer: PeerId) -> usize {
+        let p = self.peers.entry(peer).or_default();
+        p.unadvertised += 1;
+        p.strikes()
     }
 
     /// Removes a queued request of `peer` for `unit`; whether it was queued.
@@ -157,18 +201,30 @@ impl Uploads {
 
 impl Node {
     pub(super) fn on_request(&mut self, peer: PeerId, unit: u64) {
-        let reason = if unit >= self.geo.units() {
-            Some("no such unit")
-        } else if !self.local.has_at_tier(Tier::T1, unit) {
-            Some("not available")
+        let cap = self.cfg.limits.max_serve_queue;
+        let reason = if unit >= self.geo.units() || !self.local.has_at_tier(Tier::T1, unit) {
+            // We never said we hold it, and an honest requester asks only for what it was told:
+            // a strike, as is a request beyond a full queue. `max_serve_queue` strikes: a flood.
+            if self.uploads.unadvertised(peer) >= cap {
+                return self.disconnect(peer, DisconnectReason::RequestFlood);
+            }
+            Some(if unit >= self.geo.units() {
+                "no such unit"
+            } else {
+                "not available"
+            })
         } else if self.pressure.level() == Backpressure::Reject {
             Some("overloaded")
         } else if self.drain.started() {
             Some("draining")
-        } else if self.uploads.queued_by(peer) >= self.cfg.limits.max_serve_queue {
-            Some("busy")
         } else {
-            None
+            match self.uploads.admit(peer, unit, cap) {
+                Admit::Queued => None,
+                Admit::Busy { strikes } if strikes >= cap => {
+                    return self.disconnect(peer, DisconnectReason::RequestFlood);
+                }
+                Admit::Busy { .. } => Some("busy"),
+            }
         };
         match reason {
             Some(reason) => {
@@ -176,10 +232,7 @@ impl Node {
                 let reason = reason.into();
                 self.send(peer, Message::Reject { unit, reason });
             }
-            None => {
-                self.uploads.enqueue(peer, unit);
-                self.pump_serves();
-            }
+            None => self.pump_serves(),
         }
     }
 
@@ -334,5 +387,46 @@ mod tests {
         assert_eq!(u.next(1, 1), Some((b, 3)), "a's slot was freed");
         u.sent(a);
         assert_eq!(u.serving, 1, "a report for a released peer changes nothing");
+    }
+
+    #[test]
+    fn strikes_count_unadvertised_units_and_excess_over_a_full_queue() {
+        let (a, b) = (PeerId(1), PeerId(2));
+        let mut u = Uploads::default();
+        for unit in 0..4 {
+            assert_eq!(u.admit(a, unit, 4), Admit::Queued);
+        }
+        assert_eq!(u.admit(a, 9, 4), Admit::Busy { strikes: 1 });
+        assert_eq!(u.admit(a, 9, 4), Admit::Busy { strikes: 2 });
+        assert_eq!(u.admit(b, 9, 4), Admit::Queued, "per peer");
+        assert_eq!(u.queued(), 5);
+        // Three handed out round-robin: two of a's left, half the cap: it kept its bound again.
+        assert_eq!(u.next(8, 16), Some((a, 0)));
+        assert_eq!(u.next(8, 16), Some((b, 9)));
+        assert_eq!(u.next(8, 16), Some((a, 1)));
+        assert_eq!(u.admit(a, 10, 4), Admit::Queued);
+        assert_eq!(u.admit(a, 11, 4), Admit::Queued);
+        assert_eq!(
+            u.admit(a, 12, 4),
+            Admit::Busy { strikes: 1 },
+            "counted afresh"
+        );
+        assert_eq!(u.unadvertised(a), 2, "both kinds of strike count together");
+        assert_eq!(u.unadvertised(a), 3);
+        for _ in 0..2 {
+            u.next(8, 16);
+        }
+        assert_eq!(
+            u.admit(a, 14, 4),
+            Admit::Queued,
+            "the queue drained to half"
+        );
+        assert_eq!(
+            u.unadvertised(a),
+            3,
+            "unadvertised ones are never forgotten"
+        );
+        u.release_peer(a);
+        assert_eq!(u.unadvertised(a), 1, "a new connection starts afresh");
     }
 }

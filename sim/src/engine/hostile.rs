@@ -46,7 +46,7 @@ pub(super) const UNREAD_BUFFER: u64 = 256 * 1024;
 pub(super) const FLOOD_EVERY: Duration = Duration::from_secs(5);
 
 /// Requests per burst and peer: four times the largest request window (`Limits::max_window`),
-/// and as many as a node queues for one peer (`Limits::max_serve_queue`).
+/// twice what a node queues for one peer (`Limits::max_serve_queue`).
 pub(super) const FLOOD_BURST: u32 = 256;
 
 /// A silent peer goes silent at its k-th serve, k uniform in `1..=SILENT_AFTER_SERVES`.
@@ -197,6 +197,7 @@ pub(super) fn reason_key(reason: &DisconnectReason) -> &'static str {
         DisconnectKind::Idle => "idle",
         DisconnectKind::BadFrame => "bad_frame",
         DisconnectKind::BothComplete => "both_complete",
+        DisconnectKind::RequestFlood => "request_flood",
         _ => "other",
     }
 }
