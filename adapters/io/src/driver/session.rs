@@ -66,6 +66,7 @@ impl Default for SessionOptions {
             // receiving. Persist once a second (the core's interval) or every 4096 units.
             limits: Limits {
                 persist_every: 4096,
+                max_window: 256,
                 ..Limits::default()
             },
             record: None,
