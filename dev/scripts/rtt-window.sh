@@ -18,7 +18,6 @@ SIZE=${1:-256MiB}
 RUNS=${2:-3}
 DELAY=${3:-50}
 BIN=$(realpath "${TIERSWARM:-${CARGO_TARGET_DIR:-target}/release/tierswarm}")
-LINK=$(dirname "$(realpath "$0")")/lossy_tun.py
 NS_SEED=tsrtt-seed
 NS_LEECH=tsrtt-leech
 SEED_IP=10.214.0.1
@@ -37,27 +36,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ip netns add "$NS_SEED"
-ip netns add "$NS_LEECH"
-python3 "$LINK" --a tsrtt-s --b tsrtt-l --delay-ms "$DELAY" --loss 0 > "$WORK/link.out" &
-LINK_PID=$!
-for _ in $(seq 50); do
-    grep -q ready "$WORK/link.out" 2>/dev/null && break
-    sleep 0.1
-done
-ip link set tsrtt-s netns "$NS_SEED"
-ip link set tsrtt-l netns "$NS_LEECH"
-ip -n "$NS_SEED" addr add "$SEED_IP" peer "$LEECH_IP" dev tsrtt-s
-ip -n "$NS_LEECH" addr add "$LEECH_IP" peer "$SEED_IP" dev tsrtt-l
+. "$(dirname "$(realpath "$0")")/tun-link.sh"
+tun_link "$NS_SEED" "$NS_LEECH" tsrtt-s tsrtt-l "$SEED_IP" "$LEECH_IP" "$DELAY" 0 "$WORK/link.out"
 # Socket buffers up to 64 MiB (the defaults cap a stream at 4 MiB in flight: 40 MiB/s here), so
-# the kernel is not what limits either transfer.
+# the kernel is not what limits either transfer; large packets, so the forwarder is not either.
 for ns in "$NS_SEED" "$NS_LEECH"; do
-    ip -n "$ns" link set lo up
     ip netns exec "$ns" sysctl -q -w net.ipv4.tcp_wmem="4096 16384 67108864" \
         net.ipv4.tcp_rmem="4096 131072 67108864"
 done
-ip -n "$NS_SEED" link set tsrtt-s mtu 64000 up
-ip -n "$NS_LEECH" link set tsrtt-l mtu 64000 up
+ip -n "$NS_SEED" link set tsrtt-s mtu 64000
+ip -n "$NS_LEECH" link set tsrtt-l mtu 64000
 RTT=$((2 * DELAY))
 echo "link: ${DELAY} ms each way (RTT ${RTT} ms), no loss, MTU 64000; $(uptime | sed 's/.*load/load/')"
 
