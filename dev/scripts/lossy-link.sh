@@ -44,25 +44,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ip netns add "$NS_SEED"
-ip netns add "$NS_LEECH"
-python3 "$(dirname "$0")/lossy_tun.py" --a ts-seed --b ts-leech --delay-ms "$DELAY" --loss "$LOSS" \
-    > "$WORK/link.out" &
-LINK_PID=$!
-for _ in $(seq 50); do
-    grep -q ready "$WORK/link.out" 2>/dev/null && break
-    sleep 0.1
-done
-ip link set ts-seed netns "$NS_SEED"
-ip link set ts-leech netns "$NS_LEECH"
-ip -n "$NS_SEED" addr add "$SEED_IP" peer "$LEECH_IP" dev ts-seed
-ip -n "$NS_LEECH" addr add "$LEECH_IP" peer "$SEED_IP" dev ts-leech
+. "$(dirname "$0")/tun-link.sh"
+tun_link "$NS_SEED" "$NS_LEECH" ts-seed ts-leech "$SEED_IP" "$LEECH_IP" "$DELAY" "$LOSS" "$WORK/link.out"
 for ns in "$NS_SEED" "$NS_LEECH"; do
-    ip -n "$ns" link set lo up
     ip netns exec "$ns" sysctl -q -w net.ipv4.tcp_congestion_control="$TCP_CC"
 done
-ip -n "$NS_SEED" link set ts-seed up
-ip -n "$NS_LEECH" link set ts-leech up
 echo "link: ${DELAY} ms each way, loss ${LOSS} each way; TCP congestion control $TCP_CC"
 
 head -c "$(numfmt --from=iec "${SIZE%iB}")" /dev/urandom > "$WORK/src.bin"

@@ -9,8 +9,36 @@
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
+use futures::{FutureExt, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 use tierswarm::{Event, ResumeNotes, Transfer};
+
+/// How long the live view lets events gather between looks. A transfer tells an event per unit
+/// (two per unit fetched): waiting on each woke this thread, with a context switch on both
+/// sides, tens of thousands of times per GiB. The queue holds thousands of events, and a
+/// status line needs no more than this.
+const VIEW_FRAME: Duration = Duration::from_millis(20);
+
+/// Every event of `transfer` to `each` until it ends, taken in batches: after the first
+/// event of a batch (waited for), those already queued, then `batch_done`, then a pause of
+/// [`VIEW_FRAME`] before waiting again.
+fn each_event(transfer: &mut Transfer, mut each: impl FnMut(Event), mut batch_done: impl FnMut()) {
+    while let Some(e) = transfer.next_event() {
+        each(e);
+        let ended = loop {
+            match transfer.events().next().now_or_never() {
+                Some(Some(e)) => each(e),
+                Some(None) => break true,
+                None => break false,
+            }
+        };
+        batch_done();
+        if ended {
+            return;
+        }
+        std::thread::sleep(VIEW_FRAME);
+    }
+}
 
 pub(crate) fn spinner(msg: String) -> ProgressBar {
     let pb = ProgressBar::new_spinner().with_message(msg);
@@ -83,21 +111,23 @@ pub(crate) fn resumed(notes: &ResumeNotes, total: u64) -> String {
     )
 }
 
-/// One event as a line of JSON on stdout (flushed: dashboards read it as it comes).
-fn print_json(e: &Event) {
-    let mut out = std::io::stdout().lock();
-    // The event types serialise infallibly (strings, numbers, maps with string keys).
-    if let Ok(line) = serde_json::to_string(e) {
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
-    }
-}
-
-/// Every event of `transfer`, as JSON lines, until it ends.
+/// Every event of `transfer`, as JSON lines on stdout, until it ends (flushed after each batch:
+/// dashboards read them as they come).
 fn print_all_json(transfer: &mut Transfer) {
-    while let Some(e) = transfer.next_event() {
-        print_json(&e);
-    }
+    let out = std::cell::RefCell::new(std::io::BufWriter::new(std::io::stdout()));
+    each_event(
+        transfer,
+        |e| {
+            // The event types serialise infallibly (strings, numbers, maps with string keys).
+            if let Ok(line) = serde_json::to_string(&e) {
+                let _ = writeln!(out.borrow_mut(), "{line}");
+            }
+        },
+        || {
+            let _ = out.borrow_mut().flush();
+        },
+    );
+    let _ = out.borrow_mut().flush();
 }
 
 /// One `listening on URL` line per listener (stdout, flushed: scripts read it).
@@ -134,8 +164,9 @@ pub(crate) fn share(transfer: &mut Transfer, json: bool) {
         pb.set_message("waiting for peers");
         pb
     });
-    while let Some(e) = transfer.next_event() {
-        match e {
+    each_event(
+        transfer,
+        |e| match e {
             Event::Rate {
                 peers,
                 upload_bytes_per_s,
@@ -153,8 +184,9 @@ pub(crate) fn share(transfer: &mut Transfer, json: bool) {
                 line.suspend(|| eprintln!("tierswarm: warning: {message}"))
             }
             _ => {}
-        }
-    }
+        },
+        || {},
+    );
     line.finish_and_clear();
 }
 
@@ -169,8 +201,9 @@ pub(crate) fn fetch(transfer: &mut Transfer, json: bool) {
     let bar = on_terminal(|| bytes_bar(m.file_len).with_message(name));
     let resumed = transfer.resumed().map_or(0, |n| n.units);
     bar.set_position(resumed.saturating_mul(65536).min(m.file_len));
-    while let Some(e) = transfer.next_event() {
-        match e {
+    each_event(
+        transfer,
+        |e| match e {
             Event::Progress { bytes, .. } => bar.set_position(bytes),
             Event::BadUnit { peer, unit, reason } => bar.suspend(|| {
                 eprintln!("peer {peer} sent a bad unit {unit} ({reason}): disconnected")
@@ -179,7 +212,8 @@ pub(crate) fn fetch(transfer: &mut Transfer, json: bool) {
                 bar.suspend(|| eprintln!("tierswarm: warning: {message}"))
             }
             _ => {}
-        }
-    }
+        },
+        || {},
+    );
     bar.finish_and_clear();
 }

@@ -81,11 +81,12 @@ fn verify_per_unit(bencher: Bencher) {
     });
 }
 
-/// The final check of a download: one BLAKE3 pass over a 1 GiB output file through
-/// `DataFile::hash` (1 MiB positional reads). The file is written once to `$TIERSWARM_BENCH_DIR`
-/// (default `/dev/shm`, so the figure is hashing, not the disk) and removed at the end.
-#[divan::bench(sample_count = 5, sample_size = 1)]
-fn verify_file_1gib(bencher: Bencher) {
+/// The final check of a download: a BLAKE3 pass over a 1 GiB output file through
+/// `DataFile::hash_threads` (1 MiB positional reads) by 1 and 2 threads. The file is written
+/// once to `$TIERSWARM_BENCH_DIR` (default `/dev/shm`, so the figure is hashing, not the disk)
+/// and removed at the end.
+#[divan::bench(sample_count = 5, sample_size = 1, args = [1, 2])]
+fn verify_file_1gib(bencher: Bencher, threads: usize) {
     const LEN: u64 = 1 << 30;
     let dir = std::env::var_os("TIERSWARM_BENCH_DIR").unwrap_or_else(|| "/dev/shm".into());
     let path = std::path::Path::new(&dir).join(format!("tierswarm-bench-{}", std::process::id()));
@@ -93,6 +94,6 @@ fn verify_file_1gib(bencher: Bencher) {
     let data = tierswarm_io::DataFile::open(&path).expect("bench file");
     bencher
         .counter(BytesCount::new(LEN))
-        .bench(|| data.hash().expect("readable"));
+        .bench(|| data.hash_threads(threads).expect("readable"));
     let _ = std::fs::remove_file(&path);
 }

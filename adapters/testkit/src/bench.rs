@@ -5,8 +5,15 @@
 //! Size in `TIERSWARM_BENCH_SIZE` (default 1 GiB), temp files in `TIERSWARM_BENCH_DIR` (default
 //! `.`; use a tmpfs such as `/dev/shm` to keep the disk out), runs per measurement in
 //! `TIERSWARM_BENCH_RUNS` (default 1; the median and the range are printed), transports in
-//! `TIERSWARM_BENCH_TRANSPORTS` (default `tcp,quic`), seeder upload slots per peer in
-//! `TIERSWARM_BENCH_SLOTS`.
+//! `TIERSWARM_BENCH_TRANSPORTS` (default `tcp,quic`; `none` measures nothing but the setup),
+//! seeder upload slots per peer in `TIERSWARM_BENCH_SLOTS`; `TIERSWARM_BENCH_RAW=0` leaves out
+//! the raw copies.
+//!
+//! Instructions per byte of a whole verified transfer (both ends, user space): run under
+//! `valgrind --tool=callgrind` at two sizes with `TIERSWARM_BENCH_RAW=0`, and at the same two
+//! sizes with `TIERSWARM_BENCH_TRANSPORTS=none`; the fetch's instructions per byte are the
+//! difference of the first pair's totals less that of the second pair's, over the difference
+//! of the sizes (`dev/scripts/transfer-instructions.sh` does it).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -137,6 +144,7 @@ impl Bench {
         let wanted = std::env::var("TIERSWARM_BENCH_TRANSPORTS").unwrap_or("tcp,quic".into());
         for name in wanted.split(',').map(str::trim) {
             let net = match name {
+                "none" => continue,
                 "tcp" => Net::tcp(transports),
                 "quic" => Net::quic(transports),
                 other => panic!("TIERSWARM_BENCH_TRANSPORTS: unknown transport {other}"),
@@ -147,21 +155,28 @@ impl Bench {
 
     /// Measures a raw copy and a single-peer fetch on `R` over `net`.
     pub fn measure<R: Runtime>(&self, name: &str, net: &Net, block_on: &impl Fn(Job) -> Duration) {
+        let with_raw = std::env::var("TIERSWARM_BENCH_RAW").map_or(true, |v| v != "0");
         let mut raw = Vec::new();
         let mut fetch = Vec::new();
         let mut requests = 0;
         for _ in 0..self.runs {
-            raw.push(self.raw_once::<R>(net, block_on));
+            if with_raw {
+                raw.push(self.raw_once::<R>(net, block_on));
+            }
             let (sample, n) = self.fetch_once::<R>(net, block_on);
             fetch.push(sample);
             requests = n;
         }
-        let raw = self.summary(&format!("raw {name} copy:"), raw, "file to file");
+        let raw = (!raw.is_empty())
+            .then(|| self.summary(&format!("raw {name} copy:"), raw, "file to file"));
         let fetch = self.summary(
             &format!("{name} single-peer fetch:"),
             fetch,
             &format!("{requests} requests, verified"),
         );
+        let Some(raw) = raw else {
+            return;
+        };
         println!(
             "{:<29}{:>8.2}",
             format!("{name} fetch / raw copy:"),

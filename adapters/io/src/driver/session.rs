@@ -64,8 +64,12 @@ impl Default for SessionOptions {
             // On real disks a persist costs three fsyncs (data, proof log, store): at loopback
             // speeds the core's default of one per 256 units spent more time syncing than
             // receiving. Persist once a second (the core's interval) or every 4096 units.
+            // A peer's window is its units in flight: the core's 64 allow at most 40 MiB/s at a
+            // 100 ms round trip, whatever the link (dev/scripts/rtt-window.sh). 256 stays
+            // within a peer's default serve queue, so our own peers never answer busy.
             limits: Limits {
                 persist_every: 4096,
+                max_window: 256,
                 ..Limits::default()
             },
             record: None,
