@@ -67,9 +67,14 @@ impl Default for SessionOptions {
             // A peer's window is its units in flight: the core's 64 allow at most 40 MiB/s at a
             // 100 ms round trip, whatever the link (dev/scripts/rtt-window.sh). 256 stays
             // within a peer's default serve queue, so our own peers never answer busy.
+            // The core's window floor of one unit suits slow uploaders shared by a crowd; over
+            // a real socket the measured round-trip floor includes both event loops, so one
+            // unit beyond it leaves the pipe idle: 1 GiB loopback fetches ran at 0.64–0.88 of
+            // their rate with a floor of 4 (dev/BENCHMARKS.md, "The window floor").
             limits: Limits {
                 persist_every: 4096,
                 max_window: 256,
+                min_window: 4,
                 ..Limits::default()
             },
             record: None,
