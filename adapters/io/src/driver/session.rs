@@ -65,15 +65,16 @@ impl Default for SessionOptions {
             // speeds the core's default of one per 256 units spent more time syncing than
             // receiving. Persist once a second (the core's interval) or every 4096 units.
             // A peer's window is its units in flight: the core's 64 allow at most 40 MiB/s at a
-            // 100 ms round trip, whatever the link (dev/scripts/rtt-window.sh). 256 stays
-            // within a peer's default serve queue, so our own peers never answer busy.
+            // 100 ms round trip (dev/scripts/rtt-window.sh), but a larger one would overflow
+            // a peer's serve queue (`Limits::max_serve_queue`, 128), and requests beyond a full
+            // queue count as a flood: the window stays at the core's 64 until peers say how
+            // much they queue (dev/BENCHMARKS.md, "The window over a long link").
             // The core's window floor of one unit suits slow uploaders shared by a crowd; over
             // a real socket the measured round-trip floor includes both event loops, so one
             // unit beyond it leaves the pipe idle: 1 GiB loopback fetches ran at 0.64–0.88 of
             // their rate with a floor of 4 (dev/BENCHMARKS.md, "The window floor").
             limits: Limits {
                 persist_every: 4096,
-                max_window: 256,
                 min_window: 4,
                 ..Limits::default()
             },
