@@ -3,6 +3,8 @@
 //! then. The default suite runs 3 kills; `TIERSWARM_CRASH_KILLS=N` runs N (the command is in
 //! `dev/ROBUSTNESS.md`).
 
+mod common;
+use common::{make_file, Reaped};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -10,29 +12,6 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tierswarm");
 const LIMIT: Duration = Duration::from_secs(120);
-
-fn make_file(path: &Path, len: usize, seed: u64) {
-    let mut x = seed | 1;
-    let mut data = Vec::with_capacity(len);
-    while data.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        data.extend_from_slice(&x.to_le_bytes());
-    }
-    data.truncate(len);
-    std::fs::write(path, data).unwrap();
-}
-
-/// Kills `child` (by its id) and reaps it when dropped.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn fetch(manifest: &Path, url: &str, out: &Path) -> Child {
     Command::new(BIN)

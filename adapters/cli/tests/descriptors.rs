@@ -3,24 +3,15 @@
 //! (100 ms) and retries instead of ending the session. Once they close, an honest fetch from it
 //! completes with the exact file, and the seeder is still running.
 
+mod common;
+use common::{make_file, Reaped};
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tierswarm");
 const LIMIT: Duration = Duration::from_secs(60);
-
-/// Kills `child` (by its id) and reaps it when dropped.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Waits (bounded by [`LIMIT`]) until `done`, looking every 20 ms.
 fn until(what: &str, mut done: impl FnMut() -> bool) {
@@ -31,19 +22,6 @@ fn until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn make_file(path: &Path, len: usize) {
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut data = Vec::with_capacity(len + 8);
-    while data.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        data.extend_from_slice(&x.to_le_bytes());
-    }
-    data.truncate(len);
-    std::fs::write(path, data).unwrap();
-}
-
 #[test]
 fn a_seeder_out_of_descriptors_backs_off_and_serves_again() {
     if Command::new("prlimit").arg("--version").output().is_err() {
@@ -52,7 +30,7 @@ fn a_seeder_out_of_descriptors_backs_off_and_serves_again() {
     }
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src.bin");
-    make_file(&src, (4 << 20) + 5);
+    make_file(&src, (4 << 20) + 5, 0x2545_f491_4f6c_dd1d);
     let manifest = dir.path().join("src.tsm");
     let err = dir.path().join("share.err");
     let mut share = Command::new("prlimit")
