@@ -383,6 +383,7 @@ def summarise(name, all_done, leech, seed, seed_units, unit_bytes, size):
         "impl": name,
         "all_done_s": round(all_done, 3),
         "first_done_s": round(min(l["done"] for l in leech), 3),
+        "leecher_done_s": sorted(round(l["done"], 2) for l in leech),
         "verified": all(l["verified"] for l in leech),
         "leecher_cpu_s": [round(l["cpu"], 2) for l in leech],
         "leecher_rss_mib": [round(l["rss_mib"], 1) for l in leech],
@@ -390,6 +391,8 @@ def summarise(name, all_done, leech, seed, seed_units, unit_bytes, size):
         "seeder_rss_mib": round(seed["rss_mib"], 1),
         # In 64 KiB units (libtorrent: payload bytes uploaded / 64 KiB).
         "served_by_seeder": round(seed_units or 0),
+        # Copies of the file the seeder sent (1 at best when it is the bottleneck).
+        "seeder_copies": round((seed_units or 0) / units, 2),
         "served_by_leechers": round(by_leech),
         "from_leechers": round(by_leech / total, 3) if total else None,
         "served_over_needed": round(total / (units * len(leech)), 3),
