@@ -152,11 +152,13 @@ class Netns:
         self.names = ["%s-h%d" % (self.PREFIX, h) for h in range(len(rates))]
         existing = subprocess.run(["ip", "netns", "list"], capture_output=True,
                                   text=True).stdout.split()
-        stale = [n for n in existing if n.startswith(self.PREFIX + "-")]
-        if stale or os.path.exists("/sys/class/net/" + self.bridge):
+        stale = ["namespace " + n for n in existing if n.startswith(self.PREFIX + "-")]
+        if os.path.exists("/sys/class/net/" + self.bridge):
+            stale.append("bridge " + self.bridge)
+        if stale:
             sys.exit("--netns: %s already exist (another run, or one that was killed); remove "
                      "them with `ip netns del NAME` and `ip link del %s`"
-                     % (" ".join(stale + [self.bridge]), self.bridge))
+                     % (", ".join(stale), self.bridge))
         self.made = []
         self.port = 6881
         try:
