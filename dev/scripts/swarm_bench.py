@@ -156,8 +156,8 @@ class Netns:
         if os.path.exists("/sys/class/net/" + self.bridge):
             stale.append("bridge " + self.bridge)
         if stale:
-            sys.exit("--netns: %s already exist (another run, or one that was killed); remove "
-                     "them with `ip netns del NAME` and `ip link del %s`"
+            sys.exit("--netns: left by another run (or one that was killed): %s; remove them "
+                     "with `ip netns del NAME` and `ip link del %s`"
                      % (", ".join(stale), self.bridge))
         self.made = []
         self.port = 6881
