@@ -15,7 +15,9 @@ if [ "$(id -u)" != 0 ]; then
     echo "netns-swarm.sh: needs root (network namespaces, veth pairs, tc)" >&2; exit 1
 fi
 for tool in ip tc; do
-    command -v "$tool" > /dev/null || { echo "netns-swarm.sh: needs \`$tool\` (iproute2)" >&2; exit 1; }
+    if ! command -v "$tool" > /dev/null; then
+        echo "netns-swarm.sh: needs \`$tool\` (iproute2)" >&2; exit 1
+    fi
 done
 target="${CARGO_TARGET_DIR:-target}"
 if [ -z "${BIN:-}" ]; then
