@@ -21,6 +21,18 @@ libtorrent on the same file (random bytes on tmpfs) and topology:
 libtorrent peers run as `swarm_bench.py lt-peer ...` processes: TCP only (uTP, DHT, LSD, UPnP,
 NAT-PMP off), the `high_performance_seed` settings pack, several connections per IP allowed (all
 peers share 127.0.0.1), piece size chosen by libtorrent for the file.
+
+With `--netns` (root, `ip` and `tc` needed; `dev/scripts/netns-swarm.sh` is the wrapper) every
+peer runs in a network namespace of its own, `tsnet-h0` (the seeder, 10.77.0.1) and `tsnet-h1`..
+(the leechers, 10.77.0.2..), each joined to a bridge `tsnet-br` in the root namespace by a veth
+pair, with per-host rate limits from `tc ... tbf`: the upload limit on the host's end of its veth
+(inside its namespace), the download limit on the bridge's end (egress towards the host). No
+delay is added (this kernel has no `sch_netem`): the round trip is the bridge's, well under a
+millisecond. Every peer listens on one port (6881, then 6882, ... run by run) of its own address and
+dials the others there.
+The namespaces and the bridge are removed at exit. With `--sim BIN` the script also writes a
+simulator scenario with the same capacities and file size and runs `BIN run` on it for a few
+seeds, and prints the real all-done times beside the simulated makespan and the bounds.
 """
 
 import argparse
@@ -28,6 +40,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -42,11 +55,28 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 TIME_FMT = "%e %U %S %M"
 
 
+LIVE = []
+
+
 def timed(cmd, time_out, **kw):
     # A process group of its own: `time` ignores SIGINT while it waits, so a
     # signal meant for the peer goes to the group (see `stop`).
-    return subprocess.Popen(["/usr/bin/time", "-f", TIME_FMT, "-o", time_out] + cmd,
+    proc = subprocess.Popen(["/usr/bin/time", "-f", TIME_FMT, "-o", time_out] + cmd,
                             start_new_session=True, **kw)
+    LIVE.append(proc)
+    return proc
+
+
+def kill_live():
+    """Stops every peer this script started that still runs (after an error or a signal)."""
+    for proc in LIVE:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+    LIVE.clear()
 
 
 def stop(proc, sig):
@@ -80,6 +110,121 @@ def free_ports(n):
     return [base + i for i in range(n)]
 
 
+class Loopback:
+    """Every peer on 127.0.0.1, each on a port of its own. Host 0 is the seeder."""
+
+    def __init__(self, hosts):
+        self.ports = free_ports(hosts)
+
+    def addr(self, host):
+        return "127.0.0.1:%d" % self.ports[host]
+
+    def next_run(self):
+        self.ports = free_ports(len(self.ports))
+
+    def wrap(self, host, cmd):
+        return cmd
+
+    def close(self):
+        pass
+
+
+def sh(*cmd):
+    subprocess.run(cmd, check=True)
+
+
+class Netns:
+    """Every peer in a network namespace of its own, the namespaces joined by a bridge through
+    veth pairs, each host's upload and download limited by `tc tbf`. Host 0 is the seeder."""
+
+    PREFIX = "tsnet"
+
+    def __init__(self, rates, burst, tbf_latency):
+        """`rates`: (upload, download) in Mbit/s per host."""
+        if os.geteuid() != 0:
+            sys.exit("--netns needs root (network namespaces, veth pairs, tc)")
+        for tool in ("ip", "tc"):
+            if not shutil.which(tool):
+                sys.exit("--netns needs `%s` (iproute2), not found on PATH" % tool)
+        if len(rates) > 250:
+            sys.exit("--netns: at most 250 hosts (one /24)")
+        self.bridge = self.PREFIX + "-br"
+        self.names = ["%s-h%d" % (self.PREFIX, h) for h in range(len(rates))]
+        existing = subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                  text=True).stdout.split()
+        stale = ["namespace " + n for n in existing if n.startswith(self.PREFIX + "-")]
+        if os.path.exists("/sys/class/net/" + self.bridge):
+            stale.append("bridge " + self.bridge)
+        if stale:
+            sys.exit("--netns: left by another run (or one that was killed): %s; remove them "
+                     "with `ip netns del NAME` and `ip link del %s`"
+                     % (", ".join(stale), self.bridge))
+        self.made = []
+        self.port = 6881
+        try:
+            sh("ip", "link", "add", self.bridge, "type", "bridge")
+            self.made.append(("link", self.bridge))
+            sh("ip", "link", "set", self.bridge, "up")
+            for h, (up, down) in enumerate(rates):
+                ns, outer, inner = self.names[h], "%s-v%d" % (self.PREFIX, h), "%s-p%d" % (
+                    self.PREFIX, h)
+                sh("ip", "netns", "add", ns)
+                self.made.append(("netns", ns))
+                sh("ip", "link", "add", outer, "type", "veth", "peer", "name", inner)
+                self.made.append(("link", outer))
+                sh("ip", "link", "set", outer, "master", self.bridge)
+                sh("ip", "link", "set", outer, "up")
+                sh("ip", "link", "set", inner, "netns", ns)
+                sh("ip", "-n", ns, "link", "set", inner, "name", "eth0")
+                sh("ip", "-n", ns, "addr", "add", "%s/24" % self.ip(h), "dev", "eth0")
+                sh("ip", "-n", ns, "link", "set", "eth0", "up")
+                sh("ip", "-n", ns, "link", "set", "lo", "up")
+                # Upload: what leaves the host. Download: what the bridge sends towards it.
+                sh("tc", "-n", ns, "qdisc", "add", "dev", "eth0", "root", "tbf", "rate",
+                   "%gmbit" % up, "burst", burst, "latency", tbf_latency)
+                sh("tc", "qdisc", "add", "dev", outer, "root", "tbf", "rate",
+                   "%gmbit" % down, "burst", burst, "latency", tbf_latency)
+        except BaseException:
+            self.close()
+            raise
+
+    @staticmethod
+    def ip(host):
+        return "10.77.0.%d" % (host + 1)
+
+    def addr(self, host):
+        return "%s:%d" % (self.ip(host), self.port)
+
+    def next_run(self):
+        # A fresh port each run, so no socket of the last one (TIME_WAIT) is in the way.
+        self.port += 1
+
+    def wrap(self, host, cmd):
+        # `ip netns exec` execs the command: `time` around it measures the peer itself.
+        return ["ip", "netns", "exec", self.names[host]] + cmd
+
+    def qdisc_stats(self):
+        """Bytes sent and packets dropped by each tbf (upload, download) per host."""
+        out = []
+        for h, ns in enumerate(self.names):
+            pair = []
+            for cmd in (["tc", "-s", "-n", ns, "qdisc", "show", "dev", "eth0"],
+                        ["tc", "-s", "qdisc", "show", "dev", "%s-v%d" % (self.PREFIX, h)]):
+                text = subprocess.run(cmd, capture_output=True, text=True).stdout
+                m = re.search(r"Sent (\d+) bytes (\d+) pkt \(dropped (\d+)", text)
+                pair.append([int(x) for x in m.groups()] if m else None)
+            out.append(pair)
+        return out
+
+    def close(self):
+        for kind, name in reversed(self.made):
+            if kind == "netns":
+                subprocess.run(["ip", "netns", "del", name], stderr=subprocess.DEVNULL)
+            else:
+                subprocess.run(["ip", "link", "del", name], stderr=subprocess.DEVNULL)
+        self.made = []
+
+
 def wait_all(procs, start):
     """Waits for every process; returns when each ended, in seconds after `start`."""
     done = [None] * len(procs)
@@ -95,28 +240,27 @@ def same(a, b):
     return subprocess.run(["cmp", "-s", a, b]).returncode == 0
 
 
-def run_tierswarm(args, src, work):
-    ports = free_ports(args.leechers)
+def run_tierswarm(args, src, work, topo):
     manifest = os.path.join(work, "file.tsm")
     seed_time = os.path.join(work, "ts-seed.time")
-    seeder = timed(
-        [args.bin, "share", src, "--listen", "127.0.0.1:0", "--runtime", args.runtime,
-         "--manifest-out", manifest],
+    seeder = timed(topo.wrap(0, [
+        args.bin, "share", src, "--listen", "tcp://" + topo.addr(0), "--runtime", args.runtime,
+        "--manifest-out", manifest]),
         seed_time, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seed_addr = wait_line(seeder.stdout, r"listening on (?:tcp://)?(\S+)").group(1)
     outs, procs = [], []
     start = time.time()
-    for i, port in enumerate(ports):
+    for i in range(args.leechers):
         out = os.path.join(work, "ts-out-%d" % i)
         outs.append(out)
-        peers = ["--peer", seed_addr]
-        for j, p in enumerate(ports):
+        peers = ["--peer", "tcp://" + seed_addr]
+        for j in range(args.leechers):
             if j != i:
-                peers += ["--peer", "127.0.0.1:%d" % p]
+                peers += ["--peer", "tcp://" + topo.addr(j + 1)]
         err = open(os.path.join(work, "ts-leech-%d.err" % i), "w")
-        procs.append(timed(
-            [args.bin, "fetch", manifest, "--out", out, "--runtime", args.runtime,
-             "--listen", "127.0.0.1:%d" % port] + peers,
+        procs.append(timed(topo.wrap(i + 1, [
+            args.bin, "fetch", manifest, "--out", out, "--runtime", args.runtime,
+            "--listen", "tcp://" + topo.addr(i + 1)] + peers),
             os.path.join(work, "ts-leech-%d.time" % i), stderr=err, stdout=subprocess.DEVNULL))
     finish = wait_all(procs, start)
     all_done = max(finish)
@@ -141,11 +285,11 @@ def run_tierswarm(args, src, work):
                      unit_bytes=64 * 1024, size=os.path.getsize(src))
 
 
-def lt_settings(port):
+def lt_settings(listen):
     import libtorrent as lt
     s = lt.high_performance_seed()
     s.update({
-        "listen_interfaces": "127.0.0.1:%d" % port,
+        "listen_interfaces": listen,
         "enable_dht": False, "enable_lsd": False, "enable_upnp": False,
         "enable_natpmp": False, "enable_incoming_utp": False, "enable_outgoing_utp": False,
         "allow_multiple_connections_per_ip": True,
@@ -157,7 +301,7 @@ def lt_settings(port):
 def lt_peer(a):
     """One libtorrent peer (a process of its own): seed until SIGINT, or leech until done."""
     import libtorrent as lt
-    ses = lt.session(lt_settings(a.port))
+    ses = lt.session(lt_settings(a.listen))
     p = lt.add_torrent_params()
     p.ti = lt.torrent_info(a.torrent)
     p.save_path = a.dir
@@ -182,10 +326,8 @@ def lt_peer(a):
     print(json.dumps({"uploaded": st.total_payload_upload, "peers": st.num_peers}), flush=True)
 
 
-def run_libtorrent(args, src, work):
+def run_libtorrent(args, src, work, topo):
     import libtorrent as lt
-    ports = free_ports(args.leechers + 1)
-    seed_port, ports = ports[0], ports[1:]
     fs = lt.file_storage()
     lt.add_files(fs, src)
     t = lt.create_torrent(fs)
@@ -195,20 +337,20 @@ def run_libtorrent(args, src, work):
     piece = lt.torrent_info(torrent).piece_length()
     me = [sys.executable, os.path.abspath(__file__), "lt-peer", "--torrent", torrent]
     seed_time = os.path.join(work, "lt-seed.time")
-    seeder = timed(me + ["--role", "seed", "--port", str(seed_port), "--dir",
-                         os.path.dirname(src)], seed_time,
+    seeder = timed(topo.wrap(0, me + ["--role", "seed", "--listen", topo.addr(0), "--dir",
+                                      os.path.dirname(src)]), seed_time,
                    stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     wait_line(seeder.stderr, r"ready")
     procs, dirs = [], []
     start = time.time()
-    for i, port in enumerate(ports):
+    for i in range(args.leechers):
         d = os.path.join(work, "lt-out-%d" % i)
         os.makedirs(d, exist_ok=True)
         dirs.append(d)
-        peers = ["127.0.0.1:%d" % seed_port] + ["127.0.0.1:%d" % p for j, p in enumerate(ports)
-                                                 if j != i]
-        procs.append(timed(me + ["--role", "leech", "--port", str(port), "--dir", d,
-                                 "--peers"] + peers,
+        peers = [topo.addr(0)] + [topo.addr(j + 1) for j in range(args.leechers) if j != i]
+        procs.append(timed(topo.wrap(i + 1, me + ["--role", "leech", "--listen",
+                                                  topo.addr(i + 1), "--dir", d,
+                                                  "--peers"] + peers),
                            os.path.join(work, "lt-leech-%d.time" % i),
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
     # Each leecher prints one short line: it fits the pipe, so waiting before reading is safe.
@@ -243,6 +385,7 @@ def summarise(name, all_done, leech, seed, seed_units, unit_bytes, size):
         "impl": name,
         "all_done_s": round(all_done, 3),
         "first_done_s": round(min(l["done"] for l in leech), 3),
+        "leecher_done_s": sorted(round(l["done"], 2) for l in leech),
         "verified": all(l["verified"] for l in leech),
         "leecher_cpu_s": [round(l["cpu"], 2) for l in leech],
         "leecher_rss_mib": [round(l["rss_mib"], 1) for l in leech],
@@ -250,6 +393,8 @@ def summarise(name, all_done, leech, seed, seed_units, unit_bytes, size):
         "seeder_rss_mib": round(seed["rss_mib"], 1),
         # In 64 KiB units (libtorrent: payload bytes uploaded / 64 KiB).
         "served_by_seeder": round(seed_units or 0),
+        # Copies of the file the seeder sent (1 at best when it is the bottleneck).
+        "seeder_copies": round((seed_units or 0) / units, 2),
         "served_by_leechers": round(by_leech),
         "from_leechers": round(by_leech / total, 3) if total else None,
         "served_over_needed": round(total / (units * len(leech)), 3),
@@ -257,6 +402,60 @@ def summarise(name, all_done, leech, seed, seed_units, unit_bytes, size):
         "peers_seen": [l["peers"] for l in leech],
         "requests": [l["requests"] for l in leech],
     }
+
+
+TCP_PAYLOAD = 1448 / 1514  # payload of a full frame: MTU 1500, TCP timestamps, Ethernet header
+
+
+def sim_scenario(a):
+    """The simulator's scenario for the netns topology: same file, hosts and capacities."""
+    return """# Written by dev/scripts/swarm_bench.py --netns --sim: the netns swarm's capacities.
+name = "netns-swarm"
+file_size = "%dMiB"
+seed = 1
+time_limit = "30m"
+
+[[group]]
+name = "seed"
+count = 1
+role = "seeder"
+upload = "%gMbit/s"
+download = "%gMbit/s"
+latency = "%s"
+
+[[group]]
+name = "leechers"
+count = %d
+role = "leecher"
+upload = "%gMbit/s"
+download = "%gMbit/s"
+latency = "%s"
+""" % (a.size_mib, a.seed_up, a.seed_down, a.sim_latency, a.leechers, a.leech_up,
+       a.leech_down, a.sim_latency)
+
+
+def run_sim(a, work):
+    path = a.scenario_out or os.path.join(work, "netns-swarm.toml")
+    open(path, "w").write(sim_scenario(a))
+    runs = []
+    for seed in range(1, a.sim_seeds + 1):
+        out = os.path.join(work, "sim-%d.json" % seed)
+        subprocess.run([a.sim, "run", path, "--seed", str(seed), "--json", out], check=True,
+                       stdout=subprocess.DEVNULL)
+        rep = json.load(open(out))
+        runs.append({k: rep[k] for k in ("seed", "makespan_s", "bound_s", "bound_kr_s",
+                                         "bound_fluid_s", "efficiency", "duplicate_units")})
+    return path, runs
+
+
+def link_stats(before, after):
+    """Per host, MiB sent through its upload and its download tbf, and packets they dropped."""
+    up, down, drops = [], [], 0
+    for b, e in zip(before, after):
+        up.append(round((e[0][0] - b[0][0]) / 2**20, 1))
+        down.append(round((e[1][0] - b[1][0]) / 2**20, 1))
+        drops += (e[0][2] - b[0][2]) + (e[1][2] - b[1][2])
+    return {"link_up_mib": up, "link_down_mib": down, "link_drops": drops}
 
 
 def main():
@@ -271,10 +470,22 @@ def main():
     b.add_argument("--dir", default="/dev/shm")
     b.add_argument("--only", choices=["tierswarm", "libtorrent"])
     b.add_argument("--json", help="append each result as a JSON line here")
+    b.add_argument("--netns", action="store_true",
+                   help="every peer in a network namespace of its own, rate-limited (root)")
+    b.add_argument("--seed-up", type=float, default=100, help="Mbit/s (--netns)")
+    b.add_argument("--seed-down", type=float, default=100, help="Mbit/s (--netns)")
+    b.add_argument("--leech-up", type=float, default=20, help="Mbit/s (--netns)")
+    b.add_argument("--leech-down", type=float, default=100, help="Mbit/s (--netns)")
+    b.add_argument("--burst", default="64kb", help="tbf burst (--netns; tc units, kb = KiB)")
+    b.add_argument("--tbf-latency", default="50ms", help="tbf queue, in time (--netns)")
+    b.add_argument("--sim", help="the tierswarm-sim binary: run the same capacities (--netns)")
+    b.add_argument("--sim-seeds", type=int, default=3)
+    b.add_argument("--sim-latency", default="100us", help="each host's latency in the scenario")
+    b.add_argument("--scenario-out", help="keep the generated scenario here")
     p = sub.add_parser("lt-peer")
     p.add_argument("--role", choices=["seed", "leech"], required=True)
     p.add_argument("--torrent", required=True)
-    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--listen", required=True, help="HOST:PORT")
     p.add_argument("--dir", required=True)
     p.add_argument("--peers", nargs="*")
     a = ap.parse_args()
@@ -282,36 +493,69 @@ def main():
         return lt_peer(a)
     if a.cmd != "bench":
         ap.error("bench or lt-peer")
+    if a.sim and not a.netns:
+        ap.error("--sim compares with the rate-limited swarm: it needs --netns")
+    # A signal ends the run through the `finally`s below (peers, namespaces, files).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
+    if a.netns:
+        topo = Netns([(a.seed_up, a.seed_down)] + [(a.leech_up, a.leech_down)] * a.leechers,
+                     a.burst, a.tbf_latency)
+    else:
+        topo = Loopback(a.leechers + 1)
     work = tempfile.mkdtemp(prefix="swarm-bench-", dir=a.dir)
-    src = os.path.join(work, "src", "file.bin")
-    os.makedirs(os.path.dirname(src))
-    with open(src, "wb") as f:
-        for _ in range(a.size_mib):
-            f.write(os.urandom(1 << 20))
-    results = []
+    results, sim = [], None
     try:
+        src = os.path.join(work, "src", "file.bin")
+        os.makedirs(os.path.dirname(src))
+        with open(src, "wb") as f:
+            for _ in range(a.size_mib):
+                f.write(os.urandom(1 << 20))
+        if a.sim:
+            scenario, sim = run_sim(a, work)
+            print("simulator (%s): %s" % (scenario, json.dumps(sim)), flush=True)
         for r in range(a.repeats):
             for impl in ("tierswarm", "libtorrent"):
                 if a.only and a.only != impl:
                     continue
                 run = run_tierswarm if impl == "tierswarm" else run_libtorrent
-                res = run(a, src, work)
+                topo.next_run()
+                before = topo.qdisc_stats() if a.netns else None
+                res = run(a, src, work, topo)
+                if a.netns:
+                    res.update(link_stats(before, topo.qdisc_stats()))
                 res["repeat"] = r + 1
+                res["load"] = [round(x, 2) for x in os.getloadavg()]
                 print(json.dumps(res), flush=True)
                 if a.json:
                     open(a.json, "a").write(json.dumps(res) + "\n")
                 results.append(res)
     finally:
+        kill_live()
+        topo.close()
         subprocess.run(["rm", "-rf", work])
     print("\nsummary (all leechers done, s): median (min-max); spread = (max-min)/median")
+    med = {}
     for impl in ("tierswarm", "libtorrent"):
         t = [r["all_done_s"] for r in results if r["impl"] == impl]
         if t:
-            med = statistics.median(t)
+            med[impl] = statistics.median(t)
             ok = all(r["verified"] for r in results if r["impl"] == impl)
             fl = [r["from_leechers"] for r in results if r["impl"] == impl]
             print("%-10s %.2f (%.2f-%.2f) spread %.0f%%, from leechers %s, verified %s"
-                  % (impl, med, min(t), max(t), 100 * (max(t) - min(t)) / med, fl, ok))
+                  % (impl, med[impl], min(t), max(t), 100 * (max(t) - min(t)) / med[impl], fl,
+                     ok))
+    if len(med) == 2:
+        print("libtorrent / tierswarm: %.2f" % (med["libtorrent"] / med["tierswarm"]))
+    if sim:
+        span = statistics.median(x["makespan_s"] for x in sim)
+        bound, kr = sim[0]["bound_s"], sim[0]["bound_kr_s"]
+        print("simulator: makespan median %.2f (%.2f-%.2f) over %d seeds, bound_s %.2f, "
+              "bound_kr_s %.2f; bound at TCP payload rate (x%.4f) %.2f"
+              % (span, min(x["makespan_s"] for x in sim), max(x["makespan_s"] for x in sim),
+                 len(sim), bound, kr, 1 / TCP_PAYLOAD, bound / TCP_PAYLOAD))
+        for impl, t in med.items():
+            print("%-10s / simulated makespan %.2f, / bound %.2f, / bound at TCP payload %.2f"
+                  % (impl, t / span, t / bound, t * TCP_PAYLOAD / bound))
 
 
 if __name__ == "__main__":
