@@ -9,14 +9,18 @@
 //! 1. is serialised on `a`'s uplink: it starts at `max(t, uplink free)` and occupies the link for
 //!    `ceil(n · 10⁶ / upload)` µs;
 //! 2. propagates for `latency(a) + latency(b)` (the access latencies add up);
-//! 3. is serialised on `b`'s downlink likewise, starting at `max(arrival, downlink free)`;
+//! 3. is serialised on `b`'s downlink likewise, in the earliest free gap at or after its
+//!    arrival that fits it;
 //! 4. is delivered when its last byte leaves the downlink.
 //!
 //! Everything is integer microseconds (rounded up), so results are exact and identical on every
-//! platform. Delivery times are computed when the message is sent, so each downlink serves
-//! messages in the order they were *sent* (across all senders), not strictly in order of arrival;
-//! a message can wait behind one that was sent earlier but arrives slightly later. The error is
-//! at most one message's serialisation time and keeps the model simple and deterministic.
+//! platform. Delivery times are computed when the message is sent and never moved afterwards,
+//! so a downlink takes messages in the order they are sent, each into the first gap after its
+//! arrival: a message that arrives before one booked earlier for a later arrival (it waited in
+//! a slow sender's uplink queue) goes first when the gap fits it, and otherwise waits behind
+//! what is already booked. (Booking each message at the end of the downlink's queue instead, as
+//! the simulator did until 2026-12-01, held a seeder's units behind leechers' units that were
+//! still queued in the leechers' uplinks, hundreds of milliseconds away: `dev/SIMULATION.md`.)
 //!
 //! # Control and bulk
 //!
@@ -262,6 +266,9 @@ struct Serialiser {
     control_free_at: u64,
     /// Total µs spent transmitting.
     busy_us: u64,
+    /// Bulk takes the first gap after its arrival that fits (a downlink: arrivals come out of
+    /// send order) instead of queueing behind everything booked (an uplink: FIFO).
+    first_fit: bool,
 }
 
 impl Serialiser {
@@ -294,6 +301,28 @@ impl Serialiser {
         let d = self.duration(bytes);
         self.busy_us = self.busy_us.saturating_add(d);
         match class {
+            Class::Bulk if self.first_fit => {
+                // The earliest gap at or after `t` that fits: a message that reaches the link
+                // before others already booked for later (they wait in a slow sender's uplink
+                // queue) goes first, as packets do on a real access link. Past the last booked
+                // message it waits for `bulk_free_at`, which carries the control charge.
+                let mut start = t;
+                let mut i = self.bulk.partition_point(|&(_, end)| end <= t);
+                while let Some(&(s, e)) = self.bulk.get(i) {
+                    if start.saturating_add(d) <= s {
+                        break;
+                    }
+                    start = start.max(e);
+                    i += 1;
+                }
+                if i == self.bulk.len() {
+                    start = start.max(self.bulk_free_at);
+                }
+                let end = start.saturating_add(d);
+                self.bulk.insert(i, (start, end));
+                self.bulk_free_at = self.bulk_free_at.max(end);
+                end
+            }
             Class::Bulk => {
                 let start = t.max(self.bulk_free_at);
                 let end = start.saturating_add(d);
@@ -357,7 +386,10 @@ impl Network {
                 .collect(),
             downlinks: links
                 .iter()
-                .map(|l| Serialiser::new(l.download_bps))
+                .map(|l| Serialiser {
+                    first_fit: true,
+                    ..Serialiser::new(l.download_bps)
+                })
                 .collect(),
             counters: vec![PairCounters::default(); links.len()],
             links,
@@ -576,6 +608,50 @@ mod tests {
         assert_eq!(times(&b), [265 * MS]);
         assert_eq!(n.busy_us(0), (200 * MS, 0));
         assert_eq!(n.busy_us(1), (0, 100 * MS));
+    }
+
+    #[test]
+    fn a_downlink_takes_what_arrives_first_into_a_gap() {
+        // Peer 2 (1 MB/s up) sends 100 kB to peer 1 at 0: 100 ms on its uplink, 5 ms path,
+        // 50 ms on peer 1's downlink, booked 105..155 ms. Peer 0 sends 10 kB at 10 ms: 10 ms up
+        // (20 ms), 15 ms path, arrives at 35 ms, 5 ms down: it goes at once, not after 155 ms.
+        let mut n = Network::new(
+            vec![
+                PeerLink {
+                    group: 0,
+                    upload_bps: 1_000_000,
+                    download_bps: 1_000_000,
+                    latency_us: 10 * MS,
+                },
+                PeerLink {
+                    group: 0,
+                    upload_bps: 1_000_000,
+                    download_bps: 2_000_000,
+                    latency_us: 5 * MS,
+                },
+                PeerLink {
+                    group: 0,
+                    upload_bps: 1_000_000,
+                    download_bps: 1_000_000,
+                    latency_us: 0,
+                },
+            ],
+            FaultRates::default(),
+            Vec::new(),
+            SimRng::new(1),
+        );
+        let slow = n.send(at(0), 2, 1, 100_000, Class::Bulk);
+        assert_eq!(times(&slow), [155 * MS]);
+        let fast = n.send(at(10), 0, 1, 10_000, Class::Bulk);
+        assert_eq!(
+            times(&fast),
+            [40 * MS],
+            "into the gap before the booked message"
+        );
+        // One that does not fit before 105 ms waits behind it: 60 kB (30 ms down) arriving at
+        // 95 ms would end at 125 ms > 105 ms, so it goes 155..185 ms.
+        let big = n.send(at(20), 0, 1, 60_000, Class::Bulk);
+        assert_eq!(times(&big), [(20 + 60 + 15 + 30 + 30 + 30) * MS]);
     }
 
     #[test]
