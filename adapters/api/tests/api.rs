@@ -177,11 +177,13 @@ fn bad_addresses_are_refused_with_their_role() {
 fn a_drained_fetch_persists_and_resumes_an_aborted_one_reports_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("f.bin");
-    make_file(&file, 64 * 65536);
-    // Slow enough (1 MiB/s for 4 MiB) that the drain comes long before the end.
+    // Slow enough (2 MiB/s for 8 MiB) that the drain comes long before the end, and twice the
+    // largest request window (64 units), so that what is in flight when the drain comes can
+    // never be the whole rest of the file (on a loaded machine the window reached 64 once).
+    make_file(&file, 128 * 65536);
     let seeder = Node::new()
         .listen("127.0.0.1:0")
-        .max_upload_rate(1 << 20)
+        .max_upload_rate(2 << 20)
         .share(&file)
         .unwrap();
     let url = seeder.listening()[0].to_string();
@@ -197,7 +199,7 @@ fn a_drained_fetch_persists_and_resumes_an_aborted_one_reports_nothing() {
     }
     let drained = fetch.wait().unwrap();
     assert_eq!(drained.outcome, Outcome::Drained);
-    assert!(drained.units > 0 && drained.units < 64, "{}", drained.units);
+    assert!(drained.units > 0 && drained.units < 128, "{}", drained.units);
     let resumed = Node::new()
         .peer(url.clone())
         .fetch(seeder.manifest(), &out)
