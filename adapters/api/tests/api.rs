@@ -199,7 +199,11 @@ fn a_drained_fetch_persists_and_resumes_an_aborted_one_reports_nothing() {
     }
     let drained = fetch.wait().unwrap();
     assert_eq!(drained.outcome, Outcome::Drained);
-    assert!(drained.units > 0 && drained.units < 128, "{}", drained.units);
+    assert!(
+        drained.units > 0 && drained.units < 128,
+        "{}",
+        drained.units
+    );
     let resumed = Node::new()
         .peer(url.clone())
         .fetch(seeder.manifest(), &out)
