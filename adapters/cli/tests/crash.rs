@@ -4,8 +4,7 @@
 //! test; `TIERSWARM_CRASH_KILLS=N` runs N (the command is in `dev/ROBUSTNESS.md`).
 
 mod common;
-use common::{make_file, Reaped};
-use std::io::{BufRead, BufReader};
+use common::{listening_url, make_file, Reaped};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -47,15 +46,7 @@ fn share(dir: &Path) -> (Reaped, std::path::PathBuf, String, std::path::PathBuf)
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(share.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_string();
+    let url = listening_url(&mut share);
     (Reaped(share), manifest, url, src)
 }
 

@@ -4,8 +4,7 @@
 //! completes with the exact file, and the seeder is still running.
 
 mod common;
-use common::{make_file, Reaped};
-use std::io::{BufRead, BufReader};
+use common::{listening_url, make_file, Reaped};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -44,16 +43,8 @@ fn a_seeder_out_of_descriptors_backs_off_and_serves_again() {
         .stderr(std::fs::File::create(&err).unwrap())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(share.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let url = listening_url(&mut share);
     let mut share = Reaped(share);
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("share said {line:?}"))
-        .to_string();
     let addr = url.strip_prefix("tcp://").unwrap_or(&url).to_string();
 
     // More connections than it has descriptors: the kernel completes them all (the listen

@@ -1,5 +1,6 @@
 //! Helpers shared by the CLI's process-level tests (`crash.rs`, `descriptors.rs`).
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Child;
 
@@ -25,4 +26,16 @@ impl Drop for Reaped {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Reads the first line of `share`'s stdout (piped), `listening on URL`, and returns the URL.
+pub fn listening_url(share: &mut Child) -> String {
+    let mut line = String::new();
+    BufReader::new(share.stdout.take().expect("stdout is piped"))
+        .read_line(&mut line)
+        .unwrap();
+    line.trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("share said {line:?}"))
+        .to_string()
 }
