@@ -24,6 +24,15 @@ fn fetch(manifest: &Path, url: &str, out: &Path) -> Child {
         .unwrap()
 }
 
+/// The next kill point, `from_ms` plus up to `span_ms`: a xorshift step of `x`, so the points
+/// spread over the transfer and are the same in every run.
+fn kill_point(x: &mut u64, from_ms: u64, span_ms: u64) -> Duration {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    Duration::from_millis(from_ms + *x % span_ms)
+}
+
 fn kills() -> u64 {
     std::env::var("TIERSWARM_CRASH_KILLS")
         .ok()
@@ -72,10 +81,7 @@ fn fetch_killed_at_random_points_resumes_to_the_exact_file() {
     // every run.
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     for _ in 0..kills {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let at = Duration::from_millis(20 + x % 600);
+        let at = kill_point(&mut x, 20, 600);
         let mut child = Reaped(fetch(&manifest, &url, &out));
         std::thread::sleep(at);
         if child.0.try_wait().unwrap().is_none() {
@@ -153,12 +159,10 @@ fn a_kill_loses_only_what_no_saved_store_held() {
     // Kill until a run finishes before its kill point (or `kills` times).
     let mut runs = 0;
     while runs < kills {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        let at = kill_point(&mut x, 500, 2000);
         let mut child = Reaped(fetch_logged(&manifest, &url, &out, runs));
         runs += 1;
-        std::thread::sleep(Duration::from_millis(500 + x % 2000));
+        std::thread::sleep(at);
         if child.0.try_wait().unwrap().is_some() {
             break;
         }

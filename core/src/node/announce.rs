@@ -258,14 +258,19 @@ impl Node {
             News::Unknown => (units.start, units.end - 1),
         };
         self.announce.note_reported(peer, block);
+        let msg = self.unit_window(lo, hi);
+        self.send(peer, msg);
+    }
+
+    /// A `tier = 1` summary of our units `lo..=hi` (news and pushed deltas).
+    fn unit_window(&self, lo: u64, hi: u64) -> Message {
         let bits = self.local.bitfield(Tier::T1).window(lo, hi - lo + 1);
-        let msg = Message::Summary {
+        Message::Summary {
             tier: 1,
             start: lo,
             all: Bytes::copy_from_slice(bits.as_bytes()),
             partial: Bytes::new(),
-        };
-        self.send(peer, msg);
+        }
     }
 
     /// Sends each subscriber of a changed block one T1 window covering the units completed
@@ -273,8 +278,7 @@ impl Node {
     pub(super) fn flush_pushes(&mut self) {
         let pushes = core::mem::take(&mut self.announce.pushes);
         for (block, (lo, hi)) in pushes {
-            let bits = self.local.bitfield(Tier::T1).window(lo, hi - lo + 1);
-            let bits = Bytes::copy_from_slice(bits.as_bytes());
+            let msg = self.unit_window(lo, hi);
             let subs: Vec<PeerId> = self
                 .announce
                 .subscriptions
@@ -283,13 +287,7 @@ impl Node {
                 .map(|(id, _)| *id)
                 .collect();
             for id in subs {
-                let msg = Message::Summary {
-                    tier: 1,
-                    start: lo,
-                    all: bits.clone(),
-                    partial: Bytes::new(),
-                };
-                self.send(id, msg);
+                self.send(id, msg.clone());
             }
         }
     }

@@ -77,17 +77,9 @@ pub(crate) struct RefineLedger {
 }
 
 impl Default for RefineLedger {
+    /// An empty ledger under the default limits.
     fn default() -> Self {
-        RefineLedger {
-            by_id: BTreeMap::new(),
-            in_flight: BTreeSet::new(),
-            attempts: BTreeMap::new(),
-            by_peer: BTreeMap::new(),
-            active: 0,
-            next_id: 1,
-            credit: f64::from(Limits::default().refine_burst),
-            credited_at: None,
-        }
+        RefineLedger::new(&Limits::default())
     }
 }
 
@@ -95,8 +87,14 @@ impl RefineLedger {
     /// An empty ledger holding a full burst of `l`'s credit.
     pub(crate) fn new(l: &Limits) -> Self {
         RefineLedger {
+            by_id: BTreeMap::new(),
+            in_flight: BTreeSet::new(),
+            attempts: BTreeMap::new(),
+            by_peer: BTreeMap::new(),
+            active: 0,
+            next_id: 1,
             credit: f64::from(l.refine_burst),
-            ..RefineLedger::default()
+            credited_at: None,
         }
     }
 
