@@ -46,6 +46,16 @@ impl<T: Ord> TimerQueue<T> {
         }
     }
 
+    /// The earliest item, without removing it.
+    pub fn peek(&self) -> Option<&T> {
+        self.heap.peek().map(|Reverse((_, _, item))| item)
+    }
+
+    /// Removes the earliest item.
+    pub fn pop(&mut self) -> Option<T> {
+        self.heap.pop().map(|Reverse((_, _, item))| item)
+    }
+
     /// Number of armed timers (stale ones included).
     pub fn len(&self) -> usize {
         self.heap.len()

@@ -400,6 +400,22 @@ impl Node {
         self.stats.in_flight_requests = self.requests.active();
         self.stats.in_flight_refines = self.refines.active();
         self.stats.queued_serves = self.uploads.queued();
+        let (requests, refines) = (&self.requests, &self.refines);
+        self.timers.drop_stale_heads(|t| match *t {
+            Timer::Request {
+                unit,
+                peer,
+                sent_at,
+            } => !requests.is_active(unit, peer, sent_at),
+            Timer::ForgetRequest {
+                unit,
+                peer,
+                sent_at,
+            } => !requests.is_forgettable(unit, peer, sent_at),
+            Timer::Refine(id) => !refines.is_awaited(id),
+            Timer::ForgetRefine(id) => !refines.is_expired(id),
+            _ => false,
+        });
     }
 
     fn rto(&self, p: &Peer) -> Duration {

@@ -210,6 +210,16 @@ impl RefineLedger {
         self.back_off(peer, block, until);
     }
 
+    /// Whether refinement `id` is in flight and not expired (its timeout has work to do).
+    pub(crate) fn is_awaited(&self, id: u64) -> bool {
+        self.by_id.get(&id).is_some_and(|r| !r.expired)
+    }
+
+    /// Whether refinement `id` expired and is still held (its forget timer has work to do).
+    pub(crate) fn is_expired(&self, id: u64) -> bool {
+        self.by_id.get(&id).is_some_and(|r| r.expired)
+    }
+
     /// Marks refinement `id` expired; returns it if it was in flight.
     pub(crate) fn expire(&mut self, id: u64) -> Option<Refinement> {
         let r = self.by_id.get_mut(&id).filter(|r| !r.expired)?;
@@ -235,7 +245,7 @@ impl RefineLedger {
 
     /// Drops an expired refinement whose answer is no longer awaited.
     pub(crate) fn forget(&mut self, id: u64) {
-        if self.by_id.get(&id).is_some_and(|r| r.expired) {
+        if self.is_expired(id) {
             self.by_id.remove(&id);
         }
     }

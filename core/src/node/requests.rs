@@ -94,6 +94,14 @@ impl RequestLedger {
             .is_some_and(|r| r.sent_at == sent_at && r.state == ReqState::Active)
     }
 
+    /// Whether the request sent to `peer` for `unit` at `sent_at` is held but no longer
+    /// active (expired or cancelled): what [`RequestLedger::forget`] would drop.
+    pub(crate) fn is_forgettable(&self, unit: u64, peer: PeerId, sent_at: Timestamp) -> bool {
+        self.requests
+            .get(&(unit, peer))
+            .is_some_and(|r| r.sent_at == sent_at && r.state != ReqState::Active)
+    }
+
     /// Active requests for `unit`.
     pub(crate) fn active_for(&self, unit: u64) -> u32 {
         self.requests
@@ -189,10 +197,7 @@ impl RequestLedger {
     /// whether it was still held.
     pub(crate) fn forget(&mut self, unit: u64, peer: PeerId, sent_at: Timestamp) -> bool {
         let k = (unit, peer);
-        let stale = self
-            .requests
-            .get(&k)
-            .is_some_and(|r| r.sent_at == sent_at && r.state != ReqState::Active);
+        let stale = self.is_forgettable(unit, peer, sent_at);
         if stale {
             self.requests.remove(&k);
             self.settle(unit, peer);

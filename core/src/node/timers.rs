@@ -2,7 +2,9 @@
 //! once at most (persist, delta and push flushes) are armed with [`TimerTable::arm_once`],
 //! which ignores a second arming until the first fires; per-request timers carry the identity
 //! of what they guard, and a fired timer whose subject is gone or changed is ignored (lazy
-//! cancellation).
+//! cancellation). After every input the node also drops stale timers from the head of the
+//! queue ([`TimerTable::drop_stale_heads`]), so that its `poll_timeout` names a deadline with
+//! work to do rather than waking the embedder for an answered request.
 
 use super::peer::PeerId;
 use crate::time::Timestamp;
@@ -106,6 +108,18 @@ impl TimerTable {
         Some(t)
     }
 
+    /// Drops stale timers from the head of the queue (those for which `stale` holds), so that
+    /// [`TimerTable::next`] is a deadline that has work to do. Lazily cancelled request timers
+    /// would otherwise wake an embedder for nothing (in a crowd, most of a node's wake-ups).
+    pub(crate) fn drop_stale_heads(&mut self, mut stale: impl FnMut(&Timer) -> bool) {
+        while let Some(t) = self.queue.peek() {
+            if t.singleton().is_some() || !stale(t) {
+                break;
+            }
+            self.queue.pop();
+        }
+    }
+
     /// Drops every timer about `peer` (it left: the queue stays bounded by live state).
     pub(crate) fn release_peer(&mut self, peer: PeerId) {
         self.queue.retain(|t| t.peer() != Some(peer));
@@ -156,5 +170,27 @@ mod tests {
         tt.release_peer(a);
         let fired: Vec<Timer> = std::iter::from_fn(|| tt.pop_due(t(9))).collect();
         assert_eq!(fired, vec![Timer::Wake(b), Timer::KeepAlive]);
+    }
+
+    #[test]
+    fn stale_heads_are_dropped_up_to_the_first_live_timer() {
+        let mut tt = TimerTable::default();
+        let req = |unit| Timer::Request {
+            unit,
+            peer: PeerId(1),
+            sent_at: t(0),
+        };
+        tt.push(t(1), req(1));
+        tt.arm_once(t(2), Timer::Persist);
+        tt.push(t(3), req(3));
+        tt.push(t(4), req(4));
+        // Every request is stale: the singleton at the head stops the drop.
+        tt.drop_stale_heads(|_| true);
+        assert_eq!(tt.next(), Some(t(2)));
+        assert_eq!(tt.pop_due(t(2)), Some(Timer::Persist));
+        // Request 3 is live: it stays, and so does the stale one behind it.
+        tt.drop_stale_heads(|t| *t != req(3));
+        assert_eq!(tt.next(), Some(t(3)));
+        assert_eq!(tt.len(), 2);
     }
 }
