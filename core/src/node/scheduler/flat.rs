@@ -117,7 +117,7 @@ mod tests {
         let mut host = Requests::default();
         let (seeder, leecher) = (SEEDER, PeerId(2));
         let mut now = Timestamp::ZERO;
-        let mut input = |node: &mut Node, host: &mut Requests, now, i| {
+        let input = |node: &mut Node, host: &mut Requests, now, i| {
             node.handle_input(now, i);
             drive(node, now, host);
         };
