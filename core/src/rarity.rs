@@ -6,6 +6,16 @@
 //! rarest bucket and stops after a bounded number of probes, so one decision costs the same
 //! whatever the file size. Pieces we already hold sit in a final "done" bucket and are never
 //! probed.
+//!
+//! Moving pieces by swaps with the bucket's edge orders each bucket by the order the pieces
+//! arrived in, not by the initial shuffle: a peer's bitfield moves every piece it has up one
+//! bucket in index order, which leaves that bucket in reverse index order on every node that
+//! reads it, whatever each node's shuffle. Nodes that all walk the rarest bucket in the same
+//! order ask a seeder for the same pieces at the same time (`dev/SIMULATION.md`, "The flat
+//! path's collapse on flash-crowd"). A *scattered* [`Rarity`] (as libtorrent's piece picker
+//! does) therefore also swaps each piece that changes bucket with a random member of its new
+//! bucket, from a generator of its own, so every node walks a bucket in an order of its own:
+//! still O(1) per move.
 
 /// Availability buckets over pieces `0..n`.
 #[derive(Debug, Clone)]
@@ -21,6 +31,9 @@ pub struct Rarity {
     /// `start[c]` = index in `order` of the first piece of bucket `c`.
     start: Vec<u32>,
     parked: u16,
+    /// State of the generator that places a piece at a random position of the bucket it moves
+    /// to; `None`: pieces stay at the bucket's edge.
+    scatter: Option<u64>,
 }
 
 impl Rarity {
@@ -43,7 +56,39 @@ impl Rarity {
             count: vec![0; n],
             start,
             parked,
+            scatter: None,
         }
+    }
+
+    /// As [`Rarity::new`], but each piece that changes bucket then takes a random place in its
+    /// new bucket, drawn from a generator seeded with `seed` (see the module documentation).
+    pub fn scattered(initial: Vec<u32>, max_count: u16, seed: u64) -> Self {
+        Rarity {
+            scatter: Some(seed),
+            ..Rarity::new(initial, max_count)
+        }
+    }
+
+    /// Swaps `piece` with a random member of its bucket, if this rarity scatters.
+    fn scatter(&mut self, piece: u32) {
+        let Some(state) = self.scatter.as_mut() else {
+            return;
+        };
+        let c = self.bucket[piece as usize] as usize;
+        let (from, to) = (self.start[c], self.start[c + 1]);
+        let len = u64::from(to - from);
+        if len < 2 {
+            return;
+        }
+        // SplitMix64: a Weyl sequence through its finaliser.
+        *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut x = *state;
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^= x >> 31;
+        // Multiply-high: a uniform index below `len` (bias below 2^-32).
+        let j = from + ((u128::from(x) * u128::from(len)) >> 64) as u32;
+        self.swap(self.pos[piece as usize], j);
     }
 
     /// Number of pieces.
@@ -82,12 +127,16 @@ impl Rarity {
     }
 
     fn move_to(&mut self, piece: u32, target: u16) {
+        if self.bucket[piece as usize] == target {
+            return;
+        }
         while self.bucket[piece as usize] < target {
             self.up(piece);
         }
         while self.bucket[piece as usize] > target {
             self.down(piece);
         }
+        self.scatter(piece);
     }
 
     fn is_parked(&self, piece: usize) -> bool {
@@ -101,6 +150,7 @@ impl Rarity {
             self.count[p] += 1;
             if !self.is_parked(p) {
                 self.up(piece as u32);
+                self.scatter(piece as u32);
             }
         }
     }
@@ -112,6 +162,7 @@ impl Rarity {
             self.count[p] -= 1;
             if !self.is_parked(p) {
                 self.down(piece as u32);
+                self.scatter(piece as u32);
             }
         }
     }
@@ -159,8 +210,15 @@ mod tests {
 
     proptest! {
         #[test]
-        fn buckets_match_counts(ops in proptest::collection::vec((0u64..40, 0u8..3), 0..300)) {
-            let mut r = Rarity::new((0..40).rev().collect(), 5);
+        fn buckets_match_counts(
+            ops in proptest::collection::vec((0u64..40, 0u8..3), 0..300),
+            scatter in proptest::option::of(proptest::num::u64::ANY),
+        ) {
+            let initial = (0..40).rev().collect();
+            let mut r = match scatter {
+                Some(seed) => Rarity::scattered(initial, 5, seed),
+                None => Rarity::new(initial, 5),
+            };
             let mut counts = [0u16; 40];
             let mut parked = [false; 40];
             for (p, op) in ops {
@@ -187,5 +245,31 @@ mod tests {
                 prop_assert_eq!(r.parked(p), parked[p as usize]);
             }
         }
+    }
+
+    /// A peer's bitfield moves its pieces up in index order: plain buckets end in that order
+    /// (reversed) whatever the shuffle, scattered ones in an order of each seed's own.
+    #[test]
+    fn scattered_buckets_forget_the_order_pieces_arrived_in() {
+        let walk = |mut r: Rarity| {
+            for p in 0..64 {
+                r.inc(p);
+            }
+            r.candidates().collect::<Vec<u64>>()
+        };
+        let shuffle_a: Vec<u32> = (0..64).map(|p| (p * 37) % 64).collect();
+        let shuffle_b: Vec<u32> = (0..64).map(|p| (p * 13 + 5) % 64).collect();
+        let reversed: Vec<u64> = (0..64).rev().collect();
+        assert_eq!(walk(Rarity::new(shuffle_a.clone(), 5)), reversed);
+        assert_eq!(walk(Rarity::new(shuffle_b.clone(), 5)), reversed);
+        let a = walk(Rarity::scattered(shuffle_a, 5, 1));
+        let b = walk(Rarity::scattered(shuffle_b, 5, 2));
+        let mut sorted = a.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..64).collect::<Vec<u64>>(), "every piece, once");
+        assert_ne!(a, reversed);
+        assert_ne!(a, b);
+        let same_first = a.iter().zip(&b).take(16).filter(|(x, y)| x == y).count();
+        assert!(same_first <= 2, "{a:?} {b:?}");
     }
 }

@@ -12,6 +12,7 @@ use crate::bitfield::Bitfield;
 use crate::rarity::Rarity;
 use crate::tiers::Tier;
 use bytes::Bytes;
+use rand_core::RngCore;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 /// Availability counts over all connected peers.
@@ -73,11 +74,14 @@ impl Node {
         }
     }
 
-    /// The per-unit rarity, built on first use over the units not yet claimed.
+    /// The per-unit rarity, built on first use over the units not yet claimed. Scattered, so
+    /// that nodes reading the same bitfields and HAVEs still walk equally rare units in orders
+    /// of their own (else they all ask a seeder for the same units at once).
     fn rarity1(&mut self) -> &mut Rarity {
         if self.remote.rarity1.is_none() {
             let cap = bucket_cap(self.cfg.limits.max_peers);
-            let mut r = Rarity::new(shuffled(self.geo.units(), &mut self.rng), cap);
+            let order = shuffled(self.geo.units(), &mut self.rng);
+            let mut r = Rarity::scattered(order, cap, self.rng.next_u64());
             for u in self.claims.bits().iter_ones_in(0..self.geo.units()) {
                 r.park(u);
             }
