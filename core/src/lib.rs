@@ -32,6 +32,8 @@ pub mod timers;
 pub mod trace;
 pub mod wire;
 
+mod mix;
+
 #[cfg(test)]
 mod test_support;
 

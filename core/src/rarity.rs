@@ -80,12 +80,8 @@ impl Rarity {
         if len < 2 {
             return;
         }
-        // SplitMix64: a Weyl sequence through its finaliser.
-        *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut x = *state;
-        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        x ^= x >> 31;
+        let x = crate::mix::splitmix(*state);
+        *state = state.wrapping_add(crate::mix::GOLDEN);
         // Multiply-high: a uniform index below `len` (bias below 2^-32).
         let j = from + ((u128::from(x) * u128::from(len)) >> 64) as u32;
         self.swap(self.pos[piece as usize], j);

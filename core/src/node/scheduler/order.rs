@@ -1,6 +1,7 @@
 //! Deterministic orders: the per-node walk through a block (so peers fetching the same block
 //! from the same source ask for different units and can trade them), and seeded shuffles.
 
+use crate::mix::splitmix;
 use rand_core::RngCore;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
@@ -44,14 +45,6 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
         (a, b) = (b, a % b);
     }
     a
-}
-
-/// SplitMix64's finaliser: a fixed, well-mixed hash of a `u64`.
-pub(crate) fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }
 
 /// `0..n` in an order drawn from `rng` (Fisher–Yates).
