@@ -79,8 +79,8 @@ pub struct Peer {
     pub(crate) last_unit_at: Option<Timestamp>,
     /// When the peer last answered one of our requests (transfer or reject).
     pub(crate) last_answer_at: Option<Timestamp>,
-    /// Send time of the latest request the peer answered with its unit.
-    pub(crate) last_answered_sent: Timestamp,
+    /// Issue number of the latest request the peer answered with its unit.
+    pub(crate) last_answered_seq: Option<u64>,
     /// Loss events (timeouts with no answer since) in a row; see [`Peer::note_loss`].
     pub(crate) consecutive_timeouts: u32,
     /// When the last loss event was counted.
@@ -110,7 +110,7 @@ impl Peer {
             rate: 0.0,
             last_unit_at: None,
             last_answer_at: None,
-            last_answered_sent: Timestamp::ZERO,
+            last_answered_seq: None,
             consecutive_timeouts: 0,
             last_loss_at: None,
             current_blocks: VecDeque::new(),

@@ -20,7 +20,7 @@ use crate::wire::Message;
 use crate::wire::Proof;
 use bytes::Bytes;
 use core::time::Duration;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Settled requests remembered (so that their late answers are not taken as unsolicited).
 pub(crate) const MAX_SETTLED: usize = 4096;
@@ -39,6 +39,9 @@ enum ReqState {
 #[derive(Debug, Clone, Copy)]
 struct UnitReq {
     sent_at: Timestamp,
+    /// Issue order over the node's requests: a peer answers in this order, even among
+    /// requests sent in the same instant.
+    seq: u64,
     state: ReqState,
 }
 
@@ -54,8 +57,13 @@ pub(crate) struct PeerRequests {
 /// What an answer (TRANSFER or REJECT) to `(unit, peer)` turned out to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Answer {
-    /// It answers a request we still held; `active` if that request was still active.
-    Owed { sent_at: Timestamp, active: bool },
+    /// It answers a request we still held (sent at `sent_at`, issued `seq`-th); `active` if
+    /// that request was still active.
+    Owed {
+        sent_at: Timestamp,
+        seq: u64,
+        active: bool,
+    },
     /// It answers a request settled before (expired and forgotten, or answered already).
     Settled,
     /// Nobody asked.
@@ -67,6 +75,10 @@ pub(crate) enum Answer {
 pub(crate) struct RequestLedger {
     requests: BTreeMap<(u64, PeerId), UnitReq>,
     by_peer: BTreeMap<PeerId, PeerRequests>,
+    /// Each peer's active requests in issue order: `(seq, unit)`.
+    active_by_peer: BTreeMap<PeerId, BTreeSet<(u64, u64)>>,
+    /// The next request's issue number.
+    next_seq: u64,
     settled: VecDeque<(u64, PeerId)>,
     active: u32,
 }
@@ -123,6 +135,7 @@ impl RequestLedger {
             (unit, peer),
             UnitReq {
                 sent_at: now,
+                seq: self.next_seq,
                 state: ReqState::Active,
             },
         );
@@ -131,6 +144,45 @@ impl RequestLedger {
         c.owed += 1;
         c.active += 1;
         self.active += 1;
+        self.active_by_peer
+            .entry(peer)
+            .or_default()
+            .insert((self.next_seq, unit));
+        self.next_seq += 1;
+    }
+
+    /// An active request stops being active: the counters and the per-peer order follow.
+    fn deactivate(&mut self, unit: u64, peer: PeerId, seq: u64) {
+        self.active -= 1;
+        self.by_peer.entry(peer).or_default().active -= 1;
+        if let Some(s) = self.active_by_peer.get_mut(&peer) {
+            s.remove(&(seq, unit));
+            if s.is_empty() {
+                self.active_by_peer.remove(&peer);
+            }
+        }
+    }
+
+    /// The issue number of the request for `unit` held for `peer`.
+    pub(crate) fn seq_of(&self, unit: u64, peer: PeerId) -> Option<u64> {
+        self.requests.get(&(unit, peer)).map(|r| r.seq)
+    }
+
+    /// `peer`'s active requests issued in `[from, before)`, oldest first, with their send
+    /// times: when `peer` answers the request issued `before`-th, these were overtaken (a peer
+    /// answers in order).
+    pub(crate) fn active_issued_between(
+        &self,
+        peer: PeerId,
+        from: u64,
+        before: u64,
+    ) -> Vec<(u64, Timestamp)> {
+        let Some(s) = self.active_by_peer.get(&peer) else {
+            return Vec::new();
+        };
+        s.range((from, 0)..(before, 0))
+            .filter_map(|&(_, u)| Some((u, self.requests.get(&(u, peer))?.sent_at)))
+            .collect()
     }
 
     /// Settles the request an answer from `peer` for `unit` answers.
@@ -143,15 +195,14 @@ impl RequestLedger {
             };
         };
         let active = r.state == ReqState::Active;
-        let c = self.by_peer.entry(peer).or_default();
-        c.owed -= 1;
+        self.by_peer.entry(peer).or_default().owed -= 1;
         if active {
-            c.active -= 1;
-            self.active -= 1;
+            self.deactivate(unit, peer, r.seq);
         }
         self.settle(unit, peer);
         Answer::Owed {
             sent_at: r.sent_at,
+            seq: r.seq,
             active,
         }
     }
@@ -162,8 +213,8 @@ impl RequestLedger {
         if let Some(r) = self.requests.get_mut(&(unit, peer)) {
             if r.state == ReqState::Active {
                 r.state = ReqState::Expired;
-                self.active -= 1;
-                self.by_peer.entry(peer).or_default().active -= 1;
+                let seq = r.seq;
+                self.deactivate(unit, peer, seq);
             }
         }
     }
@@ -175,21 +226,21 @@ impl RequestLedger {
         unit: u64,
         except: PeerId,
     ) -> smallvec::SmallVec<[(PeerId, Timestamp); 2]> {
-        let mut cancelled = smallvec::SmallVec::new();
+        let mut cancelled: smallvec::SmallVec<[(PeerId, Timestamp, u64); 2]> =
+            smallvec::SmallVec::new();
         for (&(_, q), r) in self
             .requests
             .range_mut((unit, PeerId(0))..=(unit, PeerId(u64::MAX)))
         {
             if q != except && r.state == ReqState::Active {
                 r.state = ReqState::Cancelled;
-                cancelled.push((q, r.sent_at));
+                cancelled.push((q, r.sent_at, r.seq));
             }
         }
-        for &(q, _) in &cancelled {
-            self.active -= 1;
-            self.by_peer.entry(q).or_default().active -= 1;
+        for &(q, _, seq) in &cancelled {
+            self.deactivate(unit, q, seq);
         }
-        cancelled
+        cancelled.iter().map(|&(q, t, _)| (q, t)).collect()
     }
 
     /// Stops waiting for the expired or cancelled request sent at `sent_at`: it no longer
@@ -225,6 +276,7 @@ impl RequestLedger {
             }
         }
         self.by_peer.remove(&peer);
+        self.active_by_peer.remove(&peer);
         released
     }
 
@@ -267,16 +319,27 @@ impl Node {
                 return self.disconnect(peer, DisconnectReason::UnsolicitedTransfer)
             }
             Answer::Settled => (None, false),
-            Answer::Owed { sent_at, active } => (Some(sent_at), active),
+            Answer::Owed {
+                sent_at,
+                seq,
+                active,
+            } => (Some((sent_at, seq)), active),
         };
         let now = self.now;
         let len = self.geo.unit_len(unit);
         let p = self.answered_by(peer);
-        if let (true, Some(sent_at)) = (active, sent_at) {
+        let mut overtaken_since = None;
+        if let (true, Some((sent_at, seq))) = (active, sent_at) {
             p.rtt.sample(now.since(sent_at));
-            p.last_answered_sent = p.last_answered_sent.max(sent_at);
+            if p.last_answered_seq.is_none_or(|last| seq > last) {
+                overtaken_since = Some((p.last_answered_seq.map_or(0, |l| l + 1), seq));
+                p.last_answered_seq = Some(seq);
+            }
         }
         p.note_unit(len, now);
+        if let Some((from, before)) = overtaken_since {
+            self.time_out_overtaken(peer, from, before);
+        }
         self.sched.mark_dirty(peer);
         if self.local.has_at_tier(Tier::T1, unit) || self.claims.is_verifying(unit) {
             self.stats.duplicate_units += 1;
@@ -313,6 +376,25 @@ impl Node {
         p.last_answer_at = Some(now);
         p.consecutive_timeouts = 0;
         p
+    }
+
+    /// `peer` answered the request issued `before`-th, so its requests still active that were
+    /// issued earlier (from `from`, after the last such answer) were lost on the way there or
+    /// back: each times out after `min_rto` (a grace for a reordered answer) instead of after
+    /// the peer's whole RTO, which a deep serve queue and per-loss doubling stretch to tens of
+    /// seconds (a lossy crowd's last unit waited 49 s; `dev/PROTOCOL.md` §6).
+    fn time_out_overtaken(&mut self, peer: PeerId, from: u64, before: u64) {
+        let at = self.now.add(self.cfg.limits.min_rto);
+        for (unit, sent_at) in self.requests.active_issued_between(peer, from, before) {
+            self.timers.push(
+                at,
+                Timer::Request {
+                    unit,
+                    peer,
+                    sent_at,
+                },
+            );
+        }
     }
 
     /// Cancels the other requests for `unit` (endgame duplicates): each still gets its answer.
@@ -386,7 +468,11 @@ impl Node {
         // if the peer has made no progress for a whole timeout: re-arm from its last answer.
         // The hard limit keeps a unit from waiting forever behind a trickling peer. But if a
         // request sent after this one was answered, this one (or its answer) was lost.
-        let overtaken = p.last_answered_sent > sent_at;
+        let seq = self
+            .requests
+            .seq_of(unit, peer)
+            .expect("active requests are held");
+        let overtaken = p.last_answered_seq.is_some_and(|last| last > seq);
         if let Some(last) = p.last_answer_at.filter(|&t| t > sent_at && !overtaken) {
             let again = last.add(rto);
             if again > self.now && self.now.since(sent_at) < self.cfg.limits.max_rto {
@@ -447,6 +533,14 @@ mod tests {
             let act = l.iter().filter(|(_, p, a)| *p == peer && *a).count() as u32;
             assert_eq!((c.owed, c.active), (owed, act), "peer {peer}");
         }
+        // The per-peer issue order holds exactly the active requests.
+        let ordered: usize = l.active_by_peer.values().map(|s| s.len()).sum();
+        assert_eq!(ordered as u32, active);
+        for (&peer, s) in &l.active_by_peer {
+            for &(seq, unit) in s {
+                assert_eq!(l.seq_of(unit, peer), Some(seq));
+            }
+        }
     }
 
     #[test]
@@ -462,6 +556,7 @@ mod tests {
             l.answer(11, a),
             Answer::Owed {
                 sent_at: t(1),
+                seq: 1,
                 active: true
             }
         );
@@ -487,6 +582,36 @@ mod tests {
     }
 
     #[test]
+    fn overtaken_requests_are_the_active_ones_issued_before_an_answered_one() {
+        let (a, b) = (PeerId(1), PeerId(2));
+        let mut l = RequestLedger::default();
+        // Issue numbers 0..=5; 0, 1, 2 and 4 to `a` (0 and 1 in the same instant).
+        l.issue(10, a, t(1));
+        l.issue(11, a, t(1));
+        l.issue(12, b, t(2));
+        l.issue(13, a, t(2));
+        l.issue(14, b, t(3));
+        l.issue(15, a, t(3));
+        assert_eq!(l.seq_of(13, a), Some(3));
+        l.expire(11, a);
+        assert!(matches!(l.answer(15, a), Answer::Owed { seq: 5, .. }));
+        check(&l);
+        // Answering issue 5 overtook 0 and 3 (1 expired; 2 and 4 are b's).
+        assert_eq!(
+            l.active_issued_between(a, 0, 5),
+            vec![(10, t(1)), (13, t(2))]
+        );
+        assert_eq!(l.active_issued_between(a, 1, 5), vec![(13, t(2))]);
+        assert!(l.active_issued_between(b, 0, 2).is_empty());
+        l.release_peer(a);
+        assert!(l.active_issued_between(a, 0, 9).is_empty());
+        assert_eq!(
+            l.active_issued_between(b, 0, 9),
+            vec![(12, t(2)), (14, t(3))]
+        );
+    }
+
+    #[test]
     fn cancel_others_and_release_peer() {
         let (a, b, c) = (PeerId(1), PeerId(2), PeerId(3));
         let mut l = RequestLedger::default();
@@ -504,6 +629,7 @@ mod tests {
             l.answer(5, a),
             Answer::Owed {
                 sent_at: t(1),
+                seq: 0,
                 active: false
             }
         );
