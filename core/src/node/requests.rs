@@ -101,9 +101,16 @@ impl RequestLedger {
 
     /// Whether the request for `unit` to `peer` sent at `sent_at` is still active.
     pub(crate) fn is_active(&self, unit: u64, peer: PeerId, sent_at: Timestamp) -> bool {
+        self.active_seq(unit, peer, sent_at).is_some()
+    }
+
+    /// The issue number of the request for `unit` to `peer` sent at `sent_at`, if it is still
+    /// active.
+    fn active_seq(&self, unit: u64, peer: PeerId, sent_at: Timestamp) -> Option<u64> {
         self.requests
             .get(&(unit, peer))
-            .is_some_and(|r| r.sent_at == sent_at && r.state == ReqState::Active)
+            .filter(|r| r.sent_at == sent_at && r.state == ReqState::Active)
+            .map(|r| r.seq)
     }
 
     /// Whether the request sent to `peer` for `unit` at `sent_at` is held but no longer
@@ -164,7 +171,8 @@ impl RequestLedger {
     }
 
     /// The issue number of the request for `unit` held for `peer`.
-    pub(crate) fn seq_of(&self, unit: u64, peer: PeerId) -> Option<u64> {
+    #[cfg(test)]
+    fn seq_of(&self, unit: u64, peer: PeerId) -> Option<u64> {
         self.requests.get(&(unit, peer)).map(|r| r.seq)
     }
 
@@ -456,9 +464,9 @@ impl Node {
     }
 
     pub(super) fn on_request_timeout(&mut self, unit: u64, peer: PeerId, sent_at: Timestamp) {
-        if !self.requests.is_active(unit, peer, sent_at) {
+        let Some(seq) = self.requests.active_seq(unit, peer, sent_at) else {
             return;
-        }
+        };
         let p = self
             .peers
             .get(&peer)
@@ -468,10 +476,6 @@ impl Node {
         // if the peer has made no progress for a whole timeout: re-arm from its last answer.
         // The hard limit keeps a unit from waiting forever behind a trickling peer. But if a
         // request sent after this one was answered, this one (or its answer) was lost.
-        let seq = self
-            .requests
-            .seq_of(unit, peer)
-            .expect("active requests are held");
         let overtaken = p.last_answered_seq.is_some_and(|last| last > seq);
         if let Some(last) = p.last_answer_at.filter(|&t| t > sent_at && !overtaken) {
             let again = last.add(rto);
@@ -585,7 +589,7 @@ mod tests {
     fn overtaken_requests_are_the_active_ones_issued_before_an_answered_one() {
         let (a, b) = (PeerId(1), PeerId(2));
         let mut l = RequestLedger::default();
-        // Issue numbers 0..=5; 0, 1, 2 and 4 to `a` (0 and 1 in the same instant).
+        // Issue numbers 0..=5; 0, 1, 3 and 5 to `a` (0 and 1 in the same instant).
         l.issue(10, a, t(1));
         l.issue(11, a, t(1));
         l.issue(12, b, t(2));
