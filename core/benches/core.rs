@@ -54,7 +54,7 @@ struct Sends {
 impl Host for Sends {
     fn send(&mut self, peer: PeerId, msg: Message) {
         match msg {
-            Message::Request { unit } => self.requests.push((peer, unit)),
+            Message::Request { unit, .. } => self.requests.push((peer, unit)),
             Message::RefineRequest { index, id, .. } => self.refines.push((peer, index, id)),
             _ => {}
         }

@@ -69,6 +69,11 @@ impl BlockMask {
         j < 512 && self.0[(j / 64) as usize] >> (63 - j % 64) & 1 == 1
     }
 
+    /// Number of bits set.
+    pub fn count_ones(&self) -> u64 {
+        self.0.iter().map(|w| u64::from(w.count_ones())).sum()
+    }
+
     /// Whether no bit is set.
     pub fn is_empty(&self) -> bool {
         self.0.iter().all(|&w| w == 0)

@@ -132,6 +132,10 @@ pub mod proto {
         /// Unit asked for.
         #[prost(uint64, tag = "1")]
         pub unit_index: u64,
+        /// Units the requester holds, verified (0: not said; never set on a CANCEL). Added
+        /// since the original schema: an uploader serves the least advanced requester first.
+        #[prost(uint64, tag = "2")]
+        pub units_held: u64,
     }
 
     /// `RejectPayload`.
@@ -296,6 +300,9 @@ pub enum Message {
     Request {
         /// The unit.
         unit: u64,
+        /// Units the requester holds (0: not said, as from a legacy peer): the uploader serves
+        /// the least advanced requester first (`dev/PROTOCOL.md` §5).
+        held: u64,
     },
     /// `MSG_TRANSFER`.
     Transfer {
@@ -544,9 +551,8 @@ impl Message {
                     }
             }
             Message::Bitfield { bits } => bytes(1, bits.len()),
-            Message::Have { unit } | Message::Request { unit } | Message::Cancel { unit } => {
-                uint(1, *unit)
-            }
+            Message::Have { unit } | Message::Cancel { unit } => uint(1, *unit),
+            Message::Request { unit, held } => uint(1, *unit) + uint(2, *held),
             Message::Transfer { unit, data, proof } => {
                 uint(1, *unit)
                     + bytes(2, data.len())
@@ -626,9 +632,14 @@ impl Message {
                 Payload::Bitfield(proto::BitfieldPayload { bits: bits.clone() })
             }
             Message::Have { unit } => Payload::Have(proto::HavePayload { unit_index: *unit }),
-            Message::Request { unit } | Message::Cancel { unit } => {
-                Payload::Request(proto::TransferRequestPayload { unit_index: *unit })
-            }
+            Message::Request { unit, held } => Payload::Request(proto::TransferRequestPayload {
+                unit_index: *unit,
+                units_held: *held,
+            }),
+            Message::Cancel { unit } => Payload::Request(proto::TransferRequestPayload {
+                unit_index: *unit,
+                units_held: 0,
+            }),
             Message::Transfer { unit, data, proof } => Payload::Transfer(proto::TransferPayload {
                 unit_index: *unit,
                 data: data.clone(),
@@ -943,11 +954,14 @@ fn decode_body_bounded(body: Bytes, max_nodes: u32) -> Result<Frame, WireError> 
                 .map_err(malformed("HavePayload"))?
                 .unit_index,
         },
-        Ok(Kind::Request) => Message::Request {
-            unit: proto::TransferRequestPayload::decode(p)
-                .map_err(malformed("TransferRequestPayload"))?
-                .unit_index,
-        },
+        Ok(Kind::Request) => {
+            let r = proto::TransferRequestPayload::decode(p)
+                .map_err(malformed("TransferRequestPayload"))?;
+            Message::Request {
+                unit: r.unit_index,
+                held: r.units_held,
+            }
+        }
         Ok(Kind::Cancel) => Message::Cancel {
             unit: proto::TransferRequestPayload::decode(p)
                 .map_err(malformed("CancelPayload"))?
@@ -1297,7 +1311,7 @@ mod tests {
             ),
             bytes().prop_map(|bits| Message::Bitfield { bits }),
             any::<u64>().prop_map(|unit| Message::Have { unit }),
-            any::<u64>().prop_map(|unit| Message::Request { unit }),
+            (any::<u64>(), any::<u64>()).prop_map(|(unit, held)| Message::Request { unit, held }),
             any::<u64>().prop_map(|unit| Message::Cancel { unit }),
             (
                 any::<u64>(),
@@ -1620,7 +1634,7 @@ mod tests {
                 },
                 Message::Reject { unit, reason: "r".repeat(256) },
                 Message::RefineRequest { from_tier: u32::MAX, to_tier: u32::MAX, index: words, id: words },
-                Message::Have { unit }, Message::Request { unit }, Message::Cancel { unit },
+                Message::Have { unit }, Message::Request { unit, held: words }, Message::Cancel { unit },
                 Message::KeepAlive,
             ];
             for msg in msgs {

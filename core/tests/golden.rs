@@ -31,7 +31,7 @@ fn every_message_kind() {
             bits: Bytes::from_static(&[0b1010_0000]),
         },
         Message::Have { unit: 300 },
-        Message::Request { unit: 7 },
+        Message::Request { unit: 7, held: 0 },
         Message::Transfer {
             unit: 1,
             data: Bytes::from_static(b"unit bytes"),

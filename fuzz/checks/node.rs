@@ -169,7 +169,7 @@ impl Model {
 impl Host for Model {
     fn send(&mut self, peer: PeerId, msg: Message) {
         let held = self.held.contains(&match msg {
-            Message::Request { unit } => unit,
+            Message::Request { unit, .. } => unit,
             _ => u64::MAX,
         });
         let first_unit = match &msg {
@@ -182,7 +182,7 @@ impl Host for Model {
         };
         let c = self.conn(peer, &msg);
         match msg {
-            Message::Request { unit } => {
+            Message::Request { unit, .. } => {
                 assert!(
                     c.advertised.contains(&unit),
                     "request for unit {unit} to p{}, which never advertised it",
@@ -461,7 +461,10 @@ impl Run {
                     }
                 }
             }
-            8 => Message::Request { unit: self.unit(c) },
+            8 => Message::Request {
+                unit: self.unit(c),
+                held: self.unit(c),
+            },
             9 => Message::Cancel { unit: self.unit(c) },
             10 => Message::KeepAlive,
             _ => Message::Unknown {

@@ -27,7 +27,7 @@
 //! // Lose the first request for unit 2: the leecher must time out and ask again.
 //! let mut lost = false;
 //! s.hook(move |_, _, msg| match msg {
-//!     tierswarm_core::wire::Message::Request { unit: 2 } if !lost => {
+//!     tierswarm_core::wire::Message::Request { unit: 2, .. } if !lost => {
 //!         lost = true;
 //!         Fate::Drop
 //!     }
@@ -394,7 +394,7 @@ impl Swarm {
         let now = self.now;
         let kind = msg.kind().name();
         *self.sent.entry(kind).or_default() += 1;
-        if let Message::Request { unit } = msg {
+        if let Message::Request { unit, .. } = msg {
             self.requests.push((i, j, unit));
         }
         self.wire.push((now, i, j, msg.clone()));
@@ -516,7 +516,7 @@ pub fn render(m: &Message) -> String {
         }
         Message::Bitfield { bits } => format!("bitfield({} bytes)", bits.len()),
         Message::Have { unit } => format!("have({unit})"),
-        Message::Request { unit } => format!("request({unit})"),
+        Message::Request { unit, .. } => format!("request({unit})"),
         Message::Transfer { unit, .. } => format!("transfer({unit})"),
         Message::Reject { unit, reason } => format!("reject({unit}, {reason})"),
         Message::Summary {

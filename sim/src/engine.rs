@@ -818,7 +818,7 @@ impl Engine<'_> {
     fn hash_send(&mut self, i: usize, j: usize, msg: &Message) {
         let unit = match msg {
             Message::Have { unit }
-            | Message::Request { unit }
+            | Message::Request { unit, .. }
             | Message::Transfer { unit, .. }
             | Message::Reject { unit, .. }
             | Message::Cancel { unit } => *unit,

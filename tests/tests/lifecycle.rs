@@ -124,7 +124,7 @@ fn backpressure_reject_level_refuses_then_recovers() {
 fn request(s: &mut Swarm, to: usize, from: usize, unit: u64) {
     let frame = tierswarm_core::wire::Frame {
         info_hash: bytes::Bytes::new(),
-        msg: tierswarm_core::wire::Message::Request { unit },
+        msg: tierswarm_core::wire::Message::Request { unit, held: 0 },
     };
     let peer = tierswarm_core::PeerId(from as u64);
     input(s, to, Input::PeerFrame { peer, frame });

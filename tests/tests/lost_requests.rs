@@ -30,7 +30,7 @@ fn a_request_overtaken_by_a_later_answer_times_out_soon() {
                 Fate::Deliver
             }
         }
-        Message::Request { unit } => {
+        Message::Request { unit, .. } => {
             requests += 1;
             if requests == 40 {
                 lost_in_hook.set(Some(*unit));
@@ -47,7 +47,9 @@ fn a_request_overtaken_by_a_later_answer_times_out_soon() {
     let (asked, _, _, _) = *s
         .wire
         .iter()
-        .find(|(_, f, _, m)| *f == leech && matches!(m, Message::Request { unit: u } if *u == unit))
+        .find(|(_, f, _, m)| {
+            *f == leech && matches!(m, Message::Request { unit: u, .. } if *u == unit)
+        })
         .expect("asked");
     // The seeder answers in order: the first answer to a request sent after the lost one
     // shows it lost.
@@ -56,7 +58,7 @@ fn a_request_overtaken_by_a_later_answer_times_out_soon() {
         .iter()
         .filter(|(t, f, _, m)| *f == leech && *t > asked && matches!(m, Message::Request { .. }))
         .filter_map(|(_, _, _, m)| match m {
-            Message::Request { unit } => Some(*unit),
+            Message::Request { unit, .. } => Some(*unit),
             _ => None,
         })
         .collect();

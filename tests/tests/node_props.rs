@@ -219,7 +219,7 @@ impl Host for Checker<'_> {
             );
         }
         match msg {
-            Message::Request { unit } => {
+            Message::Request { unit, .. } => {
                 assert!(
                     m.advertised.contains(&unit),
                     "request for unit {unit} to p{p}, which never advertised it"
@@ -707,7 +707,7 @@ impl Runner {
                 };
                 self.message(p, msg);
             }
-            Op::Request(p, unit) => self.message(p, Message::Request { unit }),
+            Op::Request(p, unit) => self.message(p, Message::Request { unit, held: 0 }),
             Op::Cancel(p, unit) => self.message(p, Message::Cancel { unit }),
             Op::KeepAlive(p) => self.message(p, Message::KeepAlive),
             Op::ForeignFrame(p) => {

@@ -99,7 +99,7 @@ fn ask_for(session: &mut Session, unit: u64) -> Vec<Effect> {
     session.on_frame(peer, frame(&root, &hello));
     let bits = vec![0u8; (UNITS as usize).div_ceil(8)];
     session.on_frame(peer, frame(&root, &Message::Bitfield { bits: bits.into() }));
-    session.on_frame(peer, frame(&root, &Message::Request { unit }));
+    session.on_frame(peer, frame(&root, &Message::Request { unit, held: 0 }));
     std::iter::from_fn(|| session.poll_effect()).collect()
 }
 

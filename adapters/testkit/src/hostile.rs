@@ -50,7 +50,7 @@ pub async fn serve_corrupt_units(mut listener: Box<dyn Listener>, path: &Path) -
     w.flush().await.unwrap();
     let mut corrupted = 0;
     while let Ok(Some(incoming)) = conn.reader.next_frame().await {
-        let Message::Request { unit } = incoming.frame.msg else {
+        let Message::Request { unit, .. } = incoming.frame.msg else {
             continue;
         };
         let s = (unit * 65536) as usize;
@@ -205,7 +205,7 @@ fn play(
             encode_frame(&root, &Message::Bitfield { bits: bits.into() }, &mut out);
             let queue = tierswarm_core::node::Limits::default().max_serve_queue as u64;
             for unit in 0..units.min(queue) {
-                encode_frame(&root, &Message::Request { unit }, &mut out);
+                encode_frame(&root, &Message::Request { unit, held: 0 }, &mut out);
             }
         }
         Kind::Idles => hello(&mut out),

@@ -97,6 +97,9 @@ pub struct Peer {
     /// Units this peer rejected, with when we may ask it again (rejections such as "busy" or
     /// "not available" are transient). At most [`MAX_REJECTED`] entries.
     pub(crate) rejected: BTreeMap<u64, Timestamp>,
+    /// Units the peer is known to hold (from its summaries, windows and HAVEs): how far along
+    /// it is, as far as we know. Uploads serve the least advanced requester first.
+    pub(crate) known_units: u64,
 }
 
 impl Peer {
@@ -118,6 +121,7 @@ impl Peer {
             last_received: now,
             wake_at: None,
             rejected: BTreeMap::new(),
+            known_units: 0,
         }
     }
 

@@ -7,7 +7,7 @@ use super::holders::Holders;
 use super::peer::PeerId;
 use super::scheduler::order::shuffled;
 use super::Node;
-use crate::availability::PeerView;
+use crate::availability::{Contribution, PeerView};
 use crate::bitfield::Bitfield;
 use crate::rarity::Rarity;
 use crate::tiers::Tier;
@@ -68,8 +68,22 @@ fn bucket_cap(max_peers: usize) -> u16 {
 impl Node {
     /// Brings the holder counts up to date with `peer`'s view (after every change to it).
     pub(super) fn sync_holders(&mut self, peer: PeerId) {
-        if let Some(PeerView::Tiered(v)) = self.peers.get_mut(&peer).and_then(|p| p.view.as_mut()) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if let Some(PeerView::Tiered(v)) = p.view.as_mut() {
             let changes = v.take_changes();
+            let units = |block: u64, c: Contribution| match c {
+                Contribution::Whole => self
+                    .geo
+                    .unit_range(Tier::T3, block)
+                    .map_or(0, |r| r.end - r.start),
+                Contribution::Units(m) => m.count_ones(),
+            };
+            for &(block, old, new) in &changes {
+                p.known_units =
+                    (p.known_units + units(block, new)).saturating_sub(units(block, old));
+            }
             self.remote.holders.apply(&changes);
         }
     }
@@ -110,6 +124,7 @@ impl Node {
             return self.disconnect(peer, DisconnectReason::SecondBitfield);
         }
         *have = parsed;
+        p.known_units = have.count_ones();
         let ones: Vec<u64> = have.iter_ones_in(0..units).collect();
         let r = self.rarity1();
         for u in ones {
@@ -130,6 +145,7 @@ impl Node {
             Some(PeerView::Flat(have)) => {
                 let newly = have.set(unit);
                 if newly {
+                    p.known_units += 1;
                     self.rarity1().inc(unit);
                 }
             }

@@ -504,7 +504,14 @@ impl Node {
             .last_answer_at
             .is_none_or(|t| now.since(t) >= limits.max_rto / 2);
         let unresponsive = p.consecutive_timeouts >= limits.max_consecutive_timeouts && silent;
+        let capable = p.is_capable();
         self.arm_forget(unit, peer, sent_at);
+        // The request may only be waiting in the peer's queue (others served first, §5): take
+        // it back, so that the unit is not sent twice once it is asked of someone else. A lost
+        // request finds nothing to cancel; a flat-only peer has no such kind.
+        if capable {
+            self.send(peer, Message::Cancel { unit });
+        }
         self.trace(Record::RequestTimeout {
             peer,
             unit,

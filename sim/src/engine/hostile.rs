@@ -214,7 +214,7 @@ impl Engine<'_> {
             Some(PeerState::Liar) => lie(msg, self.geo),
             Some(s) if s.is_silent() => return,
             Some(PeerState::Flood { asked, .. }) => {
-                if let Message::Request { unit } = msg {
+                if let Message::Request { unit, .. } = msg {
                     asked.insert((j, unit));
                 }
                 msg
@@ -383,7 +383,7 @@ impl Engine<'_> {
         };
         let burst: Vec<u64> = (0..FLOOD_BURST).map(|_| rng.below(units)).collect();
         for unit in burst {
-            self.forward(i, j, Message::Request { unit });
+            self.forward(i, j, Message::Request { unit, held: 0 });
         }
     }
 

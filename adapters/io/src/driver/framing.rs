@@ -122,7 +122,7 @@ mod tests {
     fn splits_frames_fed_byte_by_byte_and_keeps_raw() {
         let mut wire = BytesMut::new();
         encode_frame(&[1; 32], &Message::Have { unit: 3 }, &mut wire);
-        encode_frame(&[1; 32], &Message::Request { unit: 4 }, &mut wire);
+        encode_frame(&[1; 32], &Message::Request { unit: 4, held: 0 }, &mut wire);
         let mut r = FrameReader::new(limits(), true);
         let mut got = Vec::new();
         for b in wire.iter() {
@@ -132,7 +132,7 @@ mod tests {
             }
         }
         assert_eq!(got.len(), 2);
-        assert_eq!(got[1].frame.msg, Message::Request { unit: 4 });
+        assert_eq!(got[1].frame.msg, Message::Request { unit: 4, held: 0 });
         let mut again = BytesMut::from(&got[0].raw.clone().unwrap()[..]);
         assert_eq!(
             decode_frame(&mut again, 1 << 20).unwrap().unwrap(),

@@ -906,7 +906,7 @@ impl Host for SessionIo {
         if let Some(r) = self.recorder.as_mut() {
             r.digest_send(peer, &msg);
         }
-        if let Message::Request { unit } = msg {
+        if let Message::Request { unit, .. } = msg {
             self.requested.set(unit);
         }
         let parts = self.encode(&msg);

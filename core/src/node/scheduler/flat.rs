@@ -90,7 +90,7 @@ mod tests {
     impl Host for Requests {
         fn send(&mut self, peer: PeerId, msg: Message) {
             match msg {
-                Message::Request { unit } if peer == SEEDER => self.0.push(unit),
+                Message::Request { unit, .. } if peer == SEEDER => self.0.push(unit),
                 _ => {}
             }
         }

@@ -226,6 +226,13 @@ impl Node {
             return;
         };
         let rto = self.rto(p);
+        // How far along we are, for the uploader's least-advanced-first order; only to a peer
+        // on the hierarchical path (a legacy peer sees exactly the flat protocol).
+        let held = if p.is_capable() {
+            self.local.units_present()
+        } else {
+            0
+        };
         let now = self.now;
         let mut run: Option<(u64, u32)> = None;
         for &unit in units {
@@ -238,7 +245,7 @@ impl Node {
                 sent_at: now,
             };
             self.timers.push(now.add(rto), timer);
-            self.send(peer, Message::Request { unit });
+            self.send(peer, Message::Request { unit, held });
             run = match run {
                 Some((s, n)) if s + n as u64 == unit => Some((s, n + 1)),
                 Some((s, n)) => {

@@ -1,0 +1,118 @@
+//! Uploads serve the requester furthest behind first, and a request that times out while it
+//! waits in the uploader's queue is taken back with a CANCEL (`dev/PROTOCOL.md` §5 and §6).
+
+use std::time::Duration;
+use tierswarm_core::tiers::T1_SIZE;
+use tierswarm_core::wire::Message;
+use tierswarm_tests::{config, Swarm};
+
+/// 256 units.
+const FILE: u64 = 256 * T1_SIZE;
+
+/// The units of the seeder's TRANSFERs, in the order sent, with their receivers.
+fn transfers(s: &Swarm, from: usize) -> Vec<(usize, u64)> {
+    s.wire
+        .iter()
+        .filter(|(_, f, _, _)| *f == from)
+        .filter_map(|(_, _, to, m)| match m {
+            Message::Transfer { unit, .. } => Some((*to, *unit)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_uploader_serves_the_requester_furthest_behind_first() {
+    let mut s = Swarm::new(Duration::from_millis(10));
+    s.serve_time = Duration::from_millis(20);
+    let mut seed_cfg = config("seed", FILE, true);
+    // Two units at a time in all: the two requesters compete for every slot.
+    seed_cfg.limits.upload_slots = 2;
+    let seed = s.add(seed_cfg, None);
+    let half: Vec<u64> = (0..128).collect();
+    let ahead = s.add(config("ahead", FILE, true), Some(&half));
+    let behind = s.add(config("behind", FILE, true), Some(&[]));
+    s.connect(seed, ahead);
+    s.connect(seed, behind);
+    assert!(s.run_until_complete(behind, Duration::from_secs(120)));
+    assert!(s.run_until_complete(ahead, Duration::from_secs(120)));
+    let sent = transfers(&s, seed);
+    // `behind` holds nothing, `ahead` half the file: once `behind` keeps requests queued
+    // (its window opens over the first round trips, and a slot `behind` cannot use goes to
+    // `ahead`), it is served alone until it is within a sixteenth of the file of `ahead`.
+    let first: Vec<usize> = sent.iter().skip(20).take(90).map(|&(to, _)| to).collect();
+    let to_ahead = first.iter().filter(|&&to| to == ahead).count();
+    assert_eq!(to_ahead, 0, "{first:?}");
+    let asked_by_ahead = s
+        .wire
+        .iter()
+        .filter(|(_, f, _, m)| *f == ahead && matches!(m, Message::Request { .. }))
+        .count();
+    assert!(asked_by_ahead >= 20, "the peer ahead was asking all along");
+    // Its REQUESTs said how far along it was.
+    assert!(s
+        .wire
+        .iter()
+        .any(|(_, f, _, m)| *f == ahead
+            && matches!(m, Message::Request { held, .. } if *held >= 128)));
+    // Once level, they share: both get units in the last hundred.
+    let last: Vec<usize> = sent.iter().rev().take(100).map(|&(to, _)| to).collect();
+    assert!(last.contains(&ahead) && last.contains(&behind), "{last:?}");
+}
+
+#[test]
+fn a_request_that_times_out_in_the_uploaders_queue_is_cancelled_and_not_sent_twice() {
+    let mut s = Swarm::new(Duration::from_millis(10));
+    // A seeder that takes 20 s per unit, one at a time: the leecher's requests wait in its
+    // queue past their timeout.
+    s.serve_time = Duration::from_secs(20);
+    let mut seed_cfg = config("seed", FILE, true);
+    seed_cfg.limits.upload_slots = 1;
+    seed_cfg.limits.upload_slots_per_peer = 1;
+    let seed = s.add(seed_cfg, None);
+    let leech = s.add(config("leech", FILE, true), Some(&[]));
+    s.log_kinds = ["cancel", "reject"].into_iter().collect();
+    s.connect(seed, leech);
+    s.run_until(tierswarm_core::time::Timestamp::from_micros(40_000_000));
+    let cancelled: Vec<u64> = s
+        .wire
+        .iter()
+        .filter(|(_, f, _, _)| *f == leech)
+        .filter_map(|(_, _, _, m)| match m {
+            Message::Cancel { unit } => Some(*unit),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        cancelled.len() >= 2,
+        "timed-out requests are cancelled: {cancelled:?}"
+    );
+    let rejected: Vec<u64> = s
+        .wire
+        .iter()
+        .filter(|(_, f, _, _)| *f == seed)
+        .filter_map(|(_, _, _, m)| match m {
+            Message::Reject { unit, reason } if reason == "cancelled" => Some(*unit),
+            _ => None,
+        })
+        .collect();
+    // A cancelled request still waiting in the queue is answered "cancelled" (the one
+    // already being sent when its CANCEL came cannot be).
+    assert!(!rejected.is_empty(), "{cancelled:?}");
+    assert!(rejected.iter().all(|u| cancelled.contains(u)));
+    // Back to a fast seeder: every unit arrives, and none of the cancelled ones twice.
+    s.serve_time = Duration::from_millis(5);
+    assert!(s.run_until_complete(leech, Duration::from_secs(600)));
+    let sent = transfers(&s, seed);
+    let twice = rejected
+        .iter()
+        .filter(|u| sent.iter().filter(|(_, v)| v == *u).count() > 1)
+        .count();
+    assert_eq!(twice, 0, "a cancelled request's unit went out twice");
+    // At most the unit in service when its request timed out went out twice.
+    assert!(
+        sent.len() as u64 <= FILE / T1_SIZE + 1,
+        "{} units sent",
+        sent.len()
+    );
+}
