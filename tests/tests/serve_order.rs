@@ -116,3 +116,39 @@ fn a_request_that_times_out_in_the_uploaders_queue_is_cancelled_and_not_sent_twi
         sent.len()
     );
 }
+
+#[test]
+fn a_requester_understating_its_progress_is_ranked_by_what_its_availability_shows() {
+    // 1,024 units: two T3 blocks. `liar` holds the whole first block, which its summary
+    // shows, but says in every REQUEST that it holds nothing.
+    const FILE2: u64 = 1024 * T1_SIZE;
+    let mut s = Swarm::new(Duration::from_millis(10));
+    s.serve_time = Duration::from_millis(20);
+    let mut seed_cfg = config("seed", FILE2, true);
+    seed_cfg.limits.upload_slots = 2;
+    let seed = s.add(seed_cfg, None);
+    let first_block: Vec<u64> = (0..512).collect();
+    let liar = s.add(config("liar", FILE2, true), Some(&first_block));
+    let behind = s.add(config("behind", FILE2, true), Some(&[]));
+    s.hook(move |from, _, m| match m {
+        Message::Request { unit, held } if from == liar && *held > 0 => {
+            tierswarm_tests::Fate::Replace(Message::Request {
+                unit: *unit,
+                held: 0,
+            })
+        }
+        _ => tierswarm_tests::Fate::Deliver,
+    });
+    s.connect(seed, liar);
+    s.connect(seed, behind);
+    s.run_until(tierswarm_core::time::Timestamp::from_micros(3_000_000));
+    let sent = transfers(&s, seed);
+    assert!(sent.len() >= 100, "{} units sent", sent.len());
+    let to_liar = sent
+        .iter()
+        .skip(20)
+        .take(80)
+        .filter(|&&(to, _)| to == liar)
+        .count();
+    assert_eq!(to_liar, 0, "the under-stated progress was believed");
+}

@@ -85,6 +85,9 @@ impl Node {
                     (p.known_units + units(block, new)).saturating_sub(units(block, old));
             }
             self.remote.holders.apply(&changes);
+            if !changes.is_empty() {
+                self.refresh_rank(peer);
+            }
         }
     }
 
@@ -126,6 +129,7 @@ impl Node {
         *have = parsed;
         p.known_units = have.count_ones();
         let ones: Vec<u64> = have.iter_ones_in(0..units).collect();
+        self.refresh_rank(peer);
         let r = self.rarity1();
         for u in ones {
             r.inc(u);
@@ -146,6 +150,7 @@ impl Node {
                 let newly = have.set(unit);
                 if newly {
                     p.known_units += 1;
+                    self.refresh_rank(peer);
                     self.rarity1().inc(unit);
                 }
             }

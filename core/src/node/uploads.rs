@@ -51,8 +51,12 @@ struct PeerUploads {
     excess: usize,
     /// Requests for units we do not hold (never advertised to anyone) on this connection.
     unadvertised: usize,
-    /// Units the peer said it holds in its latest request (0: not said).
+    /// Units the peer's latest request said it holds (0: not said).
     held: u64,
+    /// How far along the peer is, in steps of 1/[`PROGRESS_STEPS`] of the file (lower: served
+    /// first): kept current as its request or its availability changes
+    /// ([`Node::refresh_rank`]), so that picking the next unit only compares words.
+    rank: u64,
 }
 
 impl PeerUploads {
@@ -105,11 +109,19 @@ impl Uploads {
 
     /// Queues `unit` for `peer` if its queue holds fewer than `cap` requests. A request that
     /// finds the queue full is excess, a strike (counted since the queue was last at most half
-    /// full); a refused request returns the peer's strikes. `held` is what the request says the
-    /// peer holds (0: not said).
-    pub(crate) fn admit(&mut self, peer: PeerId, unit: u64, cap: usize, held: u64) -> Admit {
+    /// full); a refused request returns the peer's strikes. `held` is what the request says
+    /// the peer holds; `rank(held)` how far along that makes it (see [`PROGRESS_STEPS`]).
+    pub(crate) fn admit(
+        &mut self,
+        peer: PeerId,
+        unit: u64,
+        cap: usize,
+        held: u64,
+        rank: impl FnOnce(u64) -> u64,
+    ) -> Admit {
         let p = self.peers.entry(peer).or_default();
         p.held = held;
+        p.rank = rank(held);
         if p.queue.len() <= cap / 2 {
             p.excess = 0;
         }
@@ -122,6 +134,14 @@ impl Uploads {
         p.queue.push_back(unit);
         self.queued += 1;
         Admit::Queued
+    }
+
+    /// Sets `peer`'s rank to `rank(held)` (`held`: what its latest request said), if it ever
+    /// asked for anything.
+    pub(crate) fn rerank(&mut self, peer: PeerId, rank: impl FnOnce(u64) -> u64) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.rank = rank(p.held);
+        }
     }
 
     /// Counts a request of `peer` for a unit we do not hold (a strike); its strikes.
@@ -178,15 +198,10 @@ impl Uploads {
     }
 
     /// The next unit to hand out, if a slot is free: of the peers with a queued request and a
-    /// free slot of their own, the one of lowest `rank(peer, held)` (`held`: what its latest
-    /// request said it holds), and among equals the first round-robin from the peer served
-    /// last. O(peers this node has answered), at most `max_peers`.
-    pub(crate) fn next(
-        &mut self,
-        per_peer: u32,
-        total: u32,
-        rank: impl Fn(PeerId, u64) -> u64,
-    ) -> Option<(PeerId, u64)> {
+    /// free slot of their own, the one of lowest rank (the least advanced), and among equals
+    /// the first round-robin from the peer served last. O(peers this node has answered), at
+    /// most `max_peers`, with a few word compares each.
+    pub(crate) fn next(&mut self, per_peer: u32, total: u32) -> Option<(PeerId, u64)> {
         if self.serving >= total {
             return None;
         }
@@ -200,9 +215,8 @@ impl Uploads {
             if !p.ready(per_peer) {
                 continue;
             }
-            let r = rank(id, p.held);
-            if best.is_none_or(|(b, _)| r < b) {
-                best = Some((r, id));
+            if best.is_none_or(|(b, _)| p.rank < b) {
+                best = Some((p.rank, id));
             }
         }
         let (_, peer) = best?;
@@ -252,7 +266,8 @@ impl Node {
         } else if self.drain.started() {
             Some("draining")
         } else {
-            match self.uploads.admit(peer, unit, cap, held) {
+            let rank = self.progress_rank(peer);
+            match self.uploads.admit(peer, unit, cap, held, rank) {
                 Admit::Queued => None,
                 Admit::Busy { strikes } if strikes >= cap => {
                     return self.disconnect(peer, DisconnectReason::RequestFlood);
@@ -304,6 +319,21 @@ impl Node {
         }
     }
 
+    /// How far along `peer` is, as a function of what its latest request says it holds: in
+    /// steps of 1/[`PROGRESS_STEPS`] of the file, the larger of that and what its availability
+    /// shows.
+    fn progress_rank(&self, peer: PeerId) -> impl FnOnce(u64) -> u64 {
+        let units = self.geo.units().max(1);
+        let known = self.peers.get(&peer).map_or(0, |p| p.known_units);
+        move |held: u64| held.max(known).min(units) * PROGRESS_STEPS / units
+    }
+
+    /// `peer`'s availability changed: its place in the serve order may have too.
+    pub(super) fn refresh_rank(&mut self, peer: PeerId) {
+        let rank = self.progress_rank(peer);
+        self.uploads.rerank(peer, rank);
+    }
+
     /// Hands units to the embedder while upload slots are free.
     pub(super) fn pump_serves(&mut self) {
         let (per_peer, total) = (
@@ -316,13 +346,7 @@ impl Node {
             if paced && !(self.uploads.can_serve(per_peer, total) && self.upload_allows(T1_SIZE)) {
                 break;
             }
-            let peers = &self.peers;
-            let units = self.geo.units().max(1);
-            let rank = |id, held: u64| {
-                let known = peers.get(&id).map_or(0, |p| p.known_units);
-                held.max(known).min(units) * PROGRESS_STEPS / units
-            };
-            let Some((peer, unit)) = self.uploads.next(per_peer, total, rank) else {
+            let Some((peer, unit)) = self.uploads.next(per_peer, total) else {
                 break;
             };
             self.stats.units_served += 1;
@@ -345,31 +369,29 @@ mod tests {
         let (ahead, b, c) = (PeerId(1), PeerId(2), PeerId(3));
         let mut u = Uploads::default();
         for unit in 0..3 {
-            assert_eq!(u.admit(ahead, unit, 8, 900), Admit::Queued);
-            assert_eq!(u.admit(b, 10 + unit, 8, 5), Admit::Queued);
-            assert_eq!(u.admit(c, 20 + unit, 8, 0), Admit::Queued);
+            assert_eq!(u.admit(ahead, unit, 8, 14, |h| h), Admit::Queued);
+            assert_eq!(u.admit(b, 10 + unit, 8, 0, |h| h), Admit::Queued);
+            assert_eq!(u.admit(c, 20 + unit, 8, 0, |h| h), Admit::Queued);
         }
-        // Ranks in sixteenths of a 1,024-unit file: `ahead` 14, `b` and `c` 0.
-        let rank = |_, held: u64| held * 16 / 1024;
         let mut order = Vec::new();
-        while let Some((peer, unit)) = u.next(1, 1, rank) {
+        while let Some((peer, unit)) = u.next(1, 1) {
             order.push(peer);
             u.sent(peer);
             let _ = unit;
         }
         assert_eq!(order, vec![b, c, b, c, b, c, ahead, ahead, ahead]);
-        // The rank may also come from elsewhere than the request (what the peer's
-        // availability shows): a peer saying it holds nothing is ranked by that.
-        u.admit(c, 30, 8, 0);
-        u.admit(b, 31, 8, 5);
-        let shown = |id: PeerId, held: u64| {
-            if id == c {
-                1000 * 16 / 1024
-            } else {
-                held * 16 / 1024
-            }
-        };
-        assert_eq!(u.next(1, 1, shown), Some((b, 31)));
+        // A peer's latest request sets its rank: `c`, now ahead of `ahead`, waits.
+        u.admit(c, 30, 8, 15, |h| h);
+        u.admit(ahead, 3, 8, 14, |h| h);
+        assert_eq!(u.next(1, 1), Some((ahead, 3)));
+        u.sent(ahead);
+        assert_eq!(u.next(1, 1), Some((c, 30)));
+        u.sent(c);
+        // What a peer's availability shows re-ranks it between requests.
+        u.admit(c, 31, 8, 15, |h| h);
+        u.admit(ahead, 4, 8, 14, |h| h);
+        u.rerank(ahead, |held| held + 2);
+        assert_eq!(u.next(1, 1), Some((c, 31)));
     }
 
     #[test]
@@ -381,23 +403,19 @@ mod tests {
             u.enqueue(b, 10 + unit);
         }
         let mut order = Vec::new();
-        while let Some(x) = u.next(2, 3, |_, _| 0) {
+        while let Some(x) = u.next(2, 3) {
             order.push(x);
         }
         assert_eq!(order, vec![(a, 0), (b, 10), (a, 1)], "three slots in all");
         assert_eq!(u.queued(), 3);
         u.sent(a);
-        assert_eq!(u.next(2, 3, |_, _| 0), Some((b, 11)), "b's turn");
-        assert_eq!(u.next(2, 3, |_, _| 0), None);
+        assert_eq!(u.next(2, 3,), Some((b, 11)), "b's turn");
+        assert_eq!(u.next(2, 3,), None);
         u.sent(b);
         u.sent(b);
-        assert_eq!(
-            u.next(2, 3, |_, _| 0),
-            Some((a, 2)),
-            "round-robin: a after b"
-        );
-        assert_eq!(u.next(2, 3, |_, _| 0), Some((b, 12)));
-        assert_eq!(u.next(2, 3, |_, _| 0), None, "three slots out again");
+        assert_eq!(u.next(2, 3,), Some((a, 2)), "round-robin: a after b");
+        assert_eq!(u.next(2, 3,), Some((b, 12)));
+        assert_eq!(u.next(2, 3,), None, "three slots out again");
     }
 
     #[test]
@@ -410,10 +428,10 @@ mod tests {
             u.enqueue(b, 20 + unit);
         }
         // Three shared slots, two per peer, handed out round-robin.
-        assert_eq!(u.next(2, 3, |_, _| 0), Some((slow, 0)));
-        assert_eq!(u.next(2, 3, |_, _| 0), Some((a, 10)));
-        assert_eq!(u.next(2, 3, |_, _| 0), Some((b, 20)));
-        assert_eq!(u.next(2, 3, |_, _| 0), None, "every shared slot out");
+        assert_eq!(u.next(2, 3,), Some((slow, 0)));
+        assert_eq!(u.next(2, 3,), Some((a, 10)));
+        assert_eq!(u.next(2, 3,), Some((b, 20)));
+        assert_eq!(u.next(2, 3,), None, "every shared slot out");
         assert!(u.set_congested(slow, true));
         assert!(!u.set_congested(slow, true), "no change");
         assert_eq!(
@@ -421,14 +439,14 @@ mod tests {
             "the congested peer's unit left the shared count"
         );
         assert_eq!(
-            u.next(2, 3, |_, _| 0),
+            u.next(2, 3,),
             Some((a, 11)),
             "its slot went to another peer"
         );
-        assert_eq!(u.next(2, 3, |_, _| 0), None);
+        assert_eq!(u.next(2, 3,), None);
         u.sent(a);
         assert_eq!(
-            u.next(2, 3, |_, _| 0),
+            u.next(2, 3,),
             Some((b, 21)),
             "a congested peer gets nothing new"
         );
@@ -444,7 +462,7 @@ mod tests {
         );
         u.sent(b);
         assert_eq!(
-            u.next(2, 3, |_, _| 0),
+            u.next(2, 3,),
             Some((slow, 1)),
             "its turn again once drained"
         );
@@ -465,10 +483,10 @@ mod tests {
         u.enqueue(b, 3);
         assert!(u.cancel(a, 2));
         assert!(!u.cancel(a, 2));
-        assert_eq!(u.next(1, 8, |_, _| 0), Some((a, 1)));
+        assert_eq!(u.next(1, 8,), Some((a, 1)));
         u.release_peer(a);
         assert_eq!(u.queued(), 1);
-        assert_eq!(u.next(1, 1, |_, _| 0), Some((b, 3)), "a's slot was freed");
+        assert_eq!(u.next(1, 1,), Some((b, 3)), "a's slot was freed");
         u.sent(a);
         assert_eq!(u.serving, 1, "a report for a released peer changes nothing");
     }
@@ -478,30 +496,30 @@ mod tests {
         let (a, b) = (PeerId(1), PeerId(2));
         let mut u = Uploads::default();
         for unit in 0..4 {
-            assert_eq!(u.admit(a, unit, 4, 0), Admit::Queued);
+            assert_eq!(u.admit(a, unit, 4, 0, |h| h), Admit::Queued);
         }
-        assert_eq!(u.admit(a, 9, 4, 0), Admit::Busy { strikes: 1 });
-        assert_eq!(u.admit(a, 9, 4, 0), Admit::Busy { strikes: 2 });
-        assert_eq!(u.admit(b, 9, 4, 0), Admit::Queued, "per peer");
+        assert_eq!(u.admit(a, 9, 4, 0, |h| h), Admit::Busy { strikes: 1 });
+        assert_eq!(u.admit(a, 9, 4, 0, |h| h), Admit::Busy { strikes: 2 });
+        assert_eq!(u.admit(b, 9, 4, 0, |h| h), Admit::Queued, "per peer");
         assert_eq!(u.queued(), 5);
         // Three handed out round-robin: two of a's left, half the cap: it kept its bound again.
-        assert_eq!(u.next(8, 16, |_, _| 0), Some((a, 0)));
-        assert_eq!(u.next(8, 16, |_, _| 0), Some((b, 9)));
-        assert_eq!(u.next(8, 16, |_, _| 0), Some((a, 1)));
-        assert_eq!(u.admit(a, 10, 4, 0), Admit::Queued);
-        assert_eq!(u.admit(a, 11, 4, 0), Admit::Queued);
+        assert_eq!(u.next(8, 16,), Some((a, 0)));
+        assert_eq!(u.next(8, 16,), Some((b, 9)));
+        assert_eq!(u.next(8, 16,), Some((a, 1)));
+        assert_eq!(u.admit(a, 10, 4, 0, |h| h), Admit::Queued);
+        assert_eq!(u.admit(a, 11, 4, 0, |h| h), Admit::Queued);
         assert_eq!(
-            u.admit(a, 12, 4, 0),
+            u.admit(a, 12, 4, 0, |h| h),
             Admit::Busy { strikes: 1 },
             "counted afresh"
         );
         assert_eq!(u.unadvertised(a), 2, "both kinds of strike count together");
         assert_eq!(u.unadvertised(a), 3);
         for _ in 0..2 {
-            u.next(8, 16, |_, _| 0);
+            u.next(8, 16);
         }
         assert_eq!(
-            u.admit(a, 14, 4, 0),
+            u.admit(a, 14, 4, 0, |h| h),
             Admit::Queued,
             "the queue drained to half"
         );
