@@ -21,7 +21,7 @@ use super::{Action, Node};
 use crate::tiers::{Tier, T1_SIZE};
 use crate::trace::Record;
 use crate::wire::{Message, MessageKind};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Requesters are ranked by how far along they are in steps of 1/`PROGRESS_STEPS` of the file:
 /// one a step or more behind is served first; those within a step of each other share
@@ -55,8 +55,10 @@ struct PeerUploads {
     held: u64,
     /// How far along the peer is, in steps of 1/[`PROGRESS_STEPS`] of the file (lower: served
     /// first): kept current as its request or its availability changes
-    /// ([`Node::refresh_rank`]), so that picking the next unit only compares words.
+    /// ([`Node::refresh_rank`]).
     rank: u64,
+    /// The rank under which the peer is listed in [`Uploads::ready`] (`None`: not ready).
+    listed: Option<u64>,
 }
 
 impl PeerUploads {
@@ -87,6 +89,11 @@ pub(crate) enum Admit {
 #[derive(Debug, Default)]
 pub(crate) struct Uploads {
     peers: BTreeMap<PeerId, PeerUploads>,
+    /// The peers ready to be served (a request queued, a slot of their own free under
+    /// `per_peer`, not congested), by rank then id: the next unit is O(log peers) to find.
+    ready: BTreeSet<(u64, PeerId)>,
+    /// Slots per peer that `ready` was computed with.
+    per_peer: u32,
     queued: u64,
     /// Units handed out to peers that are not congested (what the shared slots bound).
     serving: u32,
@@ -100,11 +107,41 @@ impl Uploads {
         self.queued
     }
 
+    /// Lists or unlists `peer` in `ready` after a change to its queue, slots, congestion or
+    /// rank.
+    fn touch(&mut self, peer: PeerId) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let want = p.ready(self.per_peer).then_some(p.rank);
+        if p.listed != want {
+            if let Some(r) = p.listed {
+                self.ready.remove(&(r, peer));
+            }
+            if let Some(r) = want {
+                self.ready.insert((r, peer));
+            }
+            p.listed = want;
+        }
+    }
+
+    /// Recomputes `ready` if the slots per peer changed (a new limit).
+    fn use_per_peer(&mut self, per_peer: u32) {
+        if per_peer != self.per_peer {
+            self.per_peer = per_peer;
+            let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+            for id in ids {
+                self.touch(id);
+            }
+        }
+    }
+
     /// Queues `unit` for `peer`.
     #[cfg(test)]
     pub(crate) fn enqueue(&mut self, peer: PeerId, unit: u64) {
         self.peers.entry(peer).or_default().queue.push_back(unit);
         self.queued += 1;
+        self.touch(peer);
     }
 
     /// Queues `unit` for `peer` if its queue holds fewer than `cap` requests. A request that
@@ -127,12 +164,13 @@ impl Uploads {
         }
         if p.queue.len() >= cap {
             p.excess += 1;
-            return Admit::Busy {
-                strikes: p.strikes(),
-            };
+            let strikes = p.strikes();
+            self.touch(peer);
+            return Admit::Busy { strikes };
         }
         p.queue.push_back(unit);
         self.queued += 1;
+        self.touch(peer);
         Admit::Queued
     }
 
@@ -141,6 +179,7 @@ impl Uploads {
     pub(crate) fn rerank(&mut self, peer: PeerId, rank: impl FnOnce(u64) -> u64) {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.rank = rank(p.held);
+            self.touch(peer);
         }
     }
 
@@ -161,6 +200,7 @@ impl Uploads {
         };
         p.queue.remove(i);
         self.queued -= 1;
+        self.touch(peer);
         true
     }
 
@@ -172,6 +212,7 @@ impl Uploads {
                 if !p.congested {
                     self.serving = self.serving.saturating_sub(1);
                 }
+                self.touch(peer);
             }
         }
     }
@@ -188,50 +229,50 @@ impl Uploads {
         } else {
             self.serving += p.serving;
         }
+        self.touch(peer);
         true
     }
 
     /// Whether some unit could be handed out now (a slot free, and a peer with a request and a
     /// free slot of its own).
-    pub(crate) fn can_serve(&self, per_peer: u32, total: u32) -> bool {
-        self.serving < total && self.peers.values().any(|p| p.ready(per_peer))
+    pub(crate) fn can_serve(&mut self, per_peer: u32, total: u32) -> bool {
+        self.use_per_peer(per_peer);
+        self.serving < total && !self.ready.is_empty()
     }
 
     /// The next unit to hand out, if a slot is free: of the peers with a queued request and a
     /// free slot of their own, the one of lowest rank (the least advanced), and among equals
-    /// the first round-robin from the peer served last. O(peers this node has answered), at
-    /// most `max_peers`, with a few word compares each.
+    /// the first round-robin from the peer served last (the first id after it, wrapping).
+    /// O(log peers).
     pub(crate) fn next(&mut self, per_peer: u32, total: u32) -> Option<(PeerId, u64)> {
         if self.serving >= total {
             return None;
         }
+        self.use_per_peer(per_peer);
         use core::ops::Bound::{Excluded, Unbounded};
-        let mut best: Option<(u64, PeerId)> = None;
-        for (&id, p) in self
-            .peers
-            .range((Excluded(self.last), Unbounded))
-            .chain(self.peers.range(..=self.last))
-        {
-            if !p.ready(per_peer) {
-                continue;
-            }
-            if best.is_none_or(|(b, _)| p.rank < b) {
-                best = Some((p.rank, id));
-            }
-        }
-        let (_, peer) = best?;
-        let p = self.peers.get_mut(&peer).expect("just found");
-        let unit = p.queue.pop_front().expect("non-empty");
+        let &(rank, first) = self.ready.first()?;
+        let peer = self
+            .ready
+            .range((Excluded((rank, self.last)), Unbounded))
+            .next()
+            .filter(|(r, _)| *r == rank)
+            .map_or(first, |&(_, id)| id);
+        let p = self.peers.get_mut(&peer)?;
+        let unit = p.queue.pop_front()?;
         p.serving += 1;
         self.queued -= 1;
         self.serving += 1;
         self.last = peer;
+        self.touch(peer);
         Some((peer, unit))
     }
 
     /// Drops what `peer` queued and frees its slots.
     pub(crate) fn release_peer(&mut self, peer: PeerId) {
         if let Some(p) = self.peers.remove(&peer) {
+            if let Some(r) = p.listed {
+                self.ready.remove(&(r, peer));
+            }
             self.queued -= p.queue.len() as u64;
             if !p.congested {
                 self.serving = self.serving.saturating_sub(p.serving);
@@ -242,7 +283,10 @@ impl Uploads {
     /// Heap bytes held for `peer`.
     pub(crate) fn peer_heap_bytes(&self, peer: PeerId) -> usize {
         self.peers.get(&peer).map_or(0, |p| {
-            core::mem::size_of::<PeerUploads>() + p.queue.capacity() * 8
+            // Its entry in `ready`, counted whether or not it is listed.
+            core::mem::size_of::<PeerUploads>()
+                + p.queue.capacity() * 8
+                + core::mem::size_of::<(u64, PeerId)>()
         })
     }
 }

@@ -17,7 +17,7 @@ use crate::time::Timestamp;
 use crate::trace::{PassReason, PickReason};
 use rand_core::RngCore;
 use rand_xoshiro::Xoshiro256PlusPlus;
-use std::collections::VecDeque;
+use smallvec::SmallVec;
 
 /// Blocks passed over that a pick's trace record names (the first few tell the story).
 const MAX_PASSED_IN_TRACE: usize = 3;
@@ -25,19 +25,34 @@ const MAX_PASSED_IN_TRACE: usize = 3;
 const CHUNK: u64 = 512;
 /// Chunks of the fallback scan per decision.
 const MAX_SCAN_CHUNKS: u64 = 8;
+/// Candidate sets of at most this many units are ordered by sorting, larger ones by walking.
+const SPARSE: u64 = 48;
 /// A peer whose refinement had to wait for credit or room is looked at again this soon.
 const REFINE_CAP_RECHECK: core::time::Duration = core::time::Duration::from_millis(500);
 
-/// Per decision: what other peers are known to hold in a T3 block, by block.
-type HeldCache = Vec<(u64, BlockMask)>;
+/// Units one decision picks, inline up to the default largest window (most decisions run
+/// without touching the heap: the scheduler runs after every input).
+pub(crate) type Picks = SmallVec<[u64; 64]>;
+/// Blocks being fetched from a peer, inline up to the default `max_current_blocks`.
+pub(crate) type CurrentBlocks = SmallVec<[u64; 4]>;
+
+/// What one decision looked up, by T3 block, so that each is computed once per decision
+/// (a block is looked at up to four times: chosen, then rare units and any in stage 3).
+#[derive(Default)]
+struct Lookups {
+    /// Units the peer has that we lack and nobody fetches.
+    open: SmallVec<[(u64, BlockMask); 4]>,
+    /// Units other peers are known to hold.
+    held: SmallVec<[(u64, BlockMask); 4]>,
+}
 
 /// What one decision for a capable peer came to.
 #[derive(Debug, Default)]
 pub(crate) struct BlockPlan {
     /// Units to request, in order.
-    pub(crate) picks: Vec<u64>,
+    pub(crate) picks: Picks,
     /// The blocks being fetched from the peer after this decision (`None`: unchanged).
-    pub(crate) current_blocks: Option<VecDeque<u64>>,
+    pub(crate) current_blocks: Option<CurrentBlocks>,
     /// Newly chosen blocks, with why.
     pub(crate) chosen: Vec<(u64, PickReason)>,
     /// The first blocks passed over, with why.
@@ -58,17 +73,16 @@ pub(crate) fn plan(
 ) -> BlockPlan {
     let l = v.limits;
     let mut plan = BlockPlan::default();
-    let mut blocks: Vec<u64> = Vec::new();
-    let mut probe = Vec::new();
-    // What other peers hold, per block, looked up once per decision from the holder counts.
-    let mut held = HeldCache::new();
+    let mut blocks = CurrentBlocks::new();
+    let mut probe = Picks::new();
+    let mut looked = Lookups::default();
     let mut found = 0;
     for &b in &p.current_blocks {
         probe.clear();
-        if takeable(v, p, b, budget, Some(&mut held), &mut probe) > 0 {
+        if takeable(v, p, b, budget, true, &mut looked, &mut probe) > 0 {
             found += probe.len();
             blocks.push(b);
-        } else if takeable(v, p, b, 1, None, &mut probe) > 0 {
+        } else if takeable(v, p, b, 1, false, &mut looked, &mut probe) > 0 {
             blocks.push(b);
         }
     }
@@ -85,7 +99,7 @@ pub(crate) fn plan(
     // short, also the blocks this peer has (from a random point, a word at a time), so that
     // a peer holding none of the globally rarest blocks is still used. Both bounded.
     let rarity = &v.remote.rarity3;
-    let mut cands: Vec<u64> = rarity.candidates().take(l.max_probes).collect();
+    let mut cands: SmallVec<[u64; 64]> = rarity.candidates().take(l.max_probes).collect();
     if cands.len() == l.max_probes {
         let n3 = v.geo.blocks(Tier::T3);
         let chunks = n3.div_ceil(CHUNK);
@@ -125,13 +139,13 @@ pub(crate) fn plan(
         let rare_only = tv.has_all(b) && blocks.len() + 1 < l.max_current_blocks;
         let takes = (tv.has_all(b) || tv.is_refined(b)) && {
             let rare = if rare_only {
-                takeable(v, p, b, budget, Some(&mut held), &mut probe)
+                takeable(v, p, b, budget, true, &mut looked, &mut probe)
             } else {
                 0
             };
             found += rare;
             rare > 0 || {
-                let any = takeable(v, p, b, budget, None, &mut probe);
+                let any = takeable(v, p, b, budget, false, &mut looked, &mut probe);
                 if !rare_only {
                     found += any;
                 }
@@ -177,15 +191,14 @@ pub(crate) fn plan(
             if plan.picks.len() >= budget {
                 break;
             }
-            let cache = rare_only.then_some(&mut held);
             let max = budget - plan.picks.len();
-            takeable(v, p, b, max, cache, &mut plan.picks);
+            takeable(v, p, b, max, rare_only, &mut looked, &mut plan.picks);
         }
     }
     if plan.picks.len() >= budget {
         plan.recheck = None;
     }
-    plan.current_blocks = Some(blocks.into());
+    plan.current_blocks = Some(blocks);
     plan
 }
 
@@ -247,8 +260,9 @@ fn takeable(
     p: &Peer,
     b: u64,
     max: usize,
-    rare_only: Option<&mut HeldCache>,
-    out: &mut Vec<u64>,
+    rare_only: bool,
+    looked: &mut Lookups,
+    out: &mut Picks,
 ) -> usize {
     let Some(PeerView::Tiered(tv)) = &p.view else {
         return 0;
@@ -257,23 +271,30 @@ fn takeable(
         return 0;
     };
     let (base, len) = (range.start, range.end - range.start);
-    // Word-at-a-time: units we lack and nobody fetches, that the peer has.
-    let mut cand = BlockMask::full(len).and_not(&v.claims.bits().block_mask(base, len));
-    if !tv.has_all(b) {
-        match tv.window(b) {
-            Some(w) => cand = cand.and(&w.block_mask(0, len)),
-            None => return 0,
+    let mut cand = match looked.open.iter().find(|(x, _)| *x == b) {
+        Some((_, m)) => *m,
+        None => {
+            // Word-at-a-time: units we lack and nobody fetches, that the peer has.
+            let mut m = BlockMask::full(len).and_not(&v.claims.bits().block_mask(base, len));
+            if !tv.has_all(b) {
+                m = match tv.window(b) {
+                    Some(w) => m.and(&w.block_mask(0, len)),
+                    None => BlockMask::default(),
+                };
+            }
+            looked.open.push((b, m));
+            m
         }
-    }
+    };
     if cand.is_empty() {
         return 0;
     }
-    if let Some(cache) = rare_only {
-        let held = match cache.iter().find(|(x, _)| *x == b) {
+    if rare_only {
+        let held = match looked.held.iter().find(|(x, _)| *x == b) {
             Some((_, m)) => *m,
             None => {
                 let m = held_elsewhere(v, p, b);
-                cache.push((b, m));
+                looked.held.push((b, m));
                 m
             }
         };
@@ -282,17 +303,45 @@ fn takeable(
             return 0;
         }
     }
+    if max == 0 {
+        return 0;
+    }
     let before = out.len();
     let walk = Walk::new(v.seed, b, len);
-    for k in 0..len {
-        if out.len() - before >= max {
-            break;
-        }
-        let j = walk.at(k);
+    let mut take = |j: u64| {
         let u = base + j;
-        if cand.get(j) && !p.refuses(u, v.now) && !v.requests.contains(u, p.id) && !out.contains(&u)
-        {
+        if !p.refuses(u, v.now) && !v.requests.contains(u, p.id) && !out.contains(&u) {
             out.push(u);
+        }
+        out.len() - before < max
+    };
+    let ones = cand.count_ones();
+    if ones <= SPARSE {
+        // Few candidates: sort them by their place in the walk rather than walk the block.
+        let mut placed = [(0u16, 0u16); SPARSE as usize];
+        for (slot, j) in placed.iter_mut().zip(cand.iter_ones()) {
+            *slot = (walk.place(j) as u16, j as u16);
+        }
+        let placed = &mut placed[..ones as usize];
+        placed.sort_unstable();
+        for &(_, j) in placed.iter() {
+            if !take(u64::from(j)) {
+                break;
+            }
+        }
+    } else {
+        let mut left = ones;
+        for j in walk.iter() {
+            if left == 0 {
+                break;
+            }
+            if !cand.get(j) {
+                continue;
+            }
+            left -= 1;
+            if !take(j) {
+                break;
+            }
         }
     }
     out.len() - before

@@ -162,7 +162,8 @@ impl Node {
             } else {
                 let (view, rng) = self.sched_view();
                 let p = &view.peers[&peer];
-                (flat::plan(&view, p, budget, rng), RequestPath::Flat)
+                let picks = flat::plan(&view, p, budget, rng);
+                (blocks::Picks::from_vec(picks), RequestPath::Flat)
             };
             self.issue(peer, &picks, path, window);
             issued = picks.len();
@@ -183,7 +184,7 @@ impl Node {
     }
 
     /// Plans for a capable peer and applies everything but the requests, which it returns.
-    fn apply_block_plan(&mut self, peer: PeerId, budget: usize) -> Vec<u64> {
+    fn apply_block_plan(&mut self, peer: PeerId, budget: usize) -> blocks::Picks {
         let plan = {
             let (view, rng) = self.sched_view();
             blocks::plan(&view, &view.peers[&peer], budget, rng)
@@ -193,10 +194,13 @@ impl Node {
         let Some(current) = plan.current_blocks else {
             return plan.picks;
         };
-        self.peers
+        let kept = &mut self
+            .peers
             .get_mut(&peer)
             .expect("filled peers exist")
-            .current_blocks = current;
+            .current_blocks;
+        kept.clear();
+        kept.extend(current);
         for (b, why) in plan.chosen {
             let availability = self.remote.rarity3.count(b);
             self.trace(Record::PickBlock {

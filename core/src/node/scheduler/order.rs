@@ -16,6 +16,8 @@ pub(crate) struct Walk {
     offset: u64,
     stride: u64,
     len: u64,
+    /// The inverse of `stride` modulo `len`: where in the walk an index comes.
+    inverse: u64,
 }
 
 impl Walk {
@@ -31,13 +33,46 @@ impl Walk {
             offset,
             stride,
             len,
+            inverse: inverse_mod(stride % len, len),
         }
     }
 
+    /// Where index `j` (`< len`) comes in the walk: the `k` with `at(k) == j`.
+    pub(crate) fn place(&self, j: u64) -> u64 {
+        (j + self.len - self.offset) % self.len * self.inverse % self.len
+    }
+
     /// The `k`-th index of the walk.
+    #[cfg(test)]
     pub(crate) fn at(&self, k: u64) -> u64 {
         (self.offset + k * self.stride) % self.len
     }
+
+    /// The indices in walk order (`at(0)`, `at(1)`, …), by addition: no division per step.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = u64> {
+        let (len, stride) = (self.len, self.stride % self.len.max(1));
+        let mut j = self.offset;
+        (0..len).map(move |_| {
+            let at = j;
+            j += stride;
+            if j >= len {
+                j -= len;
+            }
+            at
+        })
+    }
+}
+
+/// `x` with `a * x ≡ 1 (mod m)`, for `a` coprime to `m` (extended Euclid); 0 when `m` is 1.
+fn inverse_mod(a: u64, m: u64) -> u64 {
+    let (mut r0, mut r1) = (m as i64, a as i64);
+    let (mut t0, mut t1) = (0i64, 1i64);
+    while r1 != 0 {
+        let q = r0 / r1;
+        (r0, r1) = (r1, r0 - q * r1);
+        (t0, t1) = (t1, t0 - q * t1);
+    }
+    t0.rem_euclid(m as i64) as u64
 }
 
 fn gcd(mut a: u64, mut b: u64) -> u64 {
@@ -72,6 +107,18 @@ mod tests {
                 let j = w.at(k) as usize;
                 prop_assert!(!seen[j]);
                 seen[j] = true;
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn iterating_a_walk_follows_its_indices(seed: u64, block in 0u64..1000, len in 1u64..=512) {
+            let w = Walk::new(seed, block, len);
+            let by_index: Vec<u64> = (0..len).map(|k| w.at(k)).collect();
+            prop_assert_eq!(w.iter().collect::<Vec<u64>>(), by_index.clone());
+            for (k, &j) in by_index.iter().enumerate() {
+                prop_assert_eq!(w.place(j), k as u64);
             }
         }
     }
