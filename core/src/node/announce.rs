@@ -9,7 +9,7 @@
 //! deltas pushed every `push_interval`; off by default, and then it costs nothing.
 
 use super::backpressure::Backpressure;
-use super::peer::PeerId;
+use super::peer::{Peer, PeerId};
 use super::timers::Timer;
 use super::Node;
 use crate::availability::Promotion;
@@ -57,6 +57,9 @@ pub(crate) struct Announcements {
     /// Per capable peer: our blocks whose window it was told, with the completion count at
     /// the time, least recently reported first.
     reported: BTreeMap<PeerId, VecDeque<(u64, u64)>>,
+    /// Ready peers on the flat path, the ones told each completion by HAVE: with none (a
+    /// hierarchical swarm) a completion skips the scan of every peer for them.
+    pub(crate) flat_ready: usize,
 }
 
 impl Announcements {
@@ -165,14 +168,22 @@ impl Node {
     /// state, a pending push for subscribers.
     pub(super) fn announce_completion(&mut self, unit: u64, promo: &Promotion) {
         let b3 = self.geo.parent_of(Tier::T1, unit, Tier::T3);
-        let legacy: Vec<PeerId> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.is_ready() && !p.is_capable())
-            .map(|(id, _)| *id)
-            .collect();
-        for id in legacy {
-            self.send(id, Message::Have { unit });
+        let flat = |p: &&Peer| p.is_ready() && !p.is_capable();
+        debug_assert_eq!(
+            self.announce.flat_ready,
+            self.peers.values().filter(flat).count(),
+            "flat peer count drifted"
+        );
+        if self.announce.flat_ready > 0 {
+            let legacy: Vec<PeerId> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| flat(p))
+                .map(|(id, _)| *id)
+                .collect();
+            for id in legacy {
+                self.send(id, Message::Have { unit });
+            }
         }
         self.announce.note_completion(unit);
         if self.cfg.limits.max_subscriptions > 0 {

@@ -74,7 +74,13 @@ impl Node {
             .peers
             .get_mut(&peer)
             .expect("frames come from known peers");
+        let was_flat = p.is_ready() && !p.is_capable();
         p.state = Lifecycle::Ready { capable };
+        match (was_flat, capable) {
+            (false, false) => self.announce.flat_ready += 1,
+            (true, true) => self.announce.flat_ready = self.announce.flat_ready.saturating_sub(1),
+            _ => {}
+        }
         p.peer_id = bounded_peer_id(&peer_id);
         p.init_view(geo, capable);
         if capable {
@@ -158,6 +164,9 @@ impl Node {
         let Some(p) = self.peers.remove(&peer) else {
             return;
         };
+        if p.is_ready() && !p.is_capable() {
+            self.announce.flat_ready = self.announce.flat_ready.saturating_sub(1);
+        }
         let released = self.requests.release_peer(peer);
         for &unit in &released {
             self.unclaim_if_free(unit);
