@@ -519,6 +519,33 @@ mod tests {
     }
 
     #[test]
+    fn a_new_per_peer_limit_relists_who_is_ready() {
+        let (a, b) = (PeerId(1), PeerId(2));
+        let mut u = Uploads::default();
+        for unit in 0..3 {
+            u.enqueue(a, unit);
+        }
+        u.enqueue(b, 10);
+        assert_eq!(u.next(1, 8), Some((a, 0)));
+        assert_eq!(u.next(1, 8), Some((b, 10)));
+        assert_eq!(u.next(1, 8), None, "one slot each, both in use");
+        assert!(!u.can_serve(1, 8));
+        // Two slots per peer: `a` is ready again without any other change.
+        assert!(u.can_serve(2, 8));
+        assert_eq!(u.next(2, 8), Some((a, 1)));
+        assert_eq!(
+            u.next(2, 8),
+            None,
+            "b has nothing queued, a has both slots out"
+        );
+        // Back to one: `a` stays unready even after one of its two units is sent.
+        u.sent(a);
+        assert_eq!(u.next(1, 8), None);
+        u.sent(a);
+        assert_eq!(u.next(1, 8), Some((a, 2)));
+    }
+
+    #[test]
     fn cancel_and_release_keep_the_counts() {
         let (a, b) = (PeerId(1), PeerId(2));
         let mut u = Uploads::default();
