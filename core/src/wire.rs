@@ -1160,7 +1160,7 @@ impl FrameLimits {
 /// `Ok(Some(len))` with its body length when it may, `Ok(None)` when more bytes are needed to
 /// decide, an error when it exceeds its limit. Before the peer's handshake (`handshaken` false)
 /// every frame is at most [`CONTROL_FRAME_MAX`] bytes. A longer frame's kind is read from the
-/// envelope's first [`TYPE_PEEK`] bytes: its `type` field must come before its `payload` (as
+/// envelope's first `TYPE_PEEK` (64) bytes: its `type` field must come before its `payload` (as
 /// canonical encoders write it); a payload met first means the type is absent, i.e. a
 /// HANDSHAKE. Never allocates; reads at most 4 + 64 bytes.
 pub fn admit_frame(

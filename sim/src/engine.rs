@@ -7,7 +7,7 @@
 //! from exactly those bytes). Every random choice comes from the scenario seed through labelled
 //! sub-streams, so the same scenario, seed and strategy replay bit for bit.
 //!
-//! Hostile peers (a group's `behaviour`) are modelled in [`hostile`]: the embedding of a
+//! Hostile peers (a group's `behaviour`) are modelled in `engine/hostile.rs`: the embedding of a
 //! hostile node rewrites, drops or multiplies its traffic, and the honest side plays the
 //! embedder's defences.
 

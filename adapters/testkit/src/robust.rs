@@ -325,7 +325,7 @@ pub fn peak_rss_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// An honest fetch through a [`Proxy`] under each fault: delayed and throttled it completes;
+/// An honest fetch through a [`Proxy`](crate::proxy::Proxy) under each fault: delayed and throttled it completes;
 /// corrupted, a fetch through it alone drops it and ends failed with nothing kept, and one with
 /// a direct peer beside completes; stalled, the
 /// seeder drops the proxied connection; cut mid-transfer, a later fetch resumes through the

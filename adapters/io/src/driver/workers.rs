@@ -85,7 +85,7 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// One thread per core, at most [`MAX_WORKERS`].
+    /// One thread per core, at most four.
     pub fn new() -> io::Result<Workers> {
         let n = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
