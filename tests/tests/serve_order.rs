@@ -9,6 +9,17 @@ use tierswarm_tests::{config, Swarm};
 /// 256 units.
 const FILE: u64 = 256 * T1_SIZE;
 
+/// A swarm whose seeder (node 0, the whole `file`) sends 20 ms units two at a time in all:
+/// the leechers added next compete for every slot.
+fn contended_seeder(file: u64) -> (Swarm, usize) {
+    let mut s = Swarm::new(Duration::from_millis(10));
+    s.serve_time = Duration::from_millis(20);
+    let mut seed_cfg = config("seed", file, true);
+    seed_cfg.limits.upload_slots = 2;
+    let seed = s.add(seed_cfg, None);
+    (s, seed)
+}
+
 /// The units of the seeder's TRANSFERs, in the order sent, with their receivers.
 fn transfers(s: &Swarm, from: usize) -> Vec<(usize, u64)> {
     s.wire
@@ -23,12 +34,7 @@ fn transfers(s: &Swarm, from: usize) -> Vec<(usize, u64)> {
 
 #[test]
 fn an_uploader_serves_the_requester_furthest_behind_first() {
-    let mut s = Swarm::new(Duration::from_millis(10));
-    s.serve_time = Duration::from_millis(20);
-    let mut seed_cfg = config("seed", FILE, true);
-    // Two units at a time in all: the two requesters compete for every slot.
-    seed_cfg.limits.upload_slots = 2;
-    let seed = s.add(seed_cfg, None);
+    let (mut s, seed) = contended_seeder(FILE);
     let half: Vec<u64> = (0..128).collect();
     let ahead = s.add(config("ahead", FILE, true), Some(&half));
     let behind = s.add(config("behind", FILE, true), Some(&[]));
@@ -122,11 +128,7 @@ fn a_requester_understating_its_progress_is_ranked_by_what_its_availability_show
     // 1,024 units: two T3 blocks. `liar` holds the whole first block, which its summary
     // shows, but says in every REQUEST that it holds nothing.
     const FILE2: u64 = 1024 * T1_SIZE;
-    let mut s = Swarm::new(Duration::from_millis(10));
-    s.serve_time = Duration::from_millis(20);
-    let mut seed_cfg = config("seed", FILE2, true);
-    seed_cfg.limits.upload_slots = 2;
-    let seed = s.add(seed_cfg, None);
+    let (mut s, seed) = contended_seeder(FILE2);
     let first_block: Vec<u64> = (0..512).collect();
     let liar = s.add(config("liar", FILE2, true), Some(&first_block));
     let behind = s.add(config("behind", FILE2, true), Some(&[]));

@@ -80,14 +80,14 @@ impl Node {
                     .map_or(0, |r| r.end - r.start),
                 Contribution::Units(m) => m.count_ones(),
             };
+            let before = p.known_units;
             for &(block, old, new) in &changes {
                 p.known_units =
                     (p.known_units + units(block, new)).saturating_sub(units(block, old));
             }
+            let after = p.known_units;
             self.remote.holders.apply(&changes);
-            if !changes.is_empty() {
-                self.refresh_rank(peer);
-            }
+            self.known_units_changed(peer, before, after);
         }
     }
 
@@ -128,8 +128,9 @@ impl Node {
         }
         *have = parsed;
         p.known_units = have.count_ones();
+        let after = p.known_units;
         let ones: Vec<u64> = have.iter_ones_in(0..units).collect();
-        self.refresh_rank(peer);
+        self.known_units_changed(peer, 0, after);
         let r = self.rarity1();
         for u in ones {
             r.inc(u);
@@ -150,7 +151,8 @@ impl Node {
                 let newly = have.set(unit);
                 if newly {
                     p.known_units += 1;
-                    self.refresh_rank(peer);
+                    let after = p.known_units;
+                    self.known_units_changed(peer, after - 1, after);
                     self.rarity1().inc(unit);
                 }
             }

@@ -55,7 +55,7 @@ struct PeerUploads {
     held: u64,
     /// How far along the peer is, in steps of 1/[`PROGRESS_STEPS`] of the file (lower: served
     /// first): kept current as its request or its availability changes
-    /// ([`Node::refresh_rank`]).
+    /// ([`Node::known_units_changed`]).
     rank: u64,
     /// The rank under which the peer is listed in [`Uploads::ready`] (`None`: not ready).
     listed: Option<u64>,
@@ -372,10 +372,15 @@ impl Node {
         move |held: u64| held.max(known).min(units) * PROGRESS_STEPS / units
     }
 
-    /// `peer`'s availability changed: its place in the serve order may have too.
-    pub(super) fn refresh_rank(&mut self, peer: PeerId) {
-        let rank = self.progress_rank(peer);
-        self.uploads.rerank(peer, rank);
+    /// What `peer`'s availability shows it holds went from `before` to `after` units: its
+    /// place in the serve order moves only if that crossed a step (most HAVEs do not).
+    pub(super) fn known_units_changed(&mut self, peer: PeerId, before: u64, after: u64) {
+        let units = self.geo.units().max(1);
+        let step = |n: u64| n.min(units) * PROGRESS_STEPS / units;
+        if step(before) != step(after) {
+            let rank = self.progress_rank(peer);
+            self.uploads.rerank(peer, rank);
+        }
     }
 
     /// Hands units to the embedder while upload slots are free.
