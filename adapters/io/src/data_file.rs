@@ -5,6 +5,26 @@
 //! ([`FileExt`](std::os::unix::fs::FileExt)); elsewhere it falls back to seek + read/write under
 //! a lock. A whole unit is read with seek + read under the lock everywhere: that reads into
 //! memory not zeroed first (a `pread` needs an initialised buffer).
+//!
+//! ## Trust: serving without re-verifying every unit
+//!
+//! A [`DataFile`] also remembers whether its contents are *trusted*: hashed whole against the
+//! content root and unchanged since, as far as the file's metadata tells ([`FileStamp`]: length,
+//! modification and status-change times to the nanosecond, inode and device, from `fstat` on
+//! the open handle). Trust is granted only by [`trust_if_unchanged`](DataFile::trust_if_unchanged)
+//! around a whole-file hash the caller checked against the root ([`TrustCheck`]); it is dropped
+//! by every write through the handle (before the write) and by the first
+//! [`still_trusted`](DataFile::still_trusted) that finds the metadata changed, and it is never
+//! granted again except by another whole-file check. The session serves a unit of a trusted,
+//! unchanged file without re-verifying it against its proof, and verifies every unit otherwise.
+//!
+//! **The limit.** A change that leaves the length, both times and the inode as they were is not
+//! noticed: e.g. two writes within the filesystem's timestamp granularity (about one jiffy,
+//! 1–10 ms, on many Linux filesystems), or stores through a shared memory mapping into pages
+//! already dirty. Such a file may have a unit sent that no longer matches its proof. It is never
+//! *accepted* anywhere: the receiving peer verifies every unit against the root, rejects it and
+//! disconnects the sender. On targets other than Unix there is no stamp and nothing is ever
+//! trusted (every served unit is verified).
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -18,13 +38,67 @@ use bytes::Bytes;
 
 use crate::content::{unit_len, ContentError, UNIT_LEN};
 
-/// The file being shared or downloaded, addressed by unit.
+/// The file being shared or downloaded, addressed by unit, and whether its contents are trusted
+/// (see the [module docs](self)).
 #[derive(Debug)]
 pub struct DataFile {
     file: File,
     len: u64,
     /// Held while the file's offset is used (seek + read; on other systems every access).
     lock: std::sync::Mutex<()>,
+    /// Whether the contents are trusted, and the writes made through this handle.
+    trust: std::sync::Mutex<Trust>,
+}
+
+/// What the metadata of an open file says about its contents: its length, its modification and
+/// status-change times (seconds and nanoseconds), its inode and its device, as `fstat` reports
+/// them for the open handle. Another file renamed over the path later changes nothing read
+/// through the handle, which still reads the old inode (the rename may update that inode's
+/// status-change time, which only drops the trust). Any write through any handle changes the
+/// times, within the filesystem's timestamp granularity; see the [module docs](self) for what
+/// that misses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileStamp {
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    inode: u64,
+    device: u64,
+}
+
+impl FileStamp {
+    /// The stamp of `meta` (from `File::metadata`, i.e. `fstat` on the handle).
+    #[cfg(unix)]
+    fn of(meta: &std::fs::Metadata) -> FileStamp {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp {
+            len: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+            inode: meta.ino(),
+            device: meta.dev(),
+        }
+    }
+}
+
+/// The start of a whole-file check: the file's [`FileStamp`] and the writes made through the
+/// handle when it began. Take it with [`DataFile::begin_trust_check`] *before* hashing the
+/// file, and hand it to [`DataFile::trust_if_unchanged`] once the hash matched the root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a check grants trust only through DataFile::trust_if_unchanged"]
+pub struct TrustCheck {
+    stamp: Option<FileStamp>,
+    writes: u64,
+}
+
+/// The trust state of a [`DataFile`].
+#[derive(Debug, Default)]
+struct Trust {
+    /// The stamp the file had when it was last shown whole to match the root; `None`: not
+    /// trusted.
+    stamp: Option<FileStamp>,
+    /// Writes started through the handle (each clears `stamp` first).
+    writes: u64,
 }
 
 impl DataFile {
@@ -56,7 +130,90 @@ impl DataFile {
             file,
             len,
             lock: std::sync::Mutex::new(()),
+            trust: std::sync::Mutex::new(Trust::default()),
         }
+    }
+
+    fn trust_state(&self) -> std::sync::MutexGuard<'_, Trust> {
+        // The state is two plain fields, consistent after any panic.
+        self.trust.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The [`FileStamp`] of the open handle now (`fstat`); `None` on targets other than Unix.
+    pub fn stamp(&self) -> io::Result<Option<FileStamp>> {
+        #[cfg(unix)]
+        {
+            Ok(Some(FileStamp::of(&self.file.metadata()?)))
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(None)
+        }
+    }
+
+    /// Begins a whole-file check: call it *before* hashing the file, then
+    /// [`trust_if_unchanged`](Self::trust_if_unchanged) once the hash matched the root. A stamp
+    /// that cannot be taken makes a check that grants nothing.
+    pub fn begin_trust_check(&self) -> TrustCheck {
+        // The write count first: a write between the two is then seen by the count.
+        let writes = self.trust_state().writes;
+        TrustCheck {
+            stamp: self.stamp().ok().flatten(),
+            writes,
+        }
+    }
+
+    /// Ends a whole-file check begun with [`begin_trust_check`](Self::begin_trust_check), whose
+    /// hash the caller found equal to the content root: the file becomes trusted, at its stamp
+    /// now, if that stamp equals the one taken at the start and no write went through this
+    /// handle in between (a file changed while it was hashed is not trusted). Returns whether
+    /// the file is trusted now.
+    pub fn trust_if_unchanged(&self, check: TrustCheck) -> bool {
+        let now = self.stamp().ok().flatten();
+        let mut trust = self.trust_state();
+        match (check.stamp, now) {
+            (Some(before), Some(after)) if before == after && trust.writes == check.writes => {
+                trust.stamp = Some(after);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the file is trusted and its stamp is still the trusted one (one `fstat`; none when
+    /// not trusted). Call it *after* reading what is to be served: a write racing with the read
+    /// has updated the file's times before copying its data, so a stamp taken after the read
+    /// sees it. A stamp that differs, or cannot be taken, drops the trust for good: only another
+    /// whole-file check ([`trust_if_unchanged`](Self::trust_if_unchanged)) grants it again.
+    pub fn still_trusted(&self) -> bool {
+        let mut trust = self.trust_state();
+        let Some(trusted) = trust.stamp else {
+            return false;
+        };
+        if self.stamp().ok().flatten() == Some(trusted) {
+            return true;
+        }
+        trust.stamp = None;
+        false
+    }
+
+    /// Whether the file is trusted (as of the last check; no `fstat`).
+    pub fn is_trusted(&self) -> bool {
+        self.trust_state().stamp.is_some()
+    }
+
+    /// Drops the trust (writes through the handle do it themselves).
+    pub fn distrust(&self) {
+        self.trust_state().stamp = None;
+    }
+
+    /// The file from its start to its length, read through this handle by positional reads
+    /// (the offset [`read_unit`](Self::read_unit) uses is left alone): hash this, between
+    /// [`begin_trust_check`](Self::begin_trust_check) and
+    /// [`trust_if_unchanged`](Self::trust_if_unchanged), so that the stamps describe the very
+    /// file hashed (another handle opened on the path may be another file by then).
+    pub fn reader(&self) -> impl io::Read + '_ {
+        Reader { file: self, pos: 0 }
     }
 
     /// The file length in bytes.
@@ -91,7 +248,7 @@ impl DataFile {
         Ok(Bytes::from(buf))
     }
 
-    /// Writes unit `unit`; `data` must be exactly the unit's length.
+    /// Writes unit `unit`; `data` must be exactly the unit's length. Drops the trust first.
     pub fn write_unit(&self, unit: u64, data: &[u8]) -> io::Result<()> {
         let n = unit_len(self.len, unit).map_err(invalid_input)?;
         if data.len() as u64 != n {
@@ -198,8 +355,14 @@ impl DataFile {
         }
     }
 
-    /// Writes all of `data` at `offset`.
+    /// Writes all of `data` at `offset`. Drops the trust first (the file is not trusted again
+    /// until another whole-file check, which a write during it also defeats).
     pub fn write_all_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        {
+            let mut trust = self.trust_state();
+            trust.stamp = None;
+            trust.writes = trust.writes.wrapping_add(1);
+        }
         #[cfg(unix)]
         {
             std::os::unix::fs::FileExt::write_all_at(&self.file, data, offset)
@@ -212,6 +375,23 @@ impl DataFile {
             file.seek(SeekFrom::Start(offset))?;
             file.write_all(data)
         }
+    }
+}
+
+/// [`DataFile::reader`]: the file's bytes up to its length, by positional reads.
+struct Reader<'a> {
+    file: &'a DataFile,
+    pos: u64,
+}
+
+impl io::Read for Reader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = (self.file.len - self.pos).min(buf.len() as u64) as usize;
+        if n > 0 {
+            self.file.read_exact_at(&mut buf[..n], self.pos)?;
+            self.pos += n as u64;
+        }
+        Ok(n)
     }
 }
 
@@ -332,6 +512,123 @@ mod tests {
         let err = file.read_unit(1).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
         assert!(err.to_string().contains("unit 1"), "{err}");
+    }
+
+    /// Writes `bytes` at `offset` through a handle of its own (not the `DataFile`'s), as another
+    /// program would, and sets the modification time to one the file cannot already have, so
+    /// that the change shows in the stamp whatever the filesystem's timestamp granularity.
+    #[cfg(unix)]
+    fn edit_behind(path: &Path, offset: u64, bytes: &[u8]) {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        f.write_all_at(bytes, offset).unwrap();
+        let distinct = std::time::UNIX_EPOCH + std::time::Duration::new(1_000_000_007, 123);
+        f.set_modified(distinct).unwrap();
+    }
+
+    /// A file checked whole stays trusted while its metadata is unchanged, and loses the trust
+    /// for good at the first stamp that differs. Another file renamed over its path changes
+    /// nothing that is read: the handle still reads the file checked.
+    #[cfg(unix)]
+    #[test]
+    fn trust_lasts_until_the_stamp_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        write_pseudo_random(&path, 3 * UNIT_LEN, 5).unwrap();
+        let file = DataFile::open(&path).unwrap();
+        assert!(!file.is_trusted() && !file.still_trusted());
+        let check = file.begin_trust_check();
+        file.hash().unwrap();
+        assert!(file.trust_if_unchanged(check));
+        assert!(file.still_trusted() && file.still_trusted());
+        assert_eq!(file.stamp().unwrap(), file.trust_state().stamp);
+
+        let unit1 = file.read_unit(1).unwrap();
+        let other = dir.path().join("g");
+        write_pseudo_random(&other, 3 * UNIT_LEN, 6).unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        assert_eq!(file.read_unit(1).unwrap(), unit1);
+        drop(file);
+
+        // The file now at the path, edited in place with the same length.
+        let file = DataFile::open(&path).unwrap();
+        let check = file.begin_trust_check();
+        assert!(file.trust_if_unchanged(check));
+        edit_behind(&path, UNIT_LEN + 5, b"edited");
+        assert_eq!(file.stamp().unwrap().map(|s| s.len), Some(3 * UNIT_LEN));
+        assert!(!file.still_trusted());
+        assert!(!file.is_trusted());
+        // Nothing but another whole-file check trusts it again.
+        assert!(!file.still_trusted());
+        let check = file.begin_trust_check();
+        assert!(file.trust_if_unchanged(check));
+        file.distrust();
+        assert!(!file.is_trusted() && !file.still_trusted());
+    }
+
+    /// A write through the handle drops the trust before it writes, and a whole-file check
+    /// with a write in it grants nothing.
+    #[cfg(unix)]
+    #[test]
+    fn own_writes_drop_the_trust() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = DataFile::create(dir.path().join("out"), 2 * UNIT_LEN).unwrap();
+        let check = file.begin_trust_check();
+        assert!(file.trust_if_unchanged(check));
+        file.write_unit(1, &[3; UNIT_LEN as usize]).unwrap();
+        assert!(!file.is_trusted());
+
+        let check = file.begin_trust_check();
+        file.write_all_at(&[4], 7).unwrap();
+        assert!(!file.trust_if_unchanged(check));
+        assert!(!file.is_trusted());
+    }
+
+    /// A file changed while it is being hashed is not trusted, even when the change falls
+    /// between the two stamps' reads of it (the seeder hashes through
+    /// [`DataFile::reader`] exactly so).
+    #[cfg(unix)]
+    #[test]
+    fn a_file_changed_while_hashed_is_not_trusted() {
+        struct EditMidway<'a, R> {
+            inner: R,
+            path: &'a Path,
+            reads: u32,
+        }
+        impl<R: io::Read> io::Read for EditMidway<'_, R> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                self.reads += 1;
+                if self.reads == 2 {
+                    edit_behind(self.path, 0, b"changed behind the hash");
+                }
+                self.inner.read(buf)
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let len = 40 * UNIT_LEN + 17;
+        write_pseudo_random(&path, len, 9).unwrap();
+        let file = DataFile::open(&path).unwrap();
+
+        let check = file.begin_trust_check();
+        let outboard = crate::Outboard::build(file.reader(), len).unwrap();
+        assert_eq!(
+            outboard.root(),
+            *blake3::hash(&std::fs::read(&path).unwrap()).as_bytes()
+        );
+        assert!(file.trust_if_unchanged(check), "unchanged: trusted");
+        file.distrust();
+
+        let check = file.begin_trust_check();
+        let mut reader = EditMidway {
+            inner: file.reader(),
+            path: &path,
+            reads: 0,
+        };
+        crate::Outboard::build(&mut reader, len).unwrap();
+        assert!(reader.reads > 2, "the edit fell inside the hash");
+        assert!(!file.trust_if_unchanged(check));
+        assert!(!file.is_trusted() && !file.still_trusted());
     }
 
     #[test]

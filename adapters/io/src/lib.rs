@@ -11,7 +11,8 @@
 //! - [`content`]: BLAKE3 verified units — the content root, the [`Outboard`] that produces a
 //!   proof for any 64 KiB unit, and [`verify_unit`] that checks a unit from a hostile peer.
 //! - [`manifest`]: the `.tsm` manifest file (root, length, suggested name) as JSON.
-//! - [`data_file`]: positional unit reads and writes in the data file.
+//! - [`data_file`]: positional unit reads and writes in the data file, and whether its contents
+//!   are trusted (hashed whole against the root and unchanged since, by their metadata).
 //! - [`store_file`]: atomic persistence of an opaque blob (the availability store).
 //! - [`driver`]: the runtime-independent driver — a [`Session`] wrapping the core node with its
 //!   content, framing, the clock, the proof tree of a download, the flight recorder, and the

@@ -1,5 +1,5 @@
-//! What a download trusts of what an earlier run left behind, driven through the session API
-//! without a network or a runtime.
+//! What a download trusts of what an earlier run left behind, and what a session trusts of its
+//! data file when it serves, driven through the session API without a network or a runtime.
 
 use std::path::{Path, PathBuf};
 
@@ -8,8 +8,8 @@ use tierswarm_core::store::StoreState;
 use tierswarm_core::wire::{decode_frame, encode_frame, Capabilities, Message};
 use tierswarm_core::{Geometry, LocalTiers, Tier};
 use tierswarm_io::driver::{
-    recorder, store_paths, Effect, Incoming, ProofTree, Resume, ResumeNotes, Session, SessionError,
-    SessionEvent, SessionOptions, UnitReadError,
+    proof, recorder, store_paths, Effect, Incoming, ProofTree, Resume, ResumeNotes, Session,
+    SessionError, SessionEvent, SessionOptions, UnitReadError,
 };
 use tierswarm_io::{store_file, Manifest, Outboard, UNIT_LEN};
 
@@ -76,6 +76,25 @@ fn flip_byte(path: &Path, at: u64) {
     let mut bytes = std::fs::read(path).unwrap();
     bytes[at as usize] ^= 0x20;
     std::fs::write(path, bytes).unwrap();
+}
+
+/// Changes bytes of `unit` in place (same length) through a handle of our own, as another
+/// program would, and sets the modification time to one the file cannot already have, so that
+/// the change shows in its metadata whatever the filesystem's timestamp granularity.
+#[cfg(unix)]
+fn edit_in_place(path: &Path, unit: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let at = unit * UNIT_LEN + 5;
+    let mut byte = [0u8];
+    f.read_exact_at(&mut byte, at).unwrap();
+    f.write_all_at(&[byte[0] ^ 0x20], at).unwrap();
+    let distinct = std::time::UNIX_EPOCH + std::time::Duration::new(1_000_000_007, 123);
+    f.set_modified(distinct).unwrap();
 }
 
 fn frame(root: &[u8; 32], msg: &Message) -> Incoming {
@@ -254,4 +273,124 @@ fn a_record_stops_at_its_cap_with_a_note() {
     let report = recorder::replay(&rec).unwrap();
     assert!(report.truncated.unwrap().contains("size cap"));
     assert!(report.inputs > 0);
+}
+
+/// A complete download, its whole file hashed to the root on resume and unchanged since, is
+/// served without verifying each unit again.
+#[cfg(unix)]
+#[test]
+fn a_complete_resume_is_served_without_the_recheck() {
+    let f = fixture(0..UNITS);
+    let (mut s, notes) = open(&f, Resume::Check).unwrap();
+    assert!(notes.file_verified);
+    assert!(s.file_trusted());
+    assert_eq!(served(&ask_for(&mut s, 9)), vec![9]);
+    assert_eq!(s.units_rechecked(), 0);
+    // Repair verifies unit by unit, not the whole file: nothing is trusted before the end.
+    drop(s);
+    let (mut s, _) = open(&f, Resume::Repair).unwrap();
+    assert!(!s.file_trusted());
+    assert_eq!(served(&ask_for(&mut s, 9)), vec![9]);
+    assert_eq!(s.units_rechecked(), 1);
+}
+
+/// A seeder's file hashed at start and unchanged since is served without verifying each unit
+/// again.
+#[cfg(unix)]
+#[test]
+fn an_unchanged_seeders_units_are_served_without_the_recheck() {
+    let f = fixture(0..UNITS);
+    let mut s = Session::seeder(&f.out, SessionOptions::default()).unwrap();
+    assert_eq!(s.manifest().root, f.manifest.root);
+    assert!(s.file_trusted());
+    for unit in [0, 1, 77, UNITS - 1] {
+        let (data, _) = s.read_unit_verified(unit).unwrap();
+        let r =
+            (unit * UNIT_LEN) as usize..((unit + 1) * UNIT_LEN).min(f.src.len() as u64) as usize;
+        assert_eq!(&data[..], &f.src[r]);
+    }
+    assert_eq!(served(&ask_for(&mut s, 5)), vec![5]);
+    assert_eq!(s.units_rechecked(), 0);
+    assert!(s.file_trusted());
+}
+
+/// A seeder whose file is changed in place after it started (same length) notices the change
+/// in the file's metadata: from then on it verifies every unit it serves, for the rest of the
+/// session, and never serves the changed unit.
+#[cfg(unix)]
+#[test]
+fn a_seeder_never_serves_a_unit_changed_after_start() {
+    let f = fixture(0..UNITS);
+    let mut s = Session::seeder(&f.out, SessionOptions::default()).unwrap();
+    assert_eq!(served(&ask_for(&mut s, 3)), vec![3]);
+    assert_eq!(s.units_rechecked(), 0);
+
+    edit_in_place(&f.out, 40);
+    assert!(matches!(
+        s.read_unit_verified(40),
+        Err(UnitReadError::Changed { unit: 40, .. })
+    ));
+    assert!(!s.file_trusted());
+    assert_eq!(s.units_rechecked(), 1);
+    let effects = ask_for(&mut s, 40);
+    assert!(served(&effects).is_empty(), "the changed unit was served");
+    assert!(effects.iter().any(|e| matches!(
+        e,
+        Effect::Event(SessionEvent::Warning(w)) if w.contains("no longer matches")
+    )));
+    // The units that did not change are still served, each verified.
+    assert_eq!(served(&ask_for(&mut s, 3)), vec![3]);
+    assert!(s.read_unit_verified(41).is_ok());
+    assert_eq!(s.units_rechecked(), 4);
+    assert!(!s.file_trusted(), "trust is never re-established silently");
+}
+
+/// A download in progress verifies every unit it serves (its own writes change the file);
+/// once the whole file hashed to the root at the end, it is trusted like a seeder's.
+#[cfg(unix)]
+#[test]
+fn a_leecher_rechecks_until_its_file_is_verified_whole() {
+    let last = UNITS - 1;
+    let f = fixture(0..last);
+    let (mut s, notes) = open(&f, Resume::Check).unwrap();
+    assert!(!notes.file_verified);
+    assert!(!s.file_trusted());
+    assert_eq!(served(&ask_for(&mut s, 7)), vec![7]);
+    assert_eq!(s.units_rechecked(), 1);
+
+    // A seed offers everything; the leecher asks for the unit it lacks and gets it.
+    let root = f.manifest.root;
+    let peer = s.connected();
+    let hello = Message::Handshake {
+        info_hash: Bytes::copy_from_slice(&root),
+        peer_id: "seed".into(),
+        capabilities: None::<Capabilities>,
+    };
+    s.on_frame(peer, frame(&root, &hello));
+    let bits = vec![0xffu8; (UNITS as usize).div_ceil(8)];
+    s.on_frame(peer, frame(&root, &Message::Bitfield { bits: bits.into() }));
+    assert!(s.requested_units().get(last));
+    let r = (last * UNIT_LEN) as usize..f.src.len();
+    let transfer = Message::Transfer {
+        unit: last,
+        data: Bytes::copy_from_slice(&f.src[r]),
+        proof: Some(proof::to_wire(&f.outboard.proof(last).unwrap())),
+    };
+    s.on_frame(peer, frame(&root, &transfer));
+    let effects: Vec<Effect> = std::iter::from_fn(|| s.poll_effect()).collect();
+    assert!(effects
+        .iter()
+        .any(|e| matches!(e, Effect::Event(SessionEvent::Complete))));
+    assert!(
+        !s.file_trusted(),
+        "written since: not trusted before the whole-file check"
+    );
+    assert_eq!(served(&ask_for(&mut s, 8)), vec![8]);
+    assert_eq!(s.units_rechecked(), 2);
+
+    s.verify_file().unwrap();
+    assert!(s.file_trusted());
+    assert_eq!(served(&ask_for(&mut s, 9)), vec![9]);
+    assert!(s.read_unit_verified(last).is_ok());
+    assert_eq!(s.units_rechecked(), 2);
 }

@@ -1,8 +1,8 @@
 //! The session: one core node plus its content, executed without any runtime.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::ffi::OsString;
-use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -258,8 +258,8 @@ pub(super) fn refused(
 }
 
 /// Present units verified against their proofs when resuming (the rest rely on the store; a
-/// unit is verified again whenever it is read to be served, and the whole file when it is
-/// complete).
+/// unit is verified again whenever it is read to be served until the whole file has hashed to
+/// the root, and the whole file when it is complete).
 pub const RESUME_SAMPLE: u64 = 64;
 
 /// `(OUT.tsa, OUT.tsp)`: the availability store and the proof-node log of a download.
@@ -293,7 +293,9 @@ pub struct Session {
 struct SessionIo {
     role: Role,
     manifest: Manifest,
-    /// Shared with the workers that write verified units.
+    /// Shared with the workers that write verified units. Trusted (see
+    /// [`DataFile::still_trusted`]) once hashed whole against the root and unchanged since: its
+    /// units are then served without being verified again.
     data: Arc<DataFile>,
     /// Received units are verified and written by the glue ([`Effect::Verify`]).
     off_loop: bool,
@@ -310,6 +312,8 @@ struct SessionIo {
     path: PathBuf,
     /// The data file was hashed whole and matched the root, and nothing was written since.
     file_verified: bool,
+    /// Units verified against their proofs as they were read to be served.
+    units_rechecked: Cell<u64>,
     /// Connections up and not yet reported gone (bounded by the open connections), so that
     /// each gets one [`SessionEvent::PeerGone`].
     live: std::collections::BTreeSet<PeerId>,
@@ -341,13 +345,18 @@ pub struct ResumeNotes {
 }
 
 impl Session {
-    /// Serves the whole file at `path`: hashes it once (building the [`Outboard`]).
+    /// Serves the whole file at `path`: hashes it once (building the [`Outboard`]), through the
+    /// handle it serves from. The file is trusted if its metadata was the same before and after
+    /// the hash (see [`read_unit_verified`](Self::read_unit_verified)); a file changed while it
+    /// was hashed is not, and every unit is verified as it is served.
     pub fn seeder(path: &Path, opts: SessionOptions) -> Result<Session, SessionError> {
         let shown = path.display().to_string();
         let data = DataFile::open(path).map_err(io_err(format!("open {shown}")))?;
-        let file = File::open(path).map_err(io_err(format!("open {shown}")))?;
+        let check = data.begin_trust_check();
         let outboard =
-            Outboard::build(file, data.len()).map_err(io_err(format!("hash {shown}")))?;
+            Outboard::build(data.reader(), data.len()).map_err(io_err(format!("hash {shown}")))?;
+        // The root is the hash just taken: the file matches it if it did not change meanwhile.
+        data.trust_if_unchanged(check);
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -387,8 +396,11 @@ impl Session {
     ///   and others evenly spread) are read back and verified against their proofs.
     ///
     /// A file edited behind the store's back in a way the sample misses is still never served
-    /// wrong (every unit is verified as it is read to be served) nor reported complete (the
-    /// whole file is hashed at the end, [`Session::verify_file`]). Any failed check refuses
+    /// wrong (until the whole file has hashed to the root, here or in
+    /// [`verify_file`](Self::verify_file), every unit is verified as it is read to be served;
+    /// after, every unit is again once the file's metadata changes, see
+    /// [`read_unit_verified`](Self::read_unit_verified)) nor reported complete (the whole file is
+    /// hashed at the end, [`Session::verify_file`]). Any failed check refuses
     /// with [`SessionError::Refused`], naming the file and the remedy; nothing is changed on
     /// disk before the checks pass.
     pub fn leecher(
@@ -488,6 +500,7 @@ impl Session {
                 units_present,
                 path: PathBuf::new(),
                 file_verified: false,
+                units_rechecked: Cell::new(0),
                 live: std::collections::BTreeSet::new(),
             },
             epoch: Epoch(clock.now()),
@@ -676,23 +689,51 @@ impl Session {
         FrameLimits::for_geometry(self.node.geometry())
     }
 
-    /// Reads `unit` from the data file with its proof and verifies it against the root: what
-    /// is served, and what the caller can use to notice a file changed behind the session's
-    /// back (a unit that no longer matches its proof is never served).
+    /// Reads `unit` from the data file with its proof, as it is served: a unit that no longer
+    /// matches its proof is never served ([`UnitReadError::Changed`]).
+    ///
+    /// A unit of a *trusted* file is not verified again: a file hashed whole against the root
+    /// (the seeder's file at start, a download's in [`verify_file`](Self::verify_file) or on
+    /// resuming a complete store) whose metadata — length, modification and status-change times
+    /// to the nanosecond, inode, device, from `fstat` on the open handle after the read — is the
+    /// same as when it was hashed. Any other unit is verified against its proof (BLAKE3, about
+    /// 30 µs per 64 KiB; [`units_rechecked`](Self::units_rechecked) counts them): those of a
+    /// download still in progress (its own writes drop the trust), and every unit once the
+    /// file's metadata has changed, for the rest of the session (the trust is never
+    /// re-established silently). A change that leaves all of that metadata equal (within the
+    /// filesystem's timestamp granularity) is not noticed: such a unit may be sent, and the
+    /// receiving peer, which verifies every unit against the root, rejects it and disconnects
+    /// this node ([`data_file`](crate::data_file) describes the limit).
     pub fn read_unit_verified(&self, unit: u64) -> Result<(Bytes, UnitProof), UnitReadError> {
         self.io.read_unit_verified(unit)
+    }
+
+    /// Units verified against their proofs as they were read to be served: none while the data
+    /// file is trusted (see [`read_unit_verified`](Self::read_unit_verified)).
+    pub fn units_rechecked(&self) -> u64 {
+        self.io.units_rechecked.get()
+    }
+
+    /// Whether the data file is trusted now, as of its last check: hashed whole against the
+    /// root and, when last read to be served, unchanged since (see
+    /// [`read_unit_verified`](Self::read_unit_verified)).
+    pub fn file_trusted(&self) -> bool {
+        self.io.data.is_trusted()
     }
 
     /// Hashes the whole data file (one BLAKE3 pass, after an fsync) and checks it against the
     /// content root; skipped when that was done and nothing was written since. A download is
     /// complete only once this passes ([`run`](super::run) checks it before it reports
-    /// [`Outcome::Complete`](super::Outcome::Complete)).
+    /// [`Outcome::Complete`](super::Outcome::Complete)). Once it passes, the file is trusted if
+    /// its metadata was the same before and after the hash (see
+    /// [`read_unit_verified`](Self::read_unit_verified)).
     pub fn verify_file(&mut self) -> Result<(), String> {
         let io = &mut self.io;
         if io.file_verified {
             return Ok(());
         }
         let shown = io.path.display();
+        let check = io.data.begin_trust_check();
         let got = io
             .data
             .sync()
@@ -705,6 +746,7 @@ impl Session {
                 &crate::manifest::root_to_hex(&io.manifest.root)[..16]
             ));
         }
+        io.data.trust_if_unchanged(check);
         io.file_verified = true;
         Ok(())
     }
@@ -813,6 +855,12 @@ impl SessionIo {
             .data
             .read_unit(unit)
             .map_err(|source| UnitReadError::Io { unit, source })?;
+        // The stamp after the read: a write racing with it has changed the file's times by then.
+        if self.data.still_trusted() {
+            return Ok((data, proof));
+        }
+        self.units_rechecked
+            .set(self.units_rechecked.get().saturating_add(1));
         let m = &self.manifest;
         verify_unit(&m.root, m.file_len, unit, &data, &proof).map_err(|source| {
             UnitReadError::Changed {
@@ -839,6 +887,7 @@ impl SessionIo {
             .ok_or_else(|| StoreFail::Invalid("missing or malformed proof".into()))?;
         verify_unit(&self.manifest.root, self.manifest.file_len, unit, data, &p)
             .map_err(|e| StoreFail::Invalid(e.to_string()))?;
+        // The write drops the data file's trust too (before it writes).
         self.file_verified = false;
         self.data.write_unit(unit, data).map_err(StoreFail::Io)?;
         if let Some(t) = self.tree.as_mut() {
@@ -865,6 +914,7 @@ impl SessionIo {
             SessionIo::event(self, SessionEvent::BadUnit { peer, unit, reason });
             return Verdict::Failed;
         };
+        // The worker's write drops the data file's trust (before it writes).
         self.file_verified = false;
         self.effects.push_back(Effect::Verify(VerifyJob {
             peer,

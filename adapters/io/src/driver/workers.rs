@@ -52,7 +52,9 @@ pub(super) enum VerifyFail {
 }
 
 impl VerifyJob {
-    /// Verifies the unit, then writes it (only if it verified).
+    /// Verifies the unit, then writes it (only if it verified). The write drops the data file's
+    /// trust first ([`DataFile::write_all_at`]): a download verifies every unit it serves until
+    /// its whole file is checked again.
     pub fn run(self) -> Verified {
         let result = verify_unit(
             &self.root,
