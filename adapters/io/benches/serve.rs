@@ -1,15 +1,19 @@
-//! The data path of one unit, without sockets: what a seeder does to serve it (read it, verify
-//! it against its proof, lay out its TRANSFER frame) and what a leecher does with it (verify,
-//! write). Per 64 KiB unit, on a 64 MiB file in `TIERSWARM_BENCH_DIR` (default: the system's
-//! temp dir; use `/dev/shm` to keep the disk out).
+//! The data path of one unit, without sockets: what a seeder does to serve it (read it, check
+//! the file is still trusted or else verify the unit against its proof, lay out its TRANSFER
+//! frame) and what a leecher does with it (verify, write). Per 64 KiB unit, on a 64 MiB file in
+//! `TIERSWARM_BENCH_DIR` (default: the system's temp dir; use `/dev/shm` to keep the disk out).
+//! `serve_unit` serves a file trusted since the seeder hashed it (no per-unit verification);
+//! `serve_unit_untrusted` one whose modification time was changed after the seeder started, so
+//! that every unit is verified as it is served.
 //!
 //! ```text
 //! TIERSWARM_BENCH_DIR=/dev/shm cargo bench -p tierswarm-io --bench serve
 //! ```
 //!
 //! Instructions per byte, repeatable on a busy machine: `TIERSWARM_SERVE_UNITS=N` skips divan
-//! and runs each path over the first N units once (see `dev/BENCHMARKS.md` for the
-//! `valgrind --tool=callgrind` command).
+//! and runs each path over the first N units once; `TIERSWARM_SERVE_PATH=serve` serves only,
+//! `untrusted` serves only from the untrusted file, anything else serves and receives (see
+//! `dev/BENCHMARKS.md` for the `valgrind --tool=callgrind` command).
 
 use std::path::PathBuf;
 
@@ -33,12 +37,21 @@ struct Fixture {
 /// Built once per thread (a session is not `Sync`; divan runs these benches on one thread).
 fn fixture() -> &'static Fixture {
     thread_local! {
-        static F: &'static Fixture = Box::leak(Box::new(make_fixture()));
+        static F: &'static Fixture = Box::leak(Box::new(make_fixture(false)));
     }
     F.with(|f| *f)
 }
 
-fn make_fixture() -> Fixture {
+/// [`fixture`], but its file's modification time changed after the seeder hashed it: the
+/// seeder no longer trusts it, and verifies every unit it serves.
+fn fixture_untrusted() -> &'static Fixture {
+    thread_local! {
+        static F: &'static Fixture = Box::leak(Box::new(make_fixture(true)));
+    }
+    F.with(|f| *f)
+}
+
+fn make_fixture(untrusted: bool) -> Fixture {
     let base = std::env::var_os("TIERSWARM_BENCH_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
@@ -46,6 +59,18 @@ fn make_fixture() -> Fixture {
     let src = dir.path().join("src.bin");
     write_pseudo_random(&src, FILE_LEN, 7).expect("write the file");
     let seeder = Session::seeder(&src, SessionOptions::default()).expect("seeder");
+    assert!(
+        seeder.file_trusted(),
+        "a file unchanged while hashed is trusted"
+    );
+    if untrusted {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_007);
+        let file = std::fs::File::options().write(true).open(&src);
+        file.and_then(|f| f.set_modified(at))
+            .expect("set the mtime");
+        seeder.read_unit_verified(0).expect("still the same bytes");
+        assert!(!seeder.file_trusted());
+    }
     let out = DataFile::create(dir.path().join("out.bin"), FILE_LEN).expect("output");
     Fixture {
         _dir: dir,
@@ -54,8 +79,8 @@ fn make_fixture() -> Fixture {
     }
 }
 
-/// Serving: read and verify the unit, then lay out its frame (header, data, proof). Returns
-/// the frame's parts and the unit's proof.
+/// Serving: read the unit (verified against its proof unless the file is trusted), then lay
+/// out its frame (header, data, proof). Returns the frame's parts and the unit's proof.
 fn serve(f: &Fixture, unit: u64) -> ([Bytes; 3], UnitProof) {
     let (data, p) = f.seeder.read_unit_verified(unit).expect("serve");
     let msg = Message::Transfer {
@@ -78,10 +103,15 @@ fn main() {
         .ok()
         .and_then(|n| n.parse::<u64>().ok())
     {
-        let f = fixture();
-        // `serve`: the serve path only; anything else: serve, then receive what was served
-        // (the receive path's cost is the difference).
-        let receive_too = std::env::var("TIERSWARM_SERVE_PATH").as_deref() != Ok("serve");
+        // `serve`: the serve path only; `untrusted`: the same from the untrusted file; anything
+        // else: serve, then receive what was served (the receive path's cost is the
+        // difference).
+        let path = std::env::var("TIERSWARM_SERVE_PATH");
+        let f = match path.as_deref() {
+            Ok("untrusted") => fixture_untrusted(),
+            _ => fixture(),
+        };
+        let receive_too = !matches!(path.as_deref(), Ok("serve" | "untrusted"));
         for unit in 0..n.min(FILE_LEN / UNIT_LEN) {
             let (parts, p) = serve(f, unit);
             if receive_too {
@@ -97,6 +127,16 @@ fn main() {
 #[divan::bench]
 fn serve_unit(bencher: Bencher) {
     let f = fixture();
+    let mut unit = 0;
+    bencher.counter(BytesCount::new(UNIT_LEN)).bench_local(|| {
+        unit = (unit + 1) % (FILE_LEN / UNIT_LEN);
+        serve(f, black_box(unit))
+    });
+}
+
+#[divan::bench]
+fn serve_unit_untrusted(bencher: Bencher) {
+    let f = fixture_untrusted();
     let mut unit = 0;
     bencher.counter(BytesCount::new(UNIT_LEN)).bench_local(|| {
         unit = (unit + 1) % (FILE_LEN / UNIT_LEN);
