@@ -326,15 +326,22 @@ def lt_peer(a):
     print(json.dumps({"uploaded": st.total_payload_upload, "peers": st.num_peers}), flush=True)
 
 
-def run_libtorrent(args, src, work, topo):
+def make_torrent(src, torrent, v1_only=False):
+    """Writes a tracker-less .torrent of the file `src` at `torrent`, with the piece size
+    libtorrent chooses; returns the piece size in bytes. libtorrent 2.x makes a hybrid (v1 + v2)
+    torrent unless `v1_only`."""
     import libtorrent as lt
     fs = lt.file_storage()
     lt.add_files(fs, src)
-    t = lt.create_torrent(fs)
+    t = lt.create_torrent(fs, 0, lt.create_torrent.v1_only) if v1_only else lt.create_torrent(fs)
     lt.set_piece_hashes(t, os.path.dirname(src))
-    torrent = os.path.join(work, "file.torrent")
     open(torrent, "wb").write(lt.bencode(t.generate()))
-    piece = lt.torrent_info(torrent).piece_length()
+    return lt.torrent_info(torrent).piece_length()
+
+
+def run_libtorrent(args, src, work, topo):
+    torrent = os.path.join(work, "file.torrent")
+    piece = make_torrent(src, torrent)
     me = [sys.executable, os.path.abspath(__file__), "lt-peer", "--torrent", torrent]
     seed_time = os.path.join(work, "lt-seed.time")
     seeder = timed(topo.wrap(0, me + ["--role", "seed", "--listen", topo.addr(0), "--dir",
