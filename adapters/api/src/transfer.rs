@@ -150,7 +150,8 @@ pub struct Report {
     pub bytes_downloaded: u64,
     /// Unit data served in this run.
     pub bytes_uploaded: u64,
-    /// Peers that completed a handshake.
+    /// Distinct peers that completed a handshake, by the peer id in their handshake: a peer
+    /// connected twice (both dialled) or again after a disconnection counts once.
     pub peers: u64,
     /// Units received and verified, by peer (at most 4096 peers listed; the rest under 0).
     pub units_from: BTreeMap<u64, u64>,
@@ -434,6 +435,9 @@ struct Tracker {
     total: u64,
     /// Handshaken peers connected now (bounded by the open connections).
     ready: std::collections::BTreeSet<u64>,
+    /// Distinct peer ids that completed a handshake (at most [`MAX_PEERS_LISTED`] kept; past
+    /// that, every further handshake counts as a new peer).
+    remotes: std::collections::BTreeSet<String>,
     peers_seen: u64,
     downloaded: u64,
     uploaded: u64,
@@ -455,6 +459,7 @@ impl Tracker {
             units,
             total,
             ready: std::collections::BTreeSet::new(),
+            remotes: std::collections::BTreeSet::new(),
             peers_seen: 0,
             downloaded: 0,
             uploaded: 0,
@@ -486,9 +491,21 @@ impl Tracker {
 
     fn on_event(&mut self, e: &SessionEvent) {
         let event = match e.clone() {
-            SessionEvent::PeerReady { peer, capable } => {
+            SessionEvent::PeerReady {
+                peer,
+                capable,
+                remote,
+            } => {
                 self.ready.insert(peer.0);
-                self.peers_seen += 1;
+                // A peer dialled both ways handshakes twice (one connection is then closed):
+                // it is one peer.
+                let known = self.remotes.contains(&remote);
+                if !known && self.remotes.len() < MAX_PEERS_LISTED {
+                    self.remotes.insert(remote);
+                }
+                if !known {
+                    self.peers_seen += 1;
+                }
                 Event::PeerConnected {
                     peer: peer.0,
                     capable,
@@ -605,4 +622,37 @@ fn count(map: &mut BTreeMap<u64, u64>, peer: u64) {
         0
     };
     *map.entry(key).or_default() += 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tierswarm_core::PeerId;
+
+    fn ready(peer: u64, remote: &str) -> SessionEvent {
+        SessionEvent::PeerReady {
+            peer: PeerId(peer),
+            capable: true,
+            remote: remote.to_string(),
+        }
+    }
+
+    /// Two nodes that dialled each other handshake twice (one connection is then closed), and a
+    /// peer may come back on a new connection: the report counts peers, not handshakes.
+    #[test]
+    fn peers_are_counted_by_their_id_not_by_handshakes() {
+        let (tx, _rx) = mpsc::channel(16);
+        let mut t = Tracker::new(tx, 10 * UNIT_LEN, 0, 10);
+        for e in [ready(0, "a"), ready(1, "b"), ready(2, "a")] {
+            t.on_event(&e);
+        }
+        t.on_event(&SessionEvent::PeerGone {
+            peer: PeerId(1),
+            reason: "connection closed".into(),
+        });
+        t.on_event(&ready(3, "b"));
+        t.on_event(&ready(4, "c"));
+        assert_eq!(t.peers_seen, 3);
+        assert_eq!(t.ready.len(), 4, "connections up: 0, 2, 3, 4");
+    }
 }

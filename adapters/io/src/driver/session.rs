@@ -129,6 +129,10 @@ pub enum Effect {
     Verify(VerifyJob),
 }
 
+/// Most characters of a remote peer id kept for [`SessionEvent::PeerReady`] (the core keeps as
+/// many).
+pub const MAX_REMOTE_ID_CHARS: usize = 64;
+
 /// News from a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionEvent {
@@ -138,6 +142,9 @@ pub enum SessionEvent {
         peer: PeerId,
         /// Whether it speaks the hierarchical protocol.
         capable: bool,
+        /// The peer id it gave in its handshake (at most [`MAX_REMOTE_ID_CHARS`] characters):
+        /// two connections with the same peer carry the same id.
+        remote: String,
     },
     /// A connection ended: closed by the remote or after an error (`reason` says which, as far
     /// as the session knows), or dropped by the node (`reason` is its
@@ -317,6 +324,9 @@ struct SessionIo {
     /// Connections up and not yet reported gone (bounded by the open connections), so that
     /// each gets one [`SessionEvent::PeerGone`].
     live: std::collections::BTreeSet<PeerId>,
+    /// The peer id each connection's handshake gave, for [`SessionEvent::PeerReady`] (bounded
+    /// by the open connections: dropped when the connection goes).
+    remote_ids: std::collections::BTreeMap<PeerId, String>,
 }
 
 impl std::fmt::Debug for Session {
@@ -502,6 +512,7 @@ impl Session {
                 file_verified: false,
                 units_rechecked: Cell::new(0),
                 live: std::collections::BTreeSet::new(),
+                remote_ids: std::collections::BTreeMap::new(),
             },
             epoch: Epoch(clock.now()),
             clock,
@@ -569,6 +580,11 @@ impl Session {
     /// A frame arrived on `peer`.
     pub fn on_frame(&mut self, peer: PeerId, incoming: Incoming) {
         let Incoming { frame, raw } = incoming;
+        if let Message::Handshake { peer_id, .. } = &frame.msg {
+            // Kept for the connection's PeerReady (bounded by the open connections).
+            let id = peer_id.chars().take(MAX_REMOTE_ID_CHARS).collect();
+            self.io.remote_ids.insert(peer, id);
+        }
         self.feed(Input::PeerFrame { peer, frame }, raw);
     }
 
@@ -811,6 +827,7 @@ impl SessionIo {
 
     /// Tells of `peer`'s end once.
     fn gone(&mut self, peer: PeerId, reason: &str) {
+        self.remote_ids.remove(&peer);
         if self.live.remove(&peer) {
             let reason = reason.to_string();
             self.event(SessionEvent::PeerGone { peer, reason });
@@ -1040,7 +1057,11 @@ impl Host for SessionIo {
             r.digest_event(&e);
         }
         let e = match e {
-            Event::PeerReady { peer, capable } => SessionEvent::PeerReady { peer, capable },
+            Event::PeerReady { peer, capable } => SessionEvent::PeerReady {
+                peer,
+                capable,
+                remote: self.remote_ids.get(&peer).cloned().unwrap_or_default(),
+            },
             Event::Progress { units, total } => {
                 self.units_present = units;
                 SessionEvent::Progress { units, total }
