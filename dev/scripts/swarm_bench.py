@@ -20,7 +20,8 @@ libtorrent on the same file (random bytes on tmpfs) and topology:
 
 libtorrent peers run as `swarm_bench.py lt-peer ...` processes: TCP only (uTP, DHT, LSD, UPnP,
 NAT-PMP off), the `high_performance_seed` settings pack, several connections per IP allowed (all
-peers share 127.0.0.1), piece size chosen by libtorrent for the file.
+peers share 127.0.0.1), piece size chosen by libtorrent for the file, a v1-only torrent unless
+`--lt-torrent hybrid` (libtorrent 2.x's own default, slower here: dev/BENCHMARKS.md).
 
 With `--netns` (root, `ip` and `tc` needed; `dev/scripts/netns-swarm.sh` is the wrapper) every
 peer runs in a network namespace of its own, `tsnet-h0` (the seeder, 10.77.0.1) and `tsnet-h1`..
@@ -341,7 +342,7 @@ def make_torrent(src, torrent, v1_only=False):
 
 def run_libtorrent(args, src, work, topo):
     torrent = os.path.join(work, "file.torrent")
-    piece = make_torrent(src, torrent)
+    piece = make_torrent(src, torrent, v1_only=args.lt_torrent == "v1")
     me = [sys.executable, os.path.abspath(__file__), "lt-peer", "--torrent", torrent]
     seed_time = os.path.join(work, "lt-seed.time")
     seeder = timed(topo.wrap(0, me + ["--role", "seed", "--listen", topo.addr(0), "--dir",
@@ -476,6 +477,9 @@ def main():
     b.add_argument("--runtime", default="tokio")
     b.add_argument("--dir", default="/dev/shm")
     b.add_argument("--only", choices=["tierswarm", "libtorrent"])
+    b.add_argument("--lt-torrent", choices=["v1", "hybrid"], default="v1",
+                   help="libtorrent's torrent: v1 only (its faster setting here, the default) "
+                        "or libtorrent 2.x's own default, hybrid v1 + v2")
     b.add_argument("--json", help="append each result as a JSON line here")
     b.add_argument("--netns", action="store_true",
                    help="every peer in a network namespace of its own, rate-limited (root)")

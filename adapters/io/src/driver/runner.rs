@@ -39,7 +39,9 @@
 //!   [`ACCEPT_BACKOFF`].
 //! - A CANCEL from a peer is passed to its writer ([`FrameWrite::cancel`]) before the session
 //!   sees it, so a transport that can stop an in-flight unit does.
-//! - Unit verification and disk writes run inline in the loop (about 50 µs per 64 KiB unit).
+//! - Received units are verified and written on worker threads (about 50 µs per 64 KiB unit),
+//!   at most [`MAX_VERIFYING`] at a time: past that the loop verifies the unit itself, so a
+//!   starved CPU slows the reading of frames rather than piling units up in memory.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -67,6 +69,13 @@ use crate::transport::{
 /// Frames queued per connection and lane at most: a bound on memory, reached only by a peer
 /// that keeps asking and does not read the answers (it is dropped as stalled).
 const WRITE_QUEUE: usize = 1024;
+/// Received units with the verify workers at most: past it the loop verifies and writes the
+/// unit itself, which slows its reading of frames (and so, by TCP's flow control, the peers'
+/// sending) instead of letting units pile up in memory behind busy workers. A unit is settled
+/// in the core when its TRANSFER arrives, before it is verified, so the request window does not
+/// bound this backlog: on a starved CPU it grew to most of the file (a leecher of a 256 MiB
+/// swarm peaked at 187 MiB).
+const MAX_VERIFYING: usize = 64;
 /// Frames queued on a connection (both lanes) above which it is reported congested...
 pub const CONGESTED_QUEUE: usize = 64;
 /// ...and at or below which, once a batch is written, it is reported drained.
@@ -437,6 +446,8 @@ pub async fn run<R: Runtime>(
     let shutdown = shutdown.fuse();
     pin_mut!(shutdown);
     let mut drain_until: Option<Instant> = None;
+    // Units with the workers now (see MAX_VERIFYING).
+    let mut verifying = 0usize;
     let outcome = 'run: loop {
         while let Some(effect) = session.poll_effect() {
             match effect {
@@ -460,15 +471,17 @@ pub async fn run<R: Runtime>(
                     info!(%peer, %reason, "disconnecting");
                     links.close(peer);
                 }
-                Effect::Verify(job) => {
-                    let mut tx = links.tx.clone();
-                    if let Some(w) = &workers {
+                Effect::Verify(job) => match &workers {
+                    Some(w) if verifying < MAX_VERIFYING => {
+                        verifying += 1;
+                        let mut tx = links.tx.clone();
                         w.submit(job, move |v| {
                             // The loop is gone when this fails: the unit is fetched again.
                             let _ = futures::executor::block_on(tx.send(Msg::Verified(v)));
                         });
                     }
-                }
+                    _ => session.on_verified(job.run()),
+                },
                 Effect::Event(event) => {
                     on_event(&event);
                     match event {
@@ -535,7 +548,10 @@ pub async fn run<R: Runtime>(
                         session.on_dropped(peer, reason);
                     }
                 }
-                Some(Msg::Verified(v)) => session.on_verified(v),
+                Some(Msg::Verified(v)) => {
+                    verifying = verifying.saturating_sub(1);
+                    session.on_verified(v)
+                }
                 Some(Msg::Closed(peer, reason)) => {
                     if let Some(c) = links.remove(peer) {
                         debug!(%peer, %reason, "connection closed");
