@@ -67,6 +67,14 @@ fn async_std_corrupt_peer_is_dropped_and_download_completes() {
     ));
 }
 
+#[test]
+fn async_std_units_verified_on_the_loop() {
+    let h = async_std(Net::tcp);
+    async_std::task::block_on(bounded::<AsyncStd, _>(
+        tierswarm_testkit::units_verified_on_the_loop(&h),
+    ));
+}
+
 /// A slow async-std seeder and six leechers alternating tokio and async-std, and TCP and QUIC:
 /// every leecher trades with peers on both runtimes and both transports.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

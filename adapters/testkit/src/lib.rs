@@ -507,6 +507,22 @@ pub async fn recorded_sessions_replay_identically(host: &Host) {
 /// A peer that sends corrupt units (with well-formed proofs) is dropped after the first, and
 /// the download completes from an honest seeder.
 pub async fn corrupt_peer_is_dropped_and_download_completes(host: &Host) {
+    corrupt_peer_case(host, opts("leech", 2)).await;
+}
+
+/// [`corrupt_peer_is_dropped_and_download_completes`] with every received unit verified and
+/// written on the driver's loop (`max_verifying` 0), the path a loop takes once its workers
+/// hold [`SessionOptions::max_verifying`] units: a good unit is written, a bad one drops its
+/// sender, as on a worker.
+pub async fn units_verified_on_the_loop(host: &Host) {
+    let leech = SessionOptions {
+        max_verifying: 0,
+        ..opts("leech", 2)
+    };
+    corrupt_peer_case(host, leech).await;
+}
+
+async fn corrupt_peer_case(host: &Host, leech: SessionOptions) {
     let dir = tempfile::tempdir().unwrap();
     let len = 2 * MIB + 5;
     let src = make_file(dir.path(), "src.bin", len, 4);
@@ -519,7 +535,7 @@ pub async fn corrupt_peer_is_dropped_and_download_completes(host: &Host) {
     let s = Session::seeder(&src, opts("seed", 1)).unwrap();
     let manifest = s.manifest().clone();
     let out = dir.path().join("out.bin");
-    let (l, _) = Session::leecher(&manifest, &out, Resume::Check, opts("leech", 2)).unwrap();
+    let (l, _) = Session::leecher(&manifest, &out, Resume::Check, leech).unwrap();
     let peers = vec![hostile_url, honest_url];
     let pending = std::future::pending();
     let fetching = host.run(l, host.net.transports(), None, peers, true, pending, |_| {});

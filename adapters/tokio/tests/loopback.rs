@@ -48,6 +48,7 @@ over_tcp_and_quic! {
         |h| tierswarm_testkit::killed_fetch_resumes_without_refetching_verified_units(&h);
     corrupt_peer_is_dropped_and_download_completes:
         |h| tierswarm_testkit::corrupt_peer_is_dropped_and_download_completes(&h);
+    units_verified_on_the_loop: |h| tierswarm_testkit::units_verified_on_the_loop(&h);
     recorded_sessions_replay_identically:
         |h| tierswarm_testkit::recorded_sessions_replay_identically(&h);
     crossed_dials_keep_one_connection:

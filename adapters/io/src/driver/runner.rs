@@ -40,7 +40,8 @@
 //! - A CANCEL from a peer is passed to its writer ([`FrameWrite::cancel`]) before the session
 //!   sees it, so a transport that can stop an in-flight unit does.
 //! - Received units are verified and written on worker threads (about 50 µs per 64 KiB unit),
-//!   at most [`MAX_VERIFYING`] at a time: past that the loop verifies the unit itself, so a
+//!   at most [`SessionOptions::max_verifying`](super::SessionOptions::max_verifying) at a time:
+//!   past that the loop verifies the unit itself, so a
 //!   starved CPU slows the reading of frames rather than piling units up in memory.
 
 use std::collections::HashMap;
@@ -69,13 +70,6 @@ use crate::transport::{
 /// Frames queued per connection and lane at most: a bound on memory, reached only by a peer
 /// that keeps asking and does not read the answers (it is dropped as stalled).
 const WRITE_QUEUE: usize = 1024;
-/// Received units with the verify workers at most: past it the loop verifies and writes the
-/// unit itself, which slows its reading of frames (and so, by TCP's flow control, the peers'
-/// sending) instead of letting units pile up in memory behind busy workers. A unit is settled
-/// in the core when its TRANSFER arrives, before it is verified, so the request window does not
-/// bound this backlog: on a starved CPU it grew to most of the file (a leecher of a 256 MiB
-/// swarm peaked at 187 MiB).
-const MAX_VERIFYING: usize = 64;
 /// Frames queued on a connection (both lanes) above which it is reported congested...
 pub const CONGESTED_QUEUE: usize = 64;
 /// ...and at or below which, once a batch is written, it is reported drained.
@@ -446,8 +440,9 @@ pub async fn run<R: Runtime>(
     let shutdown = shutdown.fuse();
     pin_mut!(shutdown);
     let mut drain_until: Option<Instant> = None;
-    // Units with the workers now (see MAX_VERIFYING).
+    // Units with the workers now, and at most (`SessionOptions::max_verifying`).
     let mut verifying = 0usize;
+    let max_verifying = session.max_verifying();
     let outcome = 'run: loop {
         while let Some(effect) = session.poll_effect() {
             match effect {
@@ -472,7 +467,7 @@ pub async fn run<R: Runtime>(
                     links.close(peer);
                 }
                 Effect::Verify(job) => match &workers {
-                    Some(w) if verifying < MAX_VERIFYING => {
+                    Some(w) if verifying < max_verifying => {
                         verifying += 1;
                         let mut tx = links.tx.clone();
                         w.submit(job, move |v| {

@@ -53,7 +53,18 @@ pub struct SessionOptions {
     /// Largest flight record in bytes: recording stops there, with a note in the record
     /// (default [`DEFAULT_RECORD_LIMIT`], 1 GiB).
     pub record_limit: u64,
+    /// Received units handed to the verify workers at a time, at most (default
+    /// [`DEFAULT_MAX_VERIFYING`]); past it, the driver's loop verifies and writes a unit
+    /// itself, which slows its reading of frames (and so, by flow control, the peers) instead
+    /// of letting units pile up in memory behind busy workers. 0: every unit on the loop.
+    pub max_verifying: usize,
 }
+
+/// Default [`SessionOptions::max_verifying`]: 64 units (4 MiB of unit data waiting at most).
+/// A unit is settled in the core when its TRANSFER arrives, before it is verified, so the
+/// request window does not bound this backlog: on a starved CPU it grew to most of the file
+/// (a leecher of a 256 MiB swarm peaked at 187 MiB; dev/BENCHMARKS.md).
+pub const DEFAULT_MAX_VERIFYING: usize = 64;
 
 impl Default for SessionOptions {
     fn default() -> Self {
@@ -80,6 +91,7 @@ impl Default for SessionOptions {
             },
             record: None,
             record_limit: DEFAULT_RECORD_LIMIT,
+            max_verifying: DEFAULT_MAX_VERIFYING,
         }
     }
 }
@@ -293,6 +305,7 @@ pub struct Session {
     epoch: Epoch,
     clock: Box<dyn Clock>,
     next_peer: u64,
+    max_verifying: usize,
 }
 
 /// Everything of a session but its node: the node's [`Host`] (content, store, recorder and
@@ -517,6 +530,7 @@ impl Session {
             epoch: Epoch(clock.now()),
             clock,
             next_peer: 0,
+            max_verifying: opts.max_verifying,
         })
     }
 
@@ -544,6 +558,12 @@ impl Session {
     /// worker threads.
     pub fn verify_off_loop(&mut self, on: bool) {
         self.io.off_loop = on;
+    }
+
+    /// Received units the glue may have with its verify workers at a time
+    /// ([`SessionOptions::max_verifying`]).
+    pub fn max_verifying(&self) -> usize {
+        self.max_verifying
     }
 
     /// The outcome of an [`Effect::Verify`] job: the unit is recorded as complete (its proof
