@@ -1008,7 +1008,17 @@ impl Host for SessionIo {
         if let Some(r) = self.recorder.as_mut() {
             r.digest_serve(peer, unit);
         }
-        match self.read_for_serve(unit) {
+        let trusted = self.data.is_trusted();
+        let read = self.read_for_serve(unit);
+        if trusted && !self.data.is_trusted() {
+            // Once: the trust is never granted again in this session.
+            let shown = self.path.display();
+            self.event(SessionEvent::Warning(format!(
+                "{shown} changed since it was hashed (its size, times or inode differ): every \
+                 unit is verified against its proof as it is served from now on"
+            )));
+        }
+        match read {
             Ok(msg) => {
                 let parts = self.encode(&msg);
                 self.effects.push_back(Effect::Send {
