@@ -271,7 +271,7 @@ def run_tierswarm(args, src, work, topo):
     leech = []
     for i, p in enumerate(procs):
         err = open(os.path.join(work, "ts-leech-%d.err" % i)).read()
-        m = re.search(r"from (\d+) peers.*; (\d+) requests.*served (\d+) units", err)
+        m = re.search(r"from (\d+) peers?; (\d+) requests.*served (\d+) units", err)
         if p.returncode != 0 or not m:
             raise RuntimeError("leecher %d failed (%s):\n%s" % (i, p.returncode, err[-2000:]))
         t = read_time(os.path.join(work, "ts-leech-%d.time" % i))

@@ -396,10 +396,10 @@ fn share(
     view::share(&mut transfer, args.json_events);
     let report = transfer.wait()?;
     eprintln!(
-        "served {} units ({}) to {} peers in {}",
+        "served {} units ({}) to {} in {}",
         report.stats.units_served,
         view::format_size(report.bytes_uploaded),
-        report.peers,
+        view::count(report.peers, "peer"),
         view::format_duration(report.elapsed_s)
     );
     match report.outcome {
@@ -444,13 +444,13 @@ fn fetch(
         Outcome::Complete => {
             let secs = report.elapsed_s.max(1e-6);
             eprintln!(
-                "fetched {} ({}) in {} at {} from {} peers; {} requests, {} retries, {} timeouts, {} bad units; \
+                "fetched {} ({}) in {} at {} from {}; {} requests, {} retries, {} timeouts, {} bad units; \
                  served {} units ({}) to others",
                 out.display(),
                 view::format_size(manifest.file_len),
                 view::format_duration(report.elapsed_s),
                 view::format_rate((report.bytes_downloaded as f64 / secs) as u64),
-                report.peers,
+                view::count(report.peers, "peer"),
                 report.stats.requests,
                 report.stats.retries,
                 report.request_timeouts,

@@ -217,3 +217,22 @@ pub(crate) fn fetch(transfer: &mut Transfer, json: bool) {
     );
     bar.finish_and_clear();
 }
+
+/// `n` and `noun`, plural unless `n` is 1: "1 peer", "3 peers".
+pub(crate) fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_are_plural_unless_one() {
+        assert_eq!(super::count(0, "peer"), "0 peers");
+        assert_eq!(super::count(1, "peer"), "1 peer");
+        assert_eq!(super::count(8, "peer"), "8 peers");
+    }
+}
