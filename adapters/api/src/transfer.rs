@@ -499,12 +499,11 @@ impl Tracker {
                 self.ready.insert(peer.0);
                 // A peer dialled both ways handshakes twice (one connection is then closed):
                 // it is one peer.
-                let known = self.remotes.contains(&remote);
-                if !known && self.remotes.len() < MAX_PEERS_LISTED {
-                    self.remotes.insert(remote);
-                }
-                if !known {
+                if !self.remotes.contains(&remote) {
                     self.peers_seen += 1;
+                    if self.remotes.len() < MAX_PEERS_LISTED {
+                        self.remotes.insert(remote);
+                    }
                 }
                 Event::PeerConnected {
                     peer: peer.0,

@@ -41,8 +41,8 @@
 //!   sees it, so a transport that can stop an in-flight unit does.
 //! - Received units are verified and written on worker threads (about 50 µs per 64 KiB unit),
 //!   at most [`SessionOptions::max_verifying`](super::SessionOptions::max_verifying) at a time:
-//!   past that the loop verifies the unit itself, so a
-//!   starved CPU slows the reading of frames rather than piling units up in memory.
+//!   past that the loop verifies the unit itself, so a starved CPU slows the reading of frames
+//!   rather than piling units up in memory.
 
 use std::collections::HashMap;
 use std::future::Future;
