@@ -8,17 +8,39 @@ runtime `tierswarm share` serves a file on tmpfs and `tierswarm fetch` downloads
 output each time; the time is the fetch process's wall time from start to exit, verification of
 every unit and of the whole file included; the share's hashing is before it, outside). Prints
 each run and, per measurement, the median, the range and the spread ((max-min)/median).
+
+Beside each fetch it prints what reads an outlier: the CPU seconds of the fetch (user + system,
+whole process) and of the seeder during the fetch (from /proc), and the machine's steal time
+during the fetch (from /proc/stat, the share of CPU time the host took from this VM). A fetch
+slow because it waited spends the usual CPU; one slow because the machine ran slower spends
+more for the same work, or shows steal.
 """
 
 import argparse
 import json
 import os
 import re
+import resource
 import signal
 import statistics
 import subprocess
 import tempfile
 import time
+
+
+def proc_cpu(pid):
+    """User + system CPU seconds of process `pid` so far (its threads included)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_times():
+    """(steal, total) jiffies of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    steal = v[7] if len(v) > 7 else 0
+    return steal, sum(v[:8])
 
 
 def iperf3(size_mib):
@@ -45,10 +67,20 @@ def fetch_once(bin_, src, runtime, work, extra):
         share.kill()
         raise RuntimeError("share did not start: %s %s" % (line, share.stderr.read()))
     out = os.path.join(work, "out.bin")
+    seeder0, (steal0, total0) = proc_cpu(share.pid), cpu_times()
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
     r = subprocess.run([bin_, "fetch", manifest, "--peer", m.group(1), "--out", out,
                         "--runtime", runtime] + extra, capture_output=True, text=True)
     wall = time.time() - t0
+    children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    seeder1, (steal1, total1) = proc_cpu(share.pid), cpu_times()
+    diag = {
+        "fetch_cpu_s": (children1.ru_utime - children0.ru_utime)
+        + (children1.ru_stime - children0.ru_stime),
+        "seeder_cpu_s": seeder1 - seeder0,
+        "steal_pct": 100 * (steal1 - steal0) / max(1, total1 - total0),
+    }
     share.send_signal(signal.SIGINT)
     share.communicate(timeout=60)
     if r.returncode != 0:
@@ -57,7 +89,7 @@ def fetch_once(bin_, src, runtime, work, extra):
     for ext in ("", ".tsa", ".tsp", ".tsk"):
         if os.path.exists(out + ext):
             os.remove(out + ext)
-    return os.path.getsize(src) / wall / 2**20, ok
+    return os.path.getsize(src) / wall / 2**20, ok, diag
 
 
 def main():
@@ -82,13 +114,15 @@ def main():
             print("run %d iperf3 %.0f MiB/s" % (r + 1, rate), flush=True)
             for b, bin_ in enumerate(a.bin):
                 for rt in a.runtimes.split(","):
-                    rate, ok = fetch_once(bin_, src, rt, work, [])
+                    rate, ok, diag = fetch_once(bin_, src, rt, work, [])
                     if not ok:
                         raise RuntimeError("output differs from the source")
                     name = rt if len(a.bin) == 1 else "%s #%d" % (rt, b + 1)
                     rates.setdefault(name, []).append(rate)
-                    print("run %d fetch %s %.0f MiB/s (verified, output identical)"
-                          % (r + 1, name, rate), flush=True)
+                    print("run %d fetch %s %.0f MiB/s (verified, output identical); CPU: fetch"
+                          " %.2f s, seeder %.2f s; steal %.1f %%"
+                          % (r + 1, name, rate, diag["fetch_cpu_s"], diag["seeder_cpu_s"],
+                             diag["steal_pct"]), flush=True)
     finally:
         subprocess.run(["rm", "-rf", work])
     ref = statistics.median(rates["iperf3"])
