@@ -107,6 +107,7 @@ def main():
         for _ in range(a.size_mib):
             f.write(os.urandom(1 << 20))
     rates = {"iperf3": []}
+    cpu = {}
     try:
         for r in range(a.repeats):
             rate = iperf3(a.size_mib)
@@ -119,6 +120,9 @@ def main():
                         raise RuntimeError("output differs from the source")
                     name = rt if len(a.bin) == 1 else "%s #%d" % (rt, b + 1)
                     rates.setdefault(name, []).append(rate)
+                    gib = a.size_mib / 1024
+                    cpu.setdefault(name, []).append(
+                        (diag["fetch_cpu_s"] / gib, diag["seeder_cpu_s"] / gib))
                     print("run %d fetch %s %.0f MiB/s (verified, output identical); CPU: fetch"
                           " %.2f s, seeder %.2f s; steal %.1f %%"
                           % (r + 1, name, rate, diag["fetch_cpu_s"], diag["seeder_cpu_s"],
@@ -131,6 +135,13 @@ def main():
         med = statistics.median(v)
         print("%-14s %6.0f (%.0f-%.0f) spread %3.0f%%  %.2f of iperf3"
               % (k, med, min(v), max(v), 100 * (max(v) - min(v)) / med, med / ref))
+    # CPU per GiB repeats far better than wall time on a shared VM: compare builds by it.
+    print("\nCPU s per GiB, median (min-max): fetch (whole process) / seeder (during the fetch)")
+    for k, v in cpu.items():
+        f, sd = [x[0] for x in v], [x[1] for x in v]
+        print("%-14s fetch %.2f (%.2f-%.2f)  seeder %.2f (%.2f-%.2f)"
+              % (k, statistics.median(f), min(f), max(f),
+                 statistics.median(sd), min(sd), max(sd)))
 
 
 if __name__ == "__main__":
