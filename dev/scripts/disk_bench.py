@@ -199,11 +199,7 @@ def start_tierswarm(a, src, work, port):
         # fetch exits once the output is fsynced and hashed to the root: done = exit.
         return exit_s, exit_s
 
-    def clean():
-        for ext in ("", ".tsa", ".tsp", ".tsk"):
-            if os.path.exists(out + ext):
-                os.remove(out + ext)
-    return seeder, out, leech, clean
+    return seeder, out, leech, lambda: sb.remove_outputs(out, sb.TIERSWARM_SIDE_FILES)
 
 
 def start_libtorrent(a, src, work, port, torrent):
@@ -229,10 +225,7 @@ def start_libtorrent(a, src, work, port, torrent):
             raise RuntimeError("libtorrent leecher failed (%s)" % p.returncode)
         return done - start, exit_s
 
-    def clean():
-        if os.path.exists(out):
-            os.remove(out)
-    return seeder, out, leech, clean
+    return seeder, out, leech, lambda: sb.remove_outputs(out)
 
 
 def rqbit_cmd(a, port, extra):
@@ -283,10 +276,7 @@ def start_rqbit(a, src, work, port, torrent):
                                % (p.returncode, lines.text()[-2000:]))
         return done - start, exit_s
 
-    def clean():
-        if os.path.exists(out):
-            os.remove(out)
-    return seeder, out, leech, clean
+    return seeder, out, leech, lambda: sb.remove_outputs(out)
 
 
 def start_copy(a, src, work):
@@ -303,10 +293,7 @@ def start_copy(a, src, work):
             raise RuntimeError("dd failed (%s)" % p.returncode)
         return exit_s, exit_s
 
-    def clean():
-        if os.path.exists(out):
-            os.remove(out)
-    return None, out, leech, clean
+    return None, out, leech, lambda: sb.remove_outputs(out)
 
 
 def transfer(a, impl, src, work, torrent, dev):
@@ -401,11 +388,7 @@ def main():
     try:
         src = os.path.join(work, "src", "file.bin")
         os.makedirs(os.path.dirname(src))
-        with open(src, "wb") as f:
-            for _ in range(a.size_mib):
-                f.write(os.urandom(1 << 20))
-            f.flush()
-            os.fsync(f.fileno())
+        sb.write_random(src, a.size_mib, fsync=True)
         torrent = os.path.join(work, "file.torrent")
         piece = sb.make_torrent(src, torrent, v1_only=not a.hybrid)
         versions = {"libtorrent": __import__("libtorrent").__version__}

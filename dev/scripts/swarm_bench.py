@@ -59,6 +59,27 @@ TIME_FMT = "%e %U %S %M"
 LIVE = []
 
 
+# What a tierswarm fetch leaves beside its output: the store, the proof log, the QUIC key.
+TIERSWARM_SIDE_FILES = (".tsa", ".tsp", ".tsk")
+
+
+def write_random(path, size_mib, fsync=False):
+    """Writes `size_mib` MiB of random bytes at `path` (synced to the disk if `fsync`)."""
+    with open(path, "wb") as f:
+        for _ in range(size_mib):
+            f.write(os.urandom(1 << 20))
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def remove_outputs(path, side_files=()):
+    """Removes `path` and `path + ext` for each of `side_files`, those that exist."""
+    for p in [path] + [path + ext for ext in side_files]:
+        if os.path.exists(p):
+            os.remove(p)
+
+
 def timed(cmd, time_out, **kw):
     # A process group of its own: `time` ignores SIGINT while it waits, so a
     # signal meant for the peer goes to the group (see `stop`).
@@ -518,9 +539,7 @@ def main():
     try:
         src = os.path.join(work, "src", "file.bin")
         os.makedirs(os.path.dirname(src))
-        with open(src, "wb") as f:
-            for _ in range(a.size_mib):
-                f.write(os.urandom(1 << 20))
+        write_random(src, a.size_mib)
         if a.sim:
             scenario, sim = run_sim(a, work)
             print("simulator (%s): %s" % (scenario, json.dumps(sim)), flush=True)

@@ -27,6 +27,8 @@ import subprocess
 import tempfile
 import time
 
+import swarm_bench as sb
+
 
 def proc_cpu(pid):
     """User + system CPU seconds of process `pid` so far (its threads included)."""
@@ -86,9 +88,7 @@ def fetch_once(bin_, src, runtime, work, extra):
     if r.returncode != 0:
         raise RuntimeError("fetch failed: %s" % r.stderr[-2000:])
     ok = subprocess.run(["cmp", "-s", src, out]).returncode == 0
-    for ext in ("", ".tsa", ".tsp", ".tsk"):
-        if os.path.exists(out + ext):
-            os.remove(out + ext)
+    sb.remove_outputs(out, sb.TIERSWARM_SIDE_FILES)
     return os.path.getsize(src) / wall / 2**20, ok, diag
 
 
@@ -103,9 +103,7 @@ def main():
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="wire-speed-", dir=a.dir)
     src = os.path.join(work, "src.bin")
-    with open(src, "wb") as f:
-        for _ in range(a.size_mib):
-            f.write(os.urandom(1 << 20))
+    sb.write_random(src, a.size_mib)
     rates = {"iperf3": []}
     cpu = {}
     try:
