@@ -225,6 +225,20 @@ fn a_complete_store_is_checked_against_the_whole_file() {
     let _ = f.outboard;
 }
 
+/// A file found complete at resume and changed behind the session afterwards is hashed again
+/// at the end, not taken as verified: the download is not reported complete.
+#[cfg(unix)]
+#[test]
+fn a_complete_file_changed_after_the_resume_fails_the_final_check() {
+    let f = fixture(0..UNITS);
+    let (mut s, notes) = open(&f, Resume::Check).unwrap();
+    assert!(notes.file_verified);
+    edit_in_place(&f.out, 77);
+    let err = s.verify_file().unwrap_err();
+    assert!(err.contains("does not hash to the content root"), "{err}");
+    assert!(!s.file_trusted());
+}
+
 /// `--restart` discards the store, the log and the contents.
 #[test]
 fn restart_starts_afresh() {

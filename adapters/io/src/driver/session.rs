@@ -758,14 +758,16 @@ impl Session {
     }
 
     /// Hashes the whole data file (one BLAKE3 pass, after an fsync) and checks it against the
-    /// content root; skipped when that was done and nothing was written since. A download is
+    /// content root; skipped when that was done and the file is still trusted (nothing written
+    /// through this session since, and its metadata unchanged: a file changed behind the
+    /// session, e.g. after a resume found it complete, is hashed again). A download is
     /// complete only once this passes ([`run`](super::run) checks it before it reports
     /// [`Outcome::Complete`](super::Outcome::Complete)). Once it passes, the file is trusted if
     /// its metadata was the same before and after the hash (see
     /// [`read_unit_verified`](Self::read_unit_verified)).
     pub fn verify_file(&mut self) -> Result<(), String> {
         let io = &mut self.io;
-        if io.file_verified {
+        if io.file_verified && io.data.still_trusted() {
             return Ok(());
         }
         let shown = io.path.display();
