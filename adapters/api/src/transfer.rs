@@ -163,6 +163,10 @@ pub struct Report {
     pub disconnects: BTreeMap<String, u64>,
     /// Events dropped because the program did not read them in time.
     pub events_dropped: u64,
+    /// Units checked against their proofs again as they were read to be served, because the
+    /// data file was not trusted then: a download still writing it, or a file whose metadata
+    /// changed after it was hashed. 0 for a seeder whose file stayed as it was hashed.
+    pub units_rechecked: u64,
     /// The core's counters: messages and bytes by kind, requests, retries, ...
     pub stats: Stats,
 }
@@ -608,6 +612,7 @@ impl Tracker {
             request_timeouts: stats.request_timeouts,
             disconnects: self.disconnects.clone(),
             events_dropped: self.dropped,
+            units_rechecked: session.units_rechecked(),
             stats,
         }
     }

@@ -402,6 +402,13 @@ fn share(
         view::count(report.peers, "peer"),
         view::format_duration(report.elapsed_s)
     );
+    if report.units_rechecked > 0 {
+        eprintln!(
+            "{} checked against their proofs before they were sent ({} changed while or after it was hashed)",
+            view::count(report.units_rechecked, "unit"),
+            file.display()
+        );
+    }
     match report.outcome {
         Outcome::Failed(reason) => Err(Failure::failed(reason)),
         _ => Ok(()),

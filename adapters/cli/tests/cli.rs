@@ -482,6 +482,47 @@ fn async_std_share_serves_fetches_on_both_runtimes() {
     assert!(stopped.status.success(), "{}", text(&stopped.stderr));
 }
 
+/// A shared file whose metadata changes after `share` hashed it is still served, each unit
+/// checked against its proof first; `share` says so once when it happens and counts the units
+/// so checked when it stops. Unchanged, nothing is checked again.
+#[test]
+fn share_says_when_its_file_changed_and_what_it_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("data.bin");
+    make_file(&f, 1024 * 1024 + 7);
+    let share = Share::start(&f);
+    let m = tsm(&f);
+    let fetch_into = |name: &str| {
+        let out = dir.path().join(name);
+        let fetched = fetch(&m, &share.addr, &out, &[]);
+        assert!(fetched.status.success(), "{}", text(&fetched.stderr));
+        assert_eq!(std::fs::read(&f).unwrap(), std::fs::read(&out).unwrap());
+    };
+    fetch_into("first.bin");
+    // Same bytes, another modification time: the file no longer proves itself by its metadata.
+    let distinct = std::time::UNIX_EPOCH + std::time::Duration::new(1_000_000_007, 123);
+    std::fs::File::options()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_modified(distinct)
+        .unwrap();
+    fetch_into("second.bin");
+    let stopped = share.interrupt();
+    assert!(stopped.status.success(), "{}", text(&stopped.stderr));
+    let err = text(&stopped.stderr);
+    assert_eq!(
+        err.matches("changed since it was hashed").count(),
+        1,
+        "{err}"
+    );
+    // The second fetch's 17 units, each checked before it went out; none of the first's.
+    assert!(
+        err.contains("17 units checked against their proofs before they were sent"),
+        "{err}"
+    );
+}
+
 /// Issue 9: fetching a manifest of another file of the same length into an output that holds a
 /// finished download must not report success with the first file's bytes.
 #[test]
