@@ -14,6 +14,13 @@ whole process) and of the seeder during the fetch (from /proc), and the machine'
 during the fetch (from /proc/stat, the share of CPU time the host took from this VM). A fetch
 slow because it waited spends the usual CPU; one slow because the machine ran slower spends
 more for the same work, or shows steal.
+
+It prints the fetch's system CPU too: in the slow outliers it is the system time that grows
+(1.5-4x), the user time stays as it is. `--warm` writes SIZE of zeros into the output's
+directory and removes it before each fetch, timed and printed as "memory": the experiment of
+dev/BENCHMARKS.md, "The spread, narrowed" (on this Firecracker VM, writing into memory it has
+not touched lately costs the kernel up to ~6x more; warming it first did not remove the
+outliers).
 """
 
 import argparse
@@ -58,7 +65,23 @@ def iperf3(size_mib):
     return end["bytes"] / end["seconds"] / 2**20
 
 
-def fetch_once(bin_, src, runtime, work, extra):
+def warm_memory(work, size_mib):
+    """Writes `size_mib` MiB of zeros in `work` and removes the file; returns the seconds taken.
+
+    The pages it frees are among the first the fetch's output gets (the kernel reuses freed
+    pages first), so the fetch writes into memory the VM has backed lately."""
+    path = os.path.join(work, "warm.bin")
+    zeros = bytes(1 << 20)
+    t0 = time.time()
+    with open(path, "wb") as f:
+        for _ in range(size_mib):
+            f.write(zeros)
+    took = time.time() - t0
+    os.remove(path)
+    return took
+
+
+def fetch_once(bin_, src, runtime, work, extra, warm_mib=0):
     manifest = os.path.join(work, "src.tsm")
     share = subprocess.Popen([bin_, "share", src, "--runtime", runtime, "--manifest-out",
                               manifest], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -69,6 +92,7 @@ def fetch_once(bin_, src, runtime, work, extra):
         share.kill()
         raise RuntimeError("share did not start: %s %s" % (line, share.stderr.read()))
     out = os.path.join(work, "out.bin")
+    warm_s = warm_memory(work, warm_mib) if warm_mib else None
     seeder0, (steal0, total0) = proc_cpu(share.pid), cpu_times()
     children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
@@ -80,6 +104,8 @@ def fetch_once(bin_, src, runtime, work, extra):
     diag = {
         "fetch_cpu_s": (children1.ru_utime - children0.ru_utime)
         + (children1.ru_stime - children0.ru_stime),
+        "fetch_sys_s": children1.ru_stime - children0.ru_stime,
+        "warm_s": warm_s,
         "seeder_cpu_s": seeder1 - seeder0,
         "steal_pct": 100 * (steal1 - steal0) / max(1, total1 - total0),
     }
@@ -100,6 +126,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--runtimes", default="tokio,async-std")
     ap.add_argument("--dir", default="/dev/shm")
+    ap.add_argument("--warm", action="store_true",
+                    help="write and remove SIZE in the output's directory before each fetch")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="wire-speed-", dir=a.dir)
     src = os.path.join(work, "src.bin")
@@ -113,7 +141,8 @@ def main():
             print("run %d iperf3 %.0f MiB/s" % (r + 1, rate), flush=True)
             for b, bin_ in enumerate(a.bin):
                 for rt in a.runtimes.split(","):
-                    rate, ok, diag = fetch_once(bin_, src, rt, work, [])
+                    rate, ok, diag = fetch_once(bin_, src, rt, work, [],
+                                                a.size_mib if a.warm else 0)
                     if not ok:
                         raise RuntimeError("output differs from the source")
                     name = rt if len(a.bin) == 1 else "%s #%d" % (rt, b + 1)
@@ -121,10 +150,13 @@ def main():
                     gib = a.size_mib / 1024
                     cpu.setdefault(name, []).append(
                         (diag["fetch_cpu_s"] / gib, diag["seeder_cpu_s"] / gib))
+                    memory = ("" if diag["warm_s"] is None else
+                              "; memory: %d MiB written in %.2f s before"
+                              % (a.size_mib, diag["warm_s"]))
                     print("run %d fetch %s %.0f MiB/s (verified, output identical); CPU: fetch"
-                          " %.2f s, seeder %.2f s; steal %.1f %%"
-                          % (r + 1, name, rate, diag["fetch_cpu_s"], diag["seeder_cpu_s"],
-                             diag["steal_pct"]), flush=True)
+                          " %.2f s (%.2f system), seeder %.2f s; steal %.1f %%%s"
+                          % (r + 1, name, rate, diag["fetch_cpu_s"], diag["fetch_sys_s"],
+                             diag["seeder_cpu_s"], diag["steal_pct"], memory), flush=True)
     finally:
         subprocess.run(["rm", "-rf", work])
     ref = statistics.median(rates["iperf3"])
