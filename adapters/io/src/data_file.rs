@@ -15,7 +15,9 @@
 //! around a whole-file hash the caller checked against the root ([`TrustCheck`]); it is dropped
 //! by every write through the handle (before the write) and by the first
 //! [`still_trusted`](DataFile::still_trusted) that finds the metadata changed, and it is never
-//! granted again except by another whole-file check. The session serves a unit of a trusted,
+//! granted again except by another whole-file check. For a download, that check uses the
+//! pieces read back as they completed ([`read_back`](crate::read_back)), so its trust carries that
+//! module's limit too. The session serves a unit of a trusted,
 //! unchanged file without re-verifying it against its proof, and verifies every unit otherwise.
 //!
 //! **The limit.** A change that leaves the length, both times and the inode as they were is not
@@ -37,6 +39,7 @@ use blake3::hazmat::{
 use bytes::Bytes;
 
 use crate::content::{unit_len, ContentError, UNIT_LEN};
+use crate::read_back::{ReadBack, ReadBackStats};
 
 /// The file being shared or downloaded, addressed by unit, and whether its contents are trusted
 /// (see the [module docs](self)).
@@ -48,6 +51,8 @@ pub struct DataFile {
     lock: std::sync::Mutex<()>,
     /// Whether the contents are trusted, and the writes made through this handle.
     trust: std::sync::Mutex<Trust>,
+    /// A download's pieces read back as they complete ([`enable_read_back`](Self::enable_read_back)).
+    read_back: Option<ReadBack>,
 }
 
 /// What the metadata of an open file says about its contents: its length, its modification and
@@ -131,7 +136,22 @@ impl DataFile {
             len,
             lock: std::sync::Mutex::new(()),
             trust: std::sync::Mutex::new(Trust::default()),
+            read_back: None,
         }
+    }
+
+    /// Reads the file back piece by piece as writes complete the pieces, so that
+    /// [`hash`](Self::hash) later hashes only the pieces not read back since their last write
+    /// (see [`read_back`](crate::read_back), which also says what this does not catch). `held`:
+    /// the units already in the file, read with their piece. Nothing happens for a file of one
+    /// piece or less.
+    pub fn enable_read_back(&mut self, held: impl Fn(u64) -> bool) {
+        self.read_back = ReadBack::new(self.len, held);
+    }
+
+    /// What the read-back did; `None` when it is off.
+    pub fn read_back_stats(&self) -> Option<ReadBackStats> {
+        self.read_back.as_ref().map(ReadBack::stats)
     }
 
     fn trust_state(&self) -> std::sync::MutexGuard<'_, Trust> {
@@ -258,7 +278,11 @@ impl DataFile {
                 actual: data.len() as u64,
             }));
         }
-        self.write_all_at(data, unit * UNIT_LEN)
+        self.write_all_at(data, unit * UNIT_LEN)?;
+        if let Some(r) = &self.read_back {
+            r.wrote(unit, self);
+        }
+        Ok(())
     }
 
     /// The BLAKE3 hash of the whole file as it is on disk: the content root when the file is
@@ -270,37 +294,53 @@ impl DataFile {
         self.hash_threads(threads.min(HASH_THREADS))
     }
 
-    /// [`hash`](Self::hash) by `threads` threads (one: a single sequential pass).
+    /// [`hash`](Self::hash) by `threads` threads (one: a single sequential pass, unless pieces
+    /// were read back).
     pub fn hash_threads(&self, threads: usize) -> io::Result<[u8; 32]> {
-        self.hash_with(threads, hash_piece_len(self.len, threads))
+        match &self.read_back {
+            Some(r) => {
+                let known = r.usable(self.stamp().ok().flatten());
+                let (root, hashed) = self.hash_with(threads, r.piece(), &known)?;
+                r.hashed_at_check(hashed);
+                Ok(root)
+            }
+            None => Ok(self
+                .hash_with(threads, hash_piece_len(self.len, threads), &[])?
+                .0),
+        }
     }
 
     /// [`hash`](Self::hash) by `threads` threads over pieces of `piece` bytes (a power of two,
-    /// at least one BLAKE3 chunk).
-    fn hash_with(&self, threads: usize, piece: u64) -> io::Result<[u8; 32]> {
+    /// at least one BLAKE3 chunk), taking the chaining value of piece `i` from `known[i]` where
+    /// there is one. Returns the root and the pieces hashed.
+    fn hash_with(
+        &self,
+        threads: usize,
+        piece: u64,
+        known: &[Option<ChainingValue>],
+    ) -> io::Result<([u8; 32], u64)> {
         debug_assert!(piece.is_power_of_two() && piece >= blake3::CHUNK_LEN as u64);
-        if threads < 2 || self.len <= piece {
-            let mut hasher = blake3::Hasher::new();
-            self.hash_range(&mut hasher, 0, self.len)?;
-            return Ok(*hasher.finalize().as_bytes());
-        }
         let pieces = self.len.div_ceil(piece);
+        let todo: Vec<u64> = (0..pieces)
+            .filter(|&i| known.get(i as usize).copied().flatten().is_none())
+            .collect();
+        if self.len <= piece || (threads < 2 && todo.len() as u64 == pieces) {
+            let mut hasher = blake3::Hasher::new();
+            self.hash_range(&mut hasher, 0, self.len, &mut Vec::new())?;
+            return Ok((*hasher.finalize().as_bytes(), pieces.max(1)));
+        }
         let next = AtomicU64::new(0);
-        let cvs: Vec<io::Result<Vec<(u64, ChainingValue)>>> = std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..threads.min(pieces as usize))
+        let hashed: Vec<io::Result<Vec<(u64, ChainingValue)>>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads.clamp(1, todo.len().max(1)))
                 .map(|_| {
                     scope.spawn(|| {
-                        let mut done = Vec::new();
+                        let (mut done, mut buf) = (Vec::new(), Vec::new());
                         loop {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            if i >= pieces {
+                            let k = next.fetch_add(1, Ordering::Relaxed) as usize;
+                            let Some(&i) = todo.get(k) else {
                                 return Ok(done);
-                            }
-                            let start = i * piece;
-                            let mut hasher = blake3::Hasher::new();
-                            hasher.set_input_offset(start);
-                            self.hash_range(&mut hasher, start, piece.min(self.len - start))?;
-                            done.push((i, hasher.finalize_non_root()));
+                            };
+                            done.push((i, self.piece_value_with(i, piece, &mut buf)?));
                         }
                     })
                 })
@@ -310,20 +350,52 @@ impl DataFile {
                 .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
                 .collect()
         });
-        let mut all = Vec::with_capacity(pieces as usize);
-        for done in cvs {
-            all.extend(done?);
+        let mut cvs: Vec<Option<ChainingValue>> = (0..pieces as usize)
+            .map(|i| known.get(i).copied().flatten())
+            .collect();
+        for done in hashed {
+            for (i, cv) in done? {
+                cvs[i as usize] = Some(cv);
+            }
         }
-        all.sort_unstable_by_key(|(i, _)| *i);
-        let cvs: Vec<ChainingValue> = all.into_iter().map(|(_, cv)| cv).collect();
+        let cvs: Vec<ChainingValue> = cvs.into_iter().flatten().collect();
+        debug_assert_eq!(cvs.len() as u64, pieces);
         let (left, right) = split_subtrees(&cvs);
-        Ok(*merge_subtrees_root(&merge_cvs(left), &merge_cvs(right), Mode::Hash).as_bytes())
+        let root = merge_subtrees_root(&merge_cvs(left), &merge_cvs(right), Mode::Hash);
+        Ok((*root.as_bytes(), todo.len() as u64))
     }
 
-    /// Feeds bytes `start..start + len` of the file to `hasher`, 1 MiB per read.
-    fn hash_range(&self, hasher: &mut blake3::Hasher, start: u64, len: u64) -> io::Result<()> {
+    /// The BLAKE3 chaining value of piece `i` of `piece` bytes (not the whole file), read now,
+    /// through a buffer kept by the calling thread.
+    pub(crate) fn piece_value(&self, i: u64, piece: u64) -> io::Result<ChainingValue> {
+        thread_local! {
+            static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        BUF.with(|b| self.piece_value_with(i, piece, &mut b.borrow_mut()))
+    }
+
+    fn piece_value_with(&self, i: u64, piece: u64, buf: &mut Vec<u8>) -> io::Result<ChainingValue> {
+        let start = i * piece;
+        let mut hasher = blake3::Hasher::new();
+        hasher.set_input_offset(start);
+        self.hash_range(&mut hasher, start, piece.min(self.len - start), buf)?;
+        Ok(hasher.finalize_non_root())
+    }
+
+    /// Feeds bytes `start..start + len` of the file to `hasher`, 1 MiB per read into `buf`
+    /// (grown, and zeroed once, as needed).
+    fn hash_range(
+        &self,
+        hasher: &mut blake3::Hasher,
+        start: u64,
+        len: u64,
+        buf: &mut Vec<u8>,
+    ) -> io::Result<()> {
         const BLOCK: u64 = 1 << 20;
-        let mut buf = vec![0u8; BLOCK.min(len) as usize];
+        let want = BLOCK.min(len) as usize;
+        if buf.len() < want {
+            buf.resize(want, 0);
+        }
         let mut offset = 0;
         while offset < len {
             let n = BLOCK.min(len - offset) as usize;
@@ -679,7 +751,7 @@ mod tests {
             write_pseudo_random(&path, len, seed).unwrap();
             let file = DataFile::open(&path).unwrap();
             let want = blake3::hash(&std::fs::read(&path).unwrap());
-            proptest::prop_assert_eq!(file.hash_with(threads, 1 << piece_log).unwrap(), *want.as_bytes());
+            proptest::prop_assert_eq!(file.hash_with(threads, 1 << piece_log, &[]).unwrap().0, *want.as_bytes());
         }
     }
 
@@ -691,7 +763,7 @@ mod tests {
         write_pseudo_random(&path, len, 7).unwrap();
         let file = DataFile::open(&path).unwrap();
         let want = *blake3::hash(&std::fs::read(&path).unwrap()).as_bytes();
-        assert_eq!(file.hash_with(3, 1 << 20).unwrap(), want);
+        assert_eq!(file.hash_with(3, 1 << 20, &[]).unwrap().0, want);
         assert_eq!(file.hash().unwrap(), want);
     }
 }

@@ -39,6 +39,7 @@ pub mod content;
 pub mod data_file;
 pub mod driver;
 pub mod manifest;
+pub mod read_back;
 pub mod store_file;
 pub mod transport;
 

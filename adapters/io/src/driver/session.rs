@@ -504,6 +504,12 @@ impl Session {
         };
         let units = local.geometry().units();
         let units_present = local.units_present();
+        let mut data = data;
+        if role == Role::Leecher && !local.is_complete() {
+            // The final whole-file check then hashes only what was not read back.
+            let held = local.bitfield(tierswarm_core::tiers::Tier::T1);
+            data.enable_read_back(|unit| held.get(unit));
+        }
         let node = Node::try_new(cfg, local, tierswarm_core::Timestamp::ZERO)?;
         let clock: Box<dyn Clock> = Box::new(MonotonicClock);
         Ok(Session {
@@ -750,6 +756,12 @@ impl Session {
         self.io.units_rechecked.get()
     }
 
+    /// What reading the download back piece by piece did ([`read_back`](crate::read_back));
+    /// `None` for a seeder, a file of one piece or less, or a download complete at the start.
+    pub fn read_back_stats(&self) -> Option<crate::read_back::ReadBackStats> {
+        self.io.data.read_back_stats()
+    }
+
     /// Whether the data file is trusted now, as of its last check: hashed whole against the
     /// root and, when last read to be served, unchanged since (see
     /// [`read_unit_verified`](Self::read_unit_verified)).
@@ -758,7 +770,8 @@ impl Session {
     }
 
     /// Hashes the whole data file (one BLAKE3 pass, after an fsync) and checks it against the
-    /// content root; skipped when that was done and the file is still trusted (nothing written
+    /// content root — for a download, only the pieces not read back as they completed
+    /// ([`read_back`](crate::read_back) says what that leaves out); skipped when that was done and the file is still trusted (nothing written
     /// through this session since, and its metadata unchanged: a file changed behind the
     /// session, e.g. after a resume found it complete, is hashed again). A download is
     /// complete only once this passes ([`run`](super::run) checks it before it reports
