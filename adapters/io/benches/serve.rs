@@ -12,7 +12,9 @@
 //!
 //! Instructions per byte, repeatable on a busy machine: `TIERSWARM_SERVE_UNITS=N` skips divan
 //! and runs each path over the first N units once; `TIERSWARM_SERVE_PATH=serve` serves only,
-//! `untrusted` serves only from the untrusted file, anything else serves and receives (see
+//! `untrusted` serves only from the untrusted file, `read-back` serves and receives into an
+//! output that reads each 1 MiB piece back once its last unit is written, as a download does
+//! (`tierswarm_io::read_back`), anything else serves and receives (see
 //! `dev/BENCHMARKS.md` for the `valgrind --tool=callgrind` command).
 
 use std::path::PathBuf;
@@ -32,6 +34,8 @@ struct Fixture {
     _dir: tempfile::TempDir,
     seeder: Session,
     out: DataFile,
+    /// An output that reads pieces back as they complete.
+    out_read_back: DataFile,
 }
 
 /// Built once per thread (a session is not `Sync`; divan runs these benches on one thread).
@@ -72,10 +76,14 @@ fn make_fixture(untrusted: bool) -> Fixture {
         assert!(!seeder.file_trusted());
     }
     let out = DataFile::create(dir.path().join("out.bin"), FILE_LEN).expect("output");
+    let mut out_read_back =
+        DataFile::create(dir.path().join("out-rb.bin"), FILE_LEN).expect("output");
+    out_read_back.enable_read_back(|_| false);
     Fixture {
         _dir: dir,
         seeder,
         out,
+        out_read_back,
     }
 }
 
@@ -91,11 +99,11 @@ fn serve(f: &Fixture, unit: u64) -> ([Bytes; 3], UnitProof) {
     (encode_frame_parts(&f.seeder.manifest().root, &msg), p)
 }
 
-/// Receiving: verify the unit against its proof, then write it (a worker's job).
-fn receive(f: &Fixture, unit: u64, data: &[u8], p: &UnitProof) {
+/// Receiving: verify the unit against its proof, then write it to `out` (a worker's job).
+fn receive(f: &Fixture, out: &DataFile, unit: u64, data: &[u8], p: &UnitProof) {
     let m = f.seeder.manifest();
     verify_unit(&m.root, m.file_len, unit, data, p).expect("verifies");
-    f.out.write_unit(unit, data).expect("write");
+    out.write_unit(unit, data).expect("write");
 }
 
 fn main() {
@@ -112,10 +120,14 @@ fn main() {
             _ => fixture(),
         };
         let receive_too = !matches!(path.as_deref(), Ok("serve" | "untrusted"));
+        let out = match path.as_deref() {
+            Ok("read-back") => &f.out_read_back,
+            _ => &f.out,
+        };
         for unit in 0..n.min(FILE_LEN / UNIT_LEN) {
             let (parts, p) = serve(f, unit);
             if receive_too {
-                receive(f, unit, &parts[1], &p);
+                receive(f, out, unit, &parts[1], &p);
             }
             black_box(parts);
         }
@@ -150,5 +162,5 @@ fn receive_unit(bencher: Bencher) {
     let (data, p) = f.seeder.read_unit_verified(517).expect("read");
     bencher
         .counter(BytesCount::new(UNIT_LEN))
-        .bench_local(|| receive(f, black_box(517), &data, &p));
+        .bench_local(|| receive(f, &f.out, black_box(517), &data, &p));
 }
