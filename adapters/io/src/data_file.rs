@@ -330,8 +330,9 @@ impl DataFile {
             return Ok((*hasher.finalize().as_bytes(), pieces.max(1)));
         }
         let next = AtomicU64::new(0);
+        // No thread at all when every piece was read back.
         let hashed: Vec<io::Result<Vec<(u64, ChainingValue)>>> = std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..threads.clamp(1, todo.len().max(1)))
+            let workers: Vec<_> = (0..threads.max(1).min(todo.len()))
                 .map(|_| {
                     scope.spawn(|| {
                         let (mut done, mut buf) = (Vec::new(), Vec::new());

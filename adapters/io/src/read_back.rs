@@ -6,8 +6,10 @@
 //! pass over the file: 15 % of a 1 GiB loopback fetch's wall time, and for a file larger than
 //! the page cache a second read of it all from the disk. Instead, the writer of the last missing
 //! unit of a *piece* (an aligned power-of-two run of units, 1 MiB or more) reads the piece back
-//! at once — from the page cache, while it is there — and keeps its BLAKE3 chaining value. The
-//! final check then merges the pieces' values and hashes only the pieces without one.
+//! at once — from the page cache, while it is there — and keeps its BLAKE3 chaining value (on
+//! the thread that wrote the unit: a verify worker, or the session's loop when it verifies
+//! inline). The final check then merges the pieces' values and hashes only the pieces without
+//! one.
 //!
 //! A value is used at the end only if nothing changed the piece since it was read:
 //! - every write through the [`DataFile`] bumps its piece's generation, and a value read under
