@@ -207,17 +207,18 @@ mod tests {
         }
     }
 
+    /// The next value of a xorshift64 generator.
+    fn xorshift(x: &mut u64) -> u64 {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x
+    }
+
     /// Pseudo-random content of `len` bytes.
     fn content(len: u64, seed: u64) -> Vec<u8> {
         let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
+        (0..len).map(|_| xorshift(&mut x) as u8).collect()
     }
 
     fn unit_of(src: &[u8], unit: u64) -> &[u8] {
@@ -331,10 +332,7 @@ mod tests {
             // A shuffle from the seed: the writes come in any order.
             let mut x = seed | 1;
             for i in (1..order.len()).rev() {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                order.swap(i, (x % (i as u64 + 1)) as usize);
+                order.swap(i, (xorshift(&mut x) % (i as u64 + 1)) as usize);
             }
             order.extend(again.iter().map(|u| u % units));
             for unit in order {
