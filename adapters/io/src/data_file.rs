@@ -321,9 +321,10 @@ impl DataFile {
     ) -> io::Result<([u8; 32], u64)> {
         debug_assert!(piece.is_power_of_two() && piece >= blake3::CHUNK_LEN as u64);
         let pieces = self.len.div_ceil(piece);
-        let todo: Vec<u64> = (0..pieces)
-            .filter(|&i| known.get(i as usize).copied().flatten().is_none())
-            .collect();
+        // Piece `i`'s value: from `known`, or hashed below (the pieces still `None`).
+        let mut cvs: Vec<Option<ChainingValue>> = known.to_vec();
+        cvs.resize(pieces as usize, None);
+        let todo: Vec<u64> = (0..pieces).filter(|&i| cvs[i as usize].is_none()).collect();
         if self.len <= piece || (threads < 2 && todo.len() as u64 == pieces) {
             let mut hasher = blake3::Hasher::new();
             self.hash_range(&mut hasher, 0, self.len, &mut Vec::new())?;
@@ -351,9 +352,6 @@ impl DataFile {
                 .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
                 .collect()
         });
-        let mut cvs: Vec<Option<ChainingValue>> = (0..pieces as usize)
-            .map(|i| known.get(i).copied().flatten())
-            .collect();
         for done in hashed {
             for (i, cv) in done? {
                 cvs[i as usize] = Some(cv);

@@ -226,12 +226,22 @@ mod tests {
         &src[start..(start + UNIT_LEN as usize).min(src.len())]
     }
 
+    /// Writes `units` of `src` to `file`, in that order.
+    fn write_units(file: &DataFile, src: &[u8], units: impl IntoIterator<Item = u64>) {
+        for unit in units {
+            file.write_unit(unit, unit_of(src, unit)).unwrap();
+        }
+    }
+
+    /// Every unit of `src`, in order.
+    fn all_units(src: &[u8]) -> std::ops::Range<u64> {
+        0..(src.len() as u64).div_ceil(UNIT_LEN)
+    }
+
     /// A download's output with read-back on and `held` units already in it.
     fn output(dir: &std::path::Path, src: &[u8], held: impl Fn(u64) -> bool + Copy) -> DataFile {
         let mut file = DataFile::create(dir.join("out"), src.len() as u64).unwrap();
-        for unit in (0..(src.len() as u64).div_ceil(UNIT_LEN)).filter(|&u| held(u)) {
-            file.write_unit(unit, unit_of(src, unit)).unwrap();
-        }
+        write_units(&file, src, all_units(src).filter(|&u| held(u)));
         file.enable_read_back(held);
         file
     }
@@ -241,11 +251,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let src = content(3 * MIN_PIECE + 5_000, 1);
         let file = output(dir.path(), &src, |_| false);
-        let units = (src.len() as u64).div_ceil(UNIT_LEN);
         // Backwards, so that no piece completes in order.
-        for unit in (0..units).rev() {
-            file.write_unit(unit, unit_of(&src, unit)).unwrap();
-        }
+        write_units(&file, &src, all_units(&src).rev());
         let stats = file.read_back_stats().unwrap();
         assert_eq!((stats.pieces, stats.pieces_read_back), (4, 4));
         assert_eq!(file.hash().unwrap(), *blake3::hash(&src).as_bytes());
@@ -257,11 +264,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let src = content(2 * MIN_PIECE + 1, 2);
         let file = output(dir.path(), &src, |_| false);
-        let units = (src.len() as u64).div_ceil(UNIT_LEN);
-        for unit in 0..units {
-            file.write_unit(unit, unit_of(&src, unit)).unwrap();
-        }
-        file.write_unit(3, unit_of(&src, 3)).unwrap();
+        write_units(&file, &src, all_units(&src).chain([3]));
         assert_eq!(file.hash().unwrap(), *blake3::hash(&src).as_bytes());
         let stats = file.read_back_stats().unwrap();
         assert_eq!(
@@ -278,9 +281,7 @@ mod tests {
         // Piece 0 is all there; piece 1 half; piece 2 not at all.
         let held = |u: u64| u < per_piece + per_piece / 2;
         let file = output(dir.path(), &src, held);
-        for unit in (0..3 * per_piece).filter(|&u| !held(u)) {
-            file.write_unit(unit, unit_of(&src, unit)).unwrap();
-        }
+        write_units(&file, &src, all_units(&src).filter(|&u| !held(u)));
         assert_eq!(file.read_back_stats().unwrap().pieces_read_back, 2);
         assert_eq!(file.hash().unwrap(), *blake3::hash(&src).as_bytes());
         assert_eq!(file.read_back_stats().unwrap().pieces_hashed_at_check, 1);
@@ -295,9 +296,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut src = content(2 * MIN_PIECE + 700, 4);
         let file = output(dir.path(), &src, |_| false);
-        for unit in 0..(src.len() as u64).div_ceil(UNIT_LEN) {
-            file.write_unit(unit, unit_of(&src, unit)).unwrap();
-        }
+        write_units(&file, &src, all_units(&src));
         let other = std::fs::OpenOptions::new()
             .write(true)
             .open(dir.path().join("out"))
@@ -335,9 +334,7 @@ mod tests {
                 order.swap(i, (xorshift(&mut x) % (i as u64 + 1)) as usize);
             }
             order.extend(again.iter().map(|u| u % units));
-            for unit in order {
-                file.write_unit(unit, unit_of(&src, unit)).unwrap();
-            }
+            write_units(&file, &src, order);
             proptest::prop_assert_eq!(file.hash().unwrap(), *blake3::hash(&src).as_bytes());
         }
     }

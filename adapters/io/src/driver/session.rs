@@ -466,7 +466,7 @@ impl Session {
     fn build(
         role: Role,
         manifest: Manifest,
-        data: DataFile,
+        mut data: DataFile,
         outboard: Option<Outboard>,
         tree: Option<ProofTree>,
         store_path: Option<PathBuf>,
@@ -504,7 +504,6 @@ impl Session {
         };
         let units = local.geometry().units();
         let units_present = local.units_present();
-        let mut data = data;
         if role == Role::Leecher && !local.is_complete() {
             // The final whole-file check then hashes only what was not read back.
             let held = local.bitfield(tierswarm_core::tiers::Tier::T1);
