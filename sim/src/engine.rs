@@ -45,6 +45,8 @@ pub const TRACKER_PEERS: usize = 30;
 pub const MAX_CONNECTIONS: usize = 60;
 /// Connections a downloader with at least [`TRACKER_PEERS`] asks for per tracker visit.
 pub const TRACKER_TOP_UP: usize = 10;
+/// Places beyond [`MAX_CONNECTIONS`] a downloader keeps for complete peers that dial it.
+pub const SEED_ROOM: usize = 10;
 /// How often a peer below its target asks the tracker again.
 const TRACKER_INTERVAL: Duration = Duration::from_secs(10);
 /// No unit completed anywhere for this long (with leechers left) is a stall.
@@ -82,6 +84,9 @@ enum Ev {
         at: SimTime,
     },
     Tracker(usize),
+    /// A complete peer asks the tracker for downloaders now: it just completed (BitTorrent's
+    /// `event=completed`) or fell below [`TRACKER_PEERS`] connections.
+    Announce(usize),
     Crash {
         group: usize,
         victims: u32,
@@ -120,6 +125,8 @@ struct Slot {
     held: Bitfield,
     /// A hostile peer's state; `None` for an honest one.
     hostile: Option<Box<hostile::PeerState>>,
+    /// An [`Ev::Announce`] is queued for this peer.
+    announcing: bool,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -264,6 +271,18 @@ impl Hasher for ConnIdHasher {
 pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Report, SimError> {
     let wall = Instant::now();
     let seed = opts.effective_seed(scenario);
+    let (mut e, crash_rng) = build(scenario, opts, seed)?;
+    let reason = e.run_loop(crash_rng);
+    e.finish(opts, seed, reason, wall)
+}
+
+/// The engine for `scenario` under `opts` with every join and crash queued, and the crash
+/// stream the run goes on with.
+fn build<'a>(
+    scenario: &'a Scenario,
+    opts: &RunOptions,
+    seed: u64,
+) -> Result<(Engine<'a>, SimRng), SimError> {
     let root_rng = SimRng::new(seed);
     let peers = scenario.peers(opts.strategy);
     let net = Network::from_scenario(scenario, &peers, root_rng.derive("network"));
@@ -303,6 +322,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Report, SimError> {
                 Role::Leecher => Bitfield::new(geo.units()),
             },
             hostile: hostile::PeerState::new(spec, &root_rng),
+            announcing: false,
         })
         .collect();
     let leechers_left = peers
@@ -353,8 +373,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Report, SimError> {
             },
         );
     }
-    let reason = e.run_loop(crash_rng);
-    e.finish(opts, seed, reason, wall)
+    Ok((e, crash_rng))
 }
 
 impl Engine<'_> {
@@ -425,6 +444,7 @@ impl Engine<'_> {
                 // Only if `to` has not already reconnected to `from` on a newer connection.
                 if self.slots[to].conns.get(&from) == Some(&conn) {
                     self.slots[to].conns.remove(&from);
+                    self.announce_if_short(to);
                     self.input(
                         to,
                         Input::PeerDisconnected {
@@ -457,6 +477,12 @@ impl Engine<'_> {
                         n.handle_timeout(at.into());
                     }
                     self.after(node);
+                }
+            }
+            Ev::Announce(i) => {
+                self.slots[i].announcing = false;
+                if self.slots[i].node.is_some() {
+                    self.connect_more(i);
                 }
             }
             Ev::Tracker(i) => {
@@ -523,25 +549,37 @@ impl Engine<'_> {
         self.after(i);
     }
 
-    /// The tracker: up to [`TRACKER_PEERS`] random live peers this one is not connected to;
-    /// once it has that many, a downloader still asks for [`TRACKER_TOP_UP`] more per visit
-    /// while it has room (as a BitTorrent client keeps dialling from its peer list up to its
-    /// connection limit), so that peers whose neighbours completed find those with capacity
-    /// to spare. A peer that has the whole file dials nobody: it is dialled.
+    /// The tracker. A downloader asks for up to [`TRACKER_PEERS`] random live peers it is not
+    /// connected to that have room; once it has that many, it still asks for
+    /// [`TRACKER_TOP_UP`] more per visit while it has room (as a BitTorrent client keeps
+    /// dialling from its peer list up to its connection limit), so that peers whose neighbours
+    /// completed find those with capacity to spare.
+    ///
+    /// A complete peer (a seeder, or a leecher that finished) with fewer than [`TRACKER_PEERS`]
+    /// connections dials downloaders back up to that many, as a seed dials the leechers on its
+    /// tracker list. A downloader takes such a dial even with all its [`MAX_CONNECTIONS`] places
+    /// used (up to [`SEED_ROOM`] more) while the upload capacity of the complete peers it is
+    /// connected to is below its own download capacity: a complete neighbour has everything
+    /// the downloader lacks, until the downloader's own link is the bottleneck. Without this, the
+    /// early joiners of a staggered crowd complete together, part from each other
+    /// (`both complete`) and idle with their upload, while the late joiners, their places
+    /// filled by other late joiners, never dial them (`dev/SIMULATION.md`, "Stranded seeds").
     fn connect_more(&mut self, i: usize) {
         let have = self.slots[i].conns.len();
-        if self.slots[i].node.as_ref().is_some_and(|n| n.is_complete()) {
-            return;
-        }
-        let top_up = if have < MAX_CONNECTIONS {
-            TRACKER_TOP_UP
+        let complete = self.slots[i].node.as_ref().is_some_and(|n| n.is_complete());
+        let want = if complete {
+            TRACKER_PEERS.saturating_sub(have)
         } else {
-            0
+            let top_up = if have < MAX_CONNECTIONS {
+                TRACKER_TOP_UP
+            } else {
+                0
+            };
+            TRACKER_PEERS
+                .saturating_sub(have)
+                .max(top_up)
+                .min(MAX_CONNECTIONS.saturating_sub(have))
         };
-        let want = TRACKER_PEERS
-            .saturating_sub(have)
-            .max(top_up)
-            .min(MAX_CONNECTIONS.saturating_sub(have));
         if want == 0 {
             return;
         }
@@ -552,7 +590,11 @@ impl Engine<'_> {
                 s.spec.id != i
                     && s.node.is_some()
                     && !self.slots[i].conns.contains_key(&s.spec.id)
-                    && s.conns.len() < MAX_CONNECTIONS
+                    && if complete {
+                        self.welcomes_seed(s)
+                    } else {
+                        s.conns.len() < MAX_CONNECTIONS
+                    }
             })
             .map(|s| s.spec.id)
             .collect();
@@ -566,6 +608,41 @@ impl Engine<'_> {
             self.slots[j].conns.insert(i, conn);
             let rtt = self.slots[i].spec.latency + self.slots[j].spec.latency;
             self.queue.push(self.now + rtt, Ev::Connected { conn });
+        }
+    }
+
+    /// Whether downloader `s` takes a complete peer's dial: it is still downloading, has a place
+    /// (counting [`SEED_ROOM`]), and the complete peers it has cannot fill its download link.
+    fn welcomes_seed(&self, s: &Slot) -> bool {
+        let downloading = s.node.as_ref().is_some_and(|n| !n.is_complete());
+        downloading && s.conns.len() < MAX_CONNECTIONS + SEED_ROOM && {
+            let seeds_up: u64 = s
+                .conns
+                .keys()
+                .filter(|&&k| self.slots[k].node.as_ref().is_some_and(|n| n.is_complete()))
+                .map(|&k| self.slots[k].spec.upload_bps)
+                .sum();
+            seeds_up < s.spec.download_bps
+        }
+    }
+
+    /// Sends complete peer `i` to the tracker now (once, however often it is asked before).
+    fn announce(&mut self, i: usize) {
+        if !self.slots[i].announcing {
+            self.slots[i].announcing = true;
+            self.queue.push(self.now, Ev::Announce(i));
+        }
+    }
+
+    /// A complete peer whose connections fell below [`TRACKER_PEERS`] looks for downloaders
+    /// now rather than at its next visit: its neighbours completed and parted from it.
+    fn announce_if_short(&mut self, i: usize) {
+        // From the slot, not the node: the node is lent out while its own actions close
+        // connections.
+        let s = &self.slots[i];
+        let complete = s.spec.role == Role::Seeder || s.complete_at.is_some();
+        if s.conns.len() < TRACKER_PEERS && complete {
+            self.announce(i);
         }
     }
 
@@ -621,6 +698,7 @@ impl Engine<'_> {
             return;
         }
         self.slots[i].conns.remove(&j);
+        self.announce_if_short(i);
         let lat = self.slots[i].spec.latency + self.slots[j].spec.latency;
         self.queue.push(
             self.now + lat,
@@ -796,6 +874,7 @@ impl Engine<'_> {
                             self.geo.units()
                         ));
                     }
+                    self.announce(i);
                 }
             }
             Event::PeerReady { peer, .. } => self.hostile_ready(i, peer.0 as usize),
@@ -1058,6 +1137,7 @@ impl Engine<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     const SMALL: &str = r#"
 name = "tiny"
@@ -1098,5 +1178,128 @@ latency = "20ms"
         )
         .unwrap();
         assert_ne!(a.trace_hash, c.trace_hash);
+    }
+
+    /// Seeder A uploads at a downloader's whole download rate, seeder B at less; 120 downloaders.
+    const SEEDS_AND_CROWD: &str = r#"
+name = "seeds-and-crowd"
+file_size = "64MiB"
+seed = 3
+time_limit = "10m"
+[[group]]
+name = "a"
+count = 1
+role = "seeder"
+upload = "100Mbit/s"
+download = "100Mbit/s"
+latency = "10ms"
+[[group]]
+name = "b"
+count = 1
+role = "seeder"
+upload = "60Mbit/s"
+download = "100Mbit/s"
+latency = "10ms"
+[[group]]
+name = "crowd"
+count = 120
+role = "leecher"
+upload = "20Mbit/s"
+download = "100Mbit/s"
+latency = "20ms"
+"#;
+
+    /// Every peer joined (each downloader has dialled the tracker's picks), nothing run yet.
+    fn joined(s: &Scenario) -> Engine<'_> {
+        let (mut e, _) = build(s, &RunOptions::default(), s.seed).unwrap();
+        for i in 0..e.slots.len() {
+            e.join(i);
+        }
+        e
+    }
+
+    fn neighbours(e: &Engine, i: usize) -> BTreeSet<usize> {
+        e.slots[i].conns.keys().copied().collect()
+    }
+
+    #[test]
+    fn a_downloader_takes_seeds_until_they_fill_its_download_link() {
+        let s = Scenario::from_toml(SEEDS_AND_CROWD).unwrap();
+        let mut e = joined(&s);
+        let l = 2;
+        let conns = &mut e.slots[l].conns;
+        conns.clear();
+        // 60 downloaders: its places are full, the room for seeds is not.
+        conns.extend((10..70).map(|j| (j, j as u64)));
+        assert!(e.welcomes_seed(&e.slots[l]));
+        e.slots[l].conns.insert(1, 1);
+        assert!(
+            e.welcomes_seed(&e.slots[l]),
+            "60 of its 100 Mbit/s from seeds"
+        );
+        e.slots[l].conns.insert(0, 0);
+        assert!(!e.welcomes_seed(&e.slots[l]), "160 of 100 Mbit/s");
+        e.slots[l].conns.remove(&0);
+        e.slots[l].conns.extend((70..79).map(|j| (j, j as u64)));
+        assert_eq!(e.slots[l].conns.len(), MAX_CONNECTIONS + SEED_ROOM);
+        assert!(!e.welcomes_seed(&e.slots[l]), "no place left");
+        assert!(
+            !e.welcomes_seed(&e.slots[0]),
+            "a complete peer is no downloader"
+        );
+    }
+
+    #[test]
+    fn a_complete_peer_dials_downloaders_that_welcome_it_back_to_the_tracker_target() {
+        let s = Scenario::from_toml(SEEDS_AND_CROWD).unwrap();
+        let mut e = joined(&s);
+        // Seeder B loses every connection (its neighbours completed and parted, say).
+        for j in neighbours(&e, 1) {
+            e.slots[j].conns.remove(&1);
+        }
+        e.slots[1].conns.clear();
+        let welcoming: BTreeSet<usize> = (0..e.slots.len())
+            .filter(|&j| j != 1 && e.welcomes_seed(&e.slots[j]))
+            .collect();
+        let with_a = neighbours(&e, 0);
+        assert!(
+            welcoming.is_disjoint(&with_a),
+            "seeder A fills its neighbours' download links"
+        );
+        assert!(welcoming.len() > TRACKER_PEERS, "{}", welcoming.len());
+        e.connect_more(1);
+        let dialled = neighbours(&e, 1);
+        assert_eq!(dialled.len(), TRACKER_PEERS);
+        assert!(dialled.is_subset(&welcoming));
+        for j in dialled {
+            assert!(e.slots[j].conns.len() <= MAX_CONNECTIONS + SEED_ROOM);
+        }
+        // Back at the target: no more dialling.
+        e.connect_more(1);
+        assert_eq!(neighbours(&e, 1).len(), TRACKER_PEERS);
+    }
+
+    #[test]
+    fn a_complete_peer_short_of_connections_announces_once() {
+        let s = Scenario::from_toml(SEEDS_AND_CROWD).unwrap();
+        let mut e = joined(&s);
+        let before = e.queue.len();
+        e.announce_if_short(2);
+        assert_eq!(
+            e.queue.len(),
+            before,
+            "a downloader waits for its tracker visit"
+        );
+        for j in neighbours(&e, 1) {
+            e.slots[j].conns.remove(&1);
+        }
+        e.slots[1].conns.clear();
+        e.announce_if_short(1);
+        e.announce_if_short(1);
+        assert_eq!(
+            e.queue.len(),
+            before + 1,
+            "one announce however often asked"
+        );
     }
 }
