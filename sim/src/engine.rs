@@ -1209,6 +1209,61 @@ download = "100Mbit/s"
 latency = "20ms"
 "#;
 
+    /// Forty seeders, each able to fill the downloader's link: its own downlink is the
+    /// bottleneck.
+    const DOWNLINK_BOUND: &str = r#"
+name = "downlink-bound"
+file_size = "32MiB"
+seed = 9
+time_limit = "10m"
+[[group]]
+name = "seed"
+count = 40
+role = "seeder"
+upload = "50Mbit/s"
+download = "50Mbit/s"
+latency = "10ms"
+[[group]]
+name = "slow"
+count = 1
+role = "leecher"
+upload = "10Mbit/s"
+download = "20Mbit/s"
+latency = "30ms"
+"#;
+
+    fn run_with(s: &Scenario, pace: Option<tierswarm_core::node::LearnedPace>) -> Report {
+        let opts = RunOptions::default();
+        let (mut e, crash_rng) = build(s, &opts, s.seed).unwrap();
+        e.limits.learned_pace = pace;
+        let reason = e.run_loop(crash_rng);
+        e.finish(&opts, s.seed, reason, Instant::now()).unwrap()
+    }
+
+    /// Without the learned pace, 40 peers' request windows queue seconds of units behind the
+    /// downloader's link: requests time out there and the units are asked again elsewhere.
+    #[test]
+    fn a_downloader_paced_at_its_own_link_asks_fewer_units_twice() {
+        let s = Scenario::from_toml(DOWNLINK_BOUND).unwrap();
+        let paced = run_with(&s, Some(Default::default()));
+        let unpaced = run_with(&s, None);
+        assert!(paced.all_complete && unpaced.all_complete);
+        assert!(paced.efficiency >= 0.95, "{}", paced.summary());
+        assert!(paced.makespan_s < unpaced.makespan_s);
+        assert!(
+            paced.retries * 10 <= unpaced.retries,
+            "{} {}",
+            paced.retries,
+            unpaced.retries
+        );
+        assert!(
+            paced.duplicate_units * 4 <= unpaced.duplicate_units,
+            "{} {}",
+            paced.duplicate_units,
+            unpaced.duplicate_units
+        );
+    }
+
     /// Every peer joined (each downloader has dialled the tracker's picks), nothing run yet.
     fn joined(s: &Scenario) -> Engine<'_> {
         let (mut e, _) = build(s, &RunOptions::default(), s.seed).unwrap();

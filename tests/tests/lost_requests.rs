@@ -62,11 +62,15 @@ fn a_request_overtaken_by_a_later_answer_times_out_soon() {
             _ => None,
         })
         .collect();
+    // (A unit asked later may have been asked before the lost one too: only answers sent after
+    // the lost request count.)
     let (overtaken_at, ..) = *s
         .wire
         .iter()
-        .find(|(_, f, _, m)| {
-            *f == seed && matches!(m, Message::Transfer { unit: u, .. } if later.contains(u))
+        .find(|(t, f, _, m)| {
+            *t > asked
+                && *f == seed
+                && matches!(m, Message::Transfer { unit: u, .. } if later.contains(u))
         })
         .expect("later requests are answered");
     let timed_out: Vec<Timestamp> = s

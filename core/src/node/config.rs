@@ -108,6 +108,12 @@ pub struct Limits {
     /// Bytes per second this node requests at most (the request window is paced by a token
     /// bucket, so requests wait here instead of timing out at the peer); `None`: unlimited.
     pub max_download_rate: Option<u64>,
+    /// Pacing of requests at the rate this node has been seen to receive (`None`: only
+    /// `max_download_rate` paces). Requests beyond what the downlink can take only queue: the
+    /// units wait behind each other, their requests time out and are asked again elsewhere,
+    /// and uploaders spend their slots on a receiver that cannot take more
+    /// (`dev/SIMULATION.md`, "A learned download pace").
+    pub learned_pace: Option<LearnedPace>,
     /// Coalescing delay for availability deltas under backpressure.
     #[serde(with = "micros")]
     pub batch_delay: Duration,
@@ -163,6 +169,7 @@ impl Default for Limits {
             frame_timeout: Duration::from_secs(30),
             max_upload_rate: None,
             max_download_rate: None,
+            learned_pace: Some(LearnedPace::default()),
             batch_delay: Duration::from_millis(500),
             push_interval: Duration::from_millis(500),
             serve_news: true,
@@ -230,5 +237,54 @@ mod tests {
         let l: Limits = serde_json::from_str(r#"{"max_window": 9}"#).unwrap();
         assert_eq!(l.max_window, 9);
         assert_eq!(l.min_window, Limits::default().min_window);
+    }
+}
+
+/// How the node learns its download pace (the [`Limits::learned_pace`]): the receive rate is
+/// measured over windows of `window`; requests are paced at `growth_gain` × the peak rate while
+/// the peak still grows (a slow start that doubles each window at most), and at `steady_gain` ×
+/// the peak once `growth_windows` windows in a row brought less than `growth_threshold` × the
+/// peak. Once steady, a window above `probe_threshold` × the peak starts the growth again: the
+/// requests paced a little above the peak all came back, so the pace, not the link, was the
+/// limit (a faster peer arrived). A link that is the limit never gives more than its peak, so
+/// it stays steady, with a tenth of its rate in requests ahead of it. The pace applies only to
+/// requests beyond `free_queue` of the peak rate in flight. The peak never falls: a rate lost
+/// later costs no more than no pace at all.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LearnedPace {
+    /// The window over which the receive rate is measured.
+    #[serde(with = "micros")]
+    pub window: Duration,
+    /// Pace while the peak grows, as a multiple of the peak.
+    pub growth_gain: f64,
+    /// Pace once the peak has stopped growing. Above 1, so that a link that speeds up is seen.
+    pub steady_gain: f64,
+    /// A window's rate above this multiple of the peak counts as growth.
+    pub growth_threshold: f64,
+    /// Windows in a row without growth that end the slow start.
+    pub growth_windows: u32,
+    /// Once steady, a window's rate above this multiple of the peak restarts the slow start.
+    /// Between 1 and `steady_gain`.
+    pub probe_threshold: f64,
+    /// Requests in flight may always cover this long at the peak rate; only those beyond wait
+    /// for the pace. A queue that short behind the downlink costs nothing, and pacing below it
+    /// held back the ramp of a small swarm whose capacity opens up as its peers trade (`smoke`
+    /// lost 1 %).
+    #[serde(with = "micros")]
+    pub free_queue: Duration,
+}
+
+impl Default for LearnedPace {
+    fn default() -> Self {
+        LearnedPace {
+            window: Duration::from_millis(250),
+            growth_gain: 2.0,
+            steady_gain: 1.1,
+            growth_threshold: 1.25,
+            growth_windows: 2,
+            probe_threshold: 1.05,
+            free_queue: Duration::from_millis(500),
+        }
     }
 }

@@ -80,7 +80,7 @@
 //! | `announce` | HAVEs, summary deltas, pushes |
 //! | `backpressure` | load levels with hysteresis |
 //! | `persistence` | when the store is handed out |
-//! | `pacing` | token buckets for upload and download rate limits |
+//! | `pacing` | token buckets for upload and download rate limits, and the download pace learned from what arrives |
 //! | `timers` | the named deadline table |
 //! | `scheduler/` | windows, coarse-first plans, the flat path, endgame, per-node orders |
 //!
@@ -113,7 +113,7 @@ pub use api::{
     PressureSnapshot, Stats, Traffic,
 };
 pub use backpressure::Backpressure;
-pub use config::{Config, Limits};
+pub use config::{Config, LearnedPace, Limits};
 pub use host::{drive, Host, Upload, Verdict};
 pub use peer::{Lifecycle, Peer, PeerId};
 pub use rtt::RttEstimator;

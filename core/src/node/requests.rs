@@ -345,6 +345,7 @@ impl Node {
             }
         }
         p.note_unit(len, now);
+        self.download_received(len);
         if let Some((from, before)) = overtaken_since {
             self.time_out_overtaken(peer, from, before);
         }
