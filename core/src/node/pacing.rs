@@ -221,12 +221,16 @@ impl Node {
     pub(super) fn download_allowance(&mut self) -> u64 {
         let now = self.now;
         let in_flight = u64::from(self.requests.active()) * T1_SIZE;
-        let free = (self.pacing).free_units(in_flight, self.cfg.limits.learned_pace.as_ref());
+        let free = self
+            .pacing
+            .free_units(in_flight, self.cfg.limits.learned_pace.as_ref());
         let mut allowed = u64::MAX;
         let mut ready_at = None;
         let Pacing {
             download, learned, ..
         } = &mut self.pacing;
+        // Each bucket with the units it allows whatever its tokens: the configured limit none,
+        // the learned pace its free queue.
         let configured = download.iter_mut().map(|b| (b, 0));
         for (b, floor) in configured.chain(learned.iter_mut().map(|b| (b, free))) {
             let n = b.units_available(T1_SIZE, now).max(floor);
@@ -243,7 +247,9 @@ impl Node {
         allowed
     }
 
-    /// `units` were requested: their bytes leave the download buckets.
+    /// `units` were requested: their bytes leave the download buckets. A batch the learned
+    /// bucket cannot cover (allowed by the free queue) takes nothing from it, so requests within
+    /// the free queue do not hold back those beyond it.
     pub(super) fn download_spent(&mut self, units: usize) {
         let now = self.now;
         for b in self.pacing.download_buckets() {
