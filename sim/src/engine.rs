@@ -1,11 +1,24 @@
 //! Runs a scenario: drives real `tierswarm-core` nodes over the simulated network.
 //!
-//! The engine is the nodes' embedder. It is a next-event loop: it pops the earliest event
-//! (a message arriving, a node's timer, a join, a crash), hands it to the node concerned, and
-//! executes the actions that come out — sends go onto the [`Network`], serves become unit
-//! payloads modelled by size, persists are kept as the node's last store (a crashed node restarts
-//! from exactly those bytes). Every random choice comes from the scenario seed through labelled
-//! sub-streams, so the same scenario, seed and strategy replay bit for bit.
+//! The engine is the nodes' embedder. It executes each node's actions — sends go onto the
+//! [`Network`](crate::network), serves become unit payloads modelled by size, persists are kept
+//! as the node's last store (a crashed node restarts from exactly those bytes). Every random
+//! choice comes from the scenario seed through labelled sub-streams, so the same scenario, seed
+//! and strategy replay bit for bit.
+//!
+//! # Windows
+//!
+//! Time advances in windows no longer than the smallest path latency between two peers. Inside
+//! a window no node can affect another: whatever one sends or closes reaches the other at least
+//! that latency later. So each node runs its own events of the window at once, from its own
+//! queue (node by node, which keeps a node's state in cache, and on several threads when the
+//! run has them), and leaves what it sends in its outbox. At the window's end the engine books
+//! those messages on their receivers' downlinks, in the order they were sent (time, then
+//! sender, then the sender's own order), and queues their arrivals. The tracker, joins,
+//! crashes and restarts touch many nodes at once: they run alone, between windows, at their
+//! exact times. A complete peer's call to the tracker, asked for inside a window, is made at
+//! its end. The result — reports, trace file, trace hash — does not depend on the number of
+//! threads.
 //!
 //! Hostile peers (a group's `behaviour`) are modelled in `engine/hostile.rs`: the embedding of a
 //! hostile node rewrites, drops or multiplies its traffic, and the honest side plays the
@@ -13,13 +26,15 @@
 
 mod digest;
 mod hostile;
+mod node_side;
 
 use digest::TraceDigest;
+use node_side::{run_nodes, Ctx};
 
 use crate::bound::{first_join, fluid_bound, Bounds};
 use crate::clock::SimTime;
-use crate::events::EventQueue;
-use crate::network::{Class, Network};
+use crate::events::{EventQueue, LocalQueue};
+use crate::network::{Departure, Network, Receiver, Sender, Shape};
 use crate::perfetto;
 use crate::report::{CompletionStats, ExitReason, HonestFigures, LeecherDetail, Report};
 use crate::rng::SimRng;
@@ -27,16 +42,11 @@ use crate::scenario::{Behaviour, PeerSpec, Protocol, Role};
 use crate::svg::render_progress_svg;
 use crate::{RunOptions, Scenario, SimError};
 use bytes::Bytes;
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
-use tierswarm_core::node::{
-    drive, Config, DisconnectReason, DropReason, Event, Host, Input, Limits, Node, PeerId, Upload,
-    Verdict,
-};
-use tierswarm_core::trace::Stamped;
-use tierswarm_core::wire::{Frame, Message, MessageKind, Proof};
+use tierswarm_core::node::{Config, DropReason, Limits, Node};
+use tierswarm_core::wire::{Message, MessageKind};
 use tierswarm_core::{Bitfield, Geometry, LocalTiers};
 
 /// Connections a joining peer asks the tracker for.
@@ -51,38 +61,18 @@ pub const SEED_ROOM: usize = 10;
 const TRACKER_INTERVAL: Duration = Duration::from_secs(10);
 /// No unit completed anywhere for this long (with leechers left) is a stall.
 const STALL_AFTER: Duration = Duration::from_secs(600);
+/// Events pending below which a window runs on one thread (threads cost more than they give).
+const PARALLEL_MIN_PENDING: usize = 512;
+/// Nodes a thread takes at a time from a window's work.
+const CHUNK: usize = 8;
 
 /// The content root the simulated swarm shares (payloads are modelled by size, so any value).
 const ROOT: [u8; 32] = [0x42; 32];
 
+/// What happens to many nodes at once: run alone, between windows.
 #[derive(Debug)]
-enum Ev {
+enum GlobalEv {
     Join(usize),
-    Connected {
-        conn: u64,
-    },
-    Deliver {
-        conn: u64,
-        to: usize,
-        from: usize,
-        msg: Message,
-    },
-    Closed {
-        conn: u64,
-        to: usize,
-        from: usize,
-    },
-    UnitSent {
-        conn: u64,
-        node: usize,
-        to: usize,
-        unit: u64,
-    },
-    Timer {
-        node: usize,
-        epoch: u32,
-        at: SimTime,
-    },
     Tracker(usize),
     /// A complete peer asks the tracker for downloaders now: it just completed (BitTorrent's
     /// `event=completed`) or fell below [`TRACKER_PEERS`] connections.
@@ -93,15 +83,145 @@ enum Ev {
         down_for: Duration,
     },
     Restart(usize),
-    /// `node`'s embedder drops `peer` (a write that stalled, a frame that did not finish).
+}
+
+/// What happens to one node, in its own queue.
+#[derive(Debug)]
+enum NodeEv {
+    /// The connection `conn` to `peer` is up.
+    Connected {
+        conn: u64,
+        peer: usize,
+    },
+    Deliver {
+        conn: u64,
+        from: usize,
+        msg: Message,
+    },
+    /// `from` closed `conn`.
+    Closed {
+        conn: u64,
+        from: usize,
+    },
+    /// The last byte of `unit` to `to` left this node's uplink.
+    UnitSent {
+        conn: u64,
+        to: usize,
+        unit: u64,
+    },
+    Timer {
+        epoch: u32,
+        at: SimTime,
+    },
+    /// This node's embedder drops `peer` (a write that stalled, a frame that did not finish).
     Drop {
         conn: u64,
-        node: usize,
         peer: usize,
         reason: DropReason,
     },
     /// A flooder's next burst.
-    Flood(usize),
+    Flood,
+}
+
+/// What a node's processing leaves for other nodes, handed over at the end of the window.
+#[derive(Debug)]
+enum Outgoing {
+    /// A message on its way: the receiver's downlink books it, then `then` happens.
+    Message {
+        dep: Departure,
+        sent_at: SimTime,
+        to: usize,
+        then: Then,
+    },
+    /// An event for node `to` at `at` (at least one window away).
+    Event { to: usize, at: SimTime, ev: NodeEv },
+}
+
+/// What a message's arrival does.
+#[derive(Debug)]
+enum Then {
+    /// Each copy is delivered.
+    Deliver {
+        conn: u64,
+        from: usize,
+        msg: Message,
+    },
+    /// Half a frame arrived and the rest never will: the receiver drops `from` `after` the
+    /// first copy's arrival.
+    DropFrame {
+        conn: u64,
+        from: usize,
+        after: Duration,
+    },
+}
+
+/// A node's own counters, summed into the report at the end.
+#[derive(Default)]
+struct Tally {
+    /// Messages sent, by kind (indexed by `MessageKind as usize`).
+    messages: [u64; MessageKind::ALL.len()],
+    availability_bytes: u64,
+    data_bytes: u64,
+    /// Connections this (honest) node dropped: (the dropped peer's behaviour, reason) → count.
+    disconnects: BTreeMap<(Behaviour, &'static str), u64>,
+    /// The first invariant this node broke.
+    violation: Option<String>,
+}
+
+/// What one window's processing tells the engine.
+#[derive(Default)]
+struct WindowStats {
+    /// Honest leechers that completed.
+    completions: usize,
+    /// The last honest progress.
+    last_progress: Option<SimTime>,
+    /// The time of the last event run.
+    last_event: SimTime,
+    /// Some node broke an invariant.
+    violation: bool,
+}
+
+impl WindowStats {
+    fn merge(&mut self, o: WindowStats) {
+        self.completions += o.completions;
+        self.last_progress = self.last_progress.max(o.last_progress);
+        self.last_event = self.last_event.max(o.last_event);
+        self.violation |= o.violation;
+    }
+}
+
+/// The run's fixed facts, read by every node's processing.
+struct Shared<'a> {
+    scenario: &'a Scenario,
+    geo: Geometry,
+    /// The limits every node runs with.
+    limits: Limits,
+    root: Bytes,
+    tracing: bool,
+    specs: Vec<PeerSpec>,
+    shape: Shape,
+    /// The window: the smallest path latency between two peers, µs (at least 1).
+    window_us: u64,
+}
+
+impl Shared<'_> {
+    /// When something sent from `i` to `j` can reach `j` at the earliest, after now: the path
+    /// latency, and never less than a window.
+    fn hop_us(&self, i: usize, j: usize) -> u64 {
+        self.shape.path_us(i, j).max(self.window_us)
+    }
+
+    /// Bytes on the wire of `unit`'s TRANSFER: the frame, the payload and a proof of
+    /// ~log2(units) chaining values, modelled by size.
+    fn transfer_len(&self, unit: u64) -> u64 {
+        let empty = Message::Transfer {
+            unit,
+            data: Bytes::new(),
+            proof: None,
+        };
+        let proof = 40 * (64 - self.geo.units().leading_zeros() as u64);
+        empty.frame_len() as u64 + self.geo.unit_len(unit) + proof
+    }
 }
 
 struct Slot {
@@ -112,6 +232,8 @@ struct Slot {
     epoch: u32,
     store: Option<Bytes>,
     timer: Option<SimTime>,
+    /// This node's view of its connections: peer → connection id. A close takes effect here at
+    /// once, and at the far end when the news arrives.
     conns: BTreeMap<usize, u64>,
     joined_at: Option<SimTime>,
     complete_at: Option<SimTime>,
@@ -125,8 +247,49 @@ struct Slot {
     held: Bitfield,
     /// A hostile peer's state; `None` for an honest one.
     hostile: Option<Box<hostile::PeerState>>,
-    /// An [`Ev::Announce`] is queued for this peer.
+    /// A [`GlobalEv::Announce`] is queued for this peer.
     announcing: bool,
+    /// This peer asked to call the tracker (at the end of the window).
+    wants_announce: bool,
+    /// This node's pending events.
+    queue: LocalQueue<NodeEv>,
+    /// Its uplink and fault stream.
+    sender: Sender,
+    /// What it sent this window, for the others.
+    out: Vec<Outgoing>,
+    /// Its messages' share of the trace hash.
+    digest: TraceDigest,
+    /// Its trace lines this window (only with a trace file).
+    lines: Vec<(SimTime, String)>,
+    tally: Tally,
+    /// What this node wrote to slow readers that they did not read, by reader.
+    unread: BTreeMap<usize, hostile::Unread>,
+}
+
+impl Slot {
+    /// A complete peer whose connections fell below [`TRACKER_PEERS`] looks for downloaders
+    /// now rather than at its next visit: its neighbours completed and parted from it.
+    fn announce_if_short(&mut self) {
+        // From the slot, not the node: the node is lent out while its own actions close
+        // connections.
+        let complete = self.spec.role == Role::Seeder || self.complete_at.is_some();
+        if self.conns.len() < TRACKER_PEERS && complete {
+            self.wants_announce = true;
+        }
+    }
+
+    fn note_progress(&mut self, now: SimTime, have: u64, units: u64) {
+        let total = units.max(1);
+        if self.spec.role != Role::Leecher {
+            return;
+        }
+        let percent = have * 100 / total;
+        if percent != self.last_percent || self.progress.is_empty() {
+            self.last_percent = percent;
+            self.progress
+                .push((now.as_secs_f64(), have as f64 / total as f64));
+        }
+    }
 }
 
 #[derive(Default, Clone, Copy)]
@@ -149,143 +312,133 @@ impl Carried {
     }
 }
 
-/// The engine as node `i`'s [`Host`]: sends go onto the network, serves become payloads
-/// modelled by size, verification is instant.
-struct SimHost<'e, 'a> {
-    e: &'e mut Engine<'a>,
-    i: usize,
+/// What one node receives at the end of a window, in the order it was gathered.
+#[derive(Default)]
+struct Inbound {
+    messages: Vec<(SimTime, Departure, Then)>,
+    events: Vec<(SimTime, NodeEv)>,
 }
 
-impl Host for SimHost<'_, '_> {
-    fn send(&mut self, peer: PeerId, msg: Message) {
-        let (i, j) = (self.i, peer.0 as usize);
-        if self.e.involves_hostile(i, j) {
-            self.e.hostile_send(i, j, msg);
-        } else {
-            self.e.send(i, j, msg);
+impl Inbound {
+    /// Books the messages on `slot`'s downlink `rx` at `at` (by send time, ties in the order
+    /// gathered), queues their arrivals, then the events.
+    fn deliver(&mut self, at: SimTime, slot: &mut Slot, rx: &mut Receiver) {
+        self.messages.sort_by_key(|m| m.0);
+        for (_, dep, then) in self.messages.drain(..) {
+            let times = rx.arrive(&dep, at);
+            match then {
+                Then::Deliver { conn, from, msg } => {
+                    if let [first, rest @ ..] = &times[..] {
+                        for &t in rest {
+                            let msg = msg.clone();
+                            slot.queue.push(t, NodeEv::Deliver { conn, from, msg });
+                        }
+                        debug_assert!(*first >= at, "a delivery inside the window");
+                        slot.queue.push(*first, NodeEv::Deliver { conn, from, msg });
+                    }
+                }
+                Then::DropFrame { conn, from, after } => {
+                    if let Some(&t) = times.first() {
+                        let reason = DropReason::FrameTimeout;
+                        let ev = NodeEv::Drop {
+                            conn,
+                            peer: from,
+                            reason,
+                        };
+                        slot.queue.push(t + after, ev);
+                    }
+                }
+            }
+        }
+        for (t, ev) in self.events.drain(..) {
+            debug_assert!(t >= at, "an event inside the window");
+            slot.queue.push(t, ev);
         }
     }
+}
 
-    fn serve(&mut self, peer: PeerId, unit: u64) -> Upload {
-        let (i, j) = (self.i, peer.0 as usize);
-        if self.e.involves_hostile(i, j) {
-            self.e.hostile_serve(i, j, unit);
-        } else {
-            self.e.serve(i, j, unit);
+/// Runs `f` on every item of `work` on `threads` threads (this one among them), each taking the
+/// next item when done with the last; the results in no particular order.
+fn on_threads<I, T, R>(threads: usize, work: I, f: impl Fn(T) -> R + Sync) -> Vec<R>
+where
+    I: Iterator<Item = T> + Send,
+    T: Send,
+    R: Send,
+{
+    let work = std::sync::Mutex::new(work);
+    let run = || {
+        let mut out = Vec::new();
+        loop {
+            // A poisoned lock means another thread panicked: stop; its panic is resumed below.
+            let next = match work.lock() {
+                Ok(mut w) => w.next(),
+                Err(_) => None,
+            };
+            match next {
+                Some(item) => out.push(f(item)),
+                None => return out,
+            }
         }
-        Upload::Later
-    }
-
-    fn store_unit(&mut self, _: PeerId, unit: u64, data: Bytes, _: Option<Proof>) -> Verdict {
-        // Verification is instant here (payloads are modelled by size; only a corrupt peer's
-        // carry bytes).
-        if hostile::is_corrupt(&data) {
-            return Verdict::Failed;
+    };
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (1..threads).map(|_| scope.spawn(run)).collect();
+        let mut all = run();
+        for h in handles {
+            match h.join() {
+                Ok(r) => all.extend(r),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
         }
-        self.e.slots[self.i].held.set(unit);
-        Verdict::Verified
-    }
-
-    fn persist(&mut self, store: Bytes) {
-        self.e.slots[self.i].store = Some(store);
-    }
-
-    fn disconnect(&mut self, peer: PeerId, reason: DisconnectReason) {
-        let (i, j) = (self.i, peer.0 as usize);
-        self.e.note_disconnect(i, j, &reason);
-        if self.e.slots[i]
-            .hostile
-            .as_ref()
-            .is_some_and(|h| h.keeps_connections())
-        {
-            return;
-        }
-        if let Some(&conn) = self.e.slots[i].conns.get(&j) {
-            self.e.close(conn, i, j);
-        }
-    }
-
-    fn event(&mut self, event: Event) {
-        self.e.event(self.i, event);
-    }
-
-    fn trace(&mut self, record: Stamped) {
-        self.e.write_trace(self.i, &record);
-    }
+        all
+    })
 }
 
 struct Engine<'a> {
-    scenario: &'a Scenario,
-    geo: Geometry,
+    sh: Shared<'a>,
     now: SimTime,
-    queue: EventQueue<Ev>,
-    net: Network,
+    /// Tracker visits, joins, crashes, restarts.
+    global: EventQueue<GlobalEv>,
     slots: Vec<Slot>,
-    /// Live connections: id → (a, b). Looked up for every message; never iterated, so a hash
-    /// map's order cannot leak into the run.
-    conns: HashMap<u64, (usize, usize), BuildHasherDefault<ConnIdHasher>>,
+    receivers: Vec<Receiver>,
     next_conn: u64,
     tracker_rng: SimRng,
-    /// Messages sent, by kind (indexed by `MessageKind as usize`).
-    messages: [u64; MessageKind::ALL.len()],
-    availability_bytes: u64,
-    data_bytes: u64,
-    hasher: TraceDigest,
+    crash_rng: SimRng,
     trace: Option<std::io::BufWriter<std::fs::File>>,
     trace_path: Option<std::path::PathBuf>,
-    tracing: bool,
     last_progress: SimTime,
     violation: Option<String>,
     instants: Vec<perfetto::Instant>,
     /// Honest leechers not yet complete.
     leechers_left: usize,
-    root: Bytes,
-    /// The limits every node runs with.
-    limits: Limits,
-    /// Connections honest nodes dropped: (the dropped peer's behaviour, reason) → count.
-    disconnects: BTreeMap<(Behaviour, &'static str), u64>,
-}
-
-/// Hashes connection ids (sequential `u64`s) with one multiplication: no keys come from outside
-/// the engine, so nothing needs SipHash's defence against chosen keys.
-#[derive(Default)]
-struct ConnIdHasher(u64);
-
-impl Hasher for ConnIdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-
-    fn write_u64(&mut self, id: u64) {
-        self.0 = (self.0 ^ id).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
+    /// Threads a window may use.
+    threads: usize,
+    /// Events pending below which a window runs on one thread.
+    parallel_min: usize,
+    /// Windows that ran on several threads.
+    parallel_windows: u64,
+    /// What global events told the engine (they run nodes' actions too).
+    global_stats: WindowStats,
+    /// What each node receives at the end of the window (reused).
+    inbound: Vec<Inbound>,
+    /// Trace lines of the window (reused).
+    scratch_lines: Vec<(SimTime, String)>,
 }
 
 /// Runs `scenario` with `opts` and returns its report (whose exit code says how it ended).
 pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<Report, SimError> {
     let wall = Instant::now();
     let seed = opts.effective_seed(scenario);
-    let (mut e, crash_rng) = build(scenario, opts, seed)?;
-    let reason = e.run_loop(crash_rng);
+    let mut e = build(scenario, opts, seed)?;
+    let reason = e.run_loop();
     e.finish(opts, seed, reason, wall)
 }
 
-/// The engine for `scenario` under `opts` with every join and crash queued, and the crash
-/// stream the run goes on with.
-fn build<'a>(
-    scenario: &'a Scenario,
-    opts: &RunOptions,
-    seed: u64,
-) -> Result<(Engine<'a>, SimRng), SimError> {
+/// The engine for `scenario` under `opts` with every join and crash queued.
+fn build<'a>(scenario: &'a Scenario, opts: &RunOptions, seed: u64) -> Result<Engine<'a>, SimError> {
     let root_rng = SimRng::new(seed);
     let peers = scenario.peers(opts.strategy);
     let net = Network::from_scenario(scenario, &peers, root_rng.derive("network"));
+    let (shape, senders, receivers) = net.into_parts();
     let mut node_seeds = root_rng.derive("nodes");
     let trace = match &opts.trace {
         Some(path) => Some(std::io::BufWriter::new(
@@ -304,7 +457,8 @@ fn build<'a>(
     })?;
     let slots: Vec<Slot> = peers
         .iter()
-        .map(|spec| Slot {
+        .zip(senders)
+        .map(|(spec, sender)| Slot {
             spec: spec.clone(),
             node: None,
             epoch: 0,
@@ -323,40 +477,59 @@ fn build<'a>(
             },
             hostile: hostile::PeerState::new(spec, &root_rng),
             announcing: false,
+            wants_announce: false,
+            queue: LocalQueue::default(),
+            sender,
+            out: Vec::new(),
+            digest: TraceDigest::new(),
+            lines: Vec::new(),
+            tally: Tally::default(),
+            unread: BTreeMap::new(),
         })
         .collect();
     let leechers_left = peers
         .iter()
         .filter(|p| p.role == Role::Leecher && p.behaviour.is_honest())
         .count();
+    let window_us = shape.min_path_us().max(1);
+    let threads = opts
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
     let mut e = Engine {
-        scenario,
-        geo,
+        sh: Shared {
+            scenario,
+            geo,
+            limits: Limits::default(),
+            root: Bytes::from_static(&ROOT),
+            tracing: trace.is_some(),
+            specs: peers.clone(),
+            shape,
+            window_us,
+        },
         now: SimTime::ZERO,
-        queue: EventQueue::new(),
-        net,
+        global: EventQueue::new(),
         slots,
-        conns: HashMap::default(),
+        receivers,
         next_conn: 1,
         tracker_rng: root_rng.derive("tracker"),
-        messages: [0; MessageKind::ALL.len()],
-        availability_bytes: 0,
-        data_bytes: 0,
-        hasher: TraceDigest::new(),
-        tracing: trace.is_some(),
+        crash_rng: SimRng::new(0),
         trace,
         trace_path: opts.trace.clone(),
         last_progress: SimTime::ZERO,
         violation: None,
         instants: Vec::new(),
         leechers_left,
-        root: Bytes::from_static(&ROOT),
-        limits: Limits::default(),
-        disconnects: BTreeMap::new(),
+        threads,
+        parallel_min: PARALLEL_MIN_PENDING,
+        parallel_windows: 0,
+        global_stats: WindowStats::default(),
+        inbound: (0..peers.len()).map(|_| Inbound::default()).collect(),
+        scratch_lines: Vec::new(),
     };
     for p in &peers {
-        e.queue
-            .push(SimTime::from_duration(p.join_at), Ev::Join(p.id));
+        e.global
+            .push(SimTime::from_duration(p.join_at), GlobalEv::Join(p.id));
     }
     let mut crash_rng = root_rng.derive("crash");
     for c in &scenario.faults.crashes {
@@ -364,28 +537,52 @@ fn build<'a>(
         let victims = c.victims(count);
         // Draw now so that the victims do not depend on anything that happens in the run.
         let _ = crash_rng.u64();
-        e.queue.push(
+        e.global.push(
             SimTime::from_duration(c.at),
-            Ev::Crash {
+            GlobalEv::Crash {
                 group: c.group,
                 victims,
                 down_for: c.down_for,
             },
         );
     }
-    Ok((e, crash_rng))
+    e.crash_rng = crash_rng;
+    Ok(e)
 }
 
-impl Engine<'_> {
-    fn run_loop(&mut self, mut crash_rng: SimRng) -> ExitReason {
-        let limit = SimTime::from_duration(self.scenario.time_limit);
-        while let Some((t, ev)) = self.queue.pop() {
-            if t > limit {
+impl<'a> Engine<'a> {
+    fn run_loop(&mut self) -> ExitReason {
+        let limit = SimTime::from_duration(self.sh.scenario.time_limit);
+        loop {
+            let next_node = self.slots.iter().filter_map(|s| s.queue.peek_time()).min();
+            let next_global = self.global.peek_time();
+            let Some(start) = next_node.into_iter().chain(next_global).min() else {
+                return ExitReason::Stalled;
+            };
+            if start > limit {
                 self.now = limit;
                 return ExitReason::TimeLimit;
             }
-            self.now = t;
-            self.dispatch(ev, &mut crash_rng);
+            if next_global == Some(start) {
+                // Global events first at their time: they run alone.
+                self.now = start;
+                while self.global.peek_time() == Some(start) {
+                    let Some((_, ev)) = self.global.pop() else {
+                        break;
+                    };
+                    self.dispatch_global(ev);
+                }
+                let stats = std::mem::take(&mut self.global_stats);
+                self.settle(start, stats);
+            } else {
+                let end = start
+                    .add_micros(self.sh.window_us)
+                    .min(next_global.unwrap_or(SimTime::MAX))
+                    .min(limit.add_micros(1));
+                let stats = self.run_window(end);
+                self.now = self.now.max(stats.last_event);
+                self.settle(end, stats);
+            }
             if let Some(v) = &self.violation {
                 return ExitReason::Invariant(v.clone());
             }
@@ -396,102 +593,129 @@ impl Engine<'_> {
                 return ExitReason::Stalled;
             }
         }
-        ExitReason::Stalled
     }
 
-    fn dispatch(&mut self, ev: Ev, crash_rng: &mut SimRng) {
-        match ev {
-            Ev::Join(i) => self.join(i),
-            Ev::Connected { conn } => {
-                if let Some(&(a, b)) = self.conns.get(&conn) {
-                    self.input(
-                        a,
-                        Input::PeerConnected {
-                            peer: PeerId(b as u64),
-                        },
-                    );
-                    self.input(
-                        b,
-                        Input::PeerConnected {
-                            peer: PeerId(a as u64),
-                        },
-                    );
-                }
-            }
-            Ev::Deliver {
-                conn,
-                to,
-                from,
-                msg,
-            } => {
-                if self.conns.contains_key(&conn)
-                    && (self.slots[to].hostile.is_none() || self.reaches_node(to, from, &msg))
-                {
-                    let frame = Frame {
-                        info_hash: self.root.clone(),
-                        msg,
-                    };
-                    self.input(
+    /// Runs every node's events due before `end`, on up to `threads` threads.
+    fn run_window(&mut self, end: SimTime) -> WindowStats {
+        let sh = &self.sh;
+        let pending: usize = if self.threads > 1 {
+            self.slots.iter().map(|s| s.queue.len()).sum()
+        } else {
+            0
+        };
+        if self.threads == 1 || pending < self.parallel_min {
+            return run_nodes(sh, &mut self.slots, 0, end);
+        }
+        self.parallel_windows += 1;
+        let work = self
+            .slots
+            .chunks_mut(CHUNK)
+            .enumerate()
+            .map(|(k, c)| (k * CHUNK, c));
+        let stats = on_threads(self.threads, work, |(base, chunk)| {
+            run_nodes(sh, chunk, base, end)
+        });
+        stats.into_iter().fold(WindowStats::default(), |mut a, s| {
+            a.merge(s);
+            a
+        })
+    }
+
+    /// The end of a window (or of global events) at `at`: messages sent are booked on their
+    /// receivers' downlinks and queued, trace lines written, tracker calls queued, and the
+    /// run's counts brought up to date.
+    fn settle(&mut self, at: SimTime, stats: WindowStats) {
+        // What each receiver gets, gathered in sender order (each sender's in its own order).
+        let mut lines = std::mem::take(&mut self.scratch_lines);
+        let mut sent = 0;
+        for slot in &mut self.slots {
+            sent += slot.out.len();
+            for o in slot.out.drain(..) {
+                match o {
+                    Outgoing::Message {
+                        dep,
+                        sent_at,
                         to,
-                        Input::PeerFrame {
-                            peer: PeerId(from as u64),
-                            frame,
-                        },
-                    );
+                        then,
+                    } => self.inbound[to].messages.push((sent_at, dep, then)),
+                    Outgoing::Event { to, at: t, ev } => self.inbound[to].events.push((t, ev)),
                 }
             }
-            Ev::Closed { conn, to, from } => {
-                // Only if `to` has not already reconnected to `from` on a newer connection.
-                if self.slots[to].conns.get(&from) == Some(&conn) {
-                    self.slots[to].conns.remove(&from);
-                    self.announce_if_short(to);
-                    self.input(
-                        to,
-                        Input::PeerDisconnected {
-                            peer: PeerId(from as u64),
-                        },
-                    );
+            lines.append(&mut slot.lines);
+        }
+        // Each receiver's downlink books its messages by send time (the sort is stable: equal
+        // times keep the gathered order); receivers are independent of each other.
+        let work = self
+            .slots
+            .chunks_mut(CHUNK)
+            .zip(self.receivers.chunks_mut(CHUNK))
+            .zip(self.inbound.chunks_mut(CHUNK));
+        let deliver =
+            |((slots, receivers), inbound): ((&mut [Slot], &mut [Receiver]), &mut [Inbound])| {
+                for ((slot, rx), inb) in slots.iter_mut().zip(receivers).zip(inbound) {
+                    inb.deliver(at, slot, rx);
                 }
-            }
-            Ev::UnitSent {
-                conn,
-                node,
-                to,
-                unit,
-            } => {
-                if self.conns.contains_key(&conn) {
-                    self.input(
-                        node,
-                        Input::UnitSent {
-                            peer: PeerId(to as u64),
-                            unit,
-                        },
-                    );
-                }
-            }
-            Ev::Timer { node, epoch, at } => {
-                let slot = &mut self.slots[node];
-                if slot.epoch == epoch && slot.timer == Some(at) {
-                    slot.timer = None;
-                    if let Some(n) = slot.node.as_mut() {
-                        n.handle_timeout(at.into());
+            };
+        if self.threads > 1 && sent >= self.parallel_min {
+            on_threads(self.threads, work, deliver);
+        } else {
+            work.for_each(deliver);
+        }
+        if !lines.is_empty() {
+            lines.sort_by_key(|l| l.0);
+            if let Some(w) = self.trace.as_mut() {
+                for (_, line) in lines.iter() {
+                    if w.write_all(line.as_bytes()).is_err() {
+                        self.violation = Some("cannot write the trace file".into());
+                        break;
                     }
-                    self.after(node);
                 }
             }
-            Ev::Announce(i) => {
+            lines.clear();
+        }
+        self.scratch_lines = lines;
+        for i in 0..self.slots.len() {
+            if std::mem::take(&mut self.slots[i].wants_announce) {
+                self.announce(i, at);
+            }
+        }
+        self.leechers_left -= stats.completions;
+        if let Some(t) = stats.last_progress {
+            self.last_progress = self.last_progress.max(t);
+        }
+        if stats.violation && self.violation.is_none() {
+            self.violation = self.slots.iter().find_map(|s| s.tally.violation.clone());
+        }
+    }
+
+    /// Node `i` as the global events see it, at the engine's time.
+    fn ctx(&mut self, i: usize) -> Ctx<'_, 'a> {
+        Ctx {
+            sh: &self.sh,
+            slot: &mut self.slots[i],
+            i,
+            now: self.now,
+            w: &mut self.global_stats,
+        }
+    }
+
+    fn dispatch_global(&mut self, ev: GlobalEv) {
+        match ev {
+            GlobalEv::Join(i) => self.join(i),
+            GlobalEv::Announce(i) => {
                 self.slots[i].announcing = false;
                 if self.slots[i].node.is_some() {
                     self.connect_more(i);
                 }
             }
-            Ev::Tracker(i) => {
+            GlobalEv::Tracker(i) => {
                 if self.slots[i].node.is_some() {
                     self.connect_more(i);
-                    self.queue.push(self.now + TRACKER_INTERVAL, Ev::Tracker(i));
+                    self.global
+                        .push(self.now + TRACKER_INTERVAL, GlobalEv::Tracker(i));
                 }
             }
-            Ev::Crash {
+            GlobalEv::Crash {
                 group,
                 victims,
                 down_for,
@@ -502,51 +726,47 @@ impl Engine<'_> {
                     .filter(|s| s.spec.group == group)
                     .map(|s| s.spec.id)
                     .collect();
-                let picks = crash_rng.sample(members.len(), victims as usize);
+                let picks = self.crash_rng.sample(members.len(), victims as usize);
                 for k in picks {
                     let i = members[k];
                     self.crash(i);
-                    self.queue.push(self.now + down_for, Ev::Restart(i));
+                    self.global.push(self.now + down_for, GlobalEv::Restart(i));
                 }
             }
-            Ev::Restart(i) => self.restart(i),
-            Ev::Drop {
-                conn,
-                node,
-                peer,
-                reason,
-            } => self.embedder_drop(conn, node, peer, reason),
-            Ev::Flood(i) => self.flood(i),
+            GlobalEv::Restart(i) => self.restart(i),
         }
     }
 
     fn config(&self, i: usize) -> Config {
         let s = &self.slots[i];
-        let mut c = Config::new(ROOT, self.geo.file_len(), &format!("peer{i}"));
+        let mut c = Config::new(ROOT, self.sh.geo.file_len(), &format!("peer{i}"));
         c.hierarchical = s.spec.protocol == Protocol::Hierarchical;
         c.seed = s.seed;
-        c.trace = self.tracing;
-        c.limits = self.limits.clone();
+        c.trace = self.sh.tracing;
+        c.limits = self.sh.limits.clone();
         c
     }
 
     fn join(&mut self, i: usize) {
         let local = match self.slots[i].spec.role {
-            Role::Seeder => LocalTiers::full(self.geo),
-            Role::Leecher => LocalTiers::new(self.geo),
+            Role::Seeder => LocalTiers::full(self.sh.geo),
+            Role::Leecher => LocalTiers::new(self.sh.geo),
         };
         let node = Box::new(Node::new(self.config(i), local, self.now.into()));
         let have = node.local().units_present();
-        self.slots[i].node = Some(node);
-        self.slots[i].joined_at = Some(self.now);
-        self.note_progress(i, have);
-        self.connect_more(i);
-        self.queue.push(self.now + TRACKER_INTERVAL, Ev::Tracker(i));
-        if self.slots[i].spec.behaviour == Behaviour::Flood {
-            self.queue
-                .push(self.now + hostile::FLOOD_EVERY, Ev::Flood(i));
+        let now = self.now;
+        let units = self.sh.geo.units();
+        let slot = &mut self.slots[i];
+        slot.node = Some(node);
+        slot.joined_at = Some(now);
+        slot.note_progress(now, have, units);
+        if slot.spec.behaviour == Behaviour::Flood {
+            slot.queue.push(now + hostile::FLOOD_EVERY, NodeEv::Flood);
         }
-        self.after(i);
+        self.connect_more(i);
+        self.global
+            .push(self.now + TRACKER_INTERVAL, GlobalEv::Tracker(i));
+        self.ctx(i).after();
     }
 
     /// The tracker. A downloader asks for up to [`TRACKER_PEERS`] random live peers it is not
@@ -583,6 +803,11 @@ impl Engine<'_> {
         if want == 0 {
             return;
         }
+        let complete_peers = if complete {
+            self.complete_peers()
+        } else {
+            Vec::new()
+        };
         let live: Vec<usize> = self
             .slots
             .iter()
@@ -591,7 +816,7 @@ impl Engine<'_> {
                     && s.node.is_some()
                     && !self.slots[i].conns.contains_key(&s.spec.id)
                     && if complete {
-                        self.welcomes_seed(s)
+                        self.welcomes_seed(s, &complete_peers)
                     } else {
                         s.conns.len() < MAX_CONNECTIONS
                     }
@@ -603,46 +828,48 @@ impl Engine<'_> {
             let j = live[k];
             let conn = self.next_conn;
             self.next_conn += 1;
-            self.conns.insert(conn, (i, j));
             self.slots[i].conns.insert(j, conn);
             self.slots[j].conns.insert(i, conn);
             let rtt = self.slots[i].spec.latency + self.slots[j].spec.latency;
-            self.queue.push(self.now + rtt, Ev::Connected { conn });
+            let at = self.now + rtt;
+            self.slots[i]
+                .queue
+                .push(at, NodeEv::Connected { conn, peer: j });
+            self.slots[j]
+                .queue
+                .push(at, NodeEv::Connected { conn, peer: i });
         }
+    }
+
+    /// Which peers are complete, read once for a tracker visit (each is behind a node's
+    /// pointer, and [`Engine::welcomes_seed`] asks about every connection of every candidate).
+    fn complete_peers(&self) -> Vec<bool> {
+        (self.slots.iter())
+            .map(|s| s.node.as_ref().is_some_and(|n| n.is_complete()))
+            .collect()
     }
 
     /// Whether downloader `s` takes a complete peer's dial: it is still downloading, has a place
     /// (counting [`SEED_ROOM`]), and the complete peers it has cannot fill its download link.
-    fn welcomes_seed(&self, s: &Slot) -> bool {
-        let downloading = s.node.as_ref().is_some_and(|n| !n.is_complete());
+    /// `complete[k]`: whether peer `k` is complete.
+    fn welcomes_seed(&self, s: &Slot, complete: &[bool]) -> bool {
+        let downloading = s.node.is_some() && !complete[s.spec.id];
         downloading && s.conns.len() < MAX_CONNECTIONS + SEED_ROOM && {
             let seeds_up: u64 = s
                 .conns
                 .keys()
-                .filter(|&&k| self.slots[k].node.as_ref().is_some_and(|n| n.is_complete()))
+                .filter(|&&k| complete[k])
                 .map(|&k| self.slots[k].spec.upload_bps)
                 .sum();
             seeds_up < s.spec.download_bps
         }
     }
 
-    /// Sends complete peer `i` to the tracker now (once, however often it is asked before).
-    fn announce(&mut self, i: usize) {
+    /// Sends complete peer `i` to the tracker at `at` (once, however often it is asked before).
+    fn announce(&mut self, i: usize, at: SimTime) {
         if !self.slots[i].announcing {
             self.slots[i].announcing = true;
-            self.queue.push(self.now, Ev::Announce(i));
-        }
-    }
-
-    /// A complete peer whose connections fell below [`TRACKER_PEERS`] looks for downloaders
-    /// now rather than at its next visit: its neighbours completed and parted from it.
-    fn announce_if_short(&mut self, i: usize) {
-        // From the slot, not the node: the node is lent out while its own actions close
-        // connections.
-        let s = &self.slots[i];
-        let complete = s.spec.role == Role::Seeder || s.complete_at.is_some();
-        if s.conns.len() < TRACKER_PEERS && complete {
-            self.announce(i);
+            self.global.push(at, GlobalEv::Announce(i));
         }
     }
 
@@ -650,13 +877,16 @@ impl Engine<'_> {
         let Some(node) = self.slots[i].node.take() else {
             return;
         };
-        self.slots[i].carried.add(&node);
-        self.slots[i].epoch += 1;
-        self.slots[i].timer = None;
-        self.net.reset_peer(i, self.now);
+        let now = self.now;
+        let slot = &mut self.slots[i];
+        slot.carried.add(&node);
+        slot.epoch += 1;
+        slot.timer = None;
+        slot.sender.reset(now);
+        self.receivers[i].reset(now);
         let conns: Vec<(usize, u64)> = self.slots[i].conns.iter().map(|(j, c)| (*j, *c)).collect();
         for (j, conn) in conns {
-            self.close(conn, i, j);
+            self.ctx(i).close(conn, j);
         }
         self.instants.push(perfetto::Instant {
             peer: i,
@@ -670,6 +900,7 @@ impl Engine<'_> {
             return;
         }
         let cfg = self.config(i);
+        let geo = self.sh.geo;
         let node = match (&self.slots[i].store, self.slots[i].spec.role) {
             (Some(store), _) => match Node::from_store(cfg.clone(), store, self.now.into()) {
                 Ok((n, _)) => n,
@@ -678,8 +909,8 @@ impl Engine<'_> {
                     return;
                 }
             },
-            (None, Role::Seeder) => Node::new(cfg, LocalTiers::full(self.geo), self.now.into()),
-            (None, Role::Leecher) => Node::new(cfg, LocalTiers::new(self.geo), self.now.into()),
+            (None, Role::Seeder) => Node::new(cfg, LocalTiers::full(geo), self.now.into()),
+            (None, Role::Leecher) => Node::new(cfg, LocalTiers::new(geo), self.now.into()),
         };
         self.slots[i].node = Some(Box::new(node));
         self.instants.push(perfetto::Instant {
@@ -688,243 +919,9 @@ impl Engine<'_> {
             at_us: self.now.as_micros(),
         });
         self.connect_more(i);
-        self.queue.push(self.now + TRACKER_INTERVAL, Ev::Tracker(i));
-        self.after(i);
-    }
-
-    /// Closes connection `conn` from `i`'s side: `j` learns after the path latency.
-    fn close(&mut self, conn: u64, i: usize, j: usize) {
-        if self.conns.remove(&conn).is_none() {
-            return;
-        }
-        self.slots[i].conns.remove(&j);
-        self.announce_if_short(i);
-        let lat = self.slots[i].spec.latency + self.slots[j].spec.latency;
-        self.queue.push(
-            self.now + lat,
-            Ev::Closed {
-                conn,
-                to: j,
-                from: i,
-            },
-        );
-    }
-
-    fn input(&mut self, i: usize, input: Input) {
-        let Some(n) = self.slots[i].node.as_mut() else {
-            return;
-        };
-        n.handle_input(self.now.into(), input);
-        self.after(i);
-    }
-
-    /// Executes node `i`'s actions through [`drive`], checks its invariants and re-arms its
-    /// timer.
-    fn after(&mut self, i: usize) {
-        let Some(mut node) = self.slots[i].node.take() else {
-            return;
-        };
-        drive(&mut node, self.now.into(), &mut SimHost { e: self, i });
-        let epoch = self.slots[i].epoch;
-        let s = node.stats();
-        let l = &node.config().limits;
-        if s.in_flight_requests > l.max_requests || s.in_flight_refines > l.max_refines {
-            self.violation = Some(format!(
-                "peer {i} exceeds its caps: {} requests, {} refinements in flight",
-                s.in_flight_requests, s.in_flight_refines
-            ));
-        }
-        if let Some(t) = node.poll_timeout() {
-            let at = SimTime::from(t).max(self.now);
-            let slot = &mut self.slots[i];
-            if slot.timer.is_none_or(|cur| at < cur) {
-                slot.timer = Some(at);
-                self.queue.push(at, Ev::Timer { node: i, epoch, at });
-            }
-        }
-        self.slots[i].node = Some(node);
-    }
-
-    /// Schedules the arrival of each copy of `msg` on connection `conn`.
-    fn deliver(&mut self, conn: u64, from: usize, to: usize, msg: &Message, times: &[SimTime]) {
-        for &t in times {
-            let msg = msg.clone();
-            self.queue.push(
-                t,
-                Ev::Deliver {
-                    conn,
-                    to,
-                    from,
-                    msg,
-                },
-            );
-        }
-    }
-
-    fn count(&mut self, kind: MessageKind, bytes: u64) {
-        self.messages[kind as usize] += 1;
-        if kind.is_availability() {
-            self.availability_bytes += bytes;
-        }
-    }
-
-    fn send(&mut self, i: usize, j: usize, msg: Message) {
-        let bytes = msg.frame_len() as u64;
-        self.count(msg.kind(), bytes);
-        if let Message::Handshake {
-            capabilities: Some(_),
-            ..
-        } = &msg
-        {
-            // Capability fields: version (2), max tier (2), flag (2).
-            self.availability_bytes += 6;
-        }
-        self.hash_send(i, j, &msg);
-        let Some(&conn) = self.slots[i].conns.get(&j) else {
-            return;
-        };
-        if !self.conns.contains_key(&conn) {
-            return;
-        }
-        let d = self.net.send(self.now, i, j, bytes, Class::Control);
-        self.deliver(conn, i, j, &msg, &d.times);
-    }
-
-    fn serve(&mut self, i: usize, j: usize, unit: u64) {
-        self.serve_as(i, j, unit, Bytes::new(), true);
-    }
-
-    /// The simulator's own check: a node serves only units whose bytes it received and verified
-    /// (or, for a seeder, always had).
-    fn holds(&mut self, i: usize, unit: u64) -> bool {
-        let held = self.slots[i].held.get(unit);
-        if !held {
-            self.violation = Some(format!("peer {i} served unit {unit} it lacks"));
-        }
-        held
-    }
-
-    /// Bytes on the wire of `unit`'s TRANSFER: the frame, the payload and a proof of
-    /// ~log2(units) chaining values, modelled by size.
-    fn transfer_len(&self, unit: u64) -> u64 {
-        let empty = Message::Transfer {
-            unit,
-            data: Bytes::new(),
-            proof: None,
-        };
-        let proof = 40 * (64 - self.geo.units().leading_zeros() as u64);
-        empty.frame_len() as u64 + self.geo.unit_len(unit) + proof
-    }
-
-    /// Sends `unit` from `i` to `j` in a TRANSFER carrying `data` (empty: the real bytes,
-    /// modelled by size), and tells `i` when it has left; `reads`: whether `j` reads it.
-    fn serve_as(&mut self, i: usize, j: usize, unit: u64, data: Bytes, reads: bool) {
-        if !self.holds(i, unit) {
-            return;
-        }
-        let bytes = self.transfer_len(unit);
-        let msg = Message::Transfer {
-            unit,
-            data,
-            proof: None,
-        };
-        self.count(MessageKind::Transfer, 0);
-        self.data_bytes += bytes;
-        self.hash_send(i, j, &msg);
-        let Some(&conn) = self.slots[i].conns.get(&j) else {
-            return;
-        };
-        let d = self.net.send(self.now, i, j, bytes, Class::Bulk);
-        self.queue.push(
-            d.left_sender.max(self.now),
-            Ev::UnitSent {
-                conn,
-                node: i,
-                to: j,
-                unit,
-            },
-        );
-        if reads {
-            self.deliver(conn, i, j, &msg, &d.times);
-        }
-    }
-
-    fn event(&mut self, i: usize, ev: Event) {
-        let honest = self.slots[i].hostile.is_none();
-        match ev {
-            Event::Progress { units, .. } => {
-                // Only honest progress keeps a run from counting as stalled.
-                if honest {
-                    self.last_progress = self.now;
-                }
-                self.note_progress(i, units);
-            }
-            Event::Complete => {
-                let s = &mut self.slots[i];
-                if s.spec.role == Role::Leecher && s.complete_at.is_none() {
-                    s.complete_at = Some(self.now);
-                    if honest {
-                        self.leechers_left -= 1;
-                    }
-                    // Complete means every unit was verified here (corrupt data never is).
-                    if !s.held.is_full() {
-                        self.violation = Some(format!(
-                            "peer {i} reported complete holding {} of {} verified units",
-                            s.held.count_ones(),
-                            self.geo.units()
-                        ));
-                    }
-                    self.announce(i);
-                }
-            }
-            Event::PeerReady { peer, .. } => self.hostile_ready(i, peer.0 as usize),
-            _ => {}
-        }
-    }
-
-    fn write_trace(&mut self, i: usize, rec: &Stamped) {
-        let json = rec.to_json_line();
-        let line = format!("{{\"node\":{i},{}\n", &json[1..]);
-        if let Some(w) = self.trace.as_mut() {
-            if w.write_all(line.as_bytes()).is_err() {
-                self.violation = Some("cannot write the trace file".into());
-            }
-        }
-    }
-
-    /// The trace hash digests every message sent (time, ends, kind, unit), whether or not a
-    /// trace file is written, so a sweep's hash can be checked against a traced re-run.
-    fn hash_send(&mut self, i: usize, j: usize, msg: &Message) {
-        let unit = match msg {
-            Message::Have { unit }
-            | Message::Request { unit, .. }
-            | Message::Transfer { unit, .. }
-            | Message::Reject { unit, .. }
-            | Message::Cancel { unit } => *unit,
-            Message::RefineRequest { index, .. } => *index,
-            _ => u64::MAX,
-        };
-        let mut rec = [0u8; digest::RECORD];
-        rec[..8].copy_from_slice(&self.now.as_micros().to_le_bytes());
-        rec[8..16].copy_from_slice(&(i as u64).to_le_bytes());
-        rec[16..24].copy_from_slice(&(j as u64).to_le_bytes());
-        rec[24..32].copy_from_slice(&unit.to_le_bytes());
-        rec[32] = msg.kind() as u8;
-        self.hasher.record(&rec);
-    }
-
-    fn note_progress(&mut self, i: usize, have: u64) {
-        let total = self.geo.units().max(1);
-        let s = &mut self.slots[i];
-        if s.spec.role != Role::Leecher {
-            return;
-        }
-        let percent = have * 100 / total;
-        if percent != s.last_percent || s.progress.is_empty() {
-            s.last_percent = percent;
-            s.progress
-                .push((self.now.as_secs_f64(), have as f64 / total as f64));
-        }
+        self.global
+            .push(self.now + TRACKER_INTERVAL, GlobalEv::Tracker(i));
+        self.ctx(i).after();
     }
 
     fn finish(
@@ -942,10 +939,21 @@ impl Engine<'_> {
             })?;
         }
         let peers: Vec<PeerSpec> = self.slots.iter().map(|s| s.spec.clone()).collect();
-        let bounds = Bounds::of(self.scenario.file_size, &peers);
+        let bounds = Bounds::of(self.sh.scenario.file_size, &peers);
         let bound_s = bounds.bound_s();
         let mut totals = Carried::default();
+        let mut messages = [0u64; MessageKind::ALL.len()];
+        let (mut availability_bytes, mut data_bytes) = (0, 0);
+        let mut node_disconnects: BTreeMap<(Behaviour, &'static str), u64> = BTreeMap::new();
         for s in &self.slots {
+            for (m, n) in messages.iter_mut().zip(s.tally.messages) {
+                *m += n;
+            }
+            availability_bytes += s.tally.availability_bytes;
+            data_bytes += s.tally.data_bytes;
+            for (&k, &n) in &s.tally.disconnects {
+                *node_disconnects.entry(k).or_default() += n;
+            }
             let mut c = s.carried;
             if let Some(n) = &s.node {
                 c.add(n);
@@ -979,7 +987,7 @@ impl Engine<'_> {
             .copied()
             .filter(|s| s.hostile.is_none())
             .collect();
-        let honest_bound_s = Bounds::of(self.scenario.file_size, &honest_peers).bound_s();
+        let honest_bound_s = Bounds::of(self.sh.scenario.file_size, &honest_peers).bound_s();
         let honest = self.figures(
             &honest_leechers,
             first_join(&honest_peers).as_secs_f64(),
@@ -1003,7 +1011,12 @@ impl Engine<'_> {
             let names: Vec<String> = self
                 .slots
                 .iter()
-                .map(|s| format!("{} {}", self.scenario.groups[s.spec.group].name, s.spec.id))
+                .map(|s| {
+                    format!(
+                        "{} {}",
+                        self.sh.scenario.groups[s.spec.group].name, s.spec.id
+                    )
+                })
                 .collect();
             let spans: Vec<perfetto::Span> = self
                 .slots
@@ -1036,7 +1049,7 @@ impl Engine<'_> {
             .iter()
             .filter(|s| s.spec.role == Role::Leecher)
             .map(|s| LeecherDetail {
-                group: self.scenario.groups[s.spec.group].name.clone(),
+                group: self.sh.scenario.groups[s.spec.group].name.clone(),
                 join_s: SimTime::from_duration(s.spec.join_at).as_secs_f64(),
                 complete_s: s.complete_at.map(SimTime::as_secs_f64),
                 behaviour: s.spec.behaviour,
@@ -1047,17 +1060,17 @@ impl Engine<'_> {
             *hostile.entry(s.spec.behaviour.to_string()).or_default() += 1;
         }
         let mut disconnects: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-        for (&(of, reason), &n) in &self.disconnects {
+        for (&(of, reason), &n) in &node_disconnects {
             disconnects
                 .entry(of.to_string())
                 .or_default()
                 .insert(reason.to_owned(), n);
         }
         Ok(Report {
-            scenario: self.scenario.name.clone(),
+            scenario: self.sh.scenario.name.clone(),
             seed,
             strategy: opts.strategy,
-            file_bytes: self.scenario.file_size,
+            file_bytes: self.sh.scenario.file_size,
             leechers: all.leechers,
             seeders: (self.slots.len() - leechers.len()) as u64,
             completed: all.completed,
@@ -1066,14 +1079,14 @@ impl Engine<'_> {
             makespan_s,
             bound_s,
             bound_kr_s: bounds.kumar_ross_s,
-            bound_fluid_s: fluid_bound(self.scenario.file_size, &peers),
+            bound_fluid_s: fluid_bound(self.sh.scenario.file_size, &peers),
             efficiency: all.efficiency,
-            availability_bytes: self.availability_bytes,
-            data_bytes: self.data_bytes,
+            availability_bytes,
+            data_bytes,
             messages: MessageKind::ALL
                 .iter()
-                .filter(|&&k| self.messages[k as usize] > 0)
-                .map(|&k| (k.name().to_owned(), self.messages[k as usize]))
+                .filter(|&&k| messages[k as usize] > 0)
+                .map(|&k| (k.name().to_owned(), messages[k as usize]))
                 .collect(),
             refine_requests: totals.refine_requests,
             refine_timeouts: totals.refine_timeouts,
@@ -1081,7 +1094,7 @@ impl Engine<'_> {
             duplicate_units: totals.duplicate_units,
             events: totals.events,
             wall_s: wall.elapsed().as_secs_f64(),
-            trace_hash: self.hasher.finalize_hex(),
+            trace_hash: digest::combine(self.slots.iter().map(|s| &s.digest)),
             exit_reason: reason,
             leechers_detail,
             hostile,
@@ -1234,9 +1247,9 @@ latency = "30ms"
 
     fn run_with(s: &Scenario, pace: Option<tierswarm_core::node::LearnedPace>) -> Report {
         let opts = RunOptions::default();
-        let (mut e, crash_rng) = build(s, &opts, s.seed).unwrap();
-        e.limits.learned_pace = pace;
-        let reason = e.run_loop(crash_rng);
+        let mut e = build(s, &opts, s.seed).unwrap();
+        e.sh.limits.learned_pace = pace;
+        let reason = e.run_loop();
         e.finish(&opts, s.seed, reason, Instant::now()).unwrap()
     }
 
@@ -1264,13 +1277,146 @@ latency = "30ms"
         );
     }
 
+    /// Every fault and every behaviour at once, legacy peers among them.
+    const EVERYTHING: &str = r#"
+name = "everything"
+file_size = "6MiB"
+seed = 21
+time_limit = "10m"
+[[group]]
+name = "seed"
+count = 1
+role = "seeder"
+upload = "100Mbit/s"
+download = "100Mbit/s"
+latency = "5ms"
+[[group]]
+name = "crowd"
+count = 16
+role = "leecher"
+upload = "20Mbit/s"
+download = "50Mbit/s"
+latency = "20ms"
+join_at = "0s..3s"
+[[group]]
+name = "old"
+count = 4
+role = "leecher"
+upload = "10Mbit/s"
+download = "50Mbit/s"
+latency = "30ms"
+protocol = "legacy"
+[[group]]
+name = "liar"
+count = 1
+role = "leecher"
+upload = "20Mbit/s"
+download = "50Mbit/s"
+latency = "20ms"
+behaviour = "liar"
+[[group]]
+name = "slow"
+count = 1
+role = "leecher"
+upload = "20Mbit/s"
+download = "50Mbit/s"
+latency = "20ms"
+behaviour = "slow-reader"
+[[group]]
+name = "corrupt"
+count = 1
+role = "leecher"
+upload = "20Mbit/s"
+download = "50Mbit/s"
+latency = "20ms"
+behaviour = "corrupt"
+[[group]]
+name = "silent"
+count = 1
+role = "leecher"
+upload = "20Mbit/s"
+download = "50Mbit/s"
+latency = "20ms"
+behaviour = "silent"
+[[group]]
+name = "flood"
+count = 1
+role = "leecher"
+upload = "20Mbit/s"
+download = "50Mbit/s"
+latency = "20ms"
+behaviour = "flood"
+[faults]
+loss = 0.02
+duplicate = 0.01
+reorder = 0.02
+[[faults.crash]]
+group = "crowd"
+fraction = 0.25
+at = "1s"
+down_for = "1s"
+[[faults.partition]]
+groups = ["seed", "old"]
+at = "0.5s"
+duration = "1s"
+"#;
+
+    /// The whole report of `s` run on `threads` threads, every window on all of them that has
+    /// anything to run, and how many windows did; the wall time zeroed.
+    fn run_on(s: &Scenario, threads: usize, trace: Option<std::path::PathBuf>) -> (Report, u64) {
+        let opts = RunOptions {
+            threads: Some(threads),
+            trace,
+            ..RunOptions::default()
+        };
+        let mut e = build(s, &opts, s.seed).unwrap();
+        e.parallel_min = 1;
+        let reason = e.run_loop();
+        let windows = e.parallel_windows;
+        let mut r = e.finish(&opts, s.seed, reason, Instant::now()).unwrap();
+        r.wall_s = 0.0;
+        (r, windows)
+    }
+
+    /// The result does not depend on how many threads ran the windows: faults, crashes,
+    /// partitions, hostile and legacy peers included, trace file and all.
+    #[test]
+    fn threads_change_nothing_in_a_run() {
+        let s = Scenario::from_toml(EVERYTHING).unwrap();
+        let dir = std::env::temp_dir().join(format!("tierswarm-threads-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (one, w1) = run_on(&s, 1, Some(dir.join("1.jsonl")));
+        assert_eq!(w1, 0);
+        assert_eq!(one.exit_reason, ExitReason::Complete, "{}", one.summary());
+        assert!(one.messages.get("reject").is_some_and(|&n| n > 0));
+        for threads in [2, 3] {
+            let path = dir.join(format!("{threads}.jsonl"));
+            let (many, windows) = run_on(&s, threads, Some(path.clone()));
+            assert!(windows > 100, "{windows} windows on {threads} threads");
+            assert_eq!(many, one, "{threads} threads");
+            let (a, b) = (
+                std::fs::read(dir.join("1.jsonl")).unwrap(),
+                std::fs::read(path).unwrap(),
+            );
+            assert!(
+                !a.is_empty() && a == b,
+                "trace files differ on {threads} threads"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// Every peer joined (each downloader has dialled the tracker's picks), nothing run yet.
     fn joined(s: &Scenario) -> Engine<'_> {
-        let (mut e, _) = build(s, &RunOptions::default(), s.seed).unwrap();
+        let mut e = build(s, &RunOptions::default(), s.seed).unwrap();
         for i in 0..e.slots.len() {
             e.join(i);
         }
         e
+    }
+
+    fn welcomes(e: &Engine, j: usize) -> bool {
+        e.welcomes_seed(&e.slots[j], &e.complete_peers())
     }
 
     fn neighbours(e: &Engine, i: usize) -> BTreeSet<usize> {
@@ -1286,22 +1432,16 @@ latency = "30ms"
         conns.clear();
         // 60 downloaders: its places are full, the room for seeds is not.
         conns.extend((10..70).map(|j| (j, j as u64)));
-        assert!(e.welcomes_seed(&e.slots[l]));
+        assert!(welcomes(&e, l));
         e.slots[l].conns.insert(1, 1);
-        assert!(
-            e.welcomes_seed(&e.slots[l]),
-            "60 of its 100 Mbit/s from seeds"
-        );
+        assert!(welcomes(&e, l), "60 of its 100 Mbit/s from seeds");
         e.slots[l].conns.insert(0, 0);
-        assert!(!e.welcomes_seed(&e.slots[l]), "160 of 100 Mbit/s");
+        assert!(!welcomes(&e, l), "160 of 100 Mbit/s");
         e.slots[l].conns.remove(&0);
         e.slots[l].conns.extend((70..79).map(|j| (j, j as u64)));
         assert_eq!(e.slots[l].conns.len(), MAX_CONNECTIONS + SEED_ROOM);
-        assert!(!e.welcomes_seed(&e.slots[l]), "no place left");
-        assert!(
-            !e.welcomes_seed(&e.slots[0]),
-            "a complete peer is no downloader"
-        );
+        assert!(!welcomes(&e, l), "no place left");
+        assert!(!welcomes(&e, 0), "a complete peer is no downloader");
     }
 
     #[test]
@@ -1314,7 +1454,7 @@ latency = "30ms"
         }
         e.slots[1].conns.clear();
         let welcoming: BTreeSet<usize> = (0..e.slots.len())
-            .filter(|&j| j != 1 && e.welcomes_seed(&e.slots[j]))
+            .filter(|&j| j != 1 && welcomes(&e, j))
             .collect();
         let with_a = neighbours(&e, 0);
         assert!(
@@ -1338,10 +1478,12 @@ latency = "30ms"
     fn a_complete_peer_short_of_connections_announces_once() {
         let s = Scenario::from_toml(SEEDS_AND_CROWD).unwrap();
         let mut e = joined(&s);
-        let before = e.queue.len();
-        e.announce_if_short(2);
+        let before = e.global.len();
+        let now = e.now;
+        e.slots[2].announce_if_short();
+        e.settle(now, WindowStats::default());
         assert_eq!(
-            e.queue.len(),
+            e.global.len(),
             before,
             "a downloader waits for its tracker visit"
         );
@@ -1349,10 +1491,13 @@ latency = "30ms"
             e.slots[j].conns.remove(&1);
         }
         e.slots[1].conns.clear();
-        e.announce_if_short(1);
-        e.announce_if_short(1);
+        e.slots[1].announce_if_short();
+        e.slots[1].announce_if_short();
+        e.settle(now, WindowStats::default());
+        e.slots[1].announce_if_short();
+        e.settle(now, WindowStats::default());
         assert_eq!(
-            e.queue.len(),
+            e.global.len(),
             before + 1,
             "one announce however often asked"
         );

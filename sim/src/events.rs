@@ -4,7 +4,8 @@
 //! The payload type needs no ordering of its own, so ties never depend on payload contents,
 //! and nothing depends on hash or allocation order.
 
-use std::collections::VecDeque;
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, VecDeque};
 
 use crate::clock::SimTime;
 
@@ -154,6 +155,91 @@ impl<E> EventQueue<E> {
     }
 }
 
+/// One node's pending events: a binary min-heap keyed by `(time, insertion sequence)`.
+///
+/// The engine keeps one per node and runs each node's events of a window together, so a
+/// node's state stays in cache while they run and nodes can run on several threads. A node
+/// has tens to hundreds of events pending, where the run as a whole has a million.
+#[derive(Debug, Clone)]
+pub struct LocalQueue<E> {
+    heap: BinaryHeap<Keyed<E>>,
+    next_seq: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Keyed<E> {
+    time: u64,
+    seq: u64,
+    event: E,
+}
+
+impl<E> PartialEq for Keyed<E> {
+    fn eq(&self, o: &Self) -> bool {
+        (self.time, self.seq) == (o.time, o.seq)
+    }
+}
+
+impl<E> Eq for Keyed<E> {}
+
+impl<E> PartialOrd for Keyed<E> {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+impl<E> Ord for Keyed<E> {
+    /// Reversed: the max-heap pops the earliest time, then the first pushed.
+    fn cmp(&self, o: &Self) -> Ordering {
+        (o.time, o.seq).cmp(&(self.time, self.seq))
+    }
+}
+
+impl<E> Default for LocalQueue<E> {
+    fn default() -> Self {
+        LocalQueue {
+            heap: BinaryHeap::new(),
+            next_seq: 0,
+        }
+    }
+}
+
+impl<E> LocalQueue<E> {
+    /// Schedules `event` at `time`.
+    pub fn push(&mut self, time: SimTime, event: E) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.heap.push(Keyed {
+            time: time.as_micros(),
+            seq,
+            event,
+        });
+    }
+
+    /// Removes and returns the earliest event if it is due before `end`.
+    pub fn pop_before(&mut self, end: SimTime) -> Option<(SimTime, E)> {
+        if self.heap.peek()?.time >= end.as_micros() {
+            return None;
+        }
+        let k = self.heap.pop()?;
+        Some((SimTime::from_micros(k.time), k.event))
+    }
+
+    /// The time of the earliest event.
+    pub fn peek_time(&self) -> Option<SimTime> {
+        self.heap.peek().map(|k| SimTime::from_micros(k.time))
+    }
+
+    /// How many events are pending.
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// Whether no events are pending.
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,5 +328,21 @@ mod tests {
             }
             proptest::prop_assert!(q.is_empty());
         }
+    }
+
+    #[test]
+    fn a_local_queue_pops_by_time_then_push_order_and_stops_at_the_end() {
+        let mut q = LocalQueue::default();
+        let t = SimTime::from_micros;
+        q.push(t(5), 'a');
+        q.push(t(3), 'b');
+        q.push(t(5), 'c');
+        q.push(t(9), 'd');
+        assert_eq!(q.peek_time(), Some(t(3)));
+        let got: Vec<char> = std::iter::from_fn(|| q.pop_before(t(9)).map(|(_, e)| e)).collect();
+        assert_eq!(got, ['b', 'a', 'c']);
+        assert_eq!(q.len(), 1, "the event at the end stays");
+        assert_eq!(q.pop_before(t(10)), Some((t(9), 'd')));
+        assert!(q.is_empty());
     }
 }

@@ -10,7 +10,8 @@
 //! - [`scenario`]: the scenario file, its validation, and the flat list of peers.
 //! - [`builder`]: scenarios built in Rust, validated as a file is.
 //! - [`clock`]: virtual time in whole microseconds.
-//! - [`events`]: the deterministic event queue (time, then insertion order).
+//! - [`events`]: the deterministic event queues (time, then insertion order): the run's for
+//!   joins, tracker visits and crashes, and one per node.
 //! - [`rng`]: the seeded generator and its independent, labelled sub-streams.
 //! - [`network`]: per-peer uplink/downlink serialisers, latency and faults.
 //! - [`bound`]: the Kumar–Ross lower bound on completion time.
@@ -52,6 +53,9 @@ pub struct RunOptions {
     pub svg: Option<PathBuf>,
     /// Where to write Chrome trace-event JSON for Perfetto (`--perfetto`).
     pub perfetto: Option<PathBuf>,
+    /// Threads one run may use (`--threads`); `None`: as many as the machine has. The result
+    /// does not depend on it.
+    pub threads: Option<usize>,
 }
 
 impl RunOptions {

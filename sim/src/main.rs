@@ -60,6 +60,9 @@ struct RunArgs {
     /// Write Chrome trace-event JSON (for ui.perfetto.dev) here.
     #[arg(long, value_name = "PATH")]
     perfetto: Option<PathBuf>,
+    /// Threads the run may use (default: every core). The result does not depend on it.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
 }
 
 #[derive(Args, Debug)]
@@ -79,6 +82,9 @@ struct SweepArgs {
     /// so the output does not depend on this).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     jobs: u16,
+    /// Threads each run may use (the result does not depend on it).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: u16,
     /// Run only the K-th of M contiguous slices of the seeds (1-based), e.g. 2/8.
     #[arg(long, value_name = "K/M")]
     shard: Option<Shard>,
@@ -132,6 +138,7 @@ fn run(args: RunArgs) -> ExitCode {
         trace: args.trace,
         svg: args.svg,
         perfetto: args.perfetto,
+        threads: args.threads.map(usize::from),
     };
     let report = match engine::run(&scenario, &opts) {
         Ok(r) => r,
@@ -198,6 +205,7 @@ fn sweep(args: SweepArgs) -> ExitCode {
         let opts = RunOptions {
             seed: Some(seed),
             strategy: args.strategy,
+            threads: Some(usize::from(args.threads)),
             ..RunOptions::default()
         };
         engine::run(&spec.scenario, &opts)

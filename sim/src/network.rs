@@ -40,9 +40,10 @@
 //!
 //! # Faults
 //!
-//! Every message draws exactly four numbers from the network's own random stream (so the stream
-//! stays aligned whatever the probabilities are; a network without loss, duplication or
-//! reordering draws nothing, since no outcome could depend on the draws), then:
+//! Every message draws exactly four numbers from its sender's own random stream (so the stream
+//! stays aligned whatever the probabilities are, and one sender's draws do not depend on when
+//! the others send; a network without loss, duplication or reordering draws nothing, since no
+//! outcome could depend on the draws), then:
 //!
 //! - **partition**: if the sender's and receiver's groups are separated by a partition window at
 //!   the send time, the message is dropped before it uses any bandwidth;
@@ -356,23 +357,226 @@ impl Serialiser {
     }
 }
 
-/// The network of one run. See the [module documentation](self) for the model.
+/// What every sender reads and no run changes: the peers' links, the fault rates and the
+/// partition windows.
 #[derive(Debug, Clone)]
-pub struct Network {
+pub struct Shape {
     links: Vec<PeerLink>,
-    uplinks: Vec<Serialiser>,
-    downlinks: Vec<Serialiser>,
     faults: FaultRates,
     partitions: Vec<PartitionWindow>,
-    rng: SimRng,
-    /// Whether any fault rate is non-zero (else no message draws from `rng`).
+    /// Whether any fault rate is non-zero (else no message draws from a sender's stream).
     draws: bool,
-    /// Counters per directed pair: `counters[from]` holds the receivers `from` sent to.
-    counters: Vec<PairCounters>,
+}
+
+/// One peer's sending side: its uplink, its counters by receiver and its own fault stream.
+///
+/// Everything a send changes at the sender lives here, so that peers can send at the same
+/// time on different threads; the receiver's downlink is booked apart ([`Receiver::arrive`]).
+#[derive(Debug, Clone)]
+pub struct Sender {
+    uplink: Serialiser,
+    counters: PairCounters,
+    rng: SimRng,
+}
+
+/// One peer's receiving side: its downlink.
+#[derive(Debug, Clone)]
+pub struct Receiver {
+    downlink: Serialiser,
+}
+
+/// A message as it leaves its sender: what became of it there, and what the receiver's
+/// downlink needs to book it ([`Receiver::arrive`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Departure {
+    /// What happened (a lost or partitioned message never reaches the downlink).
+    pub fate: Fate,
+    /// When the last byte left the sender's uplink (the send time when nothing was sent).
+    pub left_sender: SimTime,
+    /// When the message reaches the receiver's downlink, µs (after the path latency).
+    arrival: u64,
+    bytes: u64,
+    class: Class,
+    duplicated: bool,
+    /// Extra delay after the downlink (reordering), µs; 0 if none.
+    extra: u64,
+}
+
+impl Departure {
+    fn dropped(fate: Fate, left_sender: SimTime) -> Departure {
+        Departure {
+            fate,
+            left_sender,
+            arrival: 0,
+            bytes: 0,
+            class: Class::Control,
+            duplicated: false,
+            extra: 0,
+        }
+    }
+
+    /// When the message reaches the receiver's downlink, if it does: never earlier than the
+    /// send time plus the path latency.
+    pub fn reaches_downlink(&self) -> Option<SimTime> {
+        (self.fate == Fate::Delivered).then(|| SimTime::from_micros(self.arrival))
+    }
+}
+
+impl Shape {
+    /// The smallest path latency between two distinct peers (the sum of their access
+    /// latencies), µs: nothing one peer sends reaches another sooner.
+    pub fn min_path_us(&self) -> u64 {
+        let (mut a, mut b) = (u64::MAX, u64::MAX);
+        for l in &self.links {
+            if l.latency_us < a {
+                b = a;
+                a = l.latency_us;
+            } else if l.latency_us < b {
+                b = l.latency_us;
+            }
+        }
+        a.saturating_add(b)
+    }
+
+    /// The path latency from `from` to `to`, µs (0 for an unknown peer).
+    pub fn path_us(&self, from: usize, to: usize) -> u64 {
+        match (self.links.get(from), self.links.get(to)) {
+            (Some(a), Some(b)) => a.latency_us.saturating_add(b.latency_us),
+            _ => 0,
+        }
+    }
+
+    /// Sends `bytes` from peer `from` (whose sending side is `sender`) to peer `to` at `now`:
+    /// the uplink, the faults and the propagation; the receiver's downlink is booked by
+    /// [`Receiver::arrive`].
+    ///
+    /// Calls for one sender must come in non-decreasing `now`.
+    pub fn depart(
+        &self,
+        sender: &mut Sender,
+        now: SimTime,
+        from: usize,
+        to: usize,
+        bytes: u64,
+        class: Class,
+    ) -> Departure {
+        // Always four draws per message, so the stream stays aligned (none without faults: the
+        // stream feeds nothing else).
+        let (lose, duplicate, reorder, extra_draw) = if self.draws {
+            (
+                sender.rng.chance(self.faults.loss),
+                sender.rng.chance(self.faults.duplicate),
+                sender.rng.chance(self.faults.reorder),
+                sender.rng.u64(),
+            )
+        } else {
+            (false, false, false, 0)
+        };
+
+        let (Some(&src), Some(&dst)) = (self.links.get(from), self.links.get(to)) else {
+            return Departure::dropped(Fate::NoSuchPeer, now);
+        };
+        // `to` indexes `links`, a Vec, so it fits in a u32 for any network that fits in memory.
+        let counters = sender.counters.get_mut(to as u32);
+        counters.messages += 1;
+        counters.bytes += bytes;
+        counters.control += u64::from(class == Class::Control);
+
+        if self
+            .partitions
+            .iter()
+            .any(|w| w.blocks(now, src.group, dst.group))
+        {
+            counters.partitioned += 1;
+            return Departure::dropped(Fate::Partitioned, now);
+        }
+        let now_us = now.as_micros();
+        sender.uplink.prune(now_us);
+        let sent = sender.uplink.transmit(now_us, bytes, class);
+        if lose {
+            counters.lost += 1;
+            return Departure::dropped(Fate::Lost, SimTime::from_micros(sent));
+        }
+        let path = src.latency_us.saturating_add(dst.latency_us);
+        let extra = if reorder {
+            counters.reordered += 1;
+            // 1..=2×path µs, from one draw (multiply-high; bias below 2^-40).
+            let range = path.saturating_mul(2);
+            1 + ((u128::from(extra_draw) * u128::from(range)) >> 64) as u64
+        } else {
+            0
+        };
+        counters.delivered += 1;
+        counters.duplicated += u64::from(duplicate);
+        Departure {
+            fate: Fate::Delivered,
+            left_sender: SimTime::from_micros(sent),
+            arrival: sent.saturating_add(path),
+            bytes,
+            class,
+            duplicated: duplicate,
+            extra,
+        }
+    }
+}
+
+impl Sender {
+    /// Total µs this uplink spent transmitting.
+    pub fn busy_us(&self) -> u64 {
+        self.uplink.busy_us
+    }
+
+    /// Forgets everything queued on the uplink (the peer crashed at `now`).
+    pub fn reset(&mut self, now: SimTime) {
+        self.uplink.reset(now.as_micros());
+    }
+}
+
+impl Receiver {
+    /// Books departure `d` on this downlink, `now` being no later than its arrival there, and
+    /// says when each copy is delivered (none unless `d` was delivered).
+    pub fn arrive(&mut self, d: &Departure, now: SimTime) -> Arrivals {
+        let mut times = Arrivals::default();
+        if d.fate != Fate::Delivered {
+            return times;
+        }
+        self.downlink.prune(now.as_micros());
+        let first = self.downlink.transmit(d.arrival, d.bytes, d.class);
+        times.push(SimTime::from_micros(first.saturating_add(d.extra)));
+        if d.duplicated {
+            let second = self.downlink.transmit(d.arrival, d.bytes, d.class);
+            times.push(SimTime::from_micros(second.saturating_add(d.extra)));
+        }
+        times
+    }
+
+    /// Total µs this downlink spent transmitting.
+    pub fn busy_us(&self) -> u64 {
+        self.downlink.busy_us
+    }
+
+    /// Forgets everything queued on the downlink (the peer crashed at `now`).
+    pub fn reset(&mut self, now: SimTime) {
+        self.downlink.reset(now.as_micros());
+    }
+}
+
+/// The network of one run. See the [module documentation](self) for the model.
+///
+/// [`Network::send`] books a message on both links at once. The engine uses the parts apart
+/// ([`Network::into_parts`]): each peer's [`Sender`] with the peer, so that peers run on
+/// several threads, and the [`Receiver`]s at the end of each window.
+#[derive(Debug, Clone)]
+pub struct Network {
+    shape: Shape,
+    senders: Vec<Sender>,
+    receivers: Vec<Receiver>,
 }
 
 impl Network {
-    /// A network of `links` (indexed by peer id), with fault decisions drawn from `rng`.
+    /// A network of `links` (indexed by peer id), with fault decisions drawn from `rng`: each
+    /// sender from its own stream `sender/<id>`, so that the draws of one do not depend on
+    /// when the others send.
     pub fn new(
         links: Vec<PeerLink>,
         faults: FaultRates,
@@ -380,23 +584,30 @@ impl Network {
         rng: SimRng,
     ) -> Network {
         Network {
-            uplinks: links
+            senders: links
                 .iter()
-                .map(|l| Serialiser::new(l.upload_bps))
-                .collect(),
-            downlinks: links
-                .iter()
-                .map(|l| Serialiser {
-                    first_fit: true,
-                    ..Serialiser::new(l.download_bps)
+                .enumerate()
+                .map(|(i, l)| Sender {
+                    uplink: Serialiser::new(l.upload_bps),
+                    counters: PairCounters::default(),
+                    rng: rng.derive(&format!("sender/{i}")),
                 })
                 .collect(),
-            counters: vec![PairCounters::default(); links.len()],
-            links,
-            draws: faults.loss > 0.0 || faults.duplicate > 0.0 || faults.reorder > 0.0,
-            faults,
-            partitions,
-            rng,
+            receivers: links
+                .iter()
+                .map(|l| Receiver {
+                    downlink: Serialiser {
+                        first_fit: true,
+                        ..Serialiser::new(l.download_bps)
+                    },
+                })
+                .collect(),
+            shape: Shape {
+                links,
+                draws: faults.loss > 0.0 || faults.duplicate > 0.0 || faults.reorder > 0.0,
+                faults,
+                partitions,
+            },
         }
     }
 
@@ -427,6 +638,11 @@ impl Network {
         )
     }
 
+    /// The shape, every sender and every receiver, indexed by peer.
+    pub fn into_parts(self) -> (Shape, Vec<Sender>, Vec<Receiver>) {
+        (self.shape, self.senders, self.receivers)
+    }
+
     /// Sends `bytes` from peer `from` to peer `to` at `now`, and says when (if ever) it arrives.
     ///
     /// Calls must come in non-decreasing `now` (the engine's clock).
@@ -438,105 +654,53 @@ impl Network {
         bytes: u64,
         class: Class,
     ) -> Delivery {
-        // Always four draws per message, so the stream stays aligned (none without faults: the
-        // stream feeds nothing else).
-        let (lose, duplicate, reorder, extra_draw) = if self.draws {
-            (
-                self.rng.chance(self.faults.loss),
-                self.rng.chance(self.faults.duplicate),
-                self.rng.chance(self.faults.reorder),
-                self.rng.u64(),
-            )
-        } else {
-            (false, false, false, 0)
-        };
-
-        let (Some(&src), Some(&dst)) = (self.links.get(from), self.links.get(to)) else {
+        let Some(sender) = self.senders.get_mut(from) else {
             return Delivery::dropped(Fate::NoSuchPeer, now);
         };
-        // `to` indexes `links`, a Vec, so it fits in a u32 for any network that fits in memory.
-        let counters = self.counters[from].get_mut(to as u32);
-        counters.messages += 1;
-        counters.bytes += bytes;
-        counters.control += u64::from(class == Class::Control);
-
-        if self
-            .partitions
-            .iter()
-            .any(|w| w.blocks(now, src.group, dst.group))
-        {
-            counters.partitioned += 1;
-            return Delivery::dropped(Fate::Partitioned, now);
-        }
-        let now_us = now.as_micros();
-        let uplink = &mut self.uplinks[from];
-        uplink.prune(now_us);
-        let sent = uplink.transmit(now_us, bytes, class);
-        if lose {
-            counters.lost += 1;
-            return Delivery::dropped(Fate::Lost, SimTime::from_micros(sent));
-        }
-        let path = src.latency_us.saturating_add(dst.latency_us);
-        let arrival = sent.saturating_add(path);
-        let downlink = &mut self.downlinks[to];
-        downlink.prune(now_us);
-        let mut copies = [downlink.transmit(arrival, bytes, class), 0];
-        if duplicate {
-            copies[1] = downlink.transmit(arrival, bytes, class);
-            counters.duplicated += 1;
-        }
-        let extra = if reorder {
-            counters.reordered += 1;
-            // 1..=2×path µs, from one draw (multiply-high; bias below 2^-40).
-            let range = path.saturating_mul(2);
-            1 + ((u128::from(extra_draw) * u128::from(range)) >> 64) as u64
-        } else {
-            0
+        let d = self.shape.depart(sender, now, from, to, bytes, class);
+        let times = match self.receivers.get_mut(to) {
+            Some(r) => r.arrive(&d, now),
+            None => Arrivals::default(),
         };
-        counters.delivered += 1;
-        let mut times = Arrivals::default();
-        for &t in &copies[..1 + usize::from(duplicate)] {
-            times.push(SimTime::from_micros(t.saturating_add(extra)));
-        }
         Delivery {
             times,
-            fate: Fate::Delivered,
-            duplicated: duplicate,
-            reordered: reorder,
-            left_sender: SimTime::from_micros(sent),
+            fate: d.fate,
+            duplicated: d.duplicated,
+            reordered: d.extra > 0,
+            left_sender: d.left_sender,
         }
     }
 
     /// Forgets everything queued on `peer`'s links (it crashed at `now`). Deliveries already
     /// handed out are the engine's to discard.
     pub fn reset_peer(&mut self, peer: usize, now: SimTime) {
-        if let Some(up) = self.uplinks.get_mut(peer) {
-            up.reset(now.as_micros());
+        if let Some(up) = self.senders.get_mut(peer) {
+            up.reset(now);
         }
-        if let Some(down) = self.downlinks.get_mut(peer) {
-            down.reset(now.as_micros());
+        if let Some(down) = self.receivers.get_mut(peer) {
+            down.reset(now);
         }
     }
 
     /// How many peers the network has.
     pub fn peers(&self) -> usize {
-        self.links.len()
+        self.shape.links.len()
     }
 
     /// Counters for messages from `from` to `to`.
     pub fn link(&self, from: usize, to: usize) -> LinkCounters {
-        self.counters
+        self.senders
             .get(from)
-            .and_then(|row| row.get(to))
+            .and_then(|s| s.counters.get(to))
             .copied()
             .unwrap_or_default()
     }
 
     /// All directed pairs that carried traffic, in `(from, to)` order.
     pub fn links(&self) -> impl Iterator<Item = ((usize, usize), &LinkCounters)> + '_ {
-        self.counters.iter().enumerate().flat_map(|(from, row)| {
-            (row.to.iter())
-                .zip(&row.counters)
+        self.senders.iter().enumerate().flat_map(|(from, s)| {
+            (s.counters.to.iter())
+                .zip(&s.counters.counters)
                 .map(move |(&to, c)| ((from, to as usize), c))
         })
     }
@@ -553,8 +717,8 @@ impl Network {
     /// Total µs `peer`'s uplink and downlink spent transmitting, `(up, down)`.
     pub fn busy_us(&self, peer: usize) -> (u64, u64) {
         (
-            self.uplinks.get(peer).map_or(0, |s| s.busy_us),
-            self.downlinks.get(peer).map_or(0, |s| s.busy_us),
+            self.senders.get(peer).map_or(0, Sender::busy_us),
+            self.receivers.get(peer).map_or(0, Receiver::busy_us),
         )
     }
 }

@@ -1,11 +1,15 @@
-//! The run's trace hash: BLAKE3 over one 33-byte record per message sent.
+//! The run's trace hash: BLAKE3 over one 33-byte record per message sent, kept per sending
+//! node (each node's records in the order it sent them), then BLAKE3 over the nodes' digests in
+//! node order. Per node, so that the hash does not depend on how the nodes' work of one window
+//! was interleaved or spread over threads.
 //!
 //! Records are gathered in a buffer and hashed a block of them at a time: BLAKE3's output does
 //! not depend on how its input is split between updates, and long updates let it hash many
 //! 1 KiB chunks at once with SIMD instead of compressing 64 bytes per call.
 
-/// Bytes gathered before they are hashed: 16 KiB of records (a multiple of BLAKE3's chunk size).
-const BATCH: usize = 16 * 1024;
+/// Bytes gathered before they are hashed: 4 KiB of records (a multiple of BLAKE3's chunk size;
+/// one buffer per node).
+const BATCH: usize = 4 * 1024;
 
 /// Bytes in one message's record: time, sender, receiver, unit (8 each), kind (1).
 pub(super) const RECORD: usize = 33;
@@ -33,11 +37,27 @@ impl TraceDigest {
         }
     }
 
-    /// The hash of every record so far, as lowercase hex.
-    pub(super) fn finalize_hex(mut self) -> String {
-        self.hasher.update(&self.pending);
-        self.hasher.finalize().to_hex().to_string()
+    /// The hash of every record so far.
+    pub(super) fn finalize(&self) -> blake3::Hash {
+        let mut h = self.hasher.clone();
+        h.update(&self.pending);
+        h.finalize()
     }
+
+    /// The hash of every record so far, as lowercase hex.
+    #[cfg(test)]
+    pub(super) fn finalize_hex(&self) -> String {
+        self.finalize().to_hex().to_string()
+    }
+}
+
+/// The run's trace hash from the nodes' digests, in node order, as lowercase hex.
+pub(super) fn combine<'d>(nodes: impl IntoIterator<Item = &'d TraceDigest>) -> String {
+    let mut h = blake3::Hasher::new();
+    for d in nodes {
+        h.update(d.finalize().as_bytes());
+    }
+    h.finalize().to_hex().to_string()
 }
 
 #[cfg(test)]

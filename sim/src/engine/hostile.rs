@@ -25,11 +25,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tierswarm_core::node::{DisconnectKind, DisconnectReason, DropReason};
-use tierswarm_core::wire::{Message, MessageKind};
+use tierswarm_core::wire::Message;
 use tierswarm_core::{Bitfield, Geometry, Tier};
 
-use super::{Engine, Ev};
-use crate::network::Class;
+use super::node_side::Ctx;
+use super::NodeEv;
 use crate::rng::SimRng;
 use crate::scenario::{Behaviour, PeerSpec};
 
@@ -60,10 +60,9 @@ const CORRUPT: &[u8] = b"corrupt";
 #[derive(Debug)]
 pub(super) enum PeerState {
     Liar,
-    SlowReader {
-        /// Per sender: bytes it wrote on its current connection, and whether its writes stall.
-        unread: BTreeMap<usize, Unread>,
-    },
+    /// What each sender wrote to it and it did not read is kept at the sender
+    /// (`Slot::unread`): it is the sender's socket buffer that fills.
+    SlowReader,
     Corrupt,
     Silent {
         /// Serves until it goes silent; 0 once it is.
@@ -82,7 +81,7 @@ pub(super) enum PeerState {
 
 /// What one sender wrote to a slow reader on one connection.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Unread {
+pub(crate) struct Unread {
     conn: u64,
     bytes: u64,
     stalled: bool,
@@ -95,9 +94,7 @@ impl PeerState {
         let state = match spec.behaviour {
             Behaviour::Honest => return None,
             Behaviour::Liar => PeerState::Liar,
-            Behaviour::SlowReader => PeerState::SlowReader {
-                unread: BTreeMap::new(),
-            },
+            Behaviour::SlowReader => PeerState::SlowReader,
             Behaviour::Corrupt => PeerState::Corrupt,
             Behaviour::Silent => PeerState::Silent {
                 serves_left: 1 + rng.below(SILENT_AFTER_SERVES),
@@ -119,10 +116,7 @@ impl PeerState {
     /// reader keep their connections open whatever their nodes decide (the honest side has
     /// to drop them).
     pub(super) fn keeps_connections(&self) -> bool {
-        matches!(
-            self,
-            PeerState::Silent { .. } | PeerState::SlowReader { .. }
-        )
+        matches!(self, PeerState::Silent { .. } | PeerState::SlowReader)
     }
 }
 
@@ -202,16 +196,11 @@ pub(super) fn reason_key(reason: &DisconnectReason) -> &'static str {
     }
 }
 
-impl Engine<'_> {
-    /// Whether a message between `i` and `j` concerns a hostile peer.
-    pub(super) fn involves_hostile(&self, i: usize, j: usize) -> bool {
-        self.slots[i].hostile.is_some() || self.slots[j].hostile.is_some()
-    }
-
-    /// `i`'s node sends `msg` to `j`, one of them hostile.
-    pub(super) fn hostile_send(&mut self, i: usize, j: usize, msg: Message) {
-        let msg = match self.slots[i].hostile.as_deref_mut() {
-            Some(PeerState::Liar) => lie(msg, self.geo),
+impl Ctx<'_, '_> {
+    /// This node's node sends `msg` to `j`, one of them hostile.
+    pub(super) fn hostile_send(&mut self, j: usize, msg: Message) {
+        let msg = match self.slot.hostile.as_deref_mut() {
+            Some(PeerState::Liar) => lie(msg, self.sh.geo),
             Some(s) if s.is_silent() => return,
             Some(PeerState::Flood { asked, .. }) => {
                 if let Message::Request { unit, .. } = msg {
@@ -221,20 +210,20 @@ impl Engine<'_> {
             }
             _ => msg,
         };
-        self.forward(i, j, msg);
+        self.forward(j, msg);
     }
 
-    /// `i`'s embedding puts `msg` on the wire to `j`, if `j` has room for it.
-    fn forward(&mut self, i: usize, j: usize, msg: Message) {
-        if self.unread_room(i, j, msg.frame_len() as u64) {
-            self.send(i, j, msg);
+    /// This node's embedding puts `msg` on the wire to `j`, if `j` has room for it.
+    fn forward(&mut self, j: usize, msg: Message) {
+        if self.unread_room(j, msg.frame_len() as u64) {
+            self.send(j, msg);
         }
     }
 
-    /// Whether hostile peer `to`'s embedding hands `msg` from `from` to its node: a flooder's
+    /// Whether this hostile node's embedding hands `msg` from `from` to its node: a flooder's
     /// embedding discards the answers to its flood.
-    pub(super) fn reaches_node(&mut self, to: usize, from: usize, msg: &Message) -> bool {
-        let Some(PeerState::Flood { asked, .. }) = self.slots[to].hostile.as_deref_mut() else {
+    pub(super) fn reaches_node(&mut self, from: usize, msg: &Message) -> bool {
+        let Some(PeerState::Flood { asked, .. }) = self.slot.hostile.as_deref_mut() else {
             return true;
         };
         match *msg {
@@ -245,40 +234,38 @@ impl Engine<'_> {
         }
     }
 
-    /// `i` serves `unit` to `j`, one of them hostile.
-    pub(super) fn hostile_serve(&mut self, i: usize, j: usize, unit: u64) {
+    /// This node serves `unit` to `j`, one of them hostile.
+    pub(super) fn hostile_serve(&mut self, j: usize, unit: u64) {
         let mut data = Bytes::new();
-        match self.slots[i].hostile.as_deref_mut() {
+        match self.slot.hostile.as_deref_mut() {
             Some(PeerState::Silent { serves_left: 0 }) => return,
             Some(PeerState::Silent { serves_left }) => {
                 *serves_left -= 1;
                 if *serves_left == 0 {
-                    return self.cut_transfer(i, j, unit);
+                    return self.cut_transfer(j, unit);
                 }
             }
             Some(PeerState::Corrupt) => data = Bytes::from_static(CORRUPT),
             _ => {}
         }
-        let reads = !matches!(
-            self.slots[j].hostile.as_deref(),
-            Some(PeerState::SlowReader { .. })
-        );
-        if reads || self.unread_room(i, j, self.transfer_len(unit)) {
-            self.serve_as(i, j, unit, data, reads);
+        let reads = self.sh.specs[j].behaviour != Behaviour::SlowReader;
+        if reads || self.unread_room(j, self.sh.transfer_len(unit)) {
+            self.serve_as(j, unit, data, reads);
         }
     }
 
-    /// Whether `bytes` more from `i` fit in what `j` has not read. Always, unless `j` is a slow
-    /// reader; once they do not, `i`'s writes to `j` make no progress, and `i`'s embedder drops
-    /// `j` after `i`'s `write_stall`.
-    fn unread_room(&mut self, i: usize, j: usize, bytes: u64) -> bool {
-        let Some(&conn) = self.slots[i].conns.get(&j) else {
+    /// Whether `bytes` more from this node fit in what `j` has not read. Always, unless `j` is
+    /// a slow reader; once they do not, this node's writes to `j` make no progress, and its
+    /// embedder drops `j` after `write_stall`. (What `j` has not read is kept at the writer:
+    /// it is the writer's socket buffer that fills.)
+    fn unread_room(&mut self, j: usize, bytes: u64) -> bool {
+        if self.sh.specs[j].behaviour != Behaviour::SlowReader {
+            return true;
+        }
+        let Some(&conn) = self.slot.conns.get(&j) else {
             return true;
         };
-        let Some(PeerState::SlowReader { unread }) = self.slots[j].hostile.as_deref_mut() else {
-            return true;
-        };
-        let u = unread.entry(i).or_insert(Unread {
+        let u = self.slot.unread.entry(j).or_insert(Unread {
             conn,
             bytes: 0,
             stalled: false,
@@ -298,12 +285,11 @@ impl Engine<'_> {
             return true;
         }
         u.stalled = true;
-        let stall = self.limits.write_stall;
-        self.queue.push(
+        let stall = self.sh.limits.write_stall;
+        self.slot.queue.push(
             self.now + stall,
-            Ev::Drop {
+            NodeEv::Drop {
                 conn,
-                node: i,
                 peer: j,
                 reason: DropReason::WriteStalled,
             },
@@ -311,57 +297,14 @@ impl Engine<'_> {
         false
     }
 
-    /// Silent peer `i` goes silent in the middle of serving `unit` to `j`: half the TRANSFER
-    /// goes out, the rest never does. `j`'s embedder drops `i` when the frame has not finished
-    /// `frame_timeout` after its first bytes arrived.
-    fn cut_transfer(&mut self, i: usize, j: usize, unit: u64) {
-        if !self.holds(i, unit) {
-            return;
-        }
-        let half = self.transfer_len(unit) / 2;
-        self.count(MessageKind::Transfer, 0);
-        self.data_bytes += half;
-        let Some(&conn) = self.slots[i].conns.get(&j) else {
-            return;
-        };
-        let d = self.net.send(self.now, i, j, half, Class::Bulk);
-        let Some(&arrived) = d.times.first() else {
-            return;
-        };
-        let timeout = self.limits.frame_timeout;
-        self.queue.push(
-            arrived + timeout,
-            Ev::Drop {
-                conn,
-                node: j,
-                peer: i,
-                reason: DropReason::FrameTimeout,
-            },
-        );
-    }
-
-    /// `node`'s embedder drops `peer` for `reason`, if their connection `conn` is still open.
-    pub(super) fn embedder_drop(
-        &mut self,
-        conn: u64,
-        node: usize,
-        peer: usize,
-        reason: DropReason,
-    ) {
-        if self.conns.contains_key(&conn) && self.slots[node].conns.get(&peer) == Some(&conn) {
-            let peer = tierswarm_core::PeerId(peer as u64);
-            self.input(node, tierswarm_core::Input::PeerDropped { peer, reason });
-        }
-    }
-
     /// A flooder's burst to every peer its node has seen ready (on a connection still open);
     /// then the next one.
-    pub(super) fn flood(&mut self, i: usize) {
-        self.queue.push(self.now + FLOOD_EVERY, Ev::Flood(i));
-        if self.slots[i].node.is_none() {
+    pub(super) fn flood(&mut self) {
+        self.slot.queue.push(self.now + FLOOD_EVERY, NodeEv::Flood);
+        if self.slot.node.is_none() {
             return;
         }
-        let slot = &self.slots[i];
+        let slot = &*self.slot;
         let Some(PeerState::Flood { ready, .. }) = slot.hostile.as_deref() else {
             return;
         };
@@ -371,41 +314,43 @@ impl Engine<'_> {
             .map(|(&j, _)| j)
             .collect();
         for j in targets {
-            self.burst(i, j);
+            self.burst(j);
         }
     }
 
-    /// Flooder `i` sends `j` [`FLOOD_BURST`] requests for units drawn from the whole file.
-    fn burst(&mut self, i: usize, j: usize) {
-        let units = self.geo.units();
-        let Some(PeerState::Flood { rng, .. }) = self.slots[i].hostile.as_deref_mut() else {
+    /// This flooder sends `j` [`FLOOD_BURST`] requests for units drawn from the whole file.
+    fn burst(&mut self, j: usize) {
+        let units = self.sh.geo.units();
+        let Some(PeerState::Flood { rng, .. }) = self.slot.hostile.as_deref_mut() else {
             return;
         };
         let burst: Vec<u64> = (0..FLOOD_BURST).map(|_| rng.below(units)).collect();
         for unit in burst {
-            self.forward(i, j, Message::Request { unit, held: 0 });
+            self.forward(j, Message::Request { unit, held: 0 });
         }
     }
 
-    /// Node `i` finished the handshake with `j`: a flooder floods it at once, and then at
+    /// This node finished the handshake with `j`: a flooder floods it at once, and then at
     /// every burst.
-    pub(super) fn hostile_ready(&mut self, i: usize, j: usize) {
-        let slot = &mut self.slots[i];
+    pub(super) fn hostile_ready(&mut self, j: usize) {
+        let slot = &mut *self.slot;
         if let Some(PeerState::Flood { ready, .. }) = slot.hostile.as_deref_mut() {
             if let Some(&conn) = slot.conns.get(&j) {
                 ready.insert(j, conn);
-                self.burst(i, j);
+                self.burst(j);
             }
         }
     }
 
-    /// Counts a disconnect decided by node `i` (only honest peers' decisions are reported:
+    /// Counts a disconnect decided by this node (only honest peers' decisions are reported:
     /// they are the defences), by the behaviour of the peer dropped.
-    pub(super) fn note_disconnect(&mut self, i: usize, j: usize, reason: &DisconnectReason) {
+    pub(super) fn note_disconnect(&mut self, j: usize, reason: &DisconnectReason) {
         // Two complete peers parting is the end of their business, not a drop.
-        if self.slots[i].hostile.is_none() && *reason != DisconnectReason::BothComplete {
-            let of = self.slots[j].spec.behaviour;
+        if self.slot.hostile.is_none() && *reason != DisconnectReason::BothComplete {
+            let of = self.sh.specs[j].behaviour;
             *self
+                .slot
+                .tally
                 .disconnects
                 .entry((of, reason_key(reason)))
                 .or_default() += 1;
