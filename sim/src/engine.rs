@@ -16,8 +16,9 @@
 //! those messages on their receivers' downlinks, in the order they were sent (time, then
 //! sender, then the sender's own order), and queues their arrivals. The tracker, joins,
 //! crashes and restarts touch many nodes at once: they run alone, between windows, at their
-//! exact times. A complete peer's call to the tracker, asked for inside a window, is made at
-//! its end. The result — reports, trace file, trace hash — does not depend on the number of
+//! exact times. A complete peer's call to the tracker, made inside a window, is answered at its
+//! end, dialling as of the call's time (the connections come up a path latency later, beyond
+//! the window). The result — reports, trace file, trace hash — does not depend on the number of
 //! threads.
 //!
 //! Hostile peers (a group's `behaviour`) are modelled in `engine/hostile.rs`: the embedding of a
@@ -74,9 +75,6 @@ const ROOT: [u8; 32] = [0x42; 32];
 enum GlobalEv {
     Join(usize),
     Tracker(usize),
-    /// A complete peer asks the tracker for downloaders now: it just completed (BitTorrent's
-    /// `event=completed`) or fell below [`TRACKER_PEERS`] connections.
-    Announce(usize),
     Crash {
         group: usize,
         victims: u32,
@@ -247,10 +245,10 @@ struct Slot {
     held: Bitfield,
     /// A hostile peer's state; `None` for an honest one.
     hostile: Option<Box<hostile::PeerState>>,
-    /// A [`GlobalEv::Announce`] is queued for this peer.
-    announcing: bool,
-    /// This peer asked to call the tracker (at the end of the window).
-    wants_announce: bool,
+    /// This complete peer asked the tracker for downloaders at this time (it just completed,
+    /// as BitTorrent's `event=completed`, or fell below [`TRACKER_PEERS`] connections); the
+    /// engine answers at the end of the window ([`Engine::settle`]).
+    announce_at: Option<SimTime>,
     /// This node's pending events.
     queue: LocalQueue<NodeEv>,
     /// Its uplink and fault stream.
@@ -269,13 +267,18 @@ struct Slot {
 impl Slot {
     /// A complete peer whose connections fell below [`TRACKER_PEERS`] looks for downloaders
     /// now rather than at its next visit: its neighbours completed and parted from it.
-    fn announce_if_short(&mut self) {
+    fn announce_if_short(&mut self, now: SimTime) {
         // From the slot, not the node: the node is lent out while its own actions close
         // connections.
         let complete = self.spec.role == Role::Seeder || self.complete_at.is_some();
         if self.conns.len() < TRACKER_PEERS && complete {
-            self.wants_announce = true;
+            self.announce(now);
         }
+    }
+
+    /// Asks the tracker for downloaders (once per window: the first time asked counts).
+    fn announce(&mut self, now: SimTime) {
+        self.announce_at.get_or_insert(now);
     }
 
     fn note_progress(&mut self, now: SimTime, have: u64, units: u64) {
@@ -476,8 +479,7 @@ fn build<'a>(scenario: &'a Scenario, opts: &RunOptions, seed: u64) -> Result<Eng
                 Role::Leecher => Bitfield::new(geo.units()),
             },
             hostile: hostile::PeerState::new(spec, &root_rng),
-            announcing: false,
-            wants_announce: false,
+            announce_at: None,
             queue: LocalQueue::default(),
             sender,
             out: Vec::new(),
@@ -622,7 +624,7 @@ impl<'a> Engine<'a> {
     }
 
     /// The end of a window (or of global events) at `at`: messages sent are booked on their
-    /// receivers' downlinks and queued, trace lines written, tracker calls queued, and the
+    /// receivers' downlinks and queued, trace lines written, tracker calls answered, and the
     /// run's counts brought up to date.
     fn settle(&mut self, at: SimTime, stats: WindowStats) {
         // What each receiver gets, gathered in sender order (each sender's in its own order).
@@ -674,10 +676,22 @@ impl<'a> Engine<'a> {
             lines.clear();
         }
         self.scratch_lines = lines;
-        for i in 0..self.slots.len() {
-            if std::mem::take(&mut self.slots[i].wants_announce) {
-                self.announce(i, at);
+        // Tracker calls, by the time they were made (ties: node order): each dials at that
+        // time (its connections come up a path latency later, past this window), with the
+        // tracker's view of the swarm as it is now.
+        let mut calls: Vec<(SimTime, usize)> = (self.slots.iter_mut().enumerate())
+            .filter_map(|(i, s)| s.announce_at.take().map(|t| (t, i)))
+            .collect();
+        if !calls.is_empty() {
+            calls.sort_by_key(|c| c.0);
+            let now = self.now;
+            for (t, i) in calls {
+                if self.slots[i].node.is_some() {
+                    self.now = t;
+                    self.connect_more(i);
+                }
             }
+            self.now = now;
         }
         self.leechers_left -= stats.completions;
         if let Some(t) = stats.last_progress {
@@ -702,12 +716,6 @@ impl<'a> Engine<'a> {
     fn dispatch_global(&mut self, ev: GlobalEv) {
         match ev {
             GlobalEv::Join(i) => self.join(i),
-            GlobalEv::Announce(i) => {
-                self.slots[i].announcing = false;
-                if self.slots[i].node.is_some() {
-                    self.connect_more(i);
-                }
-            }
             GlobalEv::Tracker(i) => {
                 if self.slots[i].node.is_some() {
                     self.connect_more(i);
@@ -862,14 +870,6 @@ impl<'a> Engine<'a> {
                 .map(|&k| self.slots[k].spec.upload_bps)
                 .sum();
             seeds_up < s.spec.download_bps
-        }
-    }
-
-    /// Sends complete peer `i` to the tracker at `at` (once, however often it is asked before).
-    fn announce(&mut self, i: usize, at: SimTime) {
-        if !self.slots[i].announcing {
-            self.slots[i].announcing = true;
-            self.global.push(at, GlobalEv::Announce(i));
         }
     }
 
@@ -1475,31 +1475,44 @@ duration = "1s"
     }
 
     #[test]
-    fn a_complete_peer_short_of_connections_announces_once() {
+    fn a_complete_peer_short_of_connections_calls_the_tracker_when_asked() {
         let s = Scenario::from_toml(SEEDS_AND_CROWD).unwrap();
         let mut e = joined(&s);
-        let before = e.global.len();
-        let now = e.now;
-        e.slots[2].announce_if_short();
-        e.settle(now, WindowStats::default());
+        let t = |ms: u64| SimTime::from_micros(ms * 1000);
+        let had = neighbours(&e, 2).len();
+        e.slots[2].announce_if_short(t(5));
+        e.settle(t(50), WindowStats::default());
         assert_eq!(
-            e.global.len(),
-            before,
+            neighbours(&e, 2).len(),
+            had,
             "a downloader waits for its tracker visit"
         );
         for j in neighbours(&e, 1) {
             e.slots[j].conns.remove(&1);
         }
         e.slots[1].conns.clear();
-        e.slots[1].announce_if_short();
-        e.slots[1].announce_if_short();
-        e.settle(now, WindowStats::default());
-        e.slots[1].announce_if_short();
-        e.settle(now, WindowStats::default());
+        e.slots[1].announce_if_short(t(7));
+        e.slots[1].announce_if_short(t(9));
+        let queued = e.slots[1].queue.len();
+        e.settle(t(50), WindowStats::default());
+        let dialled = neighbours(&e, 1);
+        assert_eq!(dialled.len(), TRACKER_PEERS, "one call, back to the target");
+        assert_eq!(e.slots[1].queue.len(), queued + TRACKER_PEERS);
+        // Dialled at the first call's time: each connection comes up a round trip after 7 ms.
+        let mut up = BTreeMap::new();
+        while let Some((at, ev)) = e.slots[1].queue.pop_before(SimTime::MAX) {
+            if let NodeEv::Connected { peer, .. } = ev {
+                up.insert(peer, at);
+            }
+        }
+        for &j in &dialled {
+            let rtt = e.slots[j].spec.latency + e.slots[1].spec.latency;
+            assert_eq!(up.get(&j), Some(&(t(7) + rtt)), "peer {j}");
+        }
         assert_eq!(
-            e.global.len(),
-            before + 1,
-            "one announce however often asked"
+            e.now,
+            SimTime::ZERO,
+            "the engine's own time is left as it was"
         );
     }
 }

@@ -80,7 +80,7 @@ impl Ctx<'_, '_> {
                 // Only if this node has not already reconnected to `from` on a newer connection.
                 if self.slot.conns.get(&from) == Some(&conn) {
                     self.slot.conns.remove(&from);
-                    self.slot.announce_if_short();
+                    self.slot.announce_if_short(self.now);
                     self.input(Input::PeerDisconnected {
                         peer: PeerId(from as u64),
                     });
@@ -156,7 +156,7 @@ impl Ctx<'_, '_> {
             return;
         }
         self.slot.conns.remove(&j);
-        self.slot.announce_if_short();
+        self.slot.announce_if_short(self.now);
         let at = self.now.add_micros(self.sh.hop_us(self.i, j));
         self.slot.out.push(Outgoing::Event {
             to: j,
@@ -326,7 +326,7 @@ impl Ctx<'_, '_> {
                         );
                         self.violate(what);
                     }
-                    self.slot.wants_announce = true;
+                    self.slot.announce(self.now);
                 }
             }
             Event::PeerReady { peer, .. } => self.hostile_ready(peer.0 as usize),
