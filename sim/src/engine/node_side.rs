@@ -16,7 +16,7 @@ use tierswarm_core::wire::{Frame, Message, MessageKind, Proof};
 use super::hostile::{self, PeerState};
 use super::{digest, NodeEv, Outgoing, Shared, Slot, Then, WindowStats};
 use crate::clock::SimTime;
-use crate::network::Class;
+use crate::network::{Class, Departure};
 use crate::scenario::Role;
 
 /// Node `i` at `now`, with its slot lent out.
@@ -188,24 +188,26 @@ impl Ctx<'_, '_> {
         let Some(&conn) = self.slot.conns.get(&j) else {
             return;
         };
-        let dep = (self.sh.shape).depart(
-            &mut self.slot.sender,
-            self.now,
-            self.i,
-            j,
-            bytes,
-            Class::Control,
-        );
+        let dep = self.depart(j, bytes, Class::Control);
+        let from = self.i;
+        self.post(j, dep, Then::Deliver { conn, from, msg });
+    }
+
+    /// Puts `bytes` on this node's uplink to `j` (the faults drawn from its own stream).
+    fn depart(&mut self, j: usize, bytes: u64, class: Class) -> Departure {
+        let (now, i) = (self.now, self.i);
+        (self.sh.shape).depart(&mut self.slot.sender, now, i, j, bytes, class)
+    }
+
+    /// Leaves `dep` for `j`'s downlink at the end of the window, if it reaches it at all; then
+    /// `then` happens.
+    fn post(&mut self, j: usize, dep: Departure, then: Then) {
         if dep.reaches_downlink().is_some() {
             self.slot.out.push(Outgoing::Message {
                 dep,
                 sent_at: self.now,
                 to: j,
-                then: Then::Deliver {
-                    conn,
-                    from: self.i,
-                    msg,
-                },
+                then,
             });
         }
     }
@@ -238,29 +240,14 @@ impl Ctx<'_, '_> {
         let Some(&conn) = self.slot.conns.get(&j) else {
             return;
         };
-        let dep = (self.sh.shape).depart(
-            &mut self.slot.sender,
-            self.now,
-            self.i,
-            j,
-            bytes,
-            Class::Bulk,
-        );
+        let dep = self.depart(j, bytes, Class::Bulk);
         self.slot.queue.push(
             dep.left_sender.max(self.now),
             NodeEv::UnitSent { conn, to: j, unit },
         );
-        if reads && dep.reaches_downlink().is_some() {
-            self.slot.out.push(Outgoing::Message {
-                dep,
-                sent_at: self.now,
-                to: j,
-                then: Then::Deliver {
-                    conn,
-                    from: self.i,
-                    msg,
-                },
-            });
+        if reads {
+            let from = self.i;
+            self.post(j, dep, Then::Deliver { conn, from, msg });
         }
     }
 
@@ -276,26 +263,9 @@ impl Ctx<'_, '_> {
         let Some(&conn) = self.slot.conns.get(&j) else {
             return;
         };
-        let dep = (self.sh.shape).depart(
-            &mut self.slot.sender,
-            self.now,
-            self.i,
-            j,
-            half,
-            Class::Bulk,
-        );
-        if dep.reaches_downlink().is_some() {
-            self.slot.out.push(Outgoing::Message {
-                dep,
-                sent_at: self.now,
-                to: j,
-                then: Then::DropFrame {
-                    conn,
-                    from: self.i,
-                    after: self.sh.limits.frame_timeout,
-                },
-            });
-        }
+        let dep = self.depart(j, half, Class::Bulk);
+        let (from, after) = (self.i, self.sh.limits.frame_timeout);
+        self.post(j, dep, Then::DropFrame { conn, from, after });
     }
 
     fn event(&mut self, ev: Event) {
