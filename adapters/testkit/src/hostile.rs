@@ -176,6 +176,13 @@ impl Hostiles {
     pub fn leave(&mut self) {
         self.socks.clear();
     }
+
+    /// The local address of each peer's socket, in the order they connected.
+    pub fn local_addrs(&self) -> Vec<std::net::SocketAddr> {
+        (self.socks.iter())
+            .filter_map(|(_, s)| s.local_addr().ok())
+            .collect()
+    }
 }
 
 /// Plays `kind`'s script on `sock`.
@@ -242,4 +249,86 @@ fn play(
 /// Descriptors this process has open (Linux: `/proc/self/fd`); `None` elsewhere.
 pub fn open_fds() -> Option<usize> {
     std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count())
+}
+
+/// Whether this process holds a descriptor for the TCP socket whose own address is `local` and
+/// whose peer is `remote` (Linux: `/proc/net/tcp{,6}` names the socket's inode, `/proc/self/fd`
+/// lists the sockets held); `None` where those cannot be read.
+///
+/// Unlike a count of descriptors, this is about one connection: descriptors the runtime, the
+/// allocator or an earlier test opens or closes meanwhile do not move it.
+pub fn holds_connection(local: std::net::SocketAddr, remote: std::net::SocketAddr) -> Option<bool> {
+    let table = if local.is_ipv4() {
+        "/proc/net/tcp"
+    } else {
+        "/proc/net/tcp6"
+    };
+    let text = std::fs::read_to_string(table).ok()?;
+    let (l, r) = (kernel_hex(local), kernel_hex(remote));
+    // Columns: sl, local_address, rem_address, st, queues, tr, retrnsmt, uid, timeout, inode.
+    let inodes: Vec<String> = text
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f.len() > 9 && f[1] == l && f[2] == r && f[9] != "0")
+                .then(|| format!("socket:[{}]", f[9]))
+        })
+        .collect();
+    if inodes.is_empty() {
+        return Some(false);
+    }
+    let fds = std::fs::read_dir("/proc/self/fd").ok()?;
+    Some(fds.filter_map(Result::ok).any(|e| {
+        std::fs::read_link(e.path())
+            .is_ok_and(|t| inodes.iter().any(|i| t.as_os_str() == i.as_str()))
+    }))
+}
+
+/// `addr` as `/proc/net/tcp{,6}` prints it: the address in 32-bit words of host byte order
+/// (little-endian here), then the port, in upper-case hex.
+fn kernel_hex(addr: std::net::SocketAddr) -> String {
+    let words = |octets: &[u8]| -> String {
+        octets
+            .chunks(4)
+            .map(|c| format!("{:08X}", u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+            .collect()
+    };
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(v4) => words(&v4.octets()),
+        std::net::IpAddr::V6(v6) => words(&v6.octets()),
+    };
+    format!("{ip}:{:04X}", addr.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both ends of a loopback connection are seen while held and gone once dropped, whatever
+    /// else the process opens meanwhile.
+    #[test]
+    fn a_connection_is_held_until_its_socket_is_dropped() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = listener.local_addr().unwrap();
+        let client = std::net::TcpStream::connect(server).unwrap();
+        let mine = client.local_addr().unwrap();
+        if holds_connection(mine, server).is_none() {
+            return; // not Linux
+        }
+        let (accepted, _) = listener.accept().unwrap();
+        let unrelated = tempfile::tempfile().unwrap();
+        assert_eq!(holds_connection(mine, server), Some(true));
+        assert_eq!(holds_connection(server, mine), Some(true));
+        drop(accepted);
+        assert_eq!(holds_connection(server, mine), Some(false));
+        assert_eq!(
+            holds_connection(mine, server),
+            Some(true),
+            "our end is ours"
+        );
+        drop(client);
+        assert_eq!(holds_connection(mine, server), Some(false));
+        drop(unrelated);
+    }
 }
