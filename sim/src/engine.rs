@@ -498,7 +498,24 @@ fn build<'a>(scenario: &'a Scenario, opts: &RunOptions, seed: u64) -> Result<Eng
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
-    let mut e = Engine {
+    // Every join and crash is queued before the run; the crash stream draws once per crash now,
+    // so that the victims do not depend on anything that happens in the run.
+    let mut global = EventQueue::new();
+    for p in &peers {
+        global.push(SimTime::from_duration(p.join_at), GlobalEv::Join(p.id));
+    }
+    let mut crash_rng = root_rng.derive("crash");
+    for c in &scenario.faults.crashes {
+        let victims = c.victims(scenario.groups[c.group].count);
+        let _ = crash_rng.u64();
+        let ev = GlobalEv::Crash {
+            group: c.group,
+            victims,
+            down_for: c.down_for,
+        };
+        global.push(SimTime::from_duration(c.at), ev);
+    }
+    Ok(Engine {
         sh: Shared {
             scenario,
             geo,
@@ -510,12 +527,12 @@ fn build<'a>(scenario: &'a Scenario, opts: &RunOptions, seed: u64) -> Result<Eng
             window_us,
         },
         now: SimTime::ZERO,
-        global: EventQueue::new(),
+        global,
         slots,
         receivers,
         next_conn: 1,
         tracker_rng: root_rng.derive("tracker"),
-        crash_rng: SimRng::new(0),
+        crash_rng,
         trace,
         trace_path: opts.trace.clone(),
         last_progress: SimTime::ZERO,
@@ -528,28 +545,7 @@ fn build<'a>(scenario: &'a Scenario, opts: &RunOptions, seed: u64) -> Result<Eng
         global_stats: WindowStats::default(),
         inbound: (0..peers.len()).map(|_| Inbound::default()).collect(),
         scratch_lines: Vec::new(),
-    };
-    for p in &peers {
-        e.global
-            .push(SimTime::from_duration(p.join_at), GlobalEv::Join(p.id));
-    }
-    let mut crash_rng = root_rng.derive("crash");
-    for c in &scenario.faults.crashes {
-        let count = scenario.groups[c.group].count;
-        let victims = c.victims(count);
-        // Draw now so that the victims do not depend on anything that happens in the run.
-        let _ = crash_rng.u64();
-        e.global.push(
-            SimTime::from_duration(c.at),
-            GlobalEv::Crash {
-                group: c.group,
-                victims,
-                down_for: c.down_for,
-            },
-        );
-    }
-    e.crash_rng = crash_rng;
-    Ok(e)
+    })
 }
 
 impl<'a> Engine<'a> {

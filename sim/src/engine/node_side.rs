@@ -108,7 +108,7 @@ impl Ctx<'_, '_> {
         }
     }
 
-    pub(super) fn input(&mut self, input: Input) {
+    fn input(&mut self, input: Input) {
         let Some(n) = self.slot.node.as_mut() else {
             return;
         };
@@ -143,7 +143,7 @@ impl Ctx<'_, '_> {
         self.slot.node = Some(node);
     }
 
-    pub(super) fn violate(&mut self, what: String) {
+    fn violate(&mut self, what: String) {
         if self.slot.tally.violation.is_none() {
             self.slot.tally.violation = Some(what);
         }
@@ -214,7 +214,7 @@ impl Ctx<'_, '_> {
 
     /// The simulator's own check: a node serves only units whose bytes it received and verified
     /// (or, for a seeder, always had).
-    pub(super) fn holds(&mut self, unit: u64) -> bool {
+    fn holds(&mut self, unit: u64) -> bool {
         let held = self.slot.held.get(unit);
         if !held {
             self.violate(format!("peer {} served unit {unit} it lacks", self.i));
