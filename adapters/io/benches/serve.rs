@@ -13,8 +13,10 @@
 //! Instructions per byte, repeatable on a busy machine: `TIERSWARM_SERVE_UNITS=N` skips divan
 //! and runs each path over the first N units once; `TIERSWARM_SERVE_PATH=serve` serves only,
 //! `untrusted` serves only from the untrusted file, `read-back` serves and receives into an
-//! output that reads each 1 MiB piece back once its last unit is written, as a download does
-//! (`tierswarm_io::read_back`), anything else serves and receives (see
+//! output with read-back on, as a download does (each unit read back and compared, each 1 MiB
+//! piece valued from its units' values: `tierswarm_io::read_back`), `read-back-hashed` the same
+//! with each piece read back and hashed again once complete (as before 2026-12-03), anything
+//! else serves and receives (see
 //! `dev/BENCHMARKS.md` for the `valgrind --tool=callgrind` command).
 
 use std::path::PathBuf;
@@ -23,7 +25,7 @@ use bytes::Bytes;
 use divan::counter::BytesCount;
 use divan::{black_box, Bencher};
 use tierswarm_core::wire::{encode_frame_parts, Message};
-use tierswarm_io::content::{verify_unit, UnitProof, UNIT_LEN};
+use tierswarm_io::content::{verify_unit, verify_unit_value, UnitProof, UNIT_LEN};
 use tierswarm_io::data_file::write_pseudo_random;
 use tierswarm_io::driver::{proof, SessionOptions};
 use tierswarm_io::{DataFile, Session};
@@ -99,8 +101,18 @@ fn serve(f: &Fixture, unit: u64) -> ([Bytes; 3], UnitProof) {
     (encode_frame_parts(&f.seeder.manifest().root, &msg), p)
 }
 
-/// Receiving: verify the unit against its proof, then write it to `out` (a worker's job).
+/// Receiving: verify the unit against its proof, then write it to `out` with its value (a
+/// worker's job; into an output with read-back on, the unit is read back and compared, and each
+/// piece valued from its units' values).
 fn receive(f: &Fixture, out: &DataFile, unit: u64, data: &[u8], p: &UnitProof) {
+    let m = f.seeder.manifest();
+    let value = verify_unit_value(&m.root, m.file_len, unit, data, p).expect("verifies");
+    out.write_verified_unit(unit, data, value).expect("write");
+}
+
+/// Receiving as before the one-pass read-back: verify, write without the value, so that each
+/// piece is read back and hashed again once complete.
+fn receive_hashing_again(f: &Fixture, out: &DataFile, unit: u64, data: &[u8], p: &UnitProof) {
     let m = f.seeder.manifest();
     verify_unit(&m.root, m.file_len, unit, data, p).expect("verifies");
     out.write_unit(unit, data).expect("write");
@@ -121,12 +133,15 @@ fn main() {
         };
         let receive_too = !matches!(path.as_deref(), Ok("serve" | "untrusted"));
         let out = match path.as_deref() {
-            Ok("read-back") => &f.out_read_back,
+            Ok("read-back" | "read-back-hashed") => &f.out_read_back,
             _ => &f.out,
         };
+        let hashing_again = matches!(path.as_deref(), Ok("read-back-hashed"));
         for unit in 0..n.min(FILE_LEN / UNIT_LEN) {
             let (parts, p) = serve(f, unit);
-            if receive_too {
+            if receive_too && hashing_again {
+                receive_hashing_again(f, out, unit, &parts[1], &p);
+            } else if receive_too {
                 receive(f, out, unit, &parts[1], &p);
             }
             black_box(parts);

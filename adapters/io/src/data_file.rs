@@ -270,6 +270,62 @@ impl DataFile {
 
     /// Writes unit `unit`; `data` must be exactly the unit's length. Drops the trust first.
     pub fn write_unit(&self, unit: u64, data: &[u8]) -> io::Result<()> {
+        self.check_unit_len(unit, data)?;
+        self.write_all_at(data, unit * UNIT_LEN)?;
+        if let Some(r) = &self.read_back {
+            r.wrote(unit, None, self);
+        }
+        Ok(())
+    }
+
+    /// Writes unit `unit` that was verified against the content root, with `value`, the unit's
+    /// chaining value from that check ([`verify_unit_value`](crate::content::verify_unit_value)).
+    /// With the read-back on, the unit is read back at once and compared with `data` (an error
+    /// if they differ), and the piece's value for the final check is merged from its units'
+    /// values once it is complete, instead of hashing the piece again: one BLAKE3 pass over a
+    /// download instead of two ([`read_back`](crate::read_back)). A wrong `value` can only make
+    /// the final check fail, never pass a file it did not see whole.
+    pub fn write_verified_unit(
+        &self,
+        unit: u64,
+        data: &[u8],
+        value: Option<ChainingValue>,
+    ) -> io::Result<()> {
+        let Some(r) = &self.read_back else {
+            return self.write_unit(unit, data);
+        };
+        self.check_unit_len(unit, data)?;
+        self.write_all_at(data, unit * UNIT_LEN)?;
+        self.same_as_written(unit, data)?;
+        r.wrote(unit, value, self);
+        Ok(())
+    }
+
+    /// Reads unit `unit` back into a reused buffer and compares it with `data`.
+    fn same_as_written(&self, unit: u64, data: &[u8]) -> io::Result<()> {
+        thread_local! {
+            static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        BUF.with(|b| {
+            let mut buf = b.borrow_mut();
+            if buf.len() < data.len() {
+                // Zeroed once per thread: later reads overwrite it.
+                buf.resize(data.len(), 0);
+            }
+            let back = &mut buf[..data.len()];
+            self.read_exact_at(back, unit * UNIT_LEN)?;
+            if back == data {
+                Ok(())
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("unit {unit} reads back other bytes than were just written"),
+                ))
+            }
+        })
+    }
+
+    fn check_unit_len(&self, unit: u64, data: &[u8]) -> io::Result<()> {
         let n = unit_len(self.len, unit).map_err(invalid_input)?;
         if data.len() as u64 != n {
             return Err(invalid_input(ContentError::DataLength {
@@ -277,10 +333,6 @@ impl DataFile {
                 expected: n,
                 actual: data.len() as u64,
             }));
-        }
-        self.write_all_at(data, unit * UNIT_LEN)?;
-        if let Some(r) = &self.read_back {
-            r.wrote(unit, self);
         }
         Ok(())
     }

@@ -11,6 +11,15 @@
 //! inline). The final check then merges the pieces' values and hashes only the pieces without
 //! one.
 //!
+//! **One hash pass.** A unit received from a peer is hashed once, to verify it; that yields its
+//! chaining value. The worker then writes the unit, reads it straight back and compares the bytes
+//! with what it wrote ([`DataFile::write_verified_unit`]), and keeps the value. When a piece
+//! completes and every unit of it came that way, the piece's value is merged from its units'
+//! values (15 BLAKE3 compressions for a 1 MiB piece) instead of reading and hashing the piece:
+//! the bytes on disk are the bytes that hashed to those values when they were compared, which is
+//! what hashing them again would have shown. Pieces with a unit held at the start or written
+//! without a value are read back and hashed as before.
+//!
 //! A value is used at the end only if nothing changed the piece since it was read:
 //! - every write through the [`DataFile`] bumps its piece's generation, and a value read under
 //!   an older generation is read again (a unit written twice, e.g. by two peers, costs one more
@@ -26,12 +35,17 @@
 //! the download.
 //!
 //! Memory: one bit per unit and ~50 bytes per piece, pieces capped at 65,536 (the piece grows
-//! with the file: 1 MiB up to 64 GiB files): at most ~3.3 MiB plus 2 MiB per TiB of file.
+//! with the file: 1 MiB up to 64 GiB files): at most ~3.3 MiB plus 2 MiB per TiB of file; and,
+//! per piece begun but not complete, 33 bytes per unit of it (~0.6 KiB for a 1 MiB piece),
+//! which is at most 33 bytes per unit of the file if every piece is begun at once (half what the
+//! proof tree keeps per unit, [`ProofTree`](crate::driver::ProofTree)); a download that fetches blocks
+//! in turn keeps a few hundred pieces begun.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use blake3::hazmat::ChainingValue;
+use blake3::hazmat::{merge_subtrees_non_root, ChainingValue, Mode};
 
 use crate::content::UNIT_LEN;
 use crate::data_file::{DataFile, FileStamp};
@@ -56,6 +70,9 @@ pub fn piece_len(len: u64) -> u64 {
 pub struct ReadBackStats {
     /// Pieces read back and hashed as the download completed them.
     pub pieces_read_back: u64,
+    /// Of those, pieces valued by merging their units' chaining values from verification (every
+    /// unit verified, written, read back and compared), not by hashing the piece again.
+    pub pieces_merged: u64,
     /// Pieces hashed by the last whole-file check because no valid read-back value was there.
     pub pieces_hashed_at_check: u64,
     /// Pieces in the file.
@@ -67,6 +84,8 @@ pub struct ReadBackStats {
 pub(crate) struct ReadBack {
     piece: u64,
     units_per_piece: u64,
+    /// Units in the file.
+    units: u64,
     /// One bit per unit: held at the start or written since.
     written: Vec<AtomicU64>,
     /// Per piece: units not written yet.
@@ -75,9 +94,12 @@ pub(crate) struct ReadBack {
     generation: Vec<AtomicU32>,
     /// Per piece: its chaining value, with the generation it was read under.
     values: Mutex<Vec<Option<(u32, ChainingValue)>>>,
+    /// Per piece not complete yet: its units' values from verification, as far as known.
+    pending: Mutex<BTreeMap<u64, PendingPiece>>,
     /// The file's stamp right after the last write through the handle.
     after_last_write: Mutex<Option<FileStamp>>,
     read_back: AtomicU64,
+    merged: AtomicU64,
     hashed_at_check: AtomicU64,
 }
 
@@ -108,12 +130,15 @@ impl ReadBack {
         Some(ReadBack {
             piece,
             units_per_piece,
+            units,
             written,
             left,
             generation: (0..pieces).map(|_| AtomicU32::new(0)).collect(),
             values: Mutex::new(vec![None; pieces as usize]),
+            pending: Mutex::new(BTreeMap::new()),
             after_last_write: Mutex::new(None),
             read_back: AtomicU64::new(0),
+            merged: AtomicU64::new(0),
             hashed_at_check: AtomicU64::new(0),
         })
     }
@@ -123,10 +148,12 @@ impl ReadBack {
         self.piece
     }
 
-    /// Unit `unit` was just written through `file`: note the stamp, and read its piece back if
-    /// that was the piece's last missing unit. A piece that cannot be read back now is hashed by
-    /// the final check (which then reports the error if it persists).
-    pub(crate) fn wrote(&self, unit: u64, file: &DataFile) {
+    /// Unit `unit` was just written through `file`: note the stamp, and value its piece if that
+    /// was the piece's last missing unit — by merging its units' `value`s when every unit of it
+    /// came with one (verified, written and read back by [`DataFile::write_verified_unit`]),
+    /// else by reading the piece back and hashing it. A piece that cannot be read back now is
+    /// hashed by the final check (which then reports the error if it persists).
+    pub(crate) fn wrote(&self, unit: u64, value: Option<ChainingValue>, file: &DataFile) {
         let p = (unit / self.units_per_piece) as usize;
         // Before the stamp: a check that sees this write's stamp sees its generation too.
         self.generation[p].fetch_add(1, Ordering::AcqRel);
@@ -137,10 +164,49 @@ impl ReadBack {
                 .unwrap_or_else(|e| e.into_inner());
             *last = file.stamp().ok().flatten();
         }
+        self.note_value(p, unit, value);
         let bit = 1u64 << (unit % 64);
         let was = self.written[(unit / 64) as usize].fetch_or(bit, Ordering::AcqRel);
         if was & bit == 0 && self.left[p].fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.read(p as u64, file);
+            let generation = self.generation[p].load(Ordering::Acquire);
+            let pending = self.pending().remove(&(p as u64));
+            match pending.and_then(PendingPiece::value) {
+                Some(cv) => {
+                    self.values.lock().unwrap_or_else(|e| e.into_inner())[p] =
+                        Some((generation, cv));
+                    self.read_back.fetch_add(1, Ordering::Relaxed);
+                    self.merged.fetch_add(1, Ordering::Relaxed);
+                }
+                None => self.read(p as u64, file),
+            }
+        }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, PendingPiece>> {
+        // A map of plain values, consistent after any panic.
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps `value` for `unit` of piece `p` while the piece is not complete (a piece completed
+    /// is valued once; a later write only makes that value stale, by its generation). A write
+    /// without a value spoils the piece's merge: it is read back instead.
+    fn note_value(&self, p: usize, unit: u64, value: Option<ChainingValue>) {
+        let mut pending = self.pending();
+        // Under the lock: the writer completing the piece takes its entry under it too.
+        if self.left[p].load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let first = p as u64 * self.units_per_piece;
+        let entry = pending.entry(p as u64).or_insert_with(|| {
+            let end = (first + self.units_per_piece).min(self.units);
+            PendingPiece {
+                units: vec![None; (end - first) as usize].into_boxed_slice(),
+                spoilt: false,
+            }
+        });
+        match value {
+            Some(v) => entry.units[(unit - first) as usize] = Some(v),
+            None => entry.spoilt = true,
         }
     }
 
@@ -184,8 +250,51 @@ impl ReadBack {
     pub(crate) fn stats(&self) -> ReadBackStats {
         ReadBackStats {
             pieces_read_back: self.read_back.load(Ordering::Relaxed),
+            pieces_merged: self.merged.load(Ordering::Relaxed),
             pieces_hashed_at_check: self.hashed_at_check.load(Ordering::Relaxed),
             pieces: self.left.len() as u64,
+        }
+    }
+}
+
+/// The units' values of a piece being written.
+#[derive(Debug)]
+struct PendingPiece {
+    /// Per unit of the piece: its chaining value from verification, once written with one.
+    units: Box<[Option<ChainingValue>]>,
+    /// A unit of it was written without a value: the piece is read back, not merged.
+    spoilt: bool,
+}
+
+impl PendingPiece {
+    /// The piece's chaining value, merged from its units' as the BLAKE3 tree merges them; `None`
+    /// if a unit's value is missing (held at the start, or written without one).
+    fn value(self) -> Option<ChainingValue> {
+        if self.spoilt {
+            return None;
+        }
+        let units: Option<Vec<ChainingValue>> = self.units.iter().copied().collect();
+        units
+            .filter(|u| !u.is_empty())
+            .map(|u| merge_left_balanced(&u))
+    }
+}
+
+/// The chaining value of the subtree over `units` (consecutive units' values, from an aligned
+/// start): in BLAKE3's tree the left subtree holds the largest power of two of chunks less than
+/// the whole, which for whole units before a last, possibly partial one is the largest power of
+/// two of *units* less than their count.
+fn merge_left_balanced(units: &[ChainingValue]) -> ChainingValue {
+    match units.len() {
+        0 | 1 => units.first().copied().unwrap_or_default(),
+        n => {
+            // The largest power of two below n.
+            let left = 1 << (usize::BITS - 1 - (n - 1).leading_zeros());
+            merge_subtrees_non_root(
+                &merge_left_balanced(&units[..left]),
+                &merge_left_balanced(&units[left..]),
+                Mode::Hash,
+            )
         }
     }
 }
@@ -336,6 +445,132 @@ mod tests {
             order.extend(again.iter().map(|u| u % units));
             write_units(&file, &src, order);
             proptest::prop_assert_eq!(file.hash().unwrap(), *blake3::hash(&src).as_bytes());
+        }
+    }
+
+    /// Writes `units` of `src` as a download does: each verified against the root (with
+    /// `outboard`'s proof), then written with its value.
+    fn write_verified(
+        file: &DataFile,
+        outboard: &crate::Outboard,
+        src: &[u8],
+        units: impl IntoIterator<Item = u64>,
+    ) {
+        for unit in units {
+            let data = unit_of(src, unit);
+            let proof = outboard.proof(unit).unwrap();
+            let value = crate::content::verify_unit_value(
+                &outboard.root(),
+                src.len() as u64,
+                unit,
+                data,
+                &proof,
+            )
+            .unwrap();
+            file.write_verified_unit(unit, data, value).unwrap();
+        }
+    }
+
+    #[test]
+    fn verified_units_value_their_pieces_without_hashing_them_again() {
+        let dir = tempfile::tempdir().unwrap();
+        // Three whole pieces and a last one of a whole unit and a few bytes.
+        let src = content(3 * MIN_PIECE + UNIT_LEN + 5_000, 5);
+        let outboard = crate::Outboard::build(&src[..], src.len() as u64).unwrap();
+        let file = output(dir.path(), &src, |_| false);
+        write_verified(&file, &outboard, &src, all_units(&src).rev());
+        let stats = file.read_back_stats().unwrap();
+        assert_eq!(
+            (stats.pieces, stats.pieces_read_back, stats.pieces_merged),
+            (4, 4, 4)
+        );
+        assert_eq!(file.hash().unwrap(), *blake3::hash(&src).as_bytes());
+        assert_eq!(file.read_back_stats().unwrap().pieces_hashed_at_check, 0);
+    }
+
+    /// The merged values are what the check uses: a wrong one makes the check fail (it never
+    /// lets a file pass that it did not see whole).
+    #[test]
+    fn a_wrong_unit_value_fails_the_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = content(2 * MIN_PIECE, 6);
+        let outboard = crate::Outboard::build(&src[..], src.len() as u64).unwrap();
+        let file = output(dir.path(), &src, |_| false);
+        write_verified(&file, &outboard, &src, 1..all_units(&src).end);
+        file.write_verified_unit(0, unit_of(&src, 0), Some([7; 32]))
+            .unwrap();
+        assert_eq!(file.read_back_stats().unwrap().pieces_merged, 2);
+        assert_ne!(file.hash().unwrap(), *blake3::hash(&src).as_bytes());
+    }
+
+    #[test]
+    fn a_unit_without_a_value_has_its_piece_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = content(2 * MIN_PIECE, 7);
+        let outboard = crate::Outboard::build(&src[..], src.len() as u64).unwrap();
+        let file = output(dir.path(), &src, |_| false);
+        let units = all_units(&src);
+        write_verified(&file, &outboard, &src, units.clone().filter(|&u| u != 3));
+        write_units(&file, &src, [3]);
+        let stats = file.read_back_stats().unwrap();
+        assert_eq!((stats.pieces_read_back, stats.pieces_merged), (2, 1));
+        assert_eq!(file.hash().unwrap(), *blake3::hash(&src).as_bytes());
+        assert_eq!(file.read_back_stats().unwrap().pieces_hashed_at_check, 0);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        /// As a download writes: verified units with their values in any order, some held at the
+        /// start, some written twice, a few without a value; the check's hash is the content's.
+        #[test]
+        fn merged_pieces_give_the_content_hash_whatever_the_order(
+            extra in 1u64..(3 * MIN_PIECE),
+            seed in proptest::prelude::any::<u64>(),
+            held_mask in proptest::prelude::any::<u64>(),
+            again in proptest::collection::vec(0u64..64, 0..6),
+            plain in proptest::collection::vec(0u64..64, 0..3),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let src = content(MIN_PIECE + extra, seed);
+            let outboard = crate::Outboard::build(&src[..], src.len() as u64).unwrap();
+            let units = (src.len() as u64).div_ceil(UNIT_LEN);
+            let held = |u: u64| held_mask.rotate_left(u as u32 % 64) & 1 == 1 && u % 5 == 0;
+            let file = output(dir.path(), &src, held);
+            let mut order: Vec<u64> = (0..units).filter(|&u| !held(u)).collect();
+            let mut x = seed | 1;
+            for i in (1..order.len()).rev() {
+                order.swap(i, (xorshift(&mut x) % (i as u64 + 1)) as usize);
+            }
+            let plain: Vec<u64> = plain.iter().map(|u| u % units).collect();
+            for unit in order.into_iter().chain(again.iter().map(|u| u % units)) {
+                if plain.contains(&unit) {
+                    write_units(&file, &src, [unit]);
+                } else {
+                    write_verified(&file, &outboard, &src, [unit]);
+                }
+            }
+            proptest::prop_assert_eq!(file.hash().unwrap(), *blake3::hash(&src).as_bytes());
+        }
+    }
+
+    #[test]
+    fn merging_follows_the_tree_for_any_count_of_units() {
+        // Units of a file of n units, the last one partial: the merge of all their values is
+        // the file's non-root value, as the hasher computes it.
+        for n in 1..=17u64 {
+            let src = content((n - 1) * UNIT_LEN + 333, n);
+            let values: Vec<ChainingValue> = (0..n)
+                .map(|u| {
+                    use blake3::hazmat::HasherExt;
+                    blake3::Hasher::new()
+                        .set_input_offset(u * UNIT_LEN)
+                        .update(unit_of(&src, u))
+                        .finalize_non_root()
+                })
+                .collect();
+            use blake3::hazmat::HasherExt;
+            let whole = blake3::Hasher::new().update(&src).finalize_non_root();
+            assert_eq!(merge_left_balanced(&values), whole, "{n} units");
         }
     }
 

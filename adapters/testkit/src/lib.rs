@@ -553,12 +553,20 @@ async fn corrupt_peer_case(host: &Host, leech: SessionOptions) {
         Some(&1)
     );
     assert!(same_bytes(&src, &out));
-    // Three pieces of 1 MiB, each read back once its last unit was written (bad units are
-    // never written); the final check hashes only pieces written again since.
+    // Three pieces of 1 MiB, each valued once its last unit was written (bad units are never
+    // written), from its units' values: every unit verified, written, read back and compared;
+    // the final check hashes only pieces written again since.
     let read_back = leecher
         .read_back_stats()
         .expect("a download of three pieces");
-    assert_eq!((read_back.pieces, read_back.pieces_read_back), (3, 3));
+    assert_eq!(
+        (
+            read_back.pieces,
+            read_back.pieces_read_back,
+            read_back.pieces_merged
+        ),
+        (3, 3, 3)
+    );
     assert!(read_back.pieces_hashed_at_check <= 3);
     seeder.stop().await;
 }

@@ -1,6 +1,8 @@
 //! Checking a unit received from a peer against the content root.
 
-use blake3::hazmat::{merge_subtrees_non_root, merge_subtrees_root, HasherExt, Mode};
+use blake3::hazmat::{
+    merge_subtrees_non_root, merge_subtrees_root, ChainingValue, HasherExt, Mode,
+};
 
 use super::{
     path, tree_unit_count, unit_chunks, unit_len, ContentError, UnitProof, CHUNKS_PER_UNIT,
@@ -47,6 +49,19 @@ pub fn verify_unit(
     data: &[u8],
     proof: &UnitProof,
 ) -> Result<(), ContentError> {
+    verify_unit_value(root, file_len, unit, data, proof).map(|_| ())
+}
+
+/// [`verify_unit`], returning also the unit's own chaining value (its non-root BLAKE3 subtree
+/// hash, `None` for a single-unit file, whose unit is the root), which a download keeps to value
+/// the unit's piece without hashing it again ([`read_back`](crate::read_back)).
+pub fn verify_unit_value(
+    root: &[u8; 32],
+    file_len: u64,
+    unit: u64,
+    data: &[u8],
+    proof: &UnitProof,
+) -> Result<Option<ChainingValue>, ContentError> {
     let expected_len = unit_len(file_len, unit)?;
     let actual_len = data.len() as u64;
     if actual_len != expected_len {
@@ -86,6 +101,7 @@ pub fn verify_unit(
     }
 
     let expected_root = blake3::Hash::from_bytes(*root);
+    let mut own = None;
     let computed = if expected_nodes == 0 {
         // Single-unit file: the unit is the whole file.
         blake3::hash(data)
@@ -96,6 +112,7 @@ pub fn verify_unit(
             .set_input_offset(unit * UNIT_LEN)
             .update(data)
             .finalize_non_root();
+        own = Some(cv);
         let last = expected_nodes - 1;
         let mut root_hash = None;
         for (i, (step, node)) in steps.zip(&proof.nodes).enumerate() {
@@ -116,7 +133,7 @@ pub fn verify_unit(
         }
     };
     if computed == expected_root {
-        Ok(())
+        Ok(own)
     } else {
         Err(ContentError::HashMismatch { unit })
     }

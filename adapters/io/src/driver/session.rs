@@ -25,7 +25,7 @@ use super::recorder::{Header, Recorded, Recorder};
 use super::resume::{create_data, repair, restart, resume_checked};
 use super::tree::ProofTree;
 use super::workers::{Verified, VerifyFail, VerifyJob};
-use crate::content::{verify_unit, ContentError, Outboard, UnitProof};
+use crate::content::{verify_unit, verify_unit_value, ContentError, Outboard, UnitProof};
 use crate::{store_file, DataFile, Manifest};
 
 /// Whether the session serves a whole file or downloads one.
@@ -936,11 +936,14 @@ impl SessionIo {
         let p = p
             .and_then(proof::from_wire)
             .ok_or_else(|| StoreFail::Invalid("missing or malformed proof".into()))?;
-        verify_unit(&self.manifest.root, self.manifest.file_len, unit, data, &p)
+        let m = &self.manifest;
+        let value = verify_unit_value(&m.root, m.file_len, unit, data, &p)
             .map_err(|e| StoreFail::Invalid(e.to_string()))?;
         // The write drops the data file's trust too (before it writes).
         self.file_verified = false;
-        self.data.write_unit(unit, data).map_err(StoreFail::Io)?;
+        self.data
+            .write_verified_unit(unit, data, value)
+            .map_err(StoreFail::Io)?;
         if let Some(t) = self.tree.as_mut() {
             t.learn(unit, &p).map_err(StoreFail::Io)?;
         }

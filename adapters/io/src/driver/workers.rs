@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tierswarm_core::PeerId;
 
-use crate::content::{verify_unit, UnitProof};
+use crate::content::{verify_unit_value, UnitProof};
 use crate::DataFile;
 
 /// Most worker threads of one pool.
@@ -52,11 +52,12 @@ pub(super) enum VerifyFail {
 }
 
 impl VerifyJob {
-    /// Verifies the unit, then writes it (only if it verified). The write drops the data file's
-    /// trust first ([`DataFile::write_all_at`]): a download verifies every unit it serves until
-    /// its whole file is checked again.
+    /// Verifies the unit, then writes it (only if it verified) and, on a download's output, reads
+    /// it back and keeps its value for the final check ([`read_back`](crate::read_back)). The
+    /// write drops the data file's trust first ([`DataFile::write_all_at`]): a download
+    /// verifies every unit it serves until its whole file is checked again.
     pub fn run(self) -> Verified {
-        let result = verify_unit(
+        let result = verify_unit_value(
             &self.root,
             self.file_len,
             self.unit,
@@ -64,9 +65,9 @@ impl VerifyJob {
             &self.proof,
         )
         .map_err(|e| VerifyFail::Invalid(e.to_string()))
-        .and_then(|()| {
+        .and_then(|value| {
             self.file
-                .write_unit(self.unit, &self.data)
+                .write_verified_unit(self.unit, &self.data, value)
                 .map_err(VerifyFail::Io)
         });
         Verified {
