@@ -29,6 +29,8 @@ pub struct FrameReader {
     /// Only TRANSFER frames (a unit stream).
     data_only: bool,
     keep_raw: bool,
+    /// A unit came on this stream: units flow here ([`receiving_units`](Self::receiving_units)).
+    units_seen: bool,
 }
 
 impl FrameReader {
@@ -42,6 +44,7 @@ impl FrameReader {
             handshaken: false,
             data_only: false,
             keep_raw,
+            units_seen: false,
         }
     }
 
@@ -82,14 +85,20 @@ impl FrameReader {
                 });
             }
         }
-        if let Some(Frame {
-            msg: Message::Handshake { .. },
-            ..
-        }) = &frame
-        {
-            // The peer's first frame is its handshake (the node drops it otherwise): larger
-            // frames are allowed from now on.
-            self.handshaken = true;
+        match &frame {
+            Some(Frame {
+                msg: Message::Handshake { .. },
+                ..
+            }) => {
+                // The peer's first frame is its handshake (the node drops it otherwise): larger
+                // frames are allowed from now on.
+                self.handshaken = true;
+            }
+            Some(Frame {
+                msg: Message::Transfer { .. },
+                ..
+            }) => self.units_seen = true,
+            _ => {}
         }
         Ok(frame.map(|frame| Incoming { frame, raw }))
     }
@@ -97,6 +106,11 @@ impl FrameReader {
     /// Bytes held for frames not yet complete (bounded by the largest admitted frame).
     pub fn buffered(&self) -> usize {
         self.buf.len()
+    }
+
+    /// Whether units have come on this stream (a reader then reads into a larger buffer).
+    pub fn receiving_units(&self) -> bool {
+        self.units_seen
     }
 }
 

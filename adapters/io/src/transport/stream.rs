@@ -15,6 +15,15 @@ use crate::driver::FrameReader;
 
 /// Bytes asked of the stream per read.
 const READ_CHUNK: usize = 64 * 1024;
+/// Bytes of a fresh read buffer on a stream that carries units. Frames are cut from it and
+/// handed on (a unit's bytes stay a slice of it until verified), so once it is full the bytes of
+/// a frame not yet complete are copied to a new one. With a buffer of about one frame (what
+/// `BytesMut` allocates on its own) that was a copy, an allocation and its page faults for
+/// nearly every unit, on the loop; at 512 KiB it is once per ~8 units (a 1 GiB loopback fetch:
+/// −14 to −20 % CPU; 1 MiB gained no more; dev/BENCHMARKS.md, "Read buffers"). A stream that
+/// has carried no unit keeps reading into buffers of one read (idle and control-only peers cost
+/// no more).
+const UNIT_READ_BUFFER: usize = 512 * 1024;
 /// Bytes of small frames gathered before they are written (frames are flushed in batches).
 const WRITE_BUFFER: usize = 128 * 1024;
 
@@ -61,7 +70,8 @@ impl<R: AsyncRead + Unpin + Send> StreamReader<R> {
             {
                 return Ok(Some(frame));
             }
-            if read_more(&mut self.rd, self.frames.buffer()).await? == 0 {
+            let units = self.frames.receiving_units();
+            if read_more(&mut self.rd, self.frames.buffer(), units).await? == 0 {
                 return match self.frames.buffer().is_empty() {
                     true => Ok(None),
                     false => Err(io::Error::new(
@@ -84,9 +94,14 @@ impl<R: AsyncRead + Unpin + Send + 'static> FrameRead for StreamReader<R> {
     }
 }
 
-/// Reads up to [`READ_CHUNK`] more bytes onto the end of `buf`; `Ok(0)` at end of stream.
+/// Reads up to [`READ_CHUNK`] more bytes onto the end of `buf` (into a new buffer of
+/// [`UNIT_READ_BUFFER`] bytes when `units` flow and `buf` is full); `Ok(0)` at end of stream.
 /// Cancel safe: dropped before the read completes, `buf` is as it was.
-async fn read_more(rd: &mut (impl AsyncRead + Unpin), buf: &mut BytesMut) -> io::Result<usize> {
+async fn read_more(
+    rd: &mut (impl AsyncRead + Unpin),
+    buf: &mut BytesMut,
+    units: bool,
+) -> io::Result<usize> {
     /// Cuts the buffer back to the bytes actually read, also when the read is dropped.
     struct Filled<'a> {
         buf: &'a mut BytesMut,
@@ -98,6 +113,9 @@ async fn read_more(rd: &mut (impl AsyncRead + Unpin), buf: &mut BytesMut) -> io:
         }
     }
     let start = buf.len();
+    if units && buf.capacity() - start < READ_CHUNK {
+        buf.reserve(UNIT_READ_BUFFER.max(start + READ_CHUNK) - start);
+    }
     buf.resize(start + READ_CHUNK, 0);
     let mut filled = Filled { buf, len: start };
     let n = rd.read(&mut filled.buf[start..]).await?;
@@ -199,5 +217,59 @@ impl<W: AsyncWrite + Unpin + Send + 'static> FrameWrite for StreamWriter<W> {
             g.write_buffered().await?;
             g.wr.close().await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use futures::executor::block_on;
+    use tierswarm_core::wire::{encode_frame, Capabilities, FrameLimits, Message};
+    use tierswarm_core::Geometry;
+
+    /// Reads every frame of `msgs` (after a handshake) through a [`StreamReader`]; returns
+    /// them and the largest room the read buffer had after a frame.
+    fn read_all(msgs: &[Message]) -> (Vec<Message>, usize) {
+        let mut wire = BytesMut::new();
+        let handshake = Message::Handshake {
+            info_hash: Bytes::from_static(&[1; 32]),
+            peer_id: "p".into(),
+            capabilities: Some(Capabilities::OURS),
+        };
+        for m in std::iter::once(&handshake).chain(msgs) {
+            encode_frame(&[1; 32], m, &mut wire);
+        }
+        let limits = FrameLimits::for_geometry(Geometry::new(1 << 30).unwrap());
+        let mut r = StreamReader::new(
+            futures::io::Cursor::new(wire.to_vec()),
+            FrameReader::new(limits, false),
+        );
+        let (mut got, mut room) = (Vec::new(), 0);
+        while let Some(f) = block_on(r.next()).unwrap() {
+            room = room.max(r.frames.buffer().capacity());
+            got.push(f.frame.msg);
+        }
+        got.remove(0);
+        (got, room)
+    }
+
+    #[test]
+    fn units_are_read_into_large_buffers_and_control_frames_are_not() {
+        let units: Vec<Message> = (0..12u8)
+            .map(|i| Message::Transfer {
+                unit: u64::from(i),
+                data: vec![i; 65536].into(),
+                proof: None,
+            })
+            .collect();
+        let (got, room) = read_all(&units);
+        assert_eq!(got, units);
+        assert!(room >= UNIT_READ_BUFFER / 2, "room {room}");
+
+        let haves: Vec<Message> = (0..5000).map(|unit| Message::Have { unit }).collect();
+        let (got, room) = read_all(&haves);
+        assert_eq!(got, haves);
+        assert!(room < UNIT_READ_BUFFER / 2, "room {room}");
     }
 }
