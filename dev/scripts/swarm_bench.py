@@ -128,8 +128,24 @@ def wait_line(stream, pattern, limit=120):
 
 
 def free_ports(n):
-    base = random.randrange(20000, 60000 - n)
-    return [base + i for i in range(n)]
+    """`n` consecutive ports that bind now, below the kernel's ephemeral range (a port in it
+    may be taken meanwhile by an outgoing connection's local end: "Address already in use")."""
+    import socket
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            first_ephemeral = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        first_ephemeral = 32768
+    while True:
+        base = random.randrange(10000, max(10001, first_ephemeral - n))
+        ports = list(range(base, base + n))
+        try:
+            for port in ports:
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return ports
 
 
 class Loopback:
