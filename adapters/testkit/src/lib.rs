@@ -507,13 +507,19 @@ pub async fn recorded_sessions_replay_identically(host: &Host) {
 /// A peer that sends corrupt units (with well-formed proofs) is dropped after the first, and
 /// the download completes from an honest seeder.
 pub async fn corrupt_peer_is_dropped_and_download_completes(host: &Host) {
-    corrupt_peer_case(host, opts("leech", 2)).await;
+    // On the verify workers whatever the machine (two cores or fewer verify on the loop by
+    // default: `default_max_verifying`).
+    let leech = SessionOptions {
+        max_verifying: tierswarm_io::driver::DEFAULT_MAX_VERIFYING,
+        ..opts("leech", 2)
+    };
+    corrupt_peer_case(host, leech).await;
 }
 
 /// [`corrupt_peer_is_dropped_and_download_completes`] with every received unit verified and
-/// written on the driver's loop (`max_verifying` 0), the path a loop takes once its workers
-/// hold [`SessionOptions::max_verifying`] units: a good unit is written, a bad one drops its
-/// sender, as on a worker.
+/// written on the driver's loop (`max_verifying` 0: the default on two cores or fewer, and the
+/// path a loop takes once its workers hold [`SessionOptions::max_verifying`] units): a good
+/// unit is written, a bad one drops its sender, as on a worker.
 pub async fn units_verified_on_the_loop(host: &Host) {
     let leech = SessionOptions {
         max_verifying: 0,

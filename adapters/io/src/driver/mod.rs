@@ -35,8 +35,9 @@ pub use clock::{Clock, MonotonicClock};
 pub use framing::{FrameReader, Incoming};
 pub use runner::{run, spawn, Outcome, RunConfig, RunHandle, Runtime};
 pub use session::{
-    store_paths, Effect, Resume, ResumeNotes, Role, Session, SessionError, SessionEvent,
-    SessionOptions, UnitReadError, DEFAULT_MAX_VERIFYING, MAX_REMOTE_ID_CHARS, RESUME_SAMPLE,
+    default_max_verifying, store_paths, Effect, Resume, ResumeNotes, Role, Session, SessionError,
+    SessionEvent, SessionOptions, UnitReadError, DEFAULT_MAX_VERIFYING, MAX_REMOTE_ID_CHARS,
+    RESUME_SAMPLE,
 };
 pub use tree::{ProofTree, TreeError, HEADER_LEN as PROOF_LOG_HEADER_LEN};
 pub use workers::{Verified, VerifyJob, Workers};

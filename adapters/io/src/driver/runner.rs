@@ -398,12 +398,15 @@ pub async fn run<R: Runtime>(
     } = cfg;
     let listening = !listeners.is_empty();
     // Received units are verified and written on worker threads; without them, on the loop.
-    let workers = match Workers::new() {
-        Ok(w) => Some(w),
-        Err(e) => {
-            warn!(error = %e, "no worker threads: verifying on the loop");
-            None
-        }
+    let workers = match session.max_verifying() {
+        0 => None,
+        _ => match Workers::new() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                warn!(error = %e, "no worker threads: verifying on the loop");
+                None
+            }
+        },
     };
     session.verify_off_loop(workers.is_some());
     let limits = session.limits();

@@ -54,9 +54,10 @@ pub struct SessionOptions {
     /// (default [`DEFAULT_RECORD_LIMIT`], 1 GiB).
     pub record_limit: u64,
     /// Received units handed to the verify workers at a time, at most (default
-    /// [`DEFAULT_MAX_VERIFYING`]); past it, the driver's loop verifies and writes a unit
-    /// itself, which slows its reading of frames (and so, by flow control, the peers) instead
-    /// of letting units pile up in memory behind busy workers. 0: every unit on the loop.
+    /// [`default_max_verifying`]: [`DEFAULT_MAX_VERIFYING`], or 0 on a machine of two cores or
+    /// fewer); past it, the driver's loop verifies and writes a unit itself, which slows its
+    /// reading of frames (and so, by flow control, the peers) instead of letting units pile up
+    /// in memory behind busy workers. 0: every unit on the loop, and no worker threads.
     pub max_verifying: usize,
 }
 
@@ -65,6 +66,20 @@ pub struct SessionOptions {
 /// request window does not bound this backlog: on a starved CPU it grew to most of the file
 /// (a leecher of a 256 MiB swarm peaked at 187 MiB; dev/BENCHMARKS.md).
 pub const DEFAULT_MAX_VERIFYING: usize = 64;
+
+/// [`SessionOptions::max_verifying`] by default on this machine: [`DEFAULT_MAX_VERIFYING`] with
+/// three cores or more; 0 (verify and write every unit on the driver's loop, no worker threads)
+/// with two or fewer. Handing a unit to a worker and its outcome back costs two thread
+/// wake-ups; on two cores, where the other core is as likely busy as idle (a peer on the same
+/// host, the kernel's network work, other programs), that cost more than the parallel work
+/// gained: a 1 GiB loopback fetch took 25 % less CPU and ran 5–8 % faster on the loop
+/// (dev/BENCHMARKS.md, "Verify on the loop on two cores").
+pub fn default_max_verifying() -> usize {
+    match std::thread::available_parallelism() {
+        Ok(n) if n.get() > 2 => DEFAULT_MAX_VERIFYING,
+        _ => 0,
+    }
+}
 
 impl Default for SessionOptions {
     fn default() -> Self {
@@ -91,7 +106,7 @@ impl Default for SessionOptions {
             },
             record: None,
             record_limit: DEFAULT_RECORD_LIMIT,
-            max_verifying: DEFAULT_MAX_VERIFYING,
+            max_verifying: default_max_verifying(),
         }
     }
 }
