@@ -227,7 +227,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    one_async_std_thread_on_two_cores();
+    one_executor_thread_on_two_cores();
     let cli = Cli::parse();
     init_logs(cli.verbose);
     match dispatch(cli.cmd) {
@@ -239,15 +239,21 @@ fn main() -> ExitCode {
     }
 }
 
-/// On a machine of two cores or fewer, async-std's executor runs one thread (unless
-/// `ASYNC_STD_THREAD_COUNT` says otherwise): with one per core, a transfer's tasks hop between
-/// the two, and the wake-ups cost more than the second thread gives (a 1 GiB loopback fetch:
-/// −15 % CPU at both ends, +12 % rate; dev/BENCHMARKS.md, "One async-std thread on two
-/// cores"). Set before any thread starts, while the environment is ours alone.
-fn one_async_std_thread_on_two_cores() {
+/// On a machine of two cores or fewer, the runtimes' executors run one thread each (unless
+/// `ASYNC_STD_THREAD_COUNT` or `TOKIO_WORKER_THREADS` says otherwise): with one per core, a
+/// transfer's tasks hop between the two, and the wake-ups cost more than the second thread
+/// gives (async-std, a 1 GiB loopback fetch: −15 % CPU at both ends, +12 % rate; tokio, an
+/// 8-leecher swarm: −6 % time, the single fetch the same; dev/BENCHMARKS.md, "One executor
+/// thread on two cores"). Set before any thread starts, while the environment is ours alone.
+fn one_executor_thread_on_two_cores() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cores <= 2 && std::env::var_os("ASYNC_STD_THREAD_COUNT").is_none() {
-        std::env::set_var("ASYNC_STD_THREAD_COUNT", "1");
+    if cores > 2 {
+        return;
+    }
+    for var in ["ASYNC_STD_THREAD_COUNT", "TOKIO_WORKER_THREADS"] {
+        if std::env::var_os(var).is_none() {
+            std::env::set_var(var, "1");
+        }
     }
 }
 
