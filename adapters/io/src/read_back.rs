@@ -342,6 +342,17 @@ mod tests {
         }
     }
 
+    /// The units of a file of `units` not `held`, in an order shuffled from `seed`: the writes
+    /// of a download come in any order.
+    fn shuffled_writes(units: u64, held: impl Fn(u64) -> bool, seed: u64) -> Vec<u64> {
+        let mut order: Vec<u64> = (0..units).filter(|&u| !held(u)).collect();
+        let mut x = seed | 1;
+        for i in (1..order.len()).rev() {
+            order.swap(i, (xorshift(&mut x) % (i as u64 + 1)) as usize);
+        }
+        order
+    }
+
     /// Every unit of `src`, in order.
     fn all_units(src: &[u8]) -> std::ops::Range<u64> {
         0..(src.len() as u64).div_ceil(UNIT_LEN)
@@ -436,12 +447,7 @@ mod tests {
             let units = (src.len() as u64).div_ceil(UNIT_LEN);
             let held = |u: u64| held_mask.rotate_left(u as u32 % 64) & 1 == 1 && u % 3 == 0;
             let file = output(dir.path(), &src, held);
-            let mut order: Vec<u64> = (0..units).filter(|&u| !held(u)).collect();
-            // A shuffle from the seed: the writes come in any order.
-            let mut x = seed | 1;
-            for i in (1..order.len()).rev() {
-                order.swap(i, (xorshift(&mut x) % (i as u64 + 1)) as usize);
-            }
+            let mut order = shuffled_writes(units, held, seed);
             order.extend(again.iter().map(|u| u % units));
             write_units(&file, &src, order);
             proptest::prop_assert_eq!(file.hash().unwrap(), *blake3::hash(&src).as_bytes());
@@ -536,11 +542,7 @@ mod tests {
             let units = (src.len() as u64).div_ceil(UNIT_LEN);
             let held = |u: u64| held_mask.rotate_left(u as u32 % 64) & 1 == 1 && u % 5 == 0;
             let file = output(dir.path(), &src, held);
-            let mut order: Vec<u64> = (0..units).filter(|&u| !held(u)).collect();
-            let mut x = seed | 1;
-            for i in (1..order.len()).rev() {
-                order.swap(i, (xorshift(&mut x) % (i as u64 + 1)) as usize);
-            }
+            let order = shuffled_writes(units, held, seed);
             let plain: Vec<u64> = plain.iter().map(|u| u % units).collect();
             for unit in order.into_iter().chain(again.iter().map(|u| u % units)) {
                 if plain.contains(&unit) {
