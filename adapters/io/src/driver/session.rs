@@ -72,7 +72,7 @@ pub const DEFAULT_MAX_VERIFYING: usize = 64;
 /// with two or fewer. Handing a unit to a worker and its outcome back costs two thread
 /// wake-ups; on two cores, where the other core is as likely busy as idle (a peer on the same
 /// host, the kernel's network work, other programs), that cost more than the parallel work
-/// gained: a 1 GiB loopback fetch took 25 % less CPU and ran 5–8 % faster on the loop
+/// gained: a 1 GiB loopback fetch took 17–25 % less CPU and ran 4–5 % faster on the loop
 /// (dev/BENCHMARKS.md, "Verify on the loop on two cores").
 pub fn default_max_verifying() -> usize {
     match std::thread::available_parallelism() {
