@@ -271,6 +271,9 @@ impl DataFile {
     /// Writes unit `unit`; `data` must be exactly the unit's length. Drops the trust first.
     pub fn write_unit(&self, unit: u64, data: &[u8]) -> io::Result<()> {
         self.check_unit_len(unit, data)?;
+        if let Some(r) = &self.read_back {
+            r.writing_unvalued(unit);
+        }
         self.write_all_at(data, unit * UNIT_LEN)?;
         if let Some(r) = &self.read_back {
             r.wrote(unit, None, self);
@@ -291,7 +294,7 @@ impl DataFile {
         data: &[u8],
         value: Option<ChainingValue>,
     ) -> io::Result<()> {
-        let Some(r) = &self.read_back else {
+        let (Some(r), Some(_)) = (&self.read_back, value) else {
             return self.write_unit(unit, data);
         };
         self.check_unit_len(unit, data)?;

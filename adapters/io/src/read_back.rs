@@ -42,8 +42,8 @@
 //! in turn keeps a few hundred pieces begun.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use blake3::hazmat::{merge_subtrees_non_root, ChainingValue, Mode};
 
@@ -93,9 +93,12 @@ pub(crate) struct ReadBack {
     /// Per piece: writes so far.
     generation: Vec<AtomicU32>,
     /// Per piece: its chaining value, with the generation it was read under.
-    values: Mutex<Vec<Option<(u32, ChainingValue)>>>,
+    values: Mutex<Vec<Option<PieceValue>>>,
     /// Per piece not complete yet: its units' values from verification, as far as known.
     pending: Mutex<BTreeMap<u64, PendingPiece>>,
+    /// Per piece: a unit of it was written without a value (flagged before the write), so a
+    /// value merged from its units' values is not used.
+    unvalued: Vec<AtomicBool>,
     /// The file's stamp right after the last write through the handle.
     after_last_write: Mutex<Option<FileStamp>>,
     read_back: AtomicU64,
@@ -136,6 +139,7 @@ impl ReadBack {
             generation: (0..pieces).map(|_| AtomicU32::new(0)).collect(),
             values: Mutex::new(vec![None; pieces as usize]),
             pending: Mutex::new(BTreeMap::new()),
+            unvalued: (0..pieces).map(|_| AtomicBool::new(false)).collect(),
             after_last_write: Mutex::new(None),
             read_back: AtomicU64::new(0),
             merged: AtomicU64::new(0),
@@ -157,24 +161,19 @@ impl ReadBack {
         let p = (unit / self.units_per_piece) as usize;
         // Before the stamp: a check that sees this write's stamp sees its generation too.
         self.generation[p].fetch_add(1, Ordering::AcqRel);
-        {
-            let mut last = self
-                .after_last_write
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            *last = file.stamp().ok().flatten();
+        *lock(&self.after_last_write) = file.stamp().ok().flatten();
+        if let Some(v) = value {
+            self.note_value(p, unit, v);
         }
-        self.note_value(p, unit, value);
         let bit = 1u64 << (unit % 64);
         let was = self.written[(unit / 64) as usize].fetch_or(bit, Ordering::AcqRel);
         if was & bit == 0 && self.left[p].fetch_sub(1, Ordering::AcqRel) == 1 {
             let generation = self.generation[p].load(Ordering::Acquire);
-            let pending = self.pending().remove(&(p as u64));
-            match pending.and_then(PendingPiece::value) {
+            let pending = lock(&self.pending).remove(&(p as u64));
+            let merged = pending.filter(|_| !self.unvalued[p].load(Ordering::Acquire));
+            match merged.and_then(PendingPiece::value) {
                 Some(cv) => {
-                    self.values.lock().unwrap_or_else(|e| e.into_inner())[p] =
-                        Some((generation, cv));
-                    self.read_back.fetch_add(1, Ordering::Relaxed);
+                    self.keep(p, generation, cv, true);
                     self.merged.fetch_add(1, Ordering::Relaxed);
                 }
                 None => self.read(p as u64, file),
@@ -182,16 +181,27 @@ impl ReadBack {
         }
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, PendingPiece>> {
-        // A map of plain values, consistent after any panic.
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    /// Unit `unit` is about to be written without a value (not through
+    /// [`DataFile::write_verified_unit`]): its piece is never valued from its units' values.
+    /// Flagged before the write, so that a piece completing meanwhile sees it at the check.
+    pub(crate) fn writing_unvalued(&self, unit: u64) {
+        self.unvalued[(unit / self.units_per_piece) as usize].store(true, Ordering::Release);
+    }
+
+    /// Keeps `cv` as piece `p`'s value under `generation`.
+    fn keep(&self, p: usize, generation: u32, cv: ChainingValue, merged: bool) {
+        lock(&self.values)[p] = Some(PieceValue {
+            generation,
+            cv,
+            merged,
+        });
+        self.read_back.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Keeps `value` for `unit` of piece `p` while the piece is not complete (a piece completed
-    /// is valued once; a later write only makes that value stale, by its generation). A write
-    /// without a value spoils the piece's merge: it is read back instead.
-    fn note_value(&self, p: usize, unit: u64, value: Option<ChainingValue>) {
-        let mut pending = self.pending();
+    /// is valued once; a later write only makes that value stale, by its generation).
+    fn note_value(&self, p: usize, unit: u64, value: ChainingValue) {
+        let mut pending = lock(&self.pending);
         // Under the lock: the writer completing the piece takes its entry under it too.
         if self.left[p].load(Ordering::Acquire) == 0 {
             return;
@@ -201,42 +211,39 @@ impl ReadBack {
             let end = (first + self.units_per_piece).min(self.units);
             PendingPiece {
                 units: vec![None; (end - first) as usize].into_boxed_slice(),
-                spoilt: false,
             }
         });
-        match value {
-            Some(v) => entry.units[(unit - first) as usize] = Some(v),
-            None => entry.spoilt = true,
-        }
+        entry.units[(unit - first) as usize] = Some(value);
     }
 
     /// Reads piece `p` back and keeps its value under the generation it was read at.
     fn read(&self, p: u64, file: &DataFile) {
         let generation = self.generation[p as usize].load(Ordering::Acquire);
         if let Ok(cv) = file.piece_value(p, self.piece) {
-            self.values.lock().unwrap_or_else(|e| e.into_inner())[p as usize] =
-                Some((generation, cv));
-            self.read_back.fetch_add(1, Ordering::Relaxed);
+            self.keep(p as usize, generation, cv, false);
         }
     }
 
     /// The values the final check may use, by piece: all `None` if the file's stamp now is not
     /// the one right after the last write through the handle (another program wrote since), and
-    /// `None` for each piece written again after it was read back.
+    /// `None` for each piece written again after it was valued, or merged although a unit of it
+    /// was written without a value.
     pub(crate) fn usable(&self, now: Option<FileStamp>) -> Vec<Option<ChainingValue>> {
-        let values = self.values.lock().unwrap_or_else(|e| e.into_inner());
-        let last = *self
-            .after_last_write
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let values = lock(&self.values);
+        let last = *lock(&self.after_last_write);
         if now.is_none() || last != now {
             return vec![None; values.len()];
         }
         values
             .iter()
-            .zip(&self.generation)
-            .map(|(v, g)| match v {
-                Some((read_at, cv)) if *read_at == g.load(Ordering::Acquire) => Some(*cv),
+            .zip(self.generation.iter().zip(&self.unvalued))
+            .map(|(v, (g, unvalued))| match v {
+                Some(v)
+                    if v.generation == g.load(Ordering::Acquire)
+                        && !(v.merged && unvalued.load(Ordering::Acquire)) =>
+                {
+                    Some(v.cv)
+                }
                 _ => None,
             })
             .collect()
@@ -257,22 +264,31 @@ impl ReadBack {
     }
 }
 
+/// Locks `m`; the values behind every lock here are plain, consistent after any panic.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A piece's chaining value, and the generation of the piece it describes.
+#[derive(Debug, Clone, Copy)]
+struct PieceValue {
+    generation: u32,
+    cv: ChainingValue,
+    /// Merged from its units' values (else read back from the file and hashed).
+    merged: bool,
+}
+
 /// The units' values of a piece being written.
 #[derive(Debug)]
 struct PendingPiece {
     /// Per unit of the piece: its chaining value from verification, once written with one.
     units: Box<[Option<ChainingValue>]>,
-    /// A unit of it was written without a value: the piece is read back, not merged.
-    spoilt: bool,
 }
 
 impl PendingPiece {
     /// The piece's chaining value, merged from its units' as the BLAKE3 tree merges them; `None`
     /// if a unit's value is missing (held at the start, or written without one).
     fn value(self) -> Option<ChainingValue> {
-        if self.spoilt {
-            return None;
-        }
         let units: Option<Vec<ChainingValue>> = self.units.iter().copied().collect();
         units
             .filter(|u| !u.is_empty())
@@ -553,6 +569,35 @@ mod tests {
             }
             proptest::prop_assert_eq!(file.hash().unwrap(), *blake3::hash(&src).as_bytes());
         }
+    }
+
+    /// A write without a value may be flagged after its piece completed from its units' values
+    /// and before that write's generation is counted: the merged value is not used then.
+    #[test]
+    fn a_write_without_a_value_voids_a_merged_value_whenever_it_is_flagged() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = content(2 * MIN_PIECE, 8);
+        let outboard = crate::Outboard::build(&src[..], src.len() as u64).unwrap();
+        let file = DataFile::create(dir.path().join("out"), src.len() as u64).unwrap();
+        let r = ReadBack::new(src.len() as u64, |_| false).unwrap();
+        for unit in all_units(&src) {
+            let proof = outboard.proof(unit).unwrap();
+            let data = unit_of(&src, unit);
+            let value = crate::content::verify_unit_value(
+                &outboard.root(),
+                src.len() as u64,
+                unit,
+                data,
+                &proof,
+            )
+            .unwrap();
+            r.wrote(unit, value, &file);
+        }
+        let stamp = file.stamp().unwrap();
+        assert!(r.usable(stamp).iter().all(Option::is_some));
+        r.writing_unvalued(1);
+        let usable = r.usable(stamp);
+        assert!(usable[0].is_none() && usable[1].is_some());
     }
 
     #[test]
