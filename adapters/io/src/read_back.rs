@@ -99,7 +99,12 @@ pub(crate) struct ReadBack {
     /// Per piece: a unit of it was written without a value (flagged before the write), so a
     /// value merged from its units' values is not used.
     unvalued: Vec<AtomicBool>,
-    /// The file's stamp right after the last write through the handle.
+    /// Units not yet written through the handle (held ones count as written).
+    unwritten: AtomicU64,
+    /// The file's stamp right after the last write through the handle, taken only once every
+    /// unit is written: the check, which compares it with the stamp then, runs on a complete
+    /// file (a check of an incomplete one hashes every piece), and an `fstat` per unit was
+    /// 16,384 system calls per GiB on the download's busiest thread.
     after_last_write: Mutex<Option<FileStamp>>,
     read_back: AtomicU64,
     merged: AtomicU64,
@@ -126,9 +131,11 @@ impl ReadBack {
                 AtomicU32::new((end - first) as u32)
             })
             .collect();
+        let mut unwritten = units;
         for unit in (0..units).filter(|&u| held(u)) {
             written[(unit / 64) as usize].fetch_or(1 << (unit % 64), Ordering::Relaxed);
             left[(unit / units_per_piece) as usize].fetch_sub(1, Ordering::Relaxed);
+            unwritten -= 1;
         }
         Some(ReadBack {
             piece,
@@ -140,6 +147,7 @@ impl ReadBack {
             values: Mutex::new(vec![None; pieces as usize]),
             pending: Mutex::new(BTreeMap::new()),
             unvalued: (0..pieces).map(|_| AtomicBool::new(false)).collect(),
+            unwritten: AtomicU64::new(unwritten),
             after_last_write: Mutex::new(None),
             read_back: AtomicU64::new(0),
             merged: AtomicU64::new(0),
@@ -152,7 +160,8 @@ impl ReadBack {
         self.piece
     }
 
-    /// Unit `unit` was just written through `file`: note the stamp, and value its piece if that
+    /// Unit `unit` was just written through `file`: note the stamp (once every unit is written),
+    /// and value its piece if that
     /// was the piece's last missing unit — by merging its units' `value`s when every unit of it
     /// came with one (verified, written and read back by [`DataFile::write_verified_unit`]),
     /// else by reading the piece back and hashing it. A piece that cannot be read back now is
@@ -161,13 +170,22 @@ impl ReadBack {
         let p = (unit / self.units_per_piece) as usize;
         // Before the stamp: a check that sees this write's stamp sees its generation too.
         self.generation[p].fetch_add(1, Ordering::AcqRel);
-        *lock(&self.after_last_write) = file.stamp().ok().flatten();
+        let bit = 1u64 << (unit % 64);
+        let first = self.written[(unit / 64) as usize].fetch_or(bit, Ordering::AcqRel) & bit == 0;
+        // The write that leaves none unwritten stamps after every other first write (each
+        // counted after its own write), and so does any write once none is left.
+        let all_written = if first {
+            self.unwritten.fetch_sub(1, Ordering::AcqRel) == 1
+        } else {
+            self.unwritten.load(Ordering::Acquire) == 0
+        };
+        if all_written {
+            *lock(&self.after_last_write) = file.stamp().ok().flatten();
+        }
         if let Some(v) = value {
             self.note_value(p, unit, v);
         }
-        let bit = 1u64 << (unit % 64);
-        let was = self.written[(unit / 64) as usize].fetch_or(bit, Ordering::AcqRel);
-        if was & bit == 0 && self.left[p].fetch_sub(1, Ordering::AcqRel) == 1 {
+        if first && self.left[p].fetch_sub(1, Ordering::AcqRel) == 1 {
             let generation = self.generation[p].load(Ordering::Acquire);
             let pending = lock(&self.pending).remove(&(p as u64));
             let merged = pending.filter(|_| !self.unvalued[p].load(Ordering::Acquire));
@@ -421,6 +439,26 @@ mod tests {
         assert_eq!(file.read_back_stats().unwrap().pieces_read_back, 2);
         assert_eq!(file.hash().unwrap(), *blake3::hash(&src).as_bytes());
         assert_eq!(file.read_back_stats().unwrap().pieces_hashed_at_check, 1);
+    }
+
+    /// The stamp is taken once every unit is written: a check before that hashes every piece
+    /// (and gets the file as it is), one after the last write uses the values.
+    #[test]
+    fn only_a_whole_file_is_checked_from_its_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = content(3 * MIN_PIECE, 5);
+        let file = output(dir.path(), &src, |u| u == 0);
+        let order = shuffled_writes(3 * MIN_PIECE / UNIT_LEN, |u| u == 0, 5);
+        let (last, rest) = order.split_last().unwrap();
+        write_units(&file, &src, rest.iter().copied());
+        let mut partial = src.clone();
+        let at = (*last * UNIT_LEN) as usize;
+        partial[at..at + UNIT_LEN as usize].fill(0);
+        assert_eq!(file.hash().unwrap(), *blake3::hash(&partial).as_bytes());
+        assert_eq!(file.read_back_stats().unwrap().pieces_hashed_at_check, 3);
+        write_units(&file, &src, [*last]);
+        assert_eq!(file.hash().unwrap(), *blake3::hash(&src).as_bytes());
+        assert_eq!(file.read_back_stats().unwrap().pieces_hashed_at_check, 0);
     }
 
     /// Another program's change after the session's last write is seen by the stamp: every piece
