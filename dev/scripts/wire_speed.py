@@ -3,11 +3,17 @@
 
     dev/scripts/wire-speed.sh [SIZE_MIB=1024] [REPEATS=3] [RUNTIMES=tokio,async-std]
 
-For each repeat: iperf3 moves SIZE over loopback (one stream, receiver's rate), then for each
+For each repeat: iperf3 moves SIZE over loopback (one stream, receiver's rate); SIZE is written to
+a new file in the run's directory and removed ("memory": what the file system takes to hold a
+download's bytes); `tierswarm manifest` hashes the source on one core ("blake3"); then for each
 runtime `tierswarm share` serves a file on tmpfs and `tierswarm fetch` downloads it (a fresh
 output each time; the time is the fetch process's wall time from start to exit, verification of
 every unit and of the whole file included; the share's hashing is before it, outside). Prints
-each run and, per measurement, the median, the range and the spread ((max-min)/median).
+each run and, per measurement, the median, the range and the spread ((max-min)/median), and
+the rate of one thread that would receive (at iperf3's rate), hash and write each byte in turn:
+a reference, measured in the same run, for a fetch that does its work on one thread (not a
+strict bound: iperf3's rate includes the sending side's work, which a fetch leaves to the
+seeder, and a fetch with threads can overlap the three).
 
 Beside each fetch it prints what reads an outlier: the CPU seconds of the fetch (user + system,
 whole process) and of the seeder during the fetch (from /proc), and the machine's steal time
@@ -81,6 +87,23 @@ def warm_memory(work, size_mib):
     return took
 
 
+def memory_write(work, size_mib):
+    """MiB/s of writing `size_mib` MiB (1 MiB writes) to a new file in `work`, which is removed:
+    what putting a download's bytes into that file system costs, without a network."""
+    return size_mib / warm_memory(work, size_mib)
+
+
+def blake3_one_thread(bin_, src, size_mib):
+    """MiB/s of `tierswarm manifest` hashing `src` (in memory) on one core: BLAKE3's speed here.
+
+    `taskset` leaves the process one CPU, so the hash runs on one thread (it takes a thread per
+    available CPU)."""
+    t0 = time.time()
+    subprocess.run(["taskset", "-c", "0", bin_, "manifest", src], check=True,
+                   capture_output=True)
+    return size_mib / (time.time() - t0)
+
+
 def fetch_once(bin_, src, runtime, work, extra, warm_mib=0):
     manifest = os.path.join(work, "src.tsm")
     share = subprocess.Popen([bin_, "share", src, "--runtime", runtime, "--manifest-out",
@@ -132,13 +155,20 @@ def main():
     work = tempfile.mkdtemp(prefix="wire-speed-", dir=a.dir)
     src = os.path.join(work, "src.bin")
     sb.write_random(src, a.size_mib)
-    rates = {"iperf3": []}
+    rates = {"iperf3": [], "memory": [], "blake3": []}
     cpu = {}
     try:
         for r in range(a.repeats):
             rate = iperf3(a.size_mib)
             rates["iperf3"].append(rate)
             print("run %d iperf3 %.0f MiB/s" % (r + 1, rate), flush=True)
+            rate = memory_write(work, a.size_mib)
+            rates["memory"].append(rate)
+            print("run %d memory %.0f MiB/s (%d MiB written to a new file in %s)"
+                  % (r + 1, rate, a.size_mib, a.dir), flush=True)
+            rate = blake3_one_thread(a.bin[0], src, a.size_mib)
+            rates["blake3"].append(rate)
+            print("run %d blake3 %.0f MiB/s (one thread)" % (r + 1, rate), flush=True)
             for b, bin_ in enumerate(a.bin):
                 for rt in a.runtimes.split(","):
                     rate, ok, diag = fetch_once(bin_, src, rt, work, [],
@@ -160,11 +190,17 @@ def main():
     finally:
         subprocess.run(["rm", "-rf", work])
     ref = statistics.median(rates["iperf3"])
-    print("\nmedian MiB/s (min-max), spread, ÷ iperf3 median")
+    # A fetch receives every byte, hashes it and writes it: one thread doing the three in turn
+    # at the speeds measured alone would run at this rate (per repeat, then the median).
+    serial = [1 / (1 / i + 1 / m + 1 / b)
+              for i, m, b in zip(rates["iperf3"], rates["memory"], rates["blake3"])]
+    rates["one thread, in turn"] = serial
+    print("\nmedian MiB/s (min-max), spread, ÷ iperf3 median, ÷ one thread in turn")
     for k, v in rates.items():
         med = statistics.median(v)
-        print("%-14s %6.0f (%.0f-%.0f) spread %3.0f%%  %.2f of iperf3"
-              % (k, med, min(v), max(v), 100 * (max(v) - min(v)) / med, med / ref))
+        print("%-20s %6.0f (%.0f-%.0f) spread %3.0f%%  %.2f of iperf3  %.2f of one thread"
+              % (k, med, min(v), max(v), 100 * (max(v) - min(v)) / med, med / ref,
+                 med / statistics.median(serial)))
     # CPU per GiB repeats far better than wall time on a shared VM: compare builds by it.
     print("\nCPU s per GiB, median (min-max): fetch (whole process) / seeder (during the fetch)")
     for k, v in cpu.items():
