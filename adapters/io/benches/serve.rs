@@ -106,8 +106,8 @@ fn serve(f: &Fixture, unit: u64) -> ([Bytes; 3], UnitProof) {
 /// piece valued from its units' values).
 fn receive(f: &Fixture, out: &DataFile, unit: u64, data: &[u8], p: &UnitProof) {
     let m = f.seeder.manifest();
-    let value = verify_unit_value(&m.root, m.file_len, unit, data, p).expect("verifies");
-    out.write_verified_unit(unit, data, value).expect("write");
+    let verified = verify_unit_value(&m.root, m.file_len, unit, data, p).expect("verifies");
+    out.write_verified_unit(verified).expect("write");
 }
 
 /// Receiving as before the one-pass read-back: verify, write without the value, so that each

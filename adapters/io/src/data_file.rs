@@ -38,7 +38,7 @@ use blake3::hazmat::{
 };
 use bytes::Bytes;
 
-use crate::content::{unit_len, ContentError, UNIT_LEN};
+use crate::content::{unit_len, ContentError, VerifiedUnit, UNIT_LEN};
 use crate::read_back::{ReadBack, ReadBackStats};
 
 /// The file being shared or downloaded, addressed by unit, and whether its contents are trusted
@@ -49,6 +49,8 @@ pub struct DataFile {
     len: u64,
     /// Held while the file's offset is used (seek + read; on other systems every access).
     lock: std::sync::Mutex<()>,
+    /// Held by a write through the read-back, with its stamps before and after it.
+    writing: std::sync::Mutex<()>,
     /// Whether the contents are trusted, and the writes made through this handle.
     trust: std::sync::Mutex<Trust>,
     /// A download's pieces read back as they complete ([`enable_read_back`](Self::enable_read_back)).
@@ -135,6 +137,7 @@ impl DataFile {
             file,
             len,
             lock: std::sync::Mutex::new(()),
+            writing: std::sync::Mutex::new(()),
             trust: std::sync::Mutex::new(Trust::default()),
             read_back: None,
         }
@@ -271,34 +274,41 @@ impl DataFile {
     /// Writes unit `unit`; `data` must be exactly the unit's length. Drops the trust first.
     pub fn write_unit(&self, unit: u64, data: &[u8]) -> io::Result<()> {
         self.check_unit_len(unit, data)?;
-        if let Some(r) = &self.read_back {
-            r.writing_unvalued(unit);
-        }
-        self.write_all_at(data, unit * UNIT_LEN)?;
-        if let Some(r) = &self.read_back {
-            r.wrote(unit, None, self);
-        }
+        let Some(r) = &self.read_back else {
+            return self.write_all_at(data, unit * UNIT_LEN);
+        };
+        r.writing_unvalued(unit);
+        self.write_stamped(r, unit, data)?;
+        r.wrote(unit, None, self);
         Ok(())
     }
 
-    /// Writes unit `unit` that was verified against the content root, with `value`, the unit's
-    /// chaining value from that check ([`verify_unit_value`](crate::content::verify_unit_value)).
-    /// With the read-back on, the unit is read back at once and compared with `data` (an error
-    /// if they differ), and the piece's value for the final check is merged from its units'
-    /// values once it is complete, instead of hashing the piece again: one BLAKE3 pass over a
-    /// download instead of two ([`read_back`](crate::read_back)). A wrong `value` can only make
-    /// the final check fail, never pass a file it did not see whole.
-    pub fn write_verified_unit(
-        &self,
-        unit: u64,
-        data: &[u8],
-        value: Option<ChainingValue>,
-    ) -> io::Result<()> {
+    /// Writes unit `unit` between two stamps, taken under the write lock (see
+    /// [`read_back`](crate::read_back): a stamp before a write that is not the one after the
+    /// previous write means another program wrote in between).
+    fn write_stamped(&self, r: &ReadBack, unit: u64, data: &[u8]) -> io::Result<()> {
+        let _one_at_a_time = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        r.before_write(self.stamp().ok().flatten());
+        let written = self.write_all_at(data, unit * UNIT_LEN);
+        // Also after a failed write, which may have changed some of the bytes.
+        r.after_write(unit, self.stamp().ok().flatten());
+        written
+    }
+
+    /// Writes a unit that was verified against the content root
+    /// ([`verify_unit_value`](crate::content::verify_unit_value)), which carries the unit's
+    /// chaining value from that check. With the read-back on, the unit is read back at once and
+    /// compared with its bytes (an error if they differ), and the piece's value for the final
+    /// check is merged from its units' values once it is complete, instead of hashing the piece
+    /// again: one BLAKE3 pass over a download instead of two ([`read_back`](crate::read_back)).
+    /// Only verification makes a [`VerifiedUnit`], so a value always belongs to its bytes.
+    pub fn write_verified_unit(&self, verified: VerifiedUnit<'_>) -> io::Result<()> {
+        let (unit, data, value) = (verified.unit(), verified.data(), verified.value());
         let (Some(r), Some(_)) = (&self.read_back, value) else {
             return self.write_unit(unit, data);
         };
         self.check_unit_len(unit, data)?;
-        self.write_all_at(data, unit * UNIT_LEN)?;
+        self.write_stamped(r, unit, data)?;
         self.same_as_written(unit, data)?;
         r.wrote(unit, value, self);
         Ok(())
@@ -482,8 +492,10 @@ impl DataFile {
     }
 
     /// Writes all of `data` at `offset`. Drops the trust first (the file is not trusted again
-    /// until another whole-file check, which a write during it also defeats).
-    pub fn write_all_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+    /// until another whole-file check, which a write during it also defeats). Private: every
+    /// write goes through [`write_unit`](Self::write_unit) or
+    /// [`write_verified_unit`](Self::write_verified_unit), which keep the read-back's books.
+    fn write_all_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
         {
             let mut trust = self.trust_state();
             trust.stamp = None;

@@ -31,7 +31,7 @@ use std::io::{self, Read};
 
 pub use outboard::Outboard;
 pub use verify::verify_unit;
-pub use verify::verify_unit_value;
+pub use verify::{verify_unit_value, VerifiedUnit};
 
 /// Bytes in one unit (T1): 64 KiB.
 pub const UNIT_LEN: u64 = 65536;

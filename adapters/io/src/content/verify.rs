@@ -52,16 +52,51 @@ pub fn verify_unit(
     verify_unit_value(root, file_len, unit, data, proof).map(|_| ())
 }
 
-/// [`verify_unit`], returning also the unit's own chaining value (its non-root BLAKE3 subtree
-/// hash, `None` for a single-unit file, whose unit is the root), which a download keeps to value
-/// the unit's piece without hashing it again ([`read_back`](crate::read_back)).
-pub fn verify_unit_value(
+/// A unit's bytes that verified against the content root, with the unit's own chaining value
+/// (its non-root BLAKE3 subtree hash; `None` for a single-unit file, whose unit is the root).
+/// Only [`verify_unit_value`] makes one, so the value always belongs to the bytes: a download
+/// writes it with [`DataFile::write_verified_unit`](crate::DataFile::write_verified_unit), which
+/// values the unit's piece from it without hashing the piece again
+/// ([`read_back`](crate::read_back)).
+#[derive(Debug, Clone, Copy)]
+pub struct VerifiedUnit<'a> {
+    unit: u64,
+    data: &'a [u8],
+    value: Option<ChainingValue>,
+}
+
+impl<'a> VerifiedUnit<'a> {
+    /// The unit's index.
+    pub fn unit(&self) -> u64 {
+        self.unit
+    }
+
+    /// The unit's bytes.
+    pub fn data(&self) -> &'a [u8] {
+        self.data
+    }
+
+    /// The unit's chaining value (`None` for a single-unit file).
+    pub fn value(&self) -> Option<ChainingValue> {
+        self.value
+    }
+
+    /// A unit with any value, for tests of what a wrong value does.
+    #[cfg(test)]
+    pub(crate) fn forged(unit: u64, data: &'a [u8], value: Option<ChainingValue>) -> Self {
+        VerifiedUnit { unit, data, value }
+    }
+}
+
+/// [`verify_unit`], returning the unit as a [`VerifiedUnit`]: its bytes with its own chaining
+/// value, which a download keeps to value the unit's piece without hashing it again.
+pub fn verify_unit_value<'a>(
     root: &[u8; 32],
     file_len: u64,
     unit: u64,
-    data: &[u8],
+    data: &'a [u8],
     proof: &UnitProof,
-) -> Result<Option<ChainingValue>, ContentError> {
+) -> Result<VerifiedUnit<'a>, ContentError> {
     let expected_len = unit_len(file_len, unit)?;
     let actual_len = data.len() as u64;
     if actual_len != expected_len {
@@ -133,7 +168,11 @@ pub fn verify_unit_value(
         }
     };
     if computed == expected_root {
-        Ok(own)
+        Ok(VerifiedUnit {
+            unit,
+            data,
+            value: own,
+        })
     } else {
         Err(ContentError::HashMismatch { unit })
     }

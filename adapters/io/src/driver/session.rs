@@ -952,12 +952,12 @@ impl SessionIo {
             .and_then(proof::from_wire)
             .ok_or_else(|| StoreFail::Invalid("missing or malformed proof".into()))?;
         let m = &self.manifest;
-        let value = verify_unit_value(&m.root, m.file_len, unit, data, &p)
+        let verified = verify_unit_value(&m.root, m.file_len, unit, data, &p)
             .map_err(|e| StoreFail::Invalid(e.to_string()))?;
         // The write drops the data file's trust too (before it writes).
         self.file_verified = false;
         self.data
-            .write_verified_unit(unit, data, value)
+            .write_verified_unit(verified)
             .map_err(StoreFail::Io)?;
         if let Some(t) = self.tree.as_mut() {
             t.learn(unit, &p).map_err(StoreFail::Io)?;

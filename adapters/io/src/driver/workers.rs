@@ -54,7 +54,7 @@ pub(super) enum VerifyFail {
 impl VerifyJob {
     /// Verifies the unit, then writes it (only if it verified) and, on a download's output, reads
     /// it back and keeps its value for the final check ([`read_back`](crate::read_back)). The
-    /// write drops the data file's trust first ([`DataFile::write_all_at`]): a download
+    /// write drops the data file's trust first ([`DataFile::write_verified_unit`]): a download
     /// verifies every unit it serves until its whole file is checked again.
     pub fn run(self) -> Verified {
         let result = verify_unit_value(
@@ -65,9 +65,9 @@ impl VerifyJob {
             &self.proof,
         )
         .map_err(|e| VerifyFail::Invalid(e.to_string()))
-        .and_then(|value| {
+        .and_then(|verified| {
             self.file
-                .write_verified_unit(self.unit, &self.data, value)
+                .write_verified_unit(verified)
                 .map_err(VerifyFail::Io)
         });
         Verified {
