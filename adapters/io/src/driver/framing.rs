@@ -108,9 +108,12 @@ impl FrameReader {
         self.buf.len()
     }
 
-    /// Whether units have come on this stream (a reader then reads into a larger buffer).
+    /// Whether units have come on this stream and will go on coming (a reader then reads into
+    /// a larger buffer): never for a stream that carries only TRANSFERs, a QUIC unit stream,
+    /// which brings one unit (a peer that sent more on each of its 64 unit streams and stalled
+    /// mid-frame would otherwise hold a large buffer on each: 32 MiB per connection).
     pub fn receiving_units(&self) -> bool {
-        self.units_seen
+        self.units_seen && !self.data_only
     }
 }
 

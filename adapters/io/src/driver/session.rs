@@ -61,7 +61,8 @@ pub struct SessionOptions {
     pub max_verifying: usize,
 }
 
-/// Default [`SessionOptions::max_verifying`]: 64 units (4 MiB of unit data waiting at most).
+/// Default [`SessionOptions::max_verifying`]: 64 units (4 MiB of unit data waiting at most; a
+/// waiting unit keeps the whole read buffer it is a slice of, up to 512 KiB, alive).
 /// A unit is settled in the core when its TRANSFER arrives, before it is verified, so the
 /// request window does not bound this backlog: on a starved CPU it grew to most of the file
 /// (a leecher of a 256 MiB swarm peaked at 187 MiB; dev/BENCHMARKS.md).

@@ -231,26 +231,35 @@ mod tests {
     /// Reads every frame of `msgs` (after a handshake) through a [`StreamReader`]; returns
     /// them and the largest room the read buffer had after a frame.
     fn read_all(msgs: &[Message]) -> (Vec<Message>, usize) {
+        read_all_with(msgs, |limits| FrameReader::new(limits, false), true)
+    }
+
+    /// [`read_all`] with the frame reader `reader` makes, the handshake first if `handshake`.
+    fn read_all_with(
+        msgs: &[Message],
+        reader: impl FnOnce(FrameLimits) -> FrameReader,
+        handshake: bool,
+    ) -> (Vec<Message>, usize) {
         let mut wire = BytesMut::new();
-        let handshake = Message::Handshake {
+        let hello = Message::Handshake {
             info_hash: Bytes::from_static(&[1; 32]),
             peer_id: "p".into(),
             capabilities: Some(Capabilities::OURS),
         };
-        for m in std::iter::once(&handshake).chain(msgs) {
+        let first = handshake.then_some(&hello);
+        for m in first.into_iter().chain(msgs) {
             encode_frame(&[1; 32], m, &mut wire);
         }
         let limits = FrameLimits::for_geometry(Geometry::new(1 << 30).unwrap());
-        let mut r = StreamReader::new(
-            futures::io::Cursor::new(wire.to_vec()),
-            FrameReader::new(limits, false),
-        );
+        let mut r = StreamReader::new(futures::io::Cursor::new(wire.to_vec()), reader(limits));
         let (mut got, mut room) = (Vec::new(), 0);
         while let Some(f) = block_on(r.next()).unwrap() {
             room = room.max(r.frames.buffer().capacity());
             got.push(f.frame.msg);
         }
-        got.remove(0);
+        if handshake {
+            got.remove(0);
+        }
         (got, room)
     }
 
@@ -270,6 +279,11 @@ mod tests {
         let haves: Vec<Message> = (0..5000).map(|unit| Message::Have { unit }).collect();
         let (got, room) = read_all(&haves);
         assert_eq!(got, haves);
+        assert!(room < UNIT_READ_BUFFER / 2, "room {room}");
+
+        // A unit stream of its own (QUIC) is meant for one unit: more do not enlarge its buffer.
+        let (got, room) = read_all_with(&units, |l| FrameReader::for_data(l, false), false);
+        assert_eq!(got, units);
         assert!(room < UNIT_READ_BUFFER / 2, "room {room}");
     }
 }
