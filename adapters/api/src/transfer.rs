@@ -164,8 +164,10 @@ pub struct Report {
     /// Events dropped because the program did not read them in time.
     pub events_dropped: u64,
     /// Units checked against their proofs again as they were read to be served, because the
-    /// data file was not trusted then: a download still writing it, or a file whose metadata
-    /// changed after it was hashed. 0 for a seeder whose file stayed as it was hashed.
+    /// data file was not trusted then: units a download held at its start (those it verified
+    /// and wrote itself are served as they are while no other program writes to its file), or
+    /// any unit of a file whose metadata changed after it was hashed. 0 for a seeder whose file
+    /// stayed as it was hashed.
     pub units_rechecked: u64,
     /// The core's counters: messages and bytes by kind, requests, retries, ...
     pub stats: Stats,

@@ -220,6 +220,18 @@ impl DataFile {
         false
     }
 
+    /// Whether unit `unit`, just read from a download's output that is not trusted whole, may be
+    /// served without verifying it again: the download wrote it itself, as verified bytes read
+    /// back equal, and no other program has written to the file since the download's first
+    /// write (its stamps around each write and now say so; see [`read_back`](crate::read_back)).
+    /// Call it *after* the read, as [`still_trusted`](Self::still_trusted). One `fstat`; none
+    /// without the read-back.
+    pub fn vouches_for(&self, unit: u64) -> bool {
+        self.read_back
+            .as_ref()
+            .is_some_and(|r| r.vouches_for(unit, self.stamp().ok().flatten()))
+    }
+
     /// Whether the file is trusted (as of the last check; no `fstat`).
     pub fn is_trusted(&self) -> bool {
         self.trust_state().stamp.is_some()

@@ -92,6 +92,9 @@ pub(crate) struct ReadBack {
     units: u64,
     /// One bit per unit: held at the start or written since.
     written: Vec<AtomicU64>,
+    /// One bit per unit: its last write was of verified bytes, read back equal
+    /// ([`vouches_for`](Self::vouches_for)).
+    vouched: Vec<AtomicU64>,
     /// Per piece: units not written yet.
     left: Vec<AtomicU32>,
     /// Per piece: writes so far.
@@ -141,6 +144,7 @@ impl ReadBack {
             piece,
             units_per_piece,
             units,
+            vouched: (0..units.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
             written,
             left,
             generation: (0..pieces).map(|_| AtomicU32::new(0)).collect(),
@@ -190,6 +194,8 @@ impl ReadBack {
         let p = (unit / self.units_per_piece) as usize;
         if let Some(v) = value {
             self.note_value(p, unit, v);
+            // Written by `DataFile::write_verified_unit`, which read it back equal before this.
+            self.vouched[(unit / 64) as usize].fetch_or(1 << (unit % 64), Ordering::AcqRel);
         }
         let bit = 1u64 << (unit % 64);
         let was = self.written[(unit / 64) as usize].fetch_or(bit, Ordering::AcqRel);
@@ -212,6 +218,21 @@ impl ReadBack {
     /// Flagged before the write, so that a piece completing meanwhile sees it at the check.
     pub(crate) fn writing_unvalued(&self, unit: u64) {
         self.unvalued[(unit / self.units_per_piece) as usize].store(true, Ordering::Release);
+        self.vouched[(unit / 64) as usize].fetch_and(!(1u64 << (unit % 64)), Ordering::AcqRel);
+    }
+
+    /// Whether unit `unit`, read from the file when its stamp was `now`, holds the bytes the
+    /// session verified and wrote: its last write was of verified bytes, read back equal, no
+    /// other program wrote between two of the session's writes, and `now` is the stamp after
+    /// the session's last write. What this misses is what the final check misses (module docs).
+    pub(crate) fn vouches_for(&self, unit: u64, now: Option<FileStamp>) -> bool {
+        let Some(word) = self.vouched.get((unit / 64) as usize) else {
+            return false;
+        };
+        word.load(Ordering::Acquire) & (1 << (unit % 64)) != 0
+            && !self.foreign.load(Ordering::Acquire)
+            && now.is_some()
+            && *lock(&self.after_last_write) == now
     }
 
     /// Keeps `cv` as piece `p`'s value under `generation`.
@@ -547,6 +568,39 @@ mod tests {
         src[7] = !src[7];
         assert_eq!(file.hash().unwrap(), *blake3::hash(&src).as_bytes());
         assert_eq!(file.read_back_stats().unwrap().pieces_hashed_at_check, 3);
+    }
+
+    /// A unit is vouched for (served without a second hash) after a verified write, not after
+    /// a write without a value, nor once another program wrote to the file.
+    #[cfg(unix)]
+    #[test]
+    fn only_units_written_verified_into_a_file_left_alone_are_vouched_for() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let src = content(2 * MIN_PIECE, 12);
+        let outboard = crate::Outboard::build(&src[..], src.len() as u64).unwrap();
+        let file = output(dir.path(), &src, |u| u == 5);
+        write_verified(&file, &outboard, &src, [0, 1, 2]);
+        write_units(&file, &src, [3]);
+        let vouched = |file: &DataFile| (0..6).filter(|&u| file.vouches_for(u)).collect::<Vec<_>>();
+        assert_eq!(vouched(&file), vec![0, 1, 2]);
+        write_units(&file, &src, [1]);
+        assert_eq!(vouched(&file), vec![0, 2]);
+        let other = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("out"))
+            .unwrap();
+        other.write_all_at(&[!src[9]], 9).unwrap();
+        // A time the file cannot have had: seen whatever the timestamp granularity.
+        other
+            .set_modified(std::time::UNIX_EPOCH + std::time::Duration::new(1_000_000_007, 9))
+            .unwrap();
+        assert!(vouched(&file).is_empty());
+        write_verified(&file, &outboard, &src, [0]);
+        assert!(
+            vouched(&file).is_empty(),
+            "a change between two writes is not forgotten"
+        );
     }
 
     #[test]

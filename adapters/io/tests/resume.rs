@@ -368,20 +368,10 @@ fn a_seeder_never_serves_a_unit_changed_after_start() {
     assert!(!s.file_trusted(), "trust is never re-established silently");
 }
 
-/// A download in progress verifies every unit it serves (its own writes change the file);
-/// once the whole file hashed to the root at the end, it is trusted like a seeder's.
-#[cfg(unix)]
-#[test]
-fn a_leecher_rechecks_until_its_file_is_verified_whole() {
+/// A seed offers everything; the session, which lacks only the last unit, asks for it and gets
+/// it. Returns what the session did.
+fn receive_last(s: &mut Session, f: &Fixture) -> Vec<Effect> {
     let last = UNITS - 1;
-    let f = fixture(0..last);
-    let (mut s, notes) = open(&f, Resume::Check).unwrap();
-    assert!(!notes.file_verified);
-    assert!(!s.file_trusted());
-    assert_eq!(served(&ask_for(&mut s, 7)), vec![7]);
-    assert_eq!(s.units_rechecked(), 1);
-
-    // A seed offers everything; the leecher asks for the unit it lacks and gets it.
     let root = f.manifest.root;
     let peer = s.connected();
     let hello = Message::Handshake {
@@ -400,7 +390,43 @@ fn a_leecher_rechecks_until_its_file_is_verified_whole() {
         proof: Some(proof::to_wire(&f.outboard.proof(last).unwrap())),
     };
     s.on_frame(peer, frame(&root, &transfer));
-    let effects: Vec<Effect> = std::iter::from_fn(|| s.poll_effect()).collect();
+    std::iter::from_fn(|| s.poll_effect()).collect()
+}
+
+/// A unit the download verified and wrote itself is served as it is only while no other
+/// program has written to the file: changed behind it, it is verified again, and not sent.
+#[cfg(unix)]
+#[test]
+fn a_unit_the_download_wrote_is_rechecked_once_the_file_changes_behind_it() {
+    let last = UNITS - 1;
+    let f = fixture(0..last);
+    let (mut s, _) = open(&f, Resume::Check).unwrap();
+    receive_last(&mut s, &f);
+    assert!(s.read_unit_verified(last).is_ok());
+    assert_eq!(s.units_rechecked(), 0);
+    edit_in_place(&f.out, last);
+    assert!(matches!(
+        s.read_unit_verified(last),
+        Err(UnitReadError::Changed { .. })
+    ));
+    assert_eq!(s.units_rechecked(), 1);
+    assert!(served(&ask_for(&mut s, last)).is_empty());
+}
+
+/// A download in progress verifies every unit it serves (its own writes change the file);
+/// once the whole file hashed to the root at the end, it is trusted like a seeder's.
+#[cfg(unix)]
+#[test]
+fn a_leecher_rechecks_until_its_file_is_verified_whole() {
+    let last = UNITS - 1;
+    let f = fixture(0..last);
+    let (mut s, notes) = open(&f, Resume::Check).unwrap();
+    assert!(!notes.file_verified);
+    assert!(!s.file_trusted());
+    assert_eq!(served(&ask_for(&mut s, 7)), vec![7]);
+    assert_eq!(s.units_rechecked(), 1);
+
+    let effects = receive_last(&mut s, &f);
     assert!(effects
         .iter()
         .any(|e| matches!(e, Effect::Event(SessionEvent::Complete))));
@@ -409,6 +435,9 @@ fn a_leecher_rechecks_until_its_file_is_verified_whole() {
         "written since: not trusted before the whole-file check"
     );
     assert_eq!(served(&ask_for(&mut s, 8)), vec![8]);
+    assert_eq!(s.units_rechecked(), 2);
+    // The unit it verified and wrote itself is served as it is.
+    assert_eq!(served(&ask_for(&mut s, last)), vec![last]);
     assert_eq!(s.units_rechecked(), 2);
 
     s.verify_file().unwrap();

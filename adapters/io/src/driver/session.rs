@@ -753,11 +753,13 @@ impl Session {
     /// (the seeder's file at start, a download's in [`verify_file`](Self::verify_file) or on
     /// resuming a complete store) whose metadata — length, modification and status-change times
     /// to the nanosecond, inode, device, from `fstat` on the open handle after the read — is the
-    /// same as when it was hashed. Any other unit is verified against its proof (BLAKE3, about
-    /// 30 µs per 64 KiB; [`units_rechecked`](Self::units_rechecked) counts them): those of a
-    /// download still in progress (its own writes drop the trust), and every unit once the
-    /// file's metadata has changed, for the rest of the session (the trust is never
-    /// re-established silently). A change that leaves all of that metadata equal (within the
+    /// same as when it was hashed. Nor is a unit a download in progress verified and wrote
+    /// itself (read back equal) while no other program has written to its file
+    /// ([`DataFile::vouches_for`](crate::DataFile::vouches_for): the file's metadata around each
+    /// of the download's writes and after the read). Any other unit is verified against its
+    /// proof (BLAKE3, about 30 µs per 64 KiB; [`units_rechecked`](Self::units_rechecked) counts
+    /// them): those a download held at its start, and every unit once the file's metadata has
+    /// changed, for the rest of the session (the trust is never re-established silently). A change that leaves all of that metadata equal (within the
     /// filesystem's timestamp granularity) is not noticed: such a unit may be sent, and the
     /// receiving peer, which verifies every unit against the root, rejects it and disconnects
     /// this node ([`data_file`](crate::data_file) describes the limit).
@@ -923,7 +925,9 @@ impl SessionIo {
             .read_unit(unit)
             .map_err(|source| UnitReadError::Io { unit, source })?;
         // The stamp after the read: a write racing with it has changed the file's times by then.
-        if self.data.still_trusted() {
+        // A download serves the units it verified and wrote itself as they are, as long as no
+        // other program has written to its file.
+        if self.data.still_trusted() || self.data.vouches_for(unit) {
             return Ok((data, proof));
         }
         self.units_rechecked
