@@ -603,7 +603,7 @@ pub fn write_pseudo_random(path: &Path, len: u64, seed: u64) -> io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -668,7 +668,7 @@ mod tests {
     /// program would, and sets the modification time to one the file cannot already have, so
     /// that the change shows in the stamp whatever the filesystem's timestamp granularity.
     #[cfg(unix)]
-    fn edit_behind(path: &Path, offset: u64, bytes: &[u8]) {
+    pub(crate) fn edit_behind(path: &Path, offset: u64, bytes: &[u8]) {
         use std::os::unix::fs::FileExt;
         let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
         f.write_all_at(bytes, offset).unwrap();

@@ -366,6 +366,8 @@ fn merge_left_balanced(units: &[ChainingValue]) -> ChainingValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(unix)]
+    use crate::data_file::tests::edit_behind;
 
     #[test]
     fn pieces_are_powers_of_two_from_one_mib_and_never_more_than_the_cap() {
@@ -476,20 +478,11 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn a_change_after_the_last_write_has_every_piece_read_again() {
-        use std::os::unix::fs::FileExt;
         let dir = tempfile::tempdir().unwrap();
         let mut src = content(2 * MIN_PIECE + 700, 4);
         let file = output(dir.path(), &src, |_| false);
         write_units(&file, &src, all_units(&src));
-        let other = std::fs::OpenOptions::new()
-            .write(true)
-            .open(dir.path().join("out"))
-            .unwrap();
-        other.write_all_at(&[!src[77]], 77).unwrap();
-        // A time the file cannot have had: seen whatever the timestamp granularity.
-        other
-            .set_modified(std::time::UNIX_EPOCH + std::time::Duration::new(1_000_000_007, 9))
-            .unwrap();
+        edit_behind(&dir.path().join("out"), 77, &[!src[77]]);
         src[77] = !src[77];
         assert_eq!(file.hash().unwrap(), *blake3::hash(&src).as_bytes());
         assert_eq!(file.read_back_stats().unwrap().pieces_hashed_at_check, 3);
@@ -548,22 +541,13 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn a_change_between_two_writes_has_every_piece_hashed_by_the_check() {
-        use std::os::unix::fs::FileExt;
         let dir = tempfile::tempdir().unwrap();
         let mut src = content(2 * MIN_PIECE + 5_000, 11);
         let outboard = crate::Outboard::build(&src[..], src.len() as u64).unwrap();
         let file = output(dir.path(), &src, |_| false);
         let units = (src.len() as u64).div_ceil(UNIT_LEN);
         write_verified(&file, &outboard, &src, [0]);
-        let other = std::fs::OpenOptions::new()
-            .write(true)
-            .open(dir.path().join("out"))
-            .unwrap();
-        other.write_all_at(&[!src[7]], 7).unwrap();
-        // A time the file cannot have had: seen whatever the timestamp granularity.
-        other
-            .set_modified(std::time::UNIX_EPOCH + std::time::Duration::new(1_000_000_007, 9))
-            .unwrap();
+        edit_behind(&dir.path().join("out"), 7, &[!src[7]]);
         write_verified(&file, &outboard, &src, 1..units);
         src[7] = !src[7];
         assert_eq!(file.hash().unwrap(), *blake3::hash(&src).as_bytes());
@@ -575,7 +559,6 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn only_units_written_verified_into_a_file_left_alone_are_vouched_for() {
-        use std::os::unix::fs::FileExt;
         let dir = tempfile::tempdir().unwrap();
         let src = content(2 * MIN_PIECE, 12);
         let outboard = crate::Outboard::build(&src[..], src.len() as u64).unwrap();
@@ -586,15 +569,7 @@ mod tests {
         assert_eq!(vouched(&file), vec![0, 1, 2]);
         write_units(&file, &src, [1]);
         assert_eq!(vouched(&file), vec![0, 2]);
-        let other = std::fs::OpenOptions::new()
-            .write(true)
-            .open(dir.path().join("out"))
-            .unwrap();
-        other.write_all_at(&[!src[9]], 9).unwrap();
-        // A time the file cannot have had: seen whatever the timestamp granularity.
-        other
-            .set_modified(std::time::UNIX_EPOCH + std::time::Duration::new(1_000_000_007, 9))
-            .unwrap();
+        edit_behind(&dir.path().join("out"), 9, &[!src[9]]);
         assert!(vouched(&file).is_empty());
         write_verified(&file, &outboard, &src, [0]);
         assert!(
