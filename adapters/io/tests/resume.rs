@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use bytes::{Bytes, BytesMut};
 use tierswarm_core::store::StoreState;
 use tierswarm_core::wire::{decode_frame, encode_frame, Capabilities, Message};
-use tierswarm_core::{Geometry, LocalTiers, Tier};
+use tierswarm_core::{Geometry, LocalTiers, PeerId, Tier};
 use tierswarm_io::driver::{
     proof, recorder, store_paths, Effect, Incoming, ProofTree, Resume, ResumeNotes, Session,
     SessionError, SessionEvent, SessionOptions, UnitReadError,
@@ -368,10 +368,8 @@ fn a_seeder_never_serves_a_unit_changed_after_start() {
     assert!(!s.file_trusted(), "trust is never re-established silently");
 }
 
-/// A seed offers everything; the session, which lacks only the last unit, asks for it and gets
-/// it. Returns what the session did.
-fn receive_last(s: &mut Session, f: &Fixture) -> Vec<Effect> {
-    let last = UNITS - 1;
+/// A seed that offers everything connects to the session; returns it.
+fn seed_peer(s: &mut Session, f: &Fixture) -> PeerId {
     let root = f.manifest.root;
     let peer = s.connected();
     let hello = Message::Handshake {
@@ -382,15 +380,60 @@ fn receive_last(s: &mut Session, f: &Fixture) -> Vec<Effect> {
     s.on_frame(peer, frame(&root, &hello));
     let bits = vec![0xffu8; (UNITS as usize).div_ceil(8)];
     s.on_frame(peer, frame(&root, &Message::Bitfield { bits: bits.into() }));
-    assert!(s.requested_units().get(last));
-    let r = (last * UNIT_LEN) as usize..f.src.len();
-    let transfer = Message::Transfer {
-        unit: last,
+    peer
+}
+
+/// `peer` sends `unit` (which the session asked it for); returns what the session did.
+fn transfer(s: &mut Session, f: &Fixture, peer: PeerId, unit: u64) -> Vec<Effect> {
+    assert!(s.requested_units().get(unit));
+    let r = (unit * UNIT_LEN) as usize..((unit + 1) * UNIT_LEN).min(f.src.len() as u64) as usize;
+    let msg = Message::Transfer {
+        unit,
         data: Bytes::copy_from_slice(&f.src[r]),
-        proof: Some(proof::to_wire(&f.outboard.proof(last).unwrap())),
+        proof: Some(proof::to_wire(&f.outboard.proof(unit).unwrap())),
     };
-    s.on_frame(peer, frame(&root, &transfer));
+    s.on_frame(peer, frame(&f.manifest.root, &msg));
     std::iter::from_fn(|| s.poll_effect()).collect()
+}
+
+/// A seed offers everything; the session, which lacks only the last unit, asks for it and gets
+/// it. Returns what the session did.
+fn receive_last(s: &mut Session, f: &Fixture) -> Vec<Effect> {
+    let peer = seed_peer(s, f);
+    transfer(s, f, peer, UNITS - 1)
+}
+
+/// Another program's edit of a unit the download wrote, made before the unit's piece is
+/// complete, fails the download's final check: the piece is valued from its units' values from
+/// verification (never read again), and the edit is seen by the file's stamps around the
+/// download's next write (main before 2026-12-03's fix reported success with such a file).
+#[cfg(unix)]
+#[test]
+fn an_edit_between_two_writes_of_the_download_fails_its_final_check() {
+    // Pieces of 16 units: 0..176 are eleven whole pieces; the download writes the last two.
+    let f = fixture(0..176);
+    let (mut s, _) = open(&f, Resume::Check).unwrap();
+    let peer = seed_peer(&mut s, &f);
+    // The seed answers the session's requests in turn, lowest unit first (`requested_units`
+    // keeps every unit ever asked for).
+    let mut sent = vec![false; UNITS as usize];
+    let mut next = |s: &Session| {
+        let unit = (176..UNITS).find(|&u| s.requested_units().get(u) && !sent[u as usize])?;
+        sent[unit as usize] = true;
+        Some(unit)
+    };
+    let first = next(&s).unwrap();
+    transfer(&mut s, &f, peer, first);
+    edit_in_place(&f.out, first);
+    let mut complete = false;
+    while let Some(unit) = next(&s) {
+        complete |= transfer(&mut s, &f, peer, unit)
+            .iter()
+            .any(|e| matches!(e, Effect::Event(SessionEvent::Complete)));
+    }
+    assert!(complete);
+    let err = s.verify_file().unwrap_err();
+    assert!(err.contains("does not hash to the content root"), "{err}");
 }
 
 /// A unit the download verified and wrote itself is served as it is only while no other
