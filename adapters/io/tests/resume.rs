@@ -106,18 +106,26 @@ fn frame(root: &[u8; 32], msg: &Message) -> Incoming {
     }
 }
 
-/// A legacy peer connects, shakes hands and asks for `unit`; returns what the session did.
-fn ask_for(session: &mut Session, unit: u64) -> Vec<Effect> {
+/// A legacy peer `name` connects and shakes hands, its bitfield all `fill` (0: it has nothing,
+/// 0xff: everything); returns it.
+fn legacy_peer(session: &mut Session, name: &str, fill: u8) -> PeerId {
     let root = session.manifest().root;
     let peer = session.connected();
     let hello = Message::Handshake {
         info_hash: Bytes::copy_from_slice(&root),
-        peer_id: "asker".into(),
+        peer_id: name.into(),
         capabilities: None::<Capabilities>,
     };
     session.on_frame(peer, frame(&root, &hello));
-    let bits = vec![0u8; (UNITS as usize).div_ceil(8)];
+    let bits = vec![fill; (UNITS as usize).div_ceil(8)];
     session.on_frame(peer, frame(&root, &Message::Bitfield { bits: bits.into() }));
+    peer
+}
+
+/// A legacy peer connects, shakes hands and asks for `unit`; returns what the session did.
+fn ask_for(session: &mut Session, unit: u64) -> Vec<Effect> {
+    let root = session.manifest().root;
+    let peer = legacy_peer(session, "asker", 0);
     session.on_frame(peer, frame(&root, &Message::Request { unit, held: 0 }));
     std::iter::from_fn(|| session.poll_effect()).collect()
 }
@@ -368,21 +376,6 @@ fn a_seeder_never_serves_a_unit_changed_after_start() {
     assert!(!s.file_trusted(), "trust is never re-established silently");
 }
 
-/// A seed that offers everything connects to the session; returns it.
-fn seed_peer(s: &mut Session, f: &Fixture) -> PeerId {
-    let root = f.manifest.root;
-    let peer = s.connected();
-    let hello = Message::Handshake {
-        info_hash: Bytes::copy_from_slice(&root),
-        peer_id: "seed".into(),
-        capabilities: None::<Capabilities>,
-    };
-    s.on_frame(peer, frame(&root, &hello));
-    let bits = vec![0xffu8; (UNITS as usize).div_ceil(8)];
-    s.on_frame(peer, frame(&root, &Message::Bitfield { bits: bits.into() }));
-    peer
-}
-
 /// `peer` sends `unit` (which the session asked it for); returns what the session did.
 fn transfer(s: &mut Session, f: &Fixture, peer: PeerId, unit: u64) -> Vec<Effect> {
     assert!(s.requested_units().get(unit));
@@ -399,7 +392,7 @@ fn transfer(s: &mut Session, f: &Fixture, peer: PeerId, unit: u64) -> Vec<Effect
 /// A seed offers everything; the session, which lacks only the last unit, asks for it and gets
 /// it. Returns what the session did.
 fn receive_last(s: &mut Session, f: &Fixture) -> Vec<Effect> {
-    let peer = seed_peer(s, f);
+    let peer = legacy_peer(s, "seed", 0xff);
     transfer(s, f, peer, UNITS - 1)
 }
 
@@ -413,7 +406,7 @@ fn an_edit_between_two_writes_of_the_download_fails_its_final_check() {
     // Pieces of 16 units: 0..176 are eleven whole pieces; the download writes the last two.
     let f = fixture(0..176);
     let (mut s, _) = open(&f, Resume::Check).unwrap();
-    let peer = seed_peer(&mut s, &f);
+    let peer = legacy_peer(&mut s, "seed", 0xff);
     // The seed answers the session's requests in turn, lowest unit first (`requested_units`
     // keeps every unit ever asked for).
     let mut sent = vec![false; UNITS as usize];
