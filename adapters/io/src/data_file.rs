@@ -18,7 +18,9 @@
 //! granted again except by another whole-file check. For a download, that check uses the
 //! pieces read back as they completed ([`read_back`](crate::read_back)), so its trust carries that
 //! module's limit too. The session serves a unit of a trusted,
-//! unchanged file without re-verifying it against its proof, and verifies every unit otherwise.
+//! unchanged file without re-verifying it against its proof; a download in progress serves so
+//! the units it verified and wrote itself while no other program writes to its file
+//! ([`DataFile::vouches_for`]); every other unit is verified.
 //!
 //! **The limit.** A change that leaves the length, both times and the inode as they were is not
 //! noticed: e.g. two writes within the filesystem's timestamp granularity (about one jiffy,
@@ -290,21 +292,26 @@ impl DataFile {
             return self.write_all_at(data, unit * UNIT_LEN);
         };
         r.writing_unvalued(unit);
-        self.write_stamped(r, unit, data)?;
+        drop(self.write_stamped(r, unit, data)?);
         r.wrote(unit, None, self);
         Ok(())
     }
 
     /// Writes unit `unit` between two stamps, taken under the write lock (see
     /// [`read_back`](crate::read_back): a stamp before a write that is not the one after the
-    /// previous write means another program wrote in between).
-    fn write_stamped(&self, r: &ReadBack, unit: u64, data: &[u8]) -> io::Result<()> {
-        let _one_at_a_time = self.writing.lock().unwrap_or_else(|e| e.into_inner());
-        r.before_write(self.stamp().ok().flatten());
+    /// previous write means another program wrote in between); returns the lock, held.
+    fn write_stamped(
+        &self,
+        r: &ReadBack,
+        unit: u64,
+        data: &[u8],
+    ) -> io::Result<std::sync::MutexGuard<'_, ()>> {
+        let one_at_a_time = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        r.before_write(unit, self.stamp().ok().flatten());
         let written = self.write_all_at(data, unit * UNIT_LEN);
         // Also after a failed write, which may have changed some of the bytes.
         r.after_write(unit, self.stamp().ok().flatten());
-        written
+        written.map(|()| one_at_a_time)
     }
 
     /// Writes a unit that was verified against the content root
@@ -320,8 +327,12 @@ impl DataFile {
             return self.write_unit(unit, data);
         };
         self.check_unit_len(unit, data)?;
-        self.write_stamped(r, unit, data)?;
+        let one_at_a_time = self.write_stamped(r, unit, data)?;
         self.same_as_written(unit, data)?;
+        // Still under the write lock: no other write of the unit comes between the compare and
+        // the vouching (each write clears the unit's vouching first).
+        r.vouch(unit);
+        drop(one_at_a_time);
         r.wrote(unit, value, self);
         Ok(())
     }

@@ -331,7 +331,8 @@ struct SessionIo {
     manifest: Manifest,
     /// Shared with the workers that write verified units. Trusted (see
     /// [`DataFile::still_trusted`]) once hashed whole against the root and unchanged since: its
-    /// units are then served without being verified again.
+    /// units are then served without being verified again; before that, only the units the
+    /// download wrote itself, while no other program writes to it ([`DataFile::vouches_for`]).
     data: Arc<DataFile>,
     /// Received units are verified and written by the glue ([`Effect::Verify`]).
     off_loop: bool,

@@ -54,8 +54,9 @@ pub(super) enum VerifyFail {
 impl VerifyJob {
     /// Verifies the unit, then writes it (only if it verified) and, on a download's output, reads
     /// it back and keeps its value for the final check ([`read_back`](crate::read_back)). The
-    /// write drops the data file's trust first ([`DataFile::write_verified_unit`]): a download
-    /// verifies every unit it serves until its whole file is checked again.
+    /// write drops the data file's trust first ([`DataFile::write_verified_unit`]): until its
+    /// whole file is checked again, a download serves unhashed only the units it wrote itself
+    /// ([`DataFile::vouches_for`]).
     pub fn run(self) -> Verified {
         let result = verify_unit_value(
             &self.root,
