@@ -226,12 +226,12 @@ impl DataFile {
     /// served without verifying it again: the download wrote it itself, as verified bytes read
     /// back equal, and no other program has written to the file since the download's first
     /// write (its stamps around each write and now say so; see [`read_back`](crate::read_back)).
-    /// Call it *after* the read, as [`still_trusted`](Self::still_trusted). One `fstat`; none
-    /// without the read-back.
+    /// Call it *after* the read, as [`still_trusted`](Self::still_trusted). One `fstat` for a unit
+    /// the download wrote itself; none for any other, or without the read-back.
     pub fn vouches_for(&self, unit: u64) -> bool {
         self.read_back
             .as_ref()
-            .is_some_and(|r| r.vouches_for(unit, self.stamp().ok().flatten()))
+            .is_some_and(|r| r.vouches_for(unit, || self.stamp().ok().flatten()))
     }
 
     /// Whether the file is trusted (as of the last check; no `fstat`).

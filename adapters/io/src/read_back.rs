@@ -243,14 +243,19 @@ impl ReadBack {
     /// session verified and wrote: its last write was of verified bytes, read back equal, no
     /// other program wrote between two of the session's writes, and `now` is the stamp after
     /// the session's last write. What this misses is what the final check misses (module docs).
-    pub(crate) fn vouches_for(&self, unit: u64, now: Option<FileStamp>) -> bool {
+    /// `now` is taken only for a unit that is vouched for (an `fstat` saved on every other
+    /// served unit).
+    pub(crate) fn vouches_for(&self, unit: u64, now: impl FnOnce() -> Option<FileStamp>) -> bool {
         let Some(word) = self.vouched.get((unit / 64) as usize) else {
             return false;
         };
-        word.load(Ordering::Acquire) & (1 << (unit % 64)) != 0
-            && !self.foreign.load(Ordering::Acquire)
-            && now.is_some()
-            && *lock(&self.after_last_write) == now
+        if word.load(Ordering::Acquire) & (1 << (unit % 64)) == 0
+            || self.foreign.load(Ordering::Acquire)
+        {
+            return false;
+        }
+        let now = now();
+        now.is_some() && *lock(&self.after_last_write) == now
     }
 
     /// Keeps `cv` as piece `p`'s value under `generation`.
@@ -608,12 +613,12 @@ mod tests {
         r.before_write(0, stamp);
         r.after_write(0, stamp);
         r.vouch(0);
-        assert_eq!(r.vouches_for(0, stamp), stamp.is_some());
+        assert_eq!(r.vouches_for(0, || stamp), stamp.is_some());
         r.before_write(1, stamp);
         r.after_write(1, None);
         r.before_write(2, stamp);
         r.after_write(2, stamp);
-        assert!(!r.vouches_for(0, stamp));
+        assert!(!r.vouches_for(0, || stamp));
         assert!(r.usable(stamp).iter().all(Option::is_none));
     }
 
@@ -630,7 +635,7 @@ mod tests {
         r.vouch(3);
         r.before_write(3, stamp);
         r.after_write(3, stamp);
-        assert!(!r.vouches_for(3, stamp));
+        assert!(!r.vouches_for(3, || stamp));
     }
 
     #[test]
