@@ -43,6 +43,10 @@ use crate::tiers::{Geometry, Tier, T1_SIZE};
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Highest tier this implementation understands.
 pub const MAX_TIER_SUPPORTED: u32 = 3;
+/// Requests a capable peer that does not say otherwise ([`Capabilities::serve_queue`] 0) queues
+/// from each peer before it answers "busy": every version before the field had this queue, and
+/// counts requests beyond it towards a flood.
+pub const UNSAID_SERVE_QUEUE: u32 = 128;
 
 /// The protobuf schema, field numbers as in `contracts.md`.
 pub mod proto {
@@ -108,6 +112,9 @@ pub mod proto {
         /// Whether the hierarchical availability messages are spoken.
         #[prost(bool, tag = "5")]
         pub supports_hierarchical_availability: bool,
+        /// tierswarm: requests the sender queues per peer; 0 (absent): [`super::UNSAID_SERVE_QUEUE`].
+        #[prost(uint32, tag = "6")]
+        pub serve_queue: u32,
     }
 
     /// `BitfieldPayload`.
@@ -252,14 +259,41 @@ pub struct Capabilities {
     pub protocol_version: u32,
     /// `max_tier_supported`.
     pub max_tier_supported: u32,
+    /// `serve_queue`: requests the sender queues from each peer before it answers "busy"; 0
+    /// (absent) means [`UNSAID_SERVE_QUEUE`]. A requester keeps its window to half of it.
+    pub serve_queue: u32,
 }
 
 impl Capabilities {
-    /// What this implementation announces.
+    /// What this implementation announces, with a serve queue of [`UNSAID_SERVE_QUEUE`] (see
+    /// [`with_serve_queue`](Self::with_serve_queue)).
     pub const OURS: Capabilities = Capabilities {
         protocol_version: PROTOCOL_VERSION,
         max_tier_supported: MAX_TIER_SUPPORTED,
+        serve_queue: 0,
     };
+
+    /// These capabilities announcing a serve queue of `queue` requests (left unsaid, 0, when it
+    /// is [`UNSAID_SERVE_QUEUE`], so that such a handshake's bytes are those of earlier versions).
+    pub fn with_serve_queue(self, queue: usize) -> Capabilities {
+        let queue = u32::try_from(queue).unwrap_or(u32::MAX);
+        Capabilities {
+            serve_queue: if queue == UNSAID_SERVE_QUEUE {
+                0
+            } else {
+                queue
+            },
+            ..self
+        }
+    }
+
+    /// The serve queue these capabilities announce ([`UNSAID_SERVE_QUEUE`] when unsaid).
+    pub fn serve_queue(&self) -> u32 {
+        match self.serve_queue {
+            0 => UNSAID_SERVE_QUEUE,
+            n => n,
+        }
+    }
 }
 
 /// A unit's proof against the content root (the wire's `BaoProof`).
@@ -538,8 +572,9 @@ impl Message {
                 peer_id,
                 capabilities,
             } => {
-                let (version, tier) =
-                    capabilities.map_or((0, 0), |c| (c.protocol_version, c.max_tier_supported));
+                let (version, tier, queue) = capabilities.map_or((0, 0, 0), |c| {
+                    (c.protocol_version, c.max_tier_supported, c.serve_queue)
+                });
                 bytes(1, info_hash.len())
                     + bytes(2, peer_id.len())
                     + uint(3, version.into())
@@ -549,6 +584,7 @@ impl Message {
                     } else {
                         0
                     }
+                    + uint(6, queue.into())
             }
             Message::Bitfield { bits } => bytes(1, bits.len()),
             Message::Have { unit } | Message::Cancel { unit } => uint(1, *unit),
@@ -619,6 +655,7 @@ impl Message {
                 let c = capabilities.unwrap_or(Capabilities {
                     protocol_version: 0,
                     max_tier_supported: 0,
+                    serve_queue: 0,
                 });
                 Payload::Handshake(proto::HandshakePayload {
                     info_hash: info_hash.clone(),
@@ -626,6 +663,7 @@ impl Message {
                     protocol_version: c.protocol_version,
                     max_tier_supported: c.max_tier_supported,
                     supports_hierarchical_availability: capabilities.is_some(),
+                    serve_queue: c.serve_queue,
                 })
             }
             Message::Bitfield { bits } => {
@@ -941,6 +979,7 @@ fn decode_body_bounded(body: Bytes, max_nodes: u32) -> Result<Frame, WireError> 
                 capabilities: capable.then_some(Capabilities {
                     protocol_version: h.protocol_version,
                     max_tier_supported: h.max_tier_supported,
+                    serve_queue: h.serve_queue,
                 }),
             }
         }
@@ -1299,16 +1338,20 @@ mod tests {
         let bytes = || proptest::collection::vec(any::<u8>(), 0..80).prop_map(Bytes::from);
         prop_oneof![
             // Version 0 with the other capability fields set reads as legacy: drawn too.
-            (bytes(), ".{0,12}", proptest::option::of((0u32..5, 0u32..5))).prop_map(
-                |(info_hash, peer_id, c)| Message::Handshake {
+            (
+                bytes(),
+                ".{0,12}",
+                proptest::option::of((0u32..5, 0u32..5, prop_oneof![Just(0u32), any::<u32>()]))
+            )
+                .prop_map(|(info_hash, peer_id, c)| Message::Handshake {
                     info_hash,
                     peer_id,
-                    capabilities: c.map(|(v, t)| Capabilities {
+                    capabilities: c.map(|(v, t, q)| Capabilities {
                         protocol_version: v,
-                        max_tier_supported: t
+                        max_tier_supported: t,
+                        serve_queue: q,
                     }),
-                }
-            ),
+                }),
             bytes().prop_map(|bits| Message::Bitfield { bits }),
             any::<u64>().prop_map(|unit| Message::Have { unit }),
             (any::<u64>(), any::<u64>()).prop_map(|(unit, held)| Message::Request { unit, held }),
@@ -1630,7 +1673,7 @@ mod tests {
                 Message::Handshake {
                     info_hash: Bytes::from_static(&[1; 32]),
                     peer_id: "p".repeat(256),
-                    capabilities: Some(Capabilities { protocol_version: u32::MAX, max_tier_supported: u32::MAX }),
+                    capabilities: Some(Capabilities { protocol_version: u32::MAX, max_tier_supported: u32::MAX, serve_queue: u32::MAX }),
                 },
                 Message::Reject { unit, reason: "r".repeat(256) },
                 Message::RefineRequest { from_tier: u32::MAX, to_tier: u32::MAX, index: words, id: words },
@@ -1900,6 +1943,7 @@ mod tests {
             protocol_version: 0,
             max_tier_supported: 0,
             supports_hierarchical_availability: false,
+            serve_queue: 0,
         }
         .encode_to_vec();
         let env = proto::PeerMessage {
@@ -1916,5 +1960,41 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_serve_queue_is_said_only_when_it_is_not_the_unsaid_one() {
+        let hs = |c: Capabilities| {
+            let mut out = BytesMut::new();
+            let msg = Message::Handshake {
+                info_hash: Bytes::from_static(&[9; 32]),
+                peer_id: "p".into(),
+                capabilities: Some(c),
+            };
+            encode_frame(&[9; 32], &msg, &mut out);
+            (out.freeze(), msg)
+        };
+        // The default queue: the very bytes of a handshake from before the field.
+        let unsaid = Capabilities::OURS.with_serve_queue(UNSAID_SERVE_QUEUE as usize);
+        assert_eq!(hs(unsaid).0, hs(Capabilities::OURS).0);
+        assert_eq!(unsaid.serve_queue(), UNSAID_SERVE_QUEUE);
+        // Another is said (field 6) and read back.
+        let said = Capabilities::OURS.with_serve_queue(512);
+        let (bytes, msg) = hs(said);
+        assert_eq!(bytes.len(), hs(Capabilities::OURS).0.len() + 3);
+        let back = decode_body(bytes.slice(4..)).unwrap().msg;
+        assert_eq!(back, msg);
+        let Message::Handshake {
+            capabilities: Some(c),
+            ..
+        } = back
+        else {
+            panic!("{back:?}")
+        };
+        assert_eq!(c.serve_queue(), 512);
+        assert_eq!(
+            Capabilities::OURS.with_serve_queue(usize::MAX).serve_queue,
+            u32::MAX
+        );
     }
 }

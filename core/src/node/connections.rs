@@ -10,7 +10,7 @@ use super::timers::Timer;
 use super::{Action, Event, Node};
 use crate::tiers::Tier;
 use crate::trace::Record;
-use crate::wire::{Capabilities, Message};
+use crate::wire::{Capabilities, Message, UNSAID_SERVE_QUEUE};
 use bytes::Bytes;
 
 /// Characters of a peer's self-chosen identity kept.
@@ -55,7 +55,10 @@ impl Node {
         let hs = Message::Handshake {
             info_hash: Bytes::copy_from_slice(&self.cfg.info_hash),
             peer_id: self.cfg.peer_id.clone(),
-            capabilities: self.cfg.hierarchical.then_some(Capabilities::OURS),
+            capabilities: self
+                .cfg
+                .hierarchical
+                .then_some(Capabilities::OURS.with_serve_queue(self.cfg.limits.max_serve_queue)),
         };
         self.send(peer, hs);
     }
@@ -82,6 +85,8 @@ impl Node {
             _ => {}
         }
         p.peer_id = bounded_peer_id(&peer_id);
+        // A flat peer says nothing of its queue: it gets the queue every version had.
+        p.serve_queue = caps.map_or(UNSAID_SERVE_QUEUE, |c| c.serve_queue());
         p.init_view(geo, capable);
         if capable {
             let s = self

@@ -12,6 +12,7 @@ use crate::availability::{PeerView, TieredView};
 use crate::bitfield::Bitfield;
 use crate::tiers::Geometry;
 use crate::time::Timestamp;
+use crate::wire::UNSAID_SERVE_QUEUE;
 use std::collections::{BTreeMap, VecDeque};
 
 /// A smoothed round trip within this factor of the minimum means nothing of ours is queued at
@@ -100,6 +101,9 @@ pub struct Peer {
     /// Units the peer is known to hold (from its summaries, windows and HAVEs): how far along
     /// it is, as far as we know. Uploads serve the least advanced requester first.
     pub(crate) known_units: u64,
+    /// Requests the peer queues from us before it answers "busy" (its handshake's
+    /// `serve_queue`): our window to it stays within half of it.
+    pub(crate) serve_queue: u32,
 }
 
 impl Peer {
@@ -122,6 +126,7 @@ impl Peer {
             wake_at: None,
             rejected: BTreeMap::new(),
             known_units: 0,
+            serve_queue: UNSAID_SERVE_QUEUE,
         }
     }
 
@@ -227,6 +232,13 @@ impl Peer {
         w.saturating_add(min).clamp(min, max)
     }
 
+    /// The largest window we keep to this peer: `max_window`, within half of the requests the
+    /// peer said it queues (beyond its queue, requests are answered "busy" and count towards a
+    /// flood; half leaves room for requests still owed an answer after they timed out).
+    pub(crate) fn window_cap(&self, max_window: u32) -> u32 {
+        max_window.min((self.serve_queue / 2).max(1))
+    }
+
     /// Records a unit of `bytes` received at `now` for the throughput estimate.
     pub(crate) fn note_unit(&mut self, bytes: u64, now: Timestamp) {
         if let Some(prev) = self.last_unit_at {
@@ -276,6 +288,23 @@ mod tests {
         assert_eq!(p.window(65536, 1, 64), 2);
         p.rate = 1e12;
         assert_eq!(p.window(65536, 4, 64), 64, "capped");
+    }
+
+    #[test]
+    fn the_window_stays_within_half_the_queue_the_peer_said() {
+        let mut p = Peer::new(PeerId(1), Timestamp::ZERO);
+        assert_eq!(p.window_cap(256), 64, "unsaid: a queue of 128");
+        p.serve_queue = 512;
+        assert_eq!(p.window_cap(256), 256);
+        assert_eq!(p.window_cap(64), 64, "never beyond our own cap");
+        p.serve_queue = 1;
+        assert_eq!(
+            p.window_cap(256),
+            1,
+            "a queue of one still takes one request"
+        );
+        p.serve_queue = u32::MAX;
+        assert_eq!(p.window_cap(256), 256);
     }
 
     #[test]

@@ -136,10 +136,9 @@ impl Node {
             return;
         };
         let l = &self.cfg.limits;
-        let window = self
-            .pressure
-            .level()
-            .window(p.window(T1_SIZE, l.min_window, l.max_window));
+        let max = p.window_cap(l.max_window);
+        let min = l.min_window.min(max);
+        let window = self.pressure.level().window(p.window(T1_SIZE, min, max));
         // Expired requests still owed an answer do not hold the window (a lossy or partitioned
         // link would otherwise starve it), but they are bounded too.
         let c = self.requests.counts(peer);
