@@ -8,6 +8,9 @@
 #   cargo build --release -p tierswarm-cli
 #   dev/scripts/rtt-window.sh [SIZE=256MiB] [RUNS=3] [DELAY=50]
 #
+# TIERSWARM names the binary (default: the release build), TIERSWARM_SEED another one for the
+# seeder only (a fetch against an older seeder).
+#
 # Prints per run iperf3's rate (one stream, seeder to leecher, receiver's rate) and the fetch's
 # (process wall time, output compared byte for byte), then what one peer's request window of W
 # units of 64 KiB allows at this round trip: W × 64 KiB ÷ RTT. Everything it makes is removed
@@ -18,6 +21,7 @@ SIZE=${1:-256MiB}
 RUNS=${2:-3}
 DELAY=${3:-50}
 BIN=$(realpath "${TIERSWARM:-${CARGO_TARGET_DIR:-target}/release/tierswarm}")
+SEED_BIN=$(realpath "${TIERSWARM_SEED:-$BIN}")
 NS_SEED=tsrtt-seed
 NS_LEECH=tsrtt-leech
 SEED_IP=10.214.0.1
@@ -51,7 +55,7 @@ echo "link: ${DELAY} ms each way (RTT ${RTT} ms), no loss, MTU 64000; $(uptime |
 
 head -c "$(numfmt --from=iec "${SIZE%iB}")" /dev/urandom > "$WORK/src.bin"
 BYTES=$(stat -c %s "$WORK/src.bin")
-ip netns exec "$NS_SEED" "$BIN" share "$WORK/src.bin" --listen "tcp://$SEED_IP:7000" \
+ip netns exec "$NS_SEED" "$SEED_BIN" share "$WORK/src.bin" --listen "tcp://$SEED_IP:7000" \
     > "$WORK/share.out" 2> "$WORK/share.err" &
 SHARE_PID=$!
 for _ in $(seq 100); do grep -q listening "$WORK/share.out" && break; sleep 0.1; done

@@ -78,9 +78,9 @@ pub async fn serve_corrupt_units(mut listener: Box<dyn Listener>, path: &Path) -
 /// How a scripted hostile peer misbehaves (see [`Hostiles`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// Handshakes as a legacy peer, asks for as many units as a seeder queues for one peer
-    /// (`Limits::max_serve_queue`, 128, or every unit of a smaller file: 8 MiB, more than a
-    /// connection's kernel buffers hold) and never reads a byte. No more than that: it is to
+    /// Handshakes as a legacy peer, asks for as many units as a peer that does not say its
+    /// serve queue queues (`wire::UNSAID_SERVE_QUEUE`, 128, or every unit of a smaller file:
+    /// 8 MiB, more than a connection's kernel buffers hold) and never reads a byte. No more than that: it is to
     /// be served less for not reading, not dropped as a flooder (`dev/PROTOCOL.md` §5).
     NeverReads,
     /// Handshakes, then sends nothing, not even a keep-alive.
@@ -210,7 +210,7 @@ fn play(
             hello(&mut out);
             let bits = vec![0u8; units.div_ceil(8) as usize];
             encode_frame(&root, &Message::Bitfield { bits: bits.into() }, &mut out);
-            let queue = tierswarm_core::node::Limits::default().max_serve_queue as u64;
+            let queue = u64::from(tierswarm_core::wire::UNSAID_SERVE_QUEUE);
             for unit in 0..units.min(queue) {
                 encode_frame(&root, &Message::Request { unit, held: 0 }, &mut out);
             }

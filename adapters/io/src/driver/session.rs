@@ -82,6 +82,10 @@ pub fn default_max_verifying() -> usize {
     }
 }
 
+/// The largest request window of a session's peer (`Limits::max_window`); its serve queue is
+/// twice that.
+pub const SESSION_WINDOW: u32 = 256;
+
 impl Default for SessionOptions {
     fn default() -> Self {
         SessionOptions {
@@ -92,10 +96,11 @@ impl Default for SessionOptions {
             // speeds the core's default of one per 256 units spent more time syncing than
             // receiving. Persist once a second (the core's interval) or every 4096 units.
             // A peer's window is its units in flight: the core's 64 allow at most 40 MiB/s at a
-            // 100 ms round trip (dev/scripts/rtt-window.sh), but a larger one would overflow
-            // a peer's serve queue (`Limits::max_serve_queue`, 128), and requests beyond a full
-            // queue count as a flood: the window stays at the core's 64 until peers say how
-            // much they queue (dev/BENCHMARKS.md, "The window over a long link").
+            // 100 ms round trip (dev/scripts/rtt-window.sh). Sessions queue 512 requests per
+            // peer and say so in their handshake, and keep their window within half of what
+            // each peer says it queues (128 for a peer that does not say: requests beyond a
+            // full queue count as a flood), so 256 units (16 MiB, 160 MiB/s at 100 ms) reach a
+            // session and 64 an older peer (dev/BENCHMARKS.md, "The window over a long link").
             // The core's window floor of one unit suits slow uploaders shared by a crowd; over
             // a real socket the measured round-trip floor includes both event loops, so one
             // unit beyond it leaves the pipe idle: 1 GiB loopback fetches ran at 0.64–0.88 of
@@ -103,6 +108,8 @@ impl Default for SessionOptions {
             limits: Limits {
                 persist_every: 4096,
                 min_window: 4,
+                max_window: SESSION_WINDOW,
+                max_serve_queue: 2 * SESSION_WINDOW as usize,
                 ..Limits::default()
             },
             record: None,
