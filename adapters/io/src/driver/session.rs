@@ -83,8 +83,9 @@ pub fn default_max_verifying() -> usize {
 }
 
 /// The largest request window of a session's peer (`Limits::max_window`); its serve queue is
-/// twice that.
-pub const SESSION_WINDOW: u32 = 256;
+/// twice that. As large as the node's whole request budget (`Limits::max_requests`, 512): one
+/// far peer may take all of it (320 MiB/s at a 100 ms round trip).
+pub const SESSION_WINDOW: u32 = 512;
 
 impl Default for SessionOptions {
     fn default() -> Self {
@@ -96,11 +97,13 @@ impl Default for SessionOptions {
             // speeds the core's default of one per 256 units spent more time syncing than
             // receiving. Persist once a second (the core's interval) or every 4096 units.
             // A peer's window is its units in flight: the core's 64 allow at most 40 MiB/s at a
-            // 100 ms round trip (dev/scripts/rtt-window.sh). Sessions queue 512 requests per
+            // 100 ms round trip (dev/scripts/rtt-window.sh). Sessions queue 1024 requests per
             // peer and say so in their handshake, and keep their window within half of what
             // each peer says it queues (128 for a peer that does not say: requests beyond a
-            // full queue count as a flood), so 256 units (16 MiB, 160 MiB/s at 100 ms) reach a
-            // session and 64 an older peer (dev/BENCHMARKS.md, "The window over a long link").
+            // full queue count as a flood), so 512 units (32 MiB, 320 MiB/s at 100 ms) reach a
+            // session and 64 an older peer (dev/BENCHMARKS.md, "Peers say their serve queue").
+            // The window grows with the measured rate, so the cap matters only on a long, fast
+            // path; the queue is 8 bytes per request.
             // The core's window floor of one unit suits slow uploaders shared by a crowd; over
             // a real socket the measured round-trip floor includes both event loops, so one
             // unit beyond it leaves the pipe idle: 1 GiB loopback fetches ran at 0.64–0.88 of
