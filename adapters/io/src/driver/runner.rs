@@ -48,7 +48,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::pin::pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -146,7 +146,8 @@ enum Msg {
     Closed(PeerId, String),
     /// The driver gave up on the connection (a deadline passed, a frame was refused).
     Dropped(PeerId, DropReason),
-    /// A batch was written: the TRANSFERs in it (perhaps none, after a slow write).
+    /// A batch was written: the TRANSFERs in it (perhaps none, after a slow write or while
+    /// the connection is congested).
     Sent(PeerId, Vec<u64>),
     Verified(Verified),
     /// A write has been pending for [`CONGESTED_AFTER`].
@@ -168,10 +169,21 @@ struct Conn {
     dialed: Option<PeerUrl>,
     /// The peer id from the remote's handshake, once read.
     remote_id: Option<String>,
+    /// What the loop has queued on the connection, shared with its writer.
+    backlog: Arc<Backlog>,
+}
+
+/// A connection's write backlog, shared by the loop and the connection's writer task.
+#[derive(Debug, Default)]
+struct Backlog {
     /// Frames handed to the lanes and not yet written.
-    queued: Arc<AtomicUsize>,
-    /// Reported congested to the session.
-    congested: bool,
+    queued: AtomicUsize,
+    /// Reported congested to the session. While it is, the writer reports every batch it
+    /// writes, units or not: a connection made congested by a burst of control frames (an
+    /// endgame's cancels and rejects) is sent no unit, so a report of units written alone
+    /// would never come and the connection would stay congested, its requesters unserved,
+    /// until it closed.
+    congested: AtomicBool,
 }
 
 impl Conn {
@@ -258,13 +270,12 @@ impl<R: Runtime> Links<R> {
             return true;
         };
         // Counted before it is queued: the writer may have written it before `try_send` returns.
-        let queued = c.queued.fetch_add(1, Ordering::AcqRel) + 1;
+        let queued = c.backlog.queued.fetch_add(1, Ordering::AcqRel) + 1;
         if c.lanes[lane].try_send(frame).is_err() {
-            c.queued.fetch_sub(1, Ordering::AcqRel);
+            c.backlog.queued.fetch_sub(1, Ordering::AcqRel);
             return false;
         }
-        if queued > CONGESTED_QUEUE && !c.congested {
-            c.congested = true;
+        if queued > CONGESTED_QUEUE && !c.backlog.congested.swap(true, Ordering::AcqRel) {
             session.on_congested(peer, true);
         }
         true
@@ -272,17 +283,21 @@ impl<R: Runtime> Links<R> {
 
     /// A write on `peer`'s connection has been pending a while: congested.
     fn slow(&mut self, session: &mut Session, peer: PeerId) {
-        if let Some(c) = self.conns.get_mut(&peer).filter(|c| !c.congested) {
-            c.congested = true;
-            session.on_congested(peer, true);
+        if let Some(c) = self.conns.get(&peer) {
+            if !c.backlog.congested.swap(true, Ordering::AcqRel) {
+                session.on_congested(peer, true);
+            }
         }
     }
 
     /// A batch on `peer`'s connection was written: drained once its queue is short again.
     fn written(&mut self, session: &mut Session, peer: PeerId) {
         if let Some(c) = self.conns.get_mut(&peer) {
-            if c.congested && c.queued.load(Ordering::Acquire) <= DRAINED_QUEUE {
-                c.congested = false;
+            let b = &c.backlog;
+            if b.congested.load(Ordering::Acquire)
+                && b.queued.load(Ordering::Acquire) <= DRAINED_QUEUE
+            {
+                b.congested.store(false, Ordering::Release);
                 session.on_congested(peer, false);
             }
         }
@@ -300,13 +315,13 @@ impl<R: Runtime> Links<R> {
         let (data_tx, data_rx) = mpsc::channel(WRITE_QUEUE);
         let (done, written) = oneshot::channel();
         let (stop_writer, registration) = AbortHandle::new_pair();
-        let queued = Arc::new(AtomicUsize::new(0));
+        let backlog = Arc::new(Backlog::default());
         let lanes = write_lanes::<R>(
             writer.clone(),
             [control_rx, data_rx],
             peer,
             self.tx.clone(),
-            queued.clone(),
+            backlog.clone(),
             self.deadlines.write_stall,
         );
         R::spawn(Abortable::new(lanes, registration).map(move |_| drop(done)));
@@ -321,8 +336,7 @@ impl<R: Runtime> Links<R> {
             written,
             dialed,
             remote_id: None,
-            queued,
-            congested: false,
+            backlog,
         };
         self.conns.insert(peer, conn);
         peer
@@ -785,10 +799,10 @@ async fn write_lanes<R: Runtime>(
     [control, data]: [mpsc::Receiver<OutFrame>; 2],
     peer: PeerId,
     tx: mpsc::Sender<Msg>,
-    queued: Arc<AtomicUsize>,
+    backlog: Arc<Backlog>,
     stall: Duration,
 ) {
-    let lane = |rx| write_lane::<R>(&*writer, rx, peer, tx.clone(), &queued, stall);
+    let lane = |rx| write_lane::<R>(&*writer, rx, peer, tx.clone(), &backlog, stall);
     let lanes = futures::future::try_join(lane(control), lane(data));
     let result = match lanes.await {
         Ok(_) => timed::<R>(writer.close(), stall, None).await,
@@ -805,13 +819,14 @@ async fn write_lanes<R: Runtime>(
 }
 
 /// Writes one lane's frames in order, flushing after each batch, and reports the TRANSFERs
-/// written (and a batch written after a slow write, so the loop can see the connection drain).
+/// written (and every batch written after a slow write or while the connection is congested,
+/// so the loop can see it drain).
 async fn write_lane<R: Runtime>(
     writer: &dyn FrameWrite,
     mut rx: mpsc::Receiver<OutFrame>,
     peer: PeerId,
     mut tx: mpsc::Sender<Msg>,
-    queued: &AtomicUsize,
+    backlog: &Backlog,
     stall: Duration,
 ) -> io::Result<()> {
     let mut sent = Vec::new();
@@ -821,11 +836,12 @@ async fn write_lane<R: Runtime>(
         while let Some(frame) = next {
             sent.extend(frame.unit);
             timed::<R>(writer.write(frame), stall, Some((peer, &mut tx, &mut slow))).await?;
-            queued.fetch_sub(1, Ordering::AcqRel);
+            backlog.queued.fetch_sub(1, Ordering::AcqRel);
             next = rx.try_recv().ok();
         }
         timed::<R>(writer.flush(), stall, Some((peer, &mut tx, &mut slow))).await?;
-        if (!sent.is_empty() || std::mem::take(&mut slow))
+        let drained = std::mem::take(&mut slow) || backlog.congested.load(Ordering::Acquire);
+        if (!sent.is_empty() || drained)
             && tx
                 .send(Msg::Sent(peer, std::mem::take(&mut sent)))
                 .await
@@ -868,7 +884,88 @@ async fn timed<R: Runtime>(
 
 #[cfg(test)]
 mod tests {
-    use super::keep_existing;
+    use super::{keep_existing, write_lane, Backlog, Msg, Runtime, CONGESTED_QUEUE};
+    use crate::transport::{Class, FrameWrite, OutFrame};
+    use bytes::Bytes;
+    use futures::channel::mpsc;
+    use futures::future::BoxFuture;
+    use futures::{FutureExt, SinkExt, StreamExt};
+    use std::io;
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
+    use tierswarm_core::PeerId;
+
+    /// Writes complete at once; no deadline ever passes.
+    struct Instantly;
+    impl Runtime for Instantly {
+        fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) {
+            drop(task);
+        }
+        fn sleep_until(_: Instant) -> impl std::future::Future<Output = ()> + Send {
+            futures::future::pending()
+        }
+    }
+    struct Sink;
+    impl FrameWrite for Sink {
+        fn write(&self, _: OutFrame) -> BoxFuture<'_, io::Result<()>> {
+            async { Ok(()) }.boxed()
+        }
+        fn flush(&self) -> BoxFuture<'_, io::Result<()>> {
+            async { Ok(()) }.boxed()
+        }
+        fn close(&self) -> BoxFuture<'_, io::Result<()>> {
+            async { Ok(()) }.boxed()
+        }
+    }
+
+    /// Writes a burst of control frames (no unit among them) on one lane, the connection
+    /// congested or not; returns the reports of batches written.
+    fn reports_of_a_control_burst(congested: bool) -> Vec<Vec<u64>> {
+        let backlog = Backlog::default();
+        backlog.congested.store(congested, Ordering::Release);
+        let (mut lane_tx, lane_rx) = mpsc::channel(2 * CONGESTED_QUEUE);
+        let (tx, rx) = mpsc::channel(64);
+        futures::executor::block_on(async {
+            for _ in 0..CONGESTED_QUEUE + 6 {
+                backlog.queued.fetch_add(1, Ordering::AcqRel);
+                let cancel = OutFrame::new(Bytes::from_static(b"cancel"), Class::Control, None);
+                lane_tx.send(cancel).await.unwrap();
+            }
+            drop(lane_tx);
+            let lane = write_lane::<Instantly>(
+                &Sink,
+                lane_rx,
+                PeerId(1),
+                tx,
+                &backlog,
+                Duration::from_secs(20),
+            );
+            lane.await.unwrap();
+        });
+        assert_eq!(backlog.queued.load(Ordering::Acquire), 0, "all written");
+        futures::executor::block_on(rx.collect::<Vec<_>>())
+            .into_iter()
+            .map(|m| match m {
+                Msg::Sent(_, units) => units,
+                _ => panic!("only batch reports"),
+            })
+            .collect()
+    }
+
+    /// A connection made congested by control frames alone (an endgame's burst of cancels and
+    /// rejects) is sent no unit while it is congested: its writer must still report the
+    /// batches it writes, or the loop never sees the queue drain and the peer's requests wait
+    /// until the connection closes (8-leecher swarms stalled for 8–60 s, 2026-12-04).
+    #[test]
+    fn a_congested_connection_reports_its_drain_without_units() {
+        let reports = reports_of_a_control_burst(true);
+        assert!(!reports.is_empty(), "the drain is reported");
+        assert!(reports.iter().all(Vec::is_empty));
+        assert!(
+            reports_of_a_control_burst(false).is_empty(),
+            "an uncongested connection reports units only"
+        );
+    }
 
     /// Two nodes that dialled each other each see both connections, in either order; both
     /// must keep the same one (the one dialled by the smaller id), or they would close both.
