@@ -271,11 +271,14 @@ impl<R: Runtime> Links<R> {
         };
         // Counted before it is queued: the writer may have written it before `try_send` returns.
         let queued = c.backlog.queued.fetch_add(1, Ordering::AcqRel) + 1;
+        // Marked before the frame reaches the writer: a writer that drains the queue at once
+        // then sees the mark and reports the batch, so the drain is never missed.
+        let newly = queued > CONGESTED_QUEUE && !c.backlog.congested.swap(true, Ordering::AcqRel);
         if c.lanes[lane].try_send(frame).is_err() {
             c.backlog.queued.fetch_sub(1, Ordering::AcqRel);
             return false;
         }
-        if queued > CONGESTED_QUEUE && !c.backlog.congested.swap(true, Ordering::AcqRel) {
+        if newly {
             session.on_congested(peer, true);
         }
         true
