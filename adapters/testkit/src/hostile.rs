@@ -79,9 +79,10 @@ pub async fn serve_corrupt_units(mut listener: Box<dyn Listener>, path: &Path) -
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// Handshakes as a legacy peer, asks for as many units as a peer that does not say its
-    /// serve queue queues (`wire::UNSAID_SERVE_QUEUE`, 128, or every unit of a smaller file:
-    /// 8 MiB, more than a connection's kernel buffers hold) and never reads a byte. No more than that: it is to
-    /// be served less for not reading, not dropped as a flooder (`dev/PROTOCOL.md` §5).
+    /// serve queue is taken to queue (`wire::UNSAID_SERVE_QUEUE`, 128, or every unit of a
+    /// smaller file: 8 MiB, more than a connection's kernel buffers hold) and never reads a
+    /// byte. No more than that: it is to be served less for not reading, not dropped as a
+    /// flooder (`dev/PROTOCOL.md` §5).
     NeverReads,
     /// Handshakes, then sends nothing, not even a keep-alive.
     Idles,

@@ -61,8 +61,10 @@ pub struct Limits {
     pub max_probes: usize,
     /// Requests for the same unit at once in endgame.
     pub endgame_duplicates: u32,
-    /// Requests a peer may queue at us before we reject with "busy" (twice the largest request
-    /// window, so an honest requester never reaches it). Also the flood limit: a peer that
+    /// Requests a peer may queue at us before we reject with "busy". Said in our handshake
+    /// (`serve_queue`) unless it is [`UNSAID_SERVE_QUEUE`](crate::wire::UNSAID_SERVE_QUEUE):
+    /// a requester keeps its window within half of it, so an honest one never reaches it.
+    /// Also the flood limit: a peer that
     /// sends as many requests no honest requester sends (for units we never advertised on
     /// this connection, or beyond its full queue since it was last at most half full) is
     /// dropped
@@ -156,7 +158,8 @@ impl Default for Limits {
             max_current_blocks: 4,
             max_probes: 64,
             endgame_duplicates: 2,
-            max_serve_queue: 128,
+            // The queue a peer that says none is taken to have: default handshakes leave it unsaid.
+            max_serve_queue: crate::wire::UNSAID_SERVE_QUEUE as usize,
             upload_slots_per_peer: 2,
             upload_slots: 16,
             max_subscriptions: 0,

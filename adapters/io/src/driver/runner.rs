@@ -295,7 +295,7 @@ impl<R: Runtime> Links<R> {
 
     /// A batch on `peer`'s connection was written: drained once its queue is short again.
     fn written(&mut self, session: &mut Session, peer: PeerId) {
-        if let Some(c) = self.conns.get_mut(&peer) {
+        if let Some(c) = self.conns.get(&peer) {
             let b = &c.backlog;
             if b.congested.load(Ordering::Acquire)
                 && b.queued.load(Ordering::Acquire) <= DRAINED_QUEUE
