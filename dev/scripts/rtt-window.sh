@@ -9,7 +9,9 @@
 #   dev/scripts/rtt-window.sh [SIZE=256MiB] [RUNS=3] [DELAY=50]
 #
 # TIERSWARM names the binary (default: the release build), TIERSWARM_SEED another one for the
-# seeder only (a fetch against an older seeder).
+# seeder only (a fetch against an older seeder). SS_LOG=PATH appends `ss -tmi` of both ends,
+# every ~70 ms, during each iperf3 and each fetch (lines: phase, time, namespace, sockets):
+# congestion window, unacknowledged and unsent bytes, the peer's advertised window.
 #
 # Prints per run iperf3's rate (one stream, seeder to leecher, receiver's rate) and the fetch's
 # (process wall time, output compared byte for byte), then what one peer's request window of W
@@ -32,6 +34,7 @@ LINK_PID=
 IPERF_PID=
 
 cleanup() {
+    [ -n "${SAMPLER:-}" ] && kill "$SAMPLER" 2>/dev/null
     for p in "$SHARE_PID" "$IPERF_PID"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
     [ -n "$LINK_PID" ] && kill "$LINK_PID" 2>/dev/null && wait "$LINK_PID" 2>/dev/null || true
     ip netns del "$NS_SEED" 2>/dev/null || true
@@ -63,13 +66,31 @@ ip netns exec "$NS_SEED" iperf3 -s -B "$SEED_IP" -p 5301 > /dev/null 2>&1 &
 IPERF_PID=$!
 sleep 0.3
 
+SAMPLER=
+sample() {
+    [ -n "${SS_LOG:-}" ] || return 0
+    while :; do
+        t=$(date +%s.%N)
+        for ns in "$NS_SEED" "$NS_LEECH"; do
+            echo "$1 $t $ns $(ip netns exec "$ns" ss -tmiH state established | tr '\n' ' ')"
+        done
+        sleep 0.05
+    done >> "$SS_LOG" &
+    SAMPLER=$!
+}
+unsample() { [ -n "$SAMPLER" ] && kill "$SAMPLER" 2>/dev/null; SAMPLER=; }
+
 for run in $(seq "$RUNS"); do
+    sample "iperf3-$run"
     iperf=$(ip netns exec "$NS_LEECH" iperf3 -c "$SEED_IP" -p 5301 -R -n "$BYTES" -J \
         | python3 -c 'import json,sys; e=json.load(sys.stdin)["end"]["sum_received"]; print("%.1f" % (e["bytes"]/e["seconds"]/2**20))')
+    unsample
     rm -f "$WORK/out.bin" "$WORK/out.bin.tsa" "$WORK/out.bin.tsp"
+    sample "fetch-$run"
     start=$(date +%s.%N)
     ip netns exec "$NS_LEECH" "$BIN" fetch "$WORK/src.bin.tsm" --peer "tcp://$SEED_IP:7000" \
         --out "$WORK/out.bin" 2> "$WORK/fetch.err"
+    unsample
     wall=$(echo "$(date +%s.%N) - $start" | bc)
     cmp -s "$WORK/src.bin" "$WORK/out.bin" || { echo "run $run: output differs"; exit 1; }
     rate=$(echo "scale=1; $BYTES / 1048576 / $wall" | bc)

@@ -298,7 +298,8 @@ def run_tierswarm(args, src, work, topo):
         err = open(os.path.join(work, "ts-leech-%d.err" % i), "w")
         procs.append(timed(topo.wrap(i + 1, [
             args.bin, "fetch", manifest, "--out", out, "--runtime", args.runtime,
-            "--listen", "tcp://" + topo.addr(i + 1)] + peers),
+            "--listen", "tcp://" + topo.addr(i + 1)] + peers
+            + (["--record", os.path.join(work, "rec-%d.jsonl" % i)] if args.record else [])),
             os.path.join(work, "ts-leech-%d.time" % i), stderr=err, stdout=subprocess.DEVNULL))
     finish = wait_all(procs, start)
     all_done = max(finish)
@@ -321,6 +322,22 @@ def run_tierswarm(args, src, work, topo):
                 os.remove(o + ext)
     return summarise("tierswarm", all_done, leech, read_time(seed_time), seed_units,
                      unit_bytes=64 * 1024, size=os.path.getsize(src))
+
+
+def keep_records(work, res, keep_over):
+    """Moves a slow run's flight records and leecher logs out of the work directory (which is
+    removed at the end), or deletes them."""
+    names = [n for n in os.listdir(work) if n.startswith(("rec-", "ts-leech-"))]
+    if keep_over is not None and res["all_done_s"] > keep_over:
+        kept = tempfile.mkdtemp(prefix="swarm-records-", dir=os.path.dirname(work))
+        for n in names:
+            os.rename(os.path.join(work, n), os.path.join(kept, n))
+        res["records"] = kept
+        print("records of a %.2f s run kept in %s" % (res["all_done_s"], kept), flush=True)
+    else:
+        for n in names:
+            if n.startswith("rec-"):
+                os.remove(os.path.join(work, n))
 
 
 def lt_settings(listen):
@@ -530,6 +547,12 @@ def main():
     b.add_argument("--sim-seeds", type=int, default=3)
     b.add_argument("--sim-latency", default="100us", help="each host's latency in the scenario")
     b.add_argument("--scenario-out", help="keep the generated scenario here")
+    b.add_argument("--record", action="store_true",
+                   help="every tierswarm leecher writes a flight record (fetch --record; "
+                        "`tierswarm replay` checks it); deleted after each run unless --keep-over")
+    b.add_argument("--keep-over", type=float,
+                   help="with --record: keep a run's records and leecher logs (set RUST_LOG=info "
+                        "for connection events) when all leechers took longer than this many s")
     p = sub.add_parser("lt-peer")
     p.add_argument("--role", choices=["seed", "leech"], required=True)
     p.add_argument("--torrent", required=True)
@@ -574,6 +597,8 @@ def main():
                 print(json.dumps(res), flush=True)
                 if a.json:
                     open(a.json, "a").write(json.dumps(res) + "\n")
+                if a.record and impl == "tierswarm":
+                    keep_records(work, res, a.keep_over)
                 results.append(res)
     finally:
         kill_live()
