@@ -500,6 +500,58 @@ impl MessageKind {
     }
 }
 
+/// A short, stable rendering for logs and replays: the kind and the fields that say what the
+/// message is about, never a payload's bytes (`transfer(5)`, `reject(7, busy)`,
+/// `refine(t3->t1, 0, id=4)`).
+///
+/// ```
+/// use tierswarm_core::wire::Message;
+/// assert_eq!(Message::Cancel { unit: 9 }.to_string(), "cancel(9)");
+/// ```
+impl core::fmt::Display for Message {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Message::Handshake { capabilities, .. } => {
+                write!(f, "handshake(capable={})", capabilities.is_some())
+            }
+            Message::Bitfield { bits } => write!(f, "bitfield({} bytes)", bits.len()),
+            Message::Have { unit } => write!(f, "have({unit})"),
+            Message::Request { unit, .. } => write!(f, "request({unit})"),
+            Message::Transfer { unit, .. } => write!(f, "transfer({unit})"),
+            Message::Reject { unit, reason } => write!(f, "reject({unit}, {reason})"),
+            Message::Summary {
+                tier,
+                start,
+                all,
+                partial,
+            } => write!(
+                f,
+                "summary(t{tier}, {start}, all={all:02x?}, partial={partial:02x?})"
+            ),
+            Message::RefineRequest {
+                from_tier,
+                to_tier,
+                index,
+                id,
+            } => write!(f, "refine(t{from_tier}->t{to_tier}, {index}, id={id})"),
+            Message::RefineResponse {
+                tier,
+                start,
+                bits,
+                id,
+                reject,
+            } => write!(
+                f,
+                "refined(t{tier}, {start}, {} bytes, id={id}, reject={reject:?})",
+                bits.len()
+            ),
+            Message::Cancel { unit } => write!(f, "cancel({unit})"),
+            Message::KeepAlive => f.write_str("keep-alive"),
+            Message::Unknown { kind } => write!(f, "unknown({kind})"),
+        }
+    }
+}
+
 impl Message {
     /// The message's kind.
     pub fn kind(&self) -> MessageKind {

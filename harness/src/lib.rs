@@ -278,6 +278,14 @@ impl Swarm {
         );
     }
 
+    /// Hands node `i` an input of the script's own now (after what is already queued for this
+    /// instant), as an embedder would: `Input::PeerCongested` for a connection that stopped
+    /// taking data, `Input::Pressure`, `Input::Drain`, ...
+    pub fn input(&mut self, i: usize, input: Input) {
+        let now = self.now;
+        self.push(now, Pending::Input(i, input));
+    }
+
     /// Cuts the link between `a` and `b`: both see `PeerDisconnected` now; messages still on
     /// the wire between them are lost (a later connection must not receive them).
     pub fn disconnect(&mut self, a: usize, b: usize) {
@@ -508,41 +516,7 @@ impl Swarm {
     }
 }
 
-/// A short, stable rendering of a message for logs.
+/// A short, stable rendering of a message for logs (its `Display`).
 pub fn render(m: &Message) -> String {
-    match m {
-        Message::Handshake { capabilities, .. } => {
-            format!("handshake(capable={})", capabilities.is_some())
-        }
-        Message::Bitfield { bits } => format!("bitfield({} bytes)", bits.len()),
-        Message::Have { unit } => format!("have({unit})"),
-        Message::Request { unit, .. } => format!("request({unit})"),
-        Message::Transfer { unit, .. } => format!("transfer({unit})"),
-        Message::Reject { unit, reason } => format!("reject({unit}, {reason})"),
-        Message::Summary {
-            tier,
-            start,
-            all,
-            partial,
-        } => format!("summary(t{tier}, {start}, all={all:02x?}, partial={partial:02x?})"),
-        Message::RefineRequest {
-            from_tier,
-            to_tier,
-            index,
-            id,
-        } => format!("refine(t{from_tier}->t{to_tier}, {index}, id={id})"),
-        Message::RefineResponse {
-            tier,
-            start,
-            bits,
-            id,
-            reject,
-        } => format!(
-            "refined(t{tier}, {start}, {} bytes, id={id}, reject={reject:?})",
-            bits.len()
-        ),
-        Message::Cancel { unit } => format!("cancel({unit})"),
-        Message::KeepAlive => "keep-alive".into(),
-        Message::Unknown { kind } => format!("unknown({kind})"),
-    }
+    m.to_string()
 }
