@@ -78,8 +78,13 @@ pub struct Peer {
     /// Bytes per second received from this peer (EWMA over units).
     pub(crate) rate: f64,
     pub(crate) last_unit_at: Option<Timestamp>,
-    /// When the peer last answered one of our requests (transfer or reject).
+    /// When the peer last answered one of our requests (transfer or reject): it is alive.
     pub(crate) last_answer_at: Option<Timestamp>,
+    /// When the peer last made progress through its queue of our requests: a unit arrived, or
+    /// a request it still had to answer was refused. A refusal of a request we withdrew (its
+    /// CANCEL answered) is not progress: a peer that reads but no longer serves answers those
+    /// at once, and they must not keep our other requests waiting on it.
+    pub(crate) last_progress_at: Option<Timestamp>,
     /// Issue number of the latest request the peer answered with its unit.
     pub(crate) last_answered_seq: Option<u64>,
     /// Loss events (timeouts with no answer since) in a row; see [`Peer::note_loss`].
@@ -117,6 +122,7 @@ impl Peer {
             rate: 0.0,
             last_unit_at: None,
             last_answer_at: None,
+            last_progress_at: None,
             last_answered_seq: None,
             consecutive_timeouts: 0,
             last_loss_at: None,
@@ -153,10 +159,11 @@ impl Peer {
     /// A request or refinement sent at `sent_at` timed out at `now`: the timeout backs off.
     /// Requests sent before the last counted loss belong to that loss event (they were in
     /// flight when it happened), so a burst of timeouts — a window queued behind one stall —
-    /// counts as one loss towards "unresponsive", not as one per request.
+    /// counts as one loss, towards "unresponsive" and in the backoff, not as one per request
+    /// (as TCP doubles its timeout once per expiry of its one timer, not once per segment).
     pub(crate) fn note_loss(&mut self, sent_at: Timestamp, now: Timestamp) {
-        self.rtt.on_timeout();
         if self.last_loss_at.is_none_or(|t| sent_at >= t) {
+            self.rtt.on_timeout();
             self.consecutive_timeouts += 1;
             self.last_loss_at = Some(now);
         }

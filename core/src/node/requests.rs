@@ -335,7 +335,7 @@ impl Node {
         };
         let now = self.now;
         let len = self.geo.unit_len(unit);
-        let p = self.answered_by(peer);
+        let p = self.answered_by(peer, true);
         let mut overtaken_since = None;
         if let (true, Some((sent_at, seq))) = (active, sent_at) {
             p.rtt.sample(now.since(sent_at));
@@ -374,15 +374,19 @@ impl Node {
     }
 
     /// `peer` answered one of our requests (a TRANSFER or a REJECT, in time or late). Any
-    /// answer shows it alive and serving: only losses with no answer at all in between count
-    /// towards "unresponsive".
-    fn answered_by(&mut self, peer: PeerId) -> &mut super::Peer {
+    /// answer shows it alive: only losses with no answer at all in between count towards
+    /// "unresponsive". Only `progress` (a unit, or the refusal of a request not withdrawn)
+    /// shows it working through its queue, which keeps our requests queued behind waiting.
+    fn answered_by(&mut self, peer: PeerId, progress: bool) -> &mut super::Peer {
         let now = self.now;
         let p = self
             .peers
             .get_mut(&peer)
             .expect("frames come from known peers");
         p.last_answer_at = Some(now);
+        if progress {
+            p.last_progress_at = Some(now);
+        }
         p.consecutive_timeouts = 0;
         p
     }
@@ -446,7 +450,10 @@ impl Node {
         };
         let now = self.now;
         let until = now.add(self.cfg.limits.reject_backoff);
-        let p = self.answered_by(peer);
+        // Every request a capable peer holds that is no longer active was withdrawn with a
+        // CANCEL (a flat-only peer gets none): its refusal answers the withdrawal, not the queue.
+        let withdrawn = !active && self.peers.get(&peer).is_some_and(|p| p.is_capable());
+        let p = self.answered_by(peer, !withdrawn);
         if active {
             p.note_rejected(unit, now, until);
             self.timers.push(until, Timer::Wake(peer));
@@ -474,11 +481,12 @@ impl Node {
             .expect("requests are released with peers");
         let rto = self.rto(p);
         // A peer answers its requests in order, so a request queued behind others is late only
-        // if the peer has made no progress for a whole timeout: re-arm from its last answer.
-        // The hard limit keeps a unit from waiting forever behind a trickling peer. But if a
-        // request sent after this one was answered, this one (or its answer) was lost.
+        // if the peer has made no progress for a whole timeout: re-arm from its last progress
+        // (not from answers to requests we withdrew, which a peer that stopped serving still
+        // sends). The hard limit keeps a unit from waiting forever behind a trickling peer. But
+        // if a request sent after this one was answered, this one (or its answer) was lost.
         let overtaken = p.last_answered_seq.is_some_and(|last| last > seq);
-        if let Some(last) = p.last_answer_at.filter(|&t| t > sent_at && !overtaken) {
+        if let Some(last) = p.last_progress_at.filter(|&t| t > sent_at && !overtaken) {
             let again = last.add(rto);
             if again > self.now && self.now.since(sent_at) < self.cfg.limits.max_rto {
                 self.timers.push(

@@ -1,0 +1,109 @@
+//! A peer answers our requests in order, so a request queued behind others is late only once
+//! the peer has made no progress for a whole timeout (`dev/PROTOCOL.md` §6). Progress is a unit
+//! arriving or a refusal of a request it still had to answer — not the REJECT `cancelled` with
+//! which a peer that stopped serving still answers the requests we withdrew.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+use tierswarm_core::node::{Input, PeerId};
+use tierswarm_core::tiers::T1_SIZE;
+use tierswarm_core::time::Timestamp;
+use tierswarm_core::wire::Message;
+use tierswarm_tests::{config, Swarm};
+
+/// When the leecher logged a `request_timeout`, by unit.
+fn timeouts(s: &Swarm) -> Vec<(u64, Timestamp)> {
+    s.log
+        .iter()
+        .filter(|l| l.contains("\"ev\":\"request_timeout\""))
+        .filter_map(|l| {
+            let t = l.split("\"t\":").nth(1)?.split(',').next()?.parse().ok()?;
+            let u = l.split("\"unit\":").nth(1)?.split([',', '}']).next();
+            Some((u?.parse().ok()?, Timestamp::from_micros(t)))
+        })
+        .collect()
+}
+
+#[test]
+fn a_peer_answering_only_withdrawals_does_not_hold_our_requests() {
+    // 2,048 units: far more than is fetched before the server stops serving.
+    let file = 2048 * T1_SIZE;
+    let mut s = Swarm::new(Duration::from_millis(10));
+    // A server with a queue: our requests wait in it, so they are sent over time, not at once,
+    // and their timeouts fire one after another.
+    s.serve_time = Duration::from_millis(2);
+    let server = s.add(config("server", file, true), None);
+    let leech = s.add(config("leech", file, true), Some(&[]));
+    s.connect(server, leech);
+    s.run_until(Timestamp::from_micros(1_000_000));
+    // The server's connection to the leecher stops taking data (as a real driver reports a full
+    // socket): it serves nothing more, yet reads, and answers every CANCEL with a REJECT.
+    let stuck_at = s.now;
+    s.input(
+        server,
+        Input::PeerCongested {
+            peer: PeerId(leech as u64),
+            congested: true,
+        },
+    );
+    s.run_until(stuck_at.add(Duration::from_secs(30)));
+    let served: BTreeSet<u64> = s
+        .wire
+        .iter()
+        .filter_map(|(_, f, _, m)| match m {
+            Message::Transfer { unit, .. } if *f == server => Some(*unit),
+            _ => None,
+        })
+        .collect();
+    let stuck: Vec<(Timestamp, u64)> = s
+        .wire
+        .iter()
+        .filter_map(|(t, f, _, m)| match m {
+            Message::Request { unit, .. }
+                if *f == leech && *t <= stuck_at && !served.contains(unit) =>
+            {
+                Some((*t, *unit))
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(stuck.len() >= 16, "the window held requests: {stuck:?}");
+    let timed_out = timeouts(&s);
+    for &(sent, unit) in &stuck {
+        let at = timed_out
+            .iter()
+            .find(|(u, t)| *u == unit && *t > sent)
+            .map(|(_, t)| t.since(stuck_at));
+        // The units already handed out arrived 12 ms after the stall: from then, the timeout
+        // (500 ms, the round trips being short) backed off once for the one loss event, 1 s,
+        // with no progress. Re-armed by every REJECT `cancelled`, and with the timeout doubled
+        // for each request that expired, requests waited 2.5 s, 6.5 s, 14.5 s and past 30 s.
+        assert!(
+            at.is_some_and(|d| d <= Duration::from_millis(1100)),
+            "unit {unit} timed out {at:?} after the server stopped serving"
+        );
+    }
+    assert!(
+        s.count(server, leech, "reject") >= 16,
+        "the withdrawals were answered"
+    );
+}
+
+#[test]
+fn requests_queued_behind_a_slow_but_serving_peer_wait_without_timing_out() {
+    let file = 256 * T1_SIZE;
+    let mut s = Swarm::new(Duration::from_millis(10));
+    // 40 ms per unit: a full window waits seconds in the server's queue, longer than the
+    // round trips measured while it was short.
+    s.serve_time = Duration::from_millis(40);
+    let server = s.add(config("server", file, true), None);
+    let leech = s.add(config("leech", file, true), Some(&[]));
+    s.connect(server, leech);
+    assert!(s.run_until_complete(leech, Duration::from_secs(120)));
+    assert_eq!(timeouts(&s), vec![], "a peer making progress is waited for");
+    assert_eq!(
+        s.count(leech, server, "request"),
+        256,
+        "nothing asked twice"
+    );
+}
