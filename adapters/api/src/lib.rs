@@ -210,6 +210,37 @@ pub fn replay(path: &Path) -> Result<ReplayReport, Error> {
         .map_err(|e| Error::Failed(format!("{}: {e}", path.display())))
 }
 
+/// [`replay`], writing to `out` one JSON line per input with what the core did for it (its
+/// actions, in order): why a node did what it did, read from its flight record. The format is
+/// in `tierswarm_io::driver::recorder::replay_listing`; a replay that differs writes the
+/// differing line before it fails.
+///
+/// ```
+/// # fn main() -> Result<(), tierswarm::Error> {
+/// use tierswarm::Node;
+/// let dir = tempfile::tempdir().unwrap();
+/// let file = dir.path().join("f");
+/// std::fs::write(&file, vec![1u8; 100_000]).unwrap();
+/// let seeder = Node::new().listen("127.0.0.1:0").share(&file)?;
+/// let record = dir.path().join("fetch.jsonl");
+/// Node::new()
+///     .peer(seeder.listening()[0].to_string())
+///     .record(&record)
+///     .fetch(seeder.manifest(), dir.path().join("copy"))?
+///     .wait()?;
+/// let mut listing = Vec::new();
+/// tierswarm::replay_listing(&record, &mut listing)?;
+/// let text = String::from_utf8(listing).unwrap();
+/// // The leecher asked the seeder for both units, and stored each as it came.
+/// assert!(text.contains(r#"{"send":"request(1)","peer":"#));
+/// assert!(text.contains(r#""msg":"transfer(1)""#) && text.contains(r#"{"store_unit":1,"#));
+/// # Ok(()) }
+/// ```
+pub fn replay_listing(path: &Path, out: &mut dyn std::io::Write) -> Result<ReplayReport, Error> {
+    tierswarm_io::driver::recorder::replay_listing(path, out)
+        .map_err(|e| Error::Failed(format!("{}: {e}", path.display())))
+}
+
 /// The README's Rust examples run as doc tests, so its copy of the API never rots.
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]

@@ -9,7 +9,7 @@
 //!                 [--repair | --restart] [--record PATH] [--json-events]
 //! tierswarm demo [--peers N] [--size SIZE] [--runtime tokio|async-std|smol|mixed]
 //!                [--transport tcp|quic|mixed]
-//! tierswarm replay RECORD
+//! tierswarm replay RECORD [--actions]
 //! ```
 //!
 //! Addresses are URLs: `tcp://HOST:PORT`, `quic://HOST:PORT#FINGERPRINT` (a bare `HOST:PORT` is
@@ -223,6 +223,10 @@ enum Cmd {
     Replay {
         /// The record (JSON lines).
         record: PathBuf,
+        /// Also print, on stdout, one JSON line per input with the actions the core took for
+        /// it (the summary then goes to stderr).
+        #[arg(long)]
+        actions: bool,
     },
 }
 
@@ -315,17 +319,32 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             }
             demo::run(runtime, transport, peers, size)
         }
-        Cmd::Replay { record } => {
-            let report = tierswarm::replay(&record)?;
-            match &report.truncated {
-                None => println!(
+        Cmd::Replay { record, actions } => {
+            let report = if actions {
+                let stdout = std::io::stdout();
+                let mut out = std::io::BufWriter::new(stdout.lock());
+                let report = tierswarm::replay_listing(&record, &mut out);
+                // What was listed is written even when the replay then differs.
+                std::io::Write::flush(&mut out)
+                    .map_err(|e| Failure::failed(format!("stdout: {e}")))?;
+                report?
+            } else {
+                tierswarm::replay(&record)?
+            };
+            let summary = match &report.truncated {
+                None => format!(
                     "replayed {} inputs and {} actions: identical",
                     report.inputs, report.actions
                 ),
-                Some(note) => println!(
+                Some(note) => format!(
                     "replayed {} inputs and {} actions: identical up to where the record stops ({note})",
                     report.inputs, report.actions
                 ),
+            };
+            if actions {
+                eprintln!("{summary}");
+            } else {
+                println!("{summary}");
             }
             Ok(())
         }

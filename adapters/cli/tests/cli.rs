@@ -1,5 +1,6 @@
 //! The `tierswarm` binary end to end, over loopback. Every child process is bounded in time.
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Lines, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
@@ -263,6 +264,70 @@ fn bad_urls_exit_2_with_one_line() {
     }
 }
 
+/// `replay --actions` prints one JSON line per input of the record of a fetch of `units` units,
+/// with what the core did (the summary goes to stderr); a record altered on one line fails the
+/// replay, and the listing ends with what the core did for that line instead.
+fn replay_lists_the_actions(rec: &Path, units: u64) {
+    let listed = tierswarm(&["replay", rec.to_str().unwrap(), "--actions"]);
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    assert!(text(&listed.stderr).contains("identical"));
+    let lines: Vec<serde_json::Value> = text(&listed.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let inputs = std::fs::read_to_string(rec).unwrap().lines().count() - 1;
+    assert_eq!(lines.len(), inputs, "one line per input");
+    let actions = |kind: &str| -> Vec<serde_json::Value> {
+        lines
+            .iter()
+            .flat_map(|l| l["actions"].as_array().unwrap().clone())
+            .filter_map(|a| a.get(kind).cloned())
+            .collect()
+    };
+    let stored: BTreeSet<u64> = actions("store_unit")
+        .iter()
+        .filter_map(|u| u.as_u64())
+        .collect();
+    assert_eq!(
+        stored,
+        (0..units).collect(),
+        "every unit handed to the embedder"
+    );
+    let requests = actions("send")
+        .iter()
+        .filter(|m| m.as_str().unwrap().starts_with("request("))
+        .count();
+    assert!(requests as u64 >= units, "{requests} requests");
+    let first = &lines[0];
+    assert_eq!(
+        (first["line"].as_u64(), first["in"].as_str()),
+        (Some(2), Some("connected"))
+    );
+
+    // Alter what the record says the core did for its tenth input.
+    let text_of = std::fs::read_to_string(rec).unwrap();
+    let mut altered: Vec<String> = text_of.lines().map(str::to_string).collect();
+    let mut line: serde_json::Value = serde_json::from_str(&altered[10]).unwrap();
+    line["n"] = (line["n"].as_u64().unwrap() + 1).into();
+    altered[10] = line.to_string();
+    let bad = rec.with_extension("altered.jsonl");
+    std::fs::write(&bad, altered.join("\n") + "\n").unwrap();
+    let differs = tierswarm(&["replay", bad.to_str().unwrap(), "--actions"]);
+    assert_eq!(differs.status.code(), Some(1), "{}", text(&differs.stderr));
+    assert!(
+        text(&differs.stderr).contains("line 11"),
+        "{}",
+        text(&differs.stderr)
+    );
+    let listed = text(&differs.stdout);
+    let last: serde_json::Value = serde_json::from_str(listed.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        last["line"].as_u64(),
+        Some(11),
+        "the differing line is listed last"
+    );
+}
+
 #[test]
 fn share_fetch_record_replay_repair() {
     let dir = tempfile::tempdir().unwrap();
@@ -290,6 +355,7 @@ fn share_fetch_record_replay_repair() {
     let replayed = tierswarm(&["replay", rec.to_str().unwrap()]);
     assert!(replayed.status.success(), "{}", text(&replayed.stderr));
     assert!(text(&replayed.stdout).contains("identical"));
+    replay_lists_the_actions(&rec, 49);
 
     // Damage one unit on disk: the store says the file is complete, so a plain restart hashes
     // it, refuses (exit 2, naming --repair) and changes nothing; --repair re-verifies every

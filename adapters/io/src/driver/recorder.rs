@@ -295,14 +295,35 @@ impl ActionDigest {
 }
 
 /// The replay's [`Host`]: digests every action; outcomes come from the record's own lines.
-struct ReplayHost(ActionDigest);
+/// With a listing, it also writes each action as a JSON object for [`replay_listing`].
+struct ReplayHost {
+    digest: ActionDigest,
+    listing: Option<Vec<String>>,
+}
+
+/// `s` as a JSON string.
+fn json_str(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
+}
+
+impl ReplayHost {
+    /// Lists one action: `{"<kind>":<what>}`, with `"peer":N` after it when it has one.
+    fn list(&mut self, kind: &str, what: impl FnOnce() -> String, peer: Option<PeerId>) {
+        if let Some(l) = self.listing.as_mut() {
+            let peer = peer.map_or(String::new(), |p| format!(",\"peer\":{}", p.0));
+            l.push(format!("{{\"{kind}\":{}{peer}}}", what()));
+        }
+    }
+}
 
 impl Host for ReplayHost {
     fn send(&mut self, peer: PeerId, msg: Message) {
-        self.0.send(peer, &msg);
+        self.digest.send(peer, &msg);
+        self.list("send", || json_str(&msg.to_string()), Some(peer));
     }
     fn serve(&mut self, peer: PeerId, unit: u64) -> Upload {
-        self.0.serve(peer, unit);
+        self.digest.serve(peer, unit);
+        self.list("serve", || unit.to_string(), Some(peer));
         Upload::Later
     }
     fn store_unit(
@@ -312,20 +333,26 @@ impl Host for ReplayHost {
         data: Bytes,
         proof: Option<Proof>,
     ) -> Verdict {
-        self.0.store_unit(peer, unit, &data, proof.as_ref());
+        self.digest.store_unit(peer, unit, &data, proof.as_ref());
+        self.list("store_unit", || unit.to_string(), Some(peer));
         Verdict::Later
     }
     fn persist(&mut self, store: Bytes) {
-        self.0.persist(&store);
+        self.digest.persist(&store);
+        self.list("persist", || store.len().to_string(), None);
     }
     fn disconnect(&mut self, peer: PeerId, reason: DisconnectReason) {
-        self.0.disconnect(peer, &reason);
+        self.digest.disconnect(peer, &reason);
+        self.list("disconnect", || json_str(&reason.to_string()), Some(peer));
     }
     fn event(&mut self, e: Event) {
-        self.0.event(&e);
+        self.digest.event(&e);
+        self.list("event", || json_str(&format!("{e:?}")), None);
     }
     fn trace(&mut self, t: Stamped) {
-        self.0.trace(&t);
+        self.digest.trace(&t);
+        // The trace record's own JSON line (an object).
+        self.list("trace", || t.to_json_line(), None);
     }
 }
 
@@ -502,6 +529,26 @@ pub enum ReplayError {
 /// actions as recorded. A record cut short (a killed process) is checked up to its last whole
 /// line.
 pub fn replay(path: &Path) -> Result<ReplayReport, ReplayError> {
+    replay_into(path, None)
+}
+
+/// [`replay`], writing to `out` what the core did: one JSON line per input, as it is fed —
+///
+/// ```json
+/// {"line":12,"t":20113,"in":"frame","peer":1,"msg":"transfer(5)","actions":[{"store_unit":5,"peer":1}]}
+/// ```
+///
+/// `line` is the record's line, `t` the input's time (µs), `in` its kind with its fields (a
+/// frame as its message's short rendering, `msg`), and `actions` everything the core handed out
+/// for it, in order: `send` (a message's rendering) and `serve`, `store_unit`, `disconnect`
+/// with their `peer`, `persist` (the store's size), `event`, and `trace` (the core's trace
+/// record, when the recorded session traced). The line that differs from the record, if one
+/// does, is written before the error returns: what the core did instead is the last line.
+pub fn replay_listing(path: &Path, out: &mut dyn Write) -> Result<ReplayReport, ReplayError> {
+    replay_into(path, Some(out))
+}
+
+fn replay_into(path: &Path, mut out: Option<&mut dyn Write>) -> Result<ReplayReport, ReplayError> {
     let reader = BufReader::new(File::open(path)?);
     let mut lines = reader.lines();
     let parse = |line: u64, reason: String| ReplayError::Parse { line, reason };
@@ -553,7 +600,10 @@ pub fn replay(path: &Path) -> Result<ReplayReport, ReplayError> {
     let mut node =
         Node::try_new(cfg, local, Timestamp::ZERO).map_err(|e| parse(1, e.to_string()))?;
     let max_frame = node.max_frame_len();
-    let mut host = ReplayHost(ActionDigest::new(info_hash));
+    let mut host = ReplayHost {
+        digest: ActionDigest::new(info_hash),
+        listing: out.is_some().then(Vec::new),
+    };
     let mut report = ReplayReport {
         inputs: 0,
         actions: 0,
@@ -574,6 +624,7 @@ pub fn replay(path: &Path) -> Result<ReplayReport, ReplayError> {
             break;
         };
         let t = Timestamp::from_micros(line.t);
+        let mut listed = out.is_some().then(|| listed_input(no, &line));
         let input = match line.input {
             RecInput::Timeout => None,
             RecInput::Connected { peer } => Some(Input::PeerConnected { peer: PeerId(peer) }),
@@ -630,12 +681,21 @@ pub fn replay(path: &Path) -> Result<ReplayReport, ReplayError> {
                 ))
             }
         };
+        if let (Some(head), Some(Input::PeerFrame { frame, .. })) = (listed.as_mut(), &input) {
+            head.push_str(&format!(",\"msg\":{}", json_str(&frame.msg.to_string())));
+        }
         match input {
             Some(input) => node.handle_input(t, input),
             None => node.handle_timeout(t),
         }
         drive(&mut node, t, &mut host);
-        let (n, got_digest) = host.0.take();
+        let (n, got_digest) = host.digest.take();
+        if let (Some(out), Some(head), Some(actions)) =
+            (out.as_deref_mut(), listed.take(), host.listing.as_mut())
+        {
+            writeln!(out, "{head},\"actions\":[{}]}}", actions.join(","))?;
+            actions.clear();
+        }
         if n != line.n || got_digest != line.d {
             return Err(ReplayError::Mismatch {
                 line: no,
@@ -649,4 +709,24 @@ pub fn replay(path: &Path) -> Result<ReplayReport, ReplayError> {
         report.actions += n;
     }
     Ok(report)
+}
+
+/// The start of a record line's listing, unclosed: `{"line":N,"t":T,"in":"<kind>"` and the
+/// input's fields but a frame's bytes (its message is added once decoded).
+fn listed_input(no: u64, line: &Line) -> String {
+    let mut head = format!("{{\"line\":{no},\"t\":{}", line.t);
+    let fields = match &line.input {
+        RecInput::Frame { peer, .. } => format!("{{\"in\":\"frame\",\"peer\":{peer}}}"),
+        other => serde_json::to_string(other).unwrap_or_else(|_| "{}".into()),
+    };
+    // A tagged enum serialises as one object, tag first: its fields go on after ours.
+    let inner = fields
+        .strip_prefix('{')
+        .and_then(|f| f.strip_suffix('}'))
+        .unwrap_or_default();
+    if !inner.is_empty() {
+        head.push(',');
+        head.push_str(inner);
+    }
+    head
 }
