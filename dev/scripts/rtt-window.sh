@@ -12,6 +12,8 @@
 # seeder only (a fetch against an older seeder). SS_LOG=PATH appends `ss -tmi` of both ends,
 # every ~70 ms, during each iperf3 and each fetch (lines: phase, time, namespace, sockets):
 # congestion window, unacknowledged and unsent bytes, the peer's advertised window.
+# FETCH_RECORD=PATH has each fetch write its flight record to PATH-RUN.jsonl (read it with
+# `tierswarm replay PATH-RUN.jsonl --actions`; recording slows the fetch).
 #
 # Prints per run iperf3's rate (one stream, seeder to leecher, receiver's rate) and the fetch's
 # (process wall time, output compared byte for byte), then what one peer's request window of W
@@ -89,7 +91,7 @@ for run in $(seq "$RUNS"); do
     sample "fetch-$run"
     start=$(date +%s.%N)
     ip netns exec "$NS_LEECH" "$BIN" fetch "$WORK/src.bin.tsm" --peer "tcp://$SEED_IP:7000" \
-        --out "$WORK/out.bin" 2> "$WORK/fetch.err"
+        --out "$WORK/out.bin" ${FETCH_RECORD:+--record "$FETCH_RECORD-$run.jsonl"} 2> "$WORK/fetch.err"
     unsample
     wall=$(echo "$(date +%s.%N) - $start" | bc)
     cmp -s "$WORK/src.bin" "$WORK/out.bin" || { echo "run $run: output differs"; exit 1; }
