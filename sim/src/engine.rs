@@ -300,6 +300,7 @@ struct Carried {
     refine_requests: u64,
     refine_timeouts: u64,
     retries: u64,
+    request_timeouts: u64,
     duplicate_units: u64,
     events: u64,
 }
@@ -310,6 +311,7 @@ impl Carried {
         self.refine_requests += s.refine_requests;
         self.refine_timeouts += s.refine_timeouts;
         self.retries += s.retries;
+        self.request_timeouts += s.request_timeouts;
         self.duplicate_units += s.duplicate_units;
         self.events += s.events;
     }
@@ -957,6 +959,7 @@ impl<'a> Engine<'a> {
             totals.refine_requests += c.refine_requests;
             totals.refine_timeouts += c.refine_timeouts;
             totals.retries += c.retries;
+            totals.request_timeouts += c.request_timeouts;
             totals.duplicate_units += c.duplicate_units;
             totals.events += c.events;
         }
@@ -1087,6 +1090,7 @@ impl<'a> Engine<'a> {
             refine_requests: totals.refine_requests,
             refine_timeouts: totals.refine_timeouts,
             retries: totals.retries,
+            request_timeouts: totals.request_timeouts,
             duplicate_units: totals.duplicate_units,
             events: totals.events,
             wall_s: wall.elapsed().as_secs_f64(),
@@ -1259,6 +1263,13 @@ latency = "30ms"
         assert!(paced.all_complete && unpaced.all_complete);
         assert!(paced.efficiency >= 0.95, "{}", paced.summary());
         assert!(paced.makespan_s < unpaced.makespan_s);
+        // The unpaced downloader's retries are timeouts, counted apart as well.
+        assert!(
+            unpaced.request_timeouts > 0 && unpaced.request_timeouts <= unpaced.retries,
+            "{} of {}",
+            unpaced.request_timeouts,
+            unpaced.retries
+        );
         assert!(
             paced.retries * 10 <= unpaced.retries,
             "{} {}",

@@ -165,6 +165,10 @@ pub struct Report {
     pub refine_timeouts: u64,
     /// Unit requests retried.
     pub retries: u64,
+    /// Unit requests that timed out: the part of `retries` that no answer ended (the rest were
+    /// refused). Absent from reports written before it was added (read as 0).
+    #[serde(default)]
+    pub request_timeouts: u64,
     /// Units received that the receiver already had.
     pub duplicate_units: u64,
     /// Inputs processed by all cores together.
@@ -349,8 +353,12 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "refine     {} requests, {} timeouts; {} retries; {} duplicate units",
-            self.refine_requests, self.refine_timeouts, self.retries, self.duplicate_units
+            "refine     {} requests, {} timeouts; {} retries ({} timed out); {} duplicate units",
+            self.refine_requests,
+            self.refine_timeouts,
+            self.retries,
+            self.request_timeouts,
+            self.duplicate_units
         );
         let _ = writeln!(
             out,
@@ -462,6 +470,7 @@ mod tests {
             refine_requests: 3,
             refine_timeouts: 0,
             retries: 1,
+            request_timeouts: 0,
             duplicate_units: 0,
             events: 999,
             wall_s: 0.25,
@@ -531,6 +540,7 @@ mod tests {
             "refine_requests",
             "refine_timeouts",
             "retries",
+            "request_timeouts",
             "duplicate_units",
             "events",
             "wall_s",

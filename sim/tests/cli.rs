@@ -37,8 +37,9 @@ const CONTRACT_KEYS: [&str; 24] = [
 ];
 
 /// Keys beyond the contract's, each documented in sim/README.md ("Report").
-const EXTRA_KEYS: [&str; 10] = [
+const EXTRA_KEYS: [&str; 11] = [
     "exit_reason",
+    "request_timeouts",
     "bound_fluid_s",
     "hostile",
     "disconnects",
@@ -144,12 +145,17 @@ fn run_smoke_writes_the_report_and_every_artefact() {
         "refine_requests",
         "refine_timeouts",
         "retries",
+        "request_timeouts",
         "duplicate_units",
         "events",
     ] {
         assert!(r[key].as_u64().is_some(), "{key}: {}", r[key]);
     }
     assert!(r["events"].as_u64().unwrap() > 0);
+    assert!(
+        r["request_timeouts"].as_u64() <= r["retries"].as_u64(),
+        "timeouts are a part of the retries"
+    );
     assert!(r["wall_s"].as_f64().unwrap() >= 0.0);
     let hash = r["trace_hash"].as_str().unwrap();
     assert!(
