@@ -112,6 +112,9 @@ pub struct Swarm {
     pub hide: BTreeSet<&'static str>,
     /// Every message sent, as the sender sent it (before the hook): `(time, from, to, msg)`.
     pub wire: Vec<(Timestamp, usize, usize, Message)>,
+    /// Every trace record every node emitted, in order, with the node's index (the log shows
+    /// them as text, less the `hide`n kinds): for assertions on records by their fields.
+    pub traces: Vec<(usize, Stamped)>,
     /// Time to upload one served unit: the TRANSFER leaves, and `UnitSent` is reported, this
     /// long after the node's `Serve` (zero: at once).
     pub serve_time: Duration,
@@ -181,10 +184,11 @@ impl Host for HarnessHost<'_> {
             .hide
             .iter()
             .any(|ev| line.contains(&format!("\"ev\":\"{ev}\"")));
+        let i = self.i;
         if !hidden {
-            let i = self.i;
             self.swarm.log(format!("{i} {line}"));
         }
+        self.swarm.traces.push((i, s));
     }
 }
 
@@ -216,6 +220,7 @@ impl Swarm {
             log_kinds: BTreeSet::new(),
             hide: BTreeSet::new(),
             wire: Vec::new(),
+            traces: Vec::new(),
             serve_time: Duration::ZERO,
         }
     }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 use tierswarm_core::tiers::T1_SIZE;
 use tierswarm_core::time::Timestamp;
+use tierswarm_core::trace::Record;
 use tierswarm_core::wire::Message;
 use tierswarm_tests::{config, Fate, Swarm};
 
@@ -40,7 +41,6 @@ fn a_request_overtaken_by_a_later_answer_times_out_soon() {
         }
         _ => Fate::Deliver,
     });
-    s.log_kinds = ["request_timeout"].into_iter().collect();
     s.connect(seed, leech);
     assert!(s.run_until_complete(leech, Duration::from_secs(600)));
     let unit = lost.get().expect("a request was lost");
@@ -74,12 +74,11 @@ fn a_request_overtaken_by_a_later_answer_times_out_soon() {
         })
         .expect("later requests are answered");
     let timed_out: Vec<Timestamp> = s
-        .log
+        .traces
         .iter()
-        .filter(|l| l.contains("request_timeout") && l.contains(&format!("\"unit\":{unit},")))
-        .filter_map(|l| {
-            let t = l.split("\"t\":").nth(1)?.split(',').next()?;
-            Some(Timestamp::from_micros(t.parse().ok()?))
+        .filter_map(|(_, r)| match r.record {
+            Record::RequestTimeout { unit: u, .. } if u == unit => Some(r.t),
+            _ => None,
         })
         .collect();
     assert_eq!(timed_out.len(), 1, "{timed_out:?}");

@@ -8,33 +8,39 @@ use std::time::Duration;
 use tierswarm_core::node::{Input, PeerId};
 use tierswarm_core::tiers::T1_SIZE;
 use tierswarm_core::time::Timestamp;
+use tierswarm_core::trace::Record;
 use tierswarm_core::wire::Message;
 use tierswarm_tests::{config, Swarm};
 
-/// When the leecher logged a `request_timeout`, by unit.
+/// A server holding every unit of a `units`-unit file, serving one unit per `serve_time`, and
+/// a leecher holding none, connected over 10 ms each way: `(swarm, server, leecher)`.
+fn server_and_leecher(units: u64, serve_time: Duration) -> (Swarm, usize, usize) {
+    let file = units * T1_SIZE;
+    let mut s = Swarm::new(Duration::from_millis(10));
+    s.serve_time = serve_time;
+    let server = s.add(config("server", file, true), None);
+    let leech = s.add(config("leech", file, true), Some(&[]));
+    s.connect(server, leech);
+    (s, server, leech)
+}
+
+/// Every unit request that timed out, and when: `(unit, time)`.
 fn timeouts(s: &Swarm) -> Vec<(u64, Timestamp)> {
-    s.log
+    s.traces
         .iter()
-        .filter(|l| l.contains("\"ev\":\"request_timeout\""))
-        .filter_map(|l| {
-            let t = l.split("\"t\":").nth(1)?.split(',').next()?.parse().ok()?;
-            let u = l.split("\"unit\":").nth(1)?.split([',', '}']).next();
-            Some((u?.parse().ok()?, Timestamp::from_micros(t)))
+        .filter_map(|(_, r)| match r.record {
+            Record::RequestTimeout { unit, .. } => Some((unit, r.t)),
+            _ => None,
         })
         .collect()
 }
 
 #[test]
 fn a_peer_answering_only_withdrawals_does_not_hold_our_requests() {
-    // 2,048 units: far more than is fetched before the server stops serving.
-    let file = 2048 * T1_SIZE;
-    let mut s = Swarm::new(Duration::from_millis(10));
-    // A server with a queue: our requests wait in it, so they are sent over time, not at once,
-    // and their timeouts fire one after another.
-    s.serve_time = Duration::from_millis(2);
-    let server = s.add(config("server", file, true), None);
-    let leech = s.add(config("leech", file, true), Some(&[]));
-    s.connect(server, leech);
+    // 2,048 units: far more than is fetched before the server stops serving. A server with a
+    // queue: our requests wait in it, so they are sent over time, not at once, and their
+    // timeouts fire one after another.
+    let (mut s, server, leech) = server_and_leecher(2048, Duration::from_millis(2));
     s.run_until(Timestamp::from_micros(1_000_000));
     // The server's connection to the leecher stops taking data (as a real driver reports a full
     // socket): it serves nothing more, yet reads, and answers every CANCEL with a REJECT.
@@ -91,14 +97,9 @@ fn a_peer_answering_only_withdrawals_does_not_hold_our_requests() {
 
 #[test]
 fn requests_queued_behind_a_slow_but_serving_peer_wait_without_timing_out() {
-    let file = 256 * T1_SIZE;
-    let mut s = Swarm::new(Duration::from_millis(10));
     // 40 ms per unit: a full window waits seconds in the server's queue, longer than the
     // round trips measured while it was short.
-    s.serve_time = Duration::from_millis(40);
-    let server = s.add(config("server", file, true), None);
-    let leech = s.add(config("leech", file, true), Some(&[]));
-    s.connect(server, leech);
+    let (mut s, server, leech) = server_and_leecher(256, Duration::from_millis(40));
     assert!(s.run_until_complete(leech, Duration::from_secs(120)));
     assert_eq!(timeouts(&s), vec![], "a peer making progress is waited for");
     assert_eq!(

@@ -64,10 +64,9 @@ pub struct Limits {
     /// Requests a peer may queue at us before we reject with "busy". Said in our handshake
     /// (`serve_queue`) unless it is [`UNSAID_SERVE_QUEUE`](crate::wire::UNSAID_SERVE_QUEUE):
     /// a requester keeps its window within half of it, so an honest one never reaches it.
-    /// Also the flood limit: a peer that
-    /// sends as many requests no honest requester sends (for units we never advertised on
-    /// this connection, or beyond its full queue since it was last at most half full) is
-    /// dropped
+    /// Also the flood limit: a peer that sends as many requests no honest requester sends (for
+    /// units we never advertised on this connection, or beyond its full queue since it was
+    /// last at most half full) is dropped
     /// ([`DisconnectReason::RequestFlood`](super::DisconnectReason::RequestFlood)).
     pub max_serve_queue: usize,
     /// Units handed to the embedder per peer and not yet reported sent.

@@ -303,7 +303,7 @@ struct ReplayHost {
 
 /// `s` as a JSON string.
 fn json_str(s: &str) -> String {
-    serde_json::Value::from(s).to_string()
+    serde_json::to_string(s).expect("a string serialises")
 }
 
 impl ReplayHost {
