@@ -206,8 +206,25 @@ pub fn content_root(path: &Path) -> Result<[u8; 32], Error> {
 /// # Ok(()) }
 /// ```
 pub fn replay(path: &Path) -> Result<ReplayReport, Error> {
-    tierswarm_io::driver::recorder::replay(path)
-        .map_err(|e| Error::Failed(format!("{}: {e}", path.display())))
+    tierswarm_io::driver::recorder::replay(path).map_err(|e| replay_error(path, e))
+}
+
+/// A replay's error as the API's: a record that is not one (a line that does not parse, bytes
+/// that are not text) is bad input; a replay that differs, or a file that cannot be read, is
+/// work that failed.
+fn replay_error(path: &Path, e: tierswarm_io::driver::recorder::ReplayError) -> Error {
+    use tierswarm_io::driver::recorder::ReplayError;
+    let invalid = match &e {
+        ReplayError::Parse { .. } => true,
+        ReplayError::Io(io) => io.kind() == std::io::ErrorKind::InvalidData,
+        ReplayError::Mismatch { .. } => false,
+    };
+    let said = format!("{}: {e}", path.display());
+    if invalid {
+        Error::Input(said)
+    } else {
+        Error::Failed(said)
+    }
 }
 
 /// [`replay`], writing to `out` one JSON line per input with what the core did for it (its
@@ -237,8 +254,7 @@ pub fn replay(path: &Path) -> Result<ReplayReport, Error> {
 /// # Ok(()) }
 /// ```
 pub fn replay_listing(path: &Path, out: &mut dyn std::io::Write) -> Result<ReplayReport, Error> {
-    tierswarm_io::driver::recorder::replay_listing(path, out)
-        .map_err(|e| Error::Failed(format!("{}: {e}", path.display())))
+    tierswarm_io::driver::recorder::replay_listing(path, out).map_err(|e| replay_error(path, e))
 }
 
 /// The README's Rust examples run as doc tests, so its copy of the API never rots.

@@ -326,6 +326,18 @@ fn replay_lists_the_actions(rec: &Path, units: u64) {
         Some(11),
         "the differing line is listed last"
     );
+
+    // A file that is not a record is bad input (exit 2), named on one line, with or without
+    // the listing.
+    let garbage = rec.with_extension("garbage.jsonl");
+    std::fs::write(&garbage, b"not a record\n").unwrap();
+    for extra in [&[][..], &["--actions"][..]] {
+        let mut args = vec!["replay", garbage.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let refused = tierswarm(&args);
+        assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
+        one_line_naming(&refused, garbage.to_str().unwrap(), "line 1");
+    }
 }
 
 #[test]
