@@ -13,11 +13,11 @@
 //! Instructions per byte, repeatable on a busy machine: `TIERSWARM_SERVE_UNITS=N` skips divan
 //! and runs each path over the first N units once; `TIERSWARM_SERVE_PATH=serve` serves only,
 //! `untrusted` serves only from the untrusted file, `read-back` serves and receives into an
-//! output with read-back on, as a download does (each unit read back and compared, each 1 MiB
-//! piece valued from its units' values: `tierswarm_io::read_back`), `read-back-hashed` the same
-//! with each piece read back and hashed again once complete (as before 2026-12-03), anything
-//! else serves and receives (see
-//! `dev/BENCHMARKS.md` for the `valgrind --tool=callgrind` command).
+//! output with read-back on, as a download does (each 1 MiB piece valued from its units' values:
+//! `tierswarm_io::read_back`; until 2026-12-04 each unit was also read back and compared),
+//! `read-back-hashed` the same with each piece read back and hashed again once complete (as
+//! before 2026-12-03), anything else serves and receives (see `dev/BENCHMARKS.md` for the
+//! `valgrind --tool=callgrind` command).
 
 use std::path::PathBuf;
 
@@ -102,8 +102,7 @@ fn serve(f: &Fixture, unit: u64) -> ([Bytes; 3], UnitProof) {
 }
 
 /// Receiving: verify the unit against its proof, then write it to `out` with its value (a
-/// worker's job; into an output with read-back on, the unit is read back and compared, and each
-/// piece valued from its units' values).
+/// worker's job; into an output with read-back on, each piece is valued from its units' values).
 fn receive(f: &Fixture, out: &DataFile, unit: u64, data: &[u8], p: &UnitProof) {
     let m = f.seeder.manifest();
     let verified = verify_unit_value(&m.root, m.file_len, unit, data, p).expect("verifies");

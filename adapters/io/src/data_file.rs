@@ -223,8 +223,8 @@ impl DataFile {
     }
 
     /// Whether unit `unit`, just read from a download's output that is not trusted whole, may be
-    /// served without verifying it again: the download wrote it itself, as verified bytes read
-    /// back equal, and no other program has written to the file since the download's first
+    /// served without verifying it again: the download wrote it itself, as verified bytes, and
+    /// no other program has written to the file since the download's first
     /// write (its stamps around each write and now say so; see [`read_back`](crate::read_back)).
     /// Call it *after* the read, as [`still_trusted`](Self::still_trusted). One `fstat` for a unit
     /// the download wrote itself; none for any other, or without the read-back.
@@ -316,11 +316,11 @@ impl DataFile {
 
     /// Writes a unit that was verified against the content root
     /// ([`verify_unit_value`](crate::content::verify_unit_value)), which carries the unit's
-    /// chaining value from that check. With the read-back on, the unit is read back at once and
-    /// compared with its bytes (an error if they differ), and the piece's value for the final
+    /// chaining value from that check. With the read-back on, the piece's value for the final
     /// check is merged from its units' values once it is complete, instead of hashing the piece
     /// again: one BLAKE3 pass over a download instead of two ([`read_back`](crate::read_back)).
-    /// Only verification makes a [`VerifiedUnit`], so a value always belongs to its bytes.
+    /// Only verification makes a [`VerifiedUnit`], so a value always belongs to its bytes, and
+    /// the value is kept only once `pwrite` has taken all of them.
     pub fn write_verified_unit(&self, verified: VerifiedUnit<'_>) -> io::Result<()> {
         let (unit, data, value) = (verified.unit(), verified.data(), verified.value());
         let (Some(r), Some(_)) = (&self.read_back, value) else {
@@ -328,37 +328,12 @@ impl DataFile {
         };
         self.check_unit_len(unit, data)?;
         let one_at_a_time = self.write_stamped(r, unit, data)?;
-        self.same_as_written(unit, data)?;
-        // Still under the write lock: no other write of the unit comes between the compare and
+        // Still under the write lock: no other write of the unit comes between this one and
         // the vouching (each write clears the unit's vouching first).
         r.vouch(unit);
         drop(one_at_a_time);
         r.wrote(unit, value, self);
         Ok(())
-    }
-
-    /// Reads unit `unit` back into a reused buffer and compares it with `data`.
-    fn same_as_written(&self, unit: u64, data: &[u8]) -> io::Result<()> {
-        thread_local! {
-            static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
-        BUF.with(|b| {
-            let mut buf = b.borrow_mut();
-            if buf.len() < data.len() {
-                // Zeroed once per thread: later reads overwrite it.
-                buf.resize(data.len(), 0);
-            }
-            let back = &mut buf[..data.len()];
-            self.read_exact_at(back, unit * UNIT_LEN)?;
-            if back == data {
-                Ok(())
-            } else {
-                Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("unit {unit} reads back other bytes than were just written"),
-                ))
-            }
-        })
     }
 
     fn check_unit_len(&self, unit: u64, data: &[u8]) -> io::Result<()> {

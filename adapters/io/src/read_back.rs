@@ -12,13 +12,20 @@
 //! one.
 //!
 //! **One hash pass.** A unit received from a peer is hashed once, to verify it; that yields its
-//! chaining value. The worker then writes the unit, reads it straight back and compares the bytes
-//! with what it wrote ([`DataFile::write_verified_unit`]), and keeps the value. When a piece
-//! completes and every unit of it came that way, the piece's value is merged from its units'
-//! values (15 BLAKE3 compressions for a 1 MiB piece) instead of reading and hashing the piece:
-//! the bytes on disk are the bytes that hashed to those values when they were compared, which is
+//! chaining value. The worker then writes the unit ([`DataFile::write_verified_unit`]) and keeps
+//! the value. When a piece completes and every unit of it came that way, the piece's value is
+//! merged from its units' values (15 BLAKE3 compressions for a 1 MiB piece) instead of reading
+//! and hashing the piece: the bytes in the file are the bytes that hashed to those values, as
+//! `pwrite` took them whole and no other program wrote to the file (the stamps, below), which is
 //! what hashing them again would have shown. Pieces with a unit held at the start or written
 //! without a value are read back and hashed as before.
+//!
+//! Until 2026-12-04 each unit was also read straight back after its write and compared with the
+//! bytes that verified. That read came from the page cache the write had just filled, so it
+//! could only have caught another program's write to the same unit in the few microseconds
+//! between the two (a change to any other unit in that window it missed, as the stamps do), not
+//! a disk that loses data; it cost 13 % of a 1 GiB loopback fetch's CPU (dev/BENCHMARKS.md,
+//! "Writes not read back").
 //!
 //! A value is used at the end only if nothing changed the piece since it was read or merged:
 //! - every write through the [`DataFile`] bumps its piece's generation, and a value read under
@@ -82,7 +89,7 @@ pub struct ReadBackStats {
     /// Pieces read back and hashed as the download completed them.
     pub pieces_read_back: u64,
     /// Of those, pieces valued by merging their units' chaining values from verification (every
-    /// unit verified, written, read back and compared), not by hashing the piece again.
+    /// unit verified and written whole), not by hashing the piece again.
     pub pieces_merged: u64,
     /// Pieces hashed by the last whole-file check because no valid read-back value was there.
     pub pieces_hashed_at_check: u64,
@@ -99,7 +106,7 @@ pub(crate) struct ReadBack {
     units: u64,
     /// One bit per unit: held at the start or written since.
     written: Vec<AtomicU64>,
-    /// One bit per unit: its last write was of verified bytes, read back equal
+    /// One bit per unit: its last write was of verified bytes, written whole
     /// ([`vouches_for`](Self::vouches_for)).
     vouched: Vec<AtomicU64>,
     /// Per piece: units not written yet.
@@ -174,7 +181,7 @@ impl ReadBack {
     /// The file's stamp just before the session writes to it (under the file's write lock): if
     /// it is not the stamp right after the session's previous write, another program wrote in
     /// between, and no value is used at the check.
-    /// The unit is no longer vouched for: only a verified write, compared after it, vouches
+    /// The unit is no longer vouched for: only a verified write, once it is done, vouches
     /// again ([`vouch`](Self::vouch)).
     pub(crate) fn before_write(&self, unit: u64, now: Option<FileStamp>) {
         self.vouched[(unit / 64) as usize].fetch_and(!(1u64 << (unit % 64)), Ordering::AcqRel);
@@ -198,7 +205,7 @@ impl ReadBack {
         *lock(&self.after_last_write) = now;
     }
 
-    /// Unit `unit` was just written verified and read back equal (under the file's write lock,
+    /// Unit `unit` was just written whole, verified bytes (under the file's write lock,
     /// after [`after_write`](Self::after_write)): it may be served as it is
     /// ([`vouches_for`](Self::vouches_for)).
     pub(crate) fn vouch(&self, unit: u64) {
@@ -240,7 +247,7 @@ impl ReadBack {
     }
 
     /// Whether unit `unit`, read from the file when its stamp was `now`, holds the bytes the
-    /// session verified and wrote: its last write was of verified bytes, read back equal, no
+    /// session verified and wrote: its last write was of verified bytes, written whole, no
     /// other program wrote between two of the session's writes, and `now` is the stamp after
     /// the session's last write. What this misses is what the final check misses (module docs).
     /// `now` is taken only for a unit that is vouched for (an `fstat` saved on every other
@@ -557,7 +564,7 @@ mod tests {
         }
     }
 
-    /// Another program's change to a unit already written and compared, made before its piece
+    /// Another program's change to a unit already written, made before its piece
     /// completes, is seen: the session's next write finds a stamp it did not leave, so the check
     /// hashes the file as it is instead of trusting the merged values (found in review: the
     /// stamp after the last write alone missed it, the later writes changing it again).
@@ -622,7 +629,7 @@ mod tests {
         assert!(r.usable(stamp).iter().all(Option::is_none));
     }
 
-    /// Any write of a unit ends its vouching; only a verified write, compared after it, vouches
+    /// Any write of a unit ends its vouching; only a verified write, once done, vouches
     /// again (found in review: a vouching set after another write of the unit outlived it).
     #[test]
     fn every_write_of_a_unit_ends_its_vouching() {

@@ -560,7 +560,7 @@ async fn corrupt_peer_case(host: &Host, leech: SessionOptions) {
     );
     assert!(same_bytes(&src, &out));
     // Three pieces of 1 MiB, each valued once its last unit was written (bad units are never
-    // written), from its units' values: every unit verified, written, read back and compared;
+    // written), from its units' values: every unit verified and written whole;
     // the final check hashes only pieces written again since.
     let read_back = leecher
         .read_back_stats()

@@ -765,7 +765,7 @@ impl Session {
     /// resuming a complete store) whose metadata — length, modification and status-change times
     /// to the nanosecond, inode, device, from `fstat` on the open handle after the read — is the
     /// same as when it was hashed. Nor is a unit a download in progress verified and wrote
-    /// itself (read back equal) while no other program has written to its file
+    /// itself while no other program has written to its file
     /// ([`DataFile::vouches_for`](crate::DataFile::vouches_for): the file's metadata around each
     /// of the download's writes and after the read). Any other unit is verified against its
     /// proof (BLAKE3, about 30 µs per 64 KiB; [`units_rechecked`](Self::units_rechecked) counts
