@@ -118,6 +118,8 @@ pub struct Swarm {
     /// Time to upload one served unit: the TRANSFER leaves, and `UnitSent` is reported, this
     /// long after the node's `Serve` (zero: at once).
     pub serve_time: Duration,
+    /// Nodes that upload at another pace than `serve_time`: node index → time per unit.
+    pub serve_times: BTreeMap<usize, Duration>,
 }
 
 /// The swarm as node `i`'s [`Host`]: messages go on the wire after the latency (through the
@@ -139,11 +141,12 @@ impl Host for HarnessHost<'_> {
             data: Bytes::new(),
             proof: None,
         };
-        if s.serve_time.is_zero() {
+        let serve_time = s.serve_times.get(&i).copied().unwrap_or(s.serve_time);
+        if serve_time.is_zero() {
             s.send_msg(i, j, msg);
             return Upload::Sent;
         }
-        let done = s.now.add(s.serve_time);
+        let done = s.now.add(serve_time);
         s.push(done, Pending::Input(i, Input::UnitSent { peer, unit }));
         s.push(done, Pending::Send(i, j, msg));
         Upload::Later
@@ -222,6 +225,7 @@ impl Swarm {
             wire: Vec::new(),
             traces: Vec::new(),
             serve_time: Duration::ZERO,
+            serve_times: BTreeMap::new(),
         }
     }
 

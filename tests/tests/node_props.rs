@@ -961,7 +961,9 @@ fn generator_reaches_completion_endgame_and_persist() {
         pct(persisted)
     );
     assert!(pct(completed) >= 12.0, "too few cases complete the file");
-    assert!(pct(endgame) >= 10.0, "too few cases reach endgame");
+    // 8.5 % of this sample since endgame duplicates go only to a peer expected to deliver
+    // sooner (10.2 % when any peer with room took them): 34 cases still cover the path.
+    assert!(pct(endgame) >= 7.0, "too few cases reach endgame");
     assert!(pct(persisted) >= 60.0, "too few cases persist");
 }
 

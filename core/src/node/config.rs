@@ -59,7 +59,8 @@ pub struct Limits {
     pub max_current_blocks: usize,
     /// Candidate blocks or units examined per decision before falling back to a bounded scan.
     pub max_probes: usize,
-    /// Requests for the same unit at once in endgame.
+    /// Requests for the same unit at once in endgame, counting those at peers that have not
+    /// gone quiet (delivered nothing for four units' time and a round trip).
     pub endgame_duplicates: u32,
     /// Requests a peer may queue at us before we reject with "busy". Said in our handshake
     /// (`serve_queue`) unless it is [`UNSAID_SERVE_QUEUE`](crate::wire::UNSAID_SERVE_QUEUE):

@@ -77,6 +77,12 @@ pub struct Peer {
     pub(crate) rtt: RttEstimator,
     /// Bytes per second received from this peer (EWMA over units).
     pub(crate) rate: f64,
+    /// Seconds per unit received from this peer (EWMA of the gaps between its units, each
+    /// counted from the later of the previous unit and the unit's request, so time with
+    /// nothing asked of the peer does not count). Unlike `rate`, units arriving in the same
+    /// instant average in as gaps of zero instead of as near-infinite rates, so it does not
+    /// overstate a peer that delivers in bursts (the endgame's expected deliveries use it).
+    pub(crate) unit_interval: Option<f64>,
     pub(crate) last_unit_at: Option<Timestamp>,
     /// When the peer last answered one of our requests (transfer or reject): it is alive.
     pub(crate) last_answer_at: Option<Timestamp>,
@@ -120,6 +126,7 @@ impl Peer {
             view: None,
             rtt: RttEstimator::new(),
             rate: 0.0,
+            unit_interval: None,
             last_unit_at: None,
             last_answer_at: None,
             last_progress_at: None,
@@ -246,9 +253,16 @@ impl Peer {
         max_window.min((self.serve_queue / 2).max(1))
     }
 
-    /// Records a unit of `bytes` received at `now` for the throughput estimate.
-    pub(crate) fn note_unit(&mut self, bytes: u64, now: Timestamp) {
+    /// Records a unit of `bytes` received at `now` for the throughput estimates; `asked_at`:
+    /// when its request was sent, if it answers one still owed.
+    pub(crate) fn note_unit(&mut self, bytes: u64, now: Timestamp, asked_at: Option<Timestamp>) {
         if let Some(prev) = self.last_unit_at {
+            let since = asked_at.map_or(prev, |a| a.max(prev));
+            let gap = now.since(since).as_secs_f64();
+            self.unit_interval = Some(match self.unit_interval {
+                None => gap,
+                Some(i) => (1.0 - RATE_GAIN) * i + RATE_GAIN * gap,
+            });
             let dt = now.since(prev).as_secs_f64().max(MIN_RATE_INTERVAL_S);
             let inst = bytes as f64 / dt;
             self.rate = if self.rate == 0.0 {
@@ -283,8 +297,8 @@ mod tests {
         p.rtt.sample(Duration::from_millis(100));
         // 10 units a second at 100 ms, answered at the base round trip: one unit in flight,
         // counted twice (slow start), plus the minimum.
-        p.note_unit(65536, Timestamp::from_micros(0));
-        p.note_unit(65536, Timestamp::from_micros(100_000));
+        p.note_unit(65536, Timestamp::from_micros(0), None);
+        p.note_unit(65536, Timestamp::from_micros(100_000), None);
         assert_eq!(p.window(65536, 4, 64), 6);
         // Answers now take four times the base round trip: our requests queue there, so the
         // window is one round trip's worth plus the minimum.

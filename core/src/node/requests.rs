@@ -130,10 +130,28 @@ impl RequestLedger {
     }
 
     /// Every held request, by unit then peer: `(unit, peer, active)`.
+    #[cfg(test)]
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, PeerId, bool)> + '_ {
         self.requests
             .iter()
             .map(|(&(u, p), r)| (u, p, r.state == ReqState::Active))
+    }
+
+    /// Every active request with its place in its peer's queue, peer by peer, each peer's in
+    /// issue order: `(unit, peer, place, sent_at)`, where `place` counts our requests the peer
+    /// answers before it (a peer answers in issue order).
+    pub(crate) fn active_with_place(
+        &self,
+    ) -> impl Iterator<Item = (u64, PeerId, u32, Timestamp)> + '_ {
+        self.active_by_peer.iter().flat_map(move |(&peer, s)| {
+            s.iter().enumerate().map(move |(i, &(_, unit))| {
+                let sent_at = self
+                    .requests
+                    .get(&(unit, peer))
+                    .map_or(Timestamp::ZERO, |r| r.sent_at);
+                (unit, peer, i as u32, sent_at)
+            })
+        })
     }
 
     /// Records a request for `unit` sent to `peer` now.
@@ -344,7 +362,7 @@ impl Node {
                 p.last_answered_seq = Some(seq);
             }
         }
-        p.note_unit(len, now);
+        p.note_unit(len, now, sent_at.map(|(at, _)| at));
         self.download_received(len);
         if let Some((from, before)) = overtaken_since {
             self.time_out_overtaken(peer, from, before);
@@ -561,6 +579,39 @@ mod tests {
                 assert_eq!(l.seq_of(unit, peer), Some(seq));
             }
         }
+    }
+
+    /// Places follow each peer's issue order and close up as requests settle; settled and
+    /// expired requests have none.
+    #[test]
+    fn places_count_the_requests_a_peer_answers_first() {
+        let (a, b) = (PeerId(1), PeerId(2));
+        let mut l = RequestLedger::default();
+        for (unit, peer, at) in [(30, a, 1), (10, a, 2), (20, b, 3), (40, a, 4), (10, b, 5)] {
+            l.issue(unit, peer, t(at));
+        }
+        let places = |l: &RequestLedger| -> Vec<(u64, PeerId, u32, u64)> {
+            l.active_with_place()
+                .map(|(u, p, place, sent)| (u, p, place, sent.as_micros()))
+                .collect()
+        };
+        assert_eq!(
+            places(&l),
+            vec![
+                (30, a, 0, 1),
+                (10, a, 1, 2),
+                (40, a, 2, 4),
+                (20, b, 0, 3),
+                (10, b, 1, 5)
+            ]
+        );
+        assert!(matches!(l.answer(30, a), Answer::Owed { .. }));
+        l.expire(20, b);
+        assert_eq!(
+            places(&l),
+            vec![(10, a, 0, 2), (40, a, 1, 4), (10, b, 0, 5)]
+        );
+        check(&l);
     }
 
     #[test]

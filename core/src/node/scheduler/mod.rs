@@ -169,8 +169,14 @@ impl Node {
             if picks.len() < budget && self.claims.all_claimed() {
                 let (view, _) = self.sched_view();
                 let dup = endgame::plan(&view, &view.peers[&peer], budget - picks.len());
-                self.issue(peer, &dup, RequestPath::Endgame, window);
-                issued += dup.len();
+                self.issue(peer, &dup.units, RequestPath::Endgame, window);
+                issued += dup.units.len();
+                if let Some(at) = dup.recheck {
+                    // Always later than now (`endgame::expect`): a wake-up at now would plan
+                    // again at the same instant, forever.
+                    debug_assert!(at > self.now, "endgame recheck not in the future");
+                    self.wake_at(peer, at);
+                }
             }
         }
         // Starved peers are woken when a unit returns to the pool or the download pace allows
@@ -214,13 +220,21 @@ impl Node {
             self.send_refine(peer, b);
         }
         if let Some(at) = plan.recheck {
-            let p = self.peers.get_mut(&peer).expect("filled peers exist");
-            if p.wake_at.is_none_or(|w| w <= now || at < w) {
-                p.wake_at = Some(at);
-                self.timers.push(at, Timer::Wake(peer));
-            }
+            self.wake_at(peer, at);
         }
         plan.picks
+    }
+
+    /// Plans for `peer` again at `at`, unless a wake-up for it is already armed sooner.
+    fn wake_at(&mut self, peer: PeerId, at: Timestamp) {
+        let now = self.now;
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if p.wake_at.is_none_or(|w| w <= now || at < w) {
+            p.wake_at = Some(at);
+            self.timers.push(at, Timer::Wake(peer));
+        }
     }
 
     /// Requests `units` from `peer`; traced as runs of consecutive units.
