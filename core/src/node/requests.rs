@@ -137,20 +137,20 @@ impl RequestLedger {
             .map(|(&(u, p), r)| (u, p, r.state == ReqState::Active))
     }
 
-    /// Every active request with its place in its peer's queue, peer by peer, each peer's in
-    /// issue order: `(unit, peer, place, sent_at)`, where `place` counts our requests the peer
-    /// answers before it (a peer answers in issue order).
-    pub(crate) fn active_with_place(
+    /// Every peer's queue of active requests, peer by peer: `(peer, head_sent_at, units)`, the
+    /// units in issue order (a peer answers in that order, so a unit's index is its place: the
+    /// number of our requests the peer answers before it), and `head_sent_at` when the first of
+    /// them was sent.
+    pub(crate) fn active_queues(
         &self,
-    ) -> impl Iterator<Item = (u64, PeerId, u32, Timestamp)> + '_ {
-        self.active_by_peer.iter().flat_map(move |(&peer, s)| {
-            s.iter().enumerate().map(move |(i, &(_, unit))| {
-                let sent_at = self
-                    .requests
-                    .get(&(unit, peer))
-                    .map_or(Timestamp::ZERO, |r| r.sent_at);
-                (unit, peer, i as u32, sent_at)
-            })
+    ) -> impl Iterator<Item = (PeerId, Timestamp, impl Iterator<Item = u64> + '_)> + '_ {
+        self.active_by_peer.iter().map(move |(&peer, s)| {
+            // Only the head's time is looked up: one search per peer, not per request.
+            let head_sent_at = s
+                .first()
+                .and_then(|&(_, unit)| self.requests.get(&(unit, peer)))
+                .map_or(Timestamp::ZERO, |r| r.sent_at);
+            (peer, head_sent_at, s.iter().map(|&(_, unit)| unit))
         })
     }
 
@@ -590,27 +590,18 @@ mod tests {
         for (unit, peer, at) in [(30, a, 1), (10, a, 2), (20, b, 3), (40, a, 4), (10, b, 5)] {
             l.issue(unit, peer, t(at));
         }
-        let places = |l: &RequestLedger| -> Vec<(u64, PeerId, u32, u64)> {
-            l.active_with_place()
-                .map(|(u, p, place, sent)| (u, p, place, sent.as_micros()))
+        let queues = |l: &RequestLedger| -> Vec<(PeerId, u64, Vec<u64>)> {
+            l.active_queues()
+                .map(|(p, head, units)| (p, head.as_micros(), units.collect()))
                 .collect()
         };
         assert_eq!(
-            places(&l),
-            vec![
-                (30, a, 0, 1),
-                (10, a, 1, 2),
-                (40, a, 2, 4),
-                (20, b, 0, 3),
-                (10, b, 1, 5)
-            ]
+            queues(&l),
+            vec![(a, 1, vec![30, 10, 40]), (b, 3, vec![20, 10])]
         );
         assert!(matches!(l.answer(30, a), Answer::Owed { .. }));
         l.expire(20, b);
-        assert_eq!(
-            places(&l),
-            vec![(10, a, 0, 2), (40, a, 1, 4), (10, b, 0, 5)]
-        );
+        assert_eq!(queues(&l), vec![(a, 2, vec![10, 40]), (b, 5, vec![10])]);
         check(&l);
     }
 

@@ -13,7 +13,6 @@ use super::SchedView;
 use crate::node::peer::Peer;
 use crate::time::Timestamp;
 use core::time::Duration;
-use std::collections::BTreeMap;
 
 /// What [`plan`] chose: duplicates to request from the peer, and when to plan again if some
 /// were held back because their requests elsewhere were expected sooner (the time the first of
@@ -47,40 +46,60 @@ struct InFlight {
 /// to peers that stopped delivering must not hold a unit until their timeouts).
 pub(crate) fn plan(v: &SchedView, p: &Peer, budget: usize) -> Duplicates {
     let cap = v.limits.endgame_duplicates;
-    // For each unit in flight elsewhere, its soonest expected answer.
-    let mut in_flight: BTreeMap<u64, InFlight> = BTreeMap::new();
-    // When the request at the head of each peer's queue was sent (places come in order).
-    let mut head = Timestamp::ZERO;
+    let Some(view) = p.view.as_ref() else {
+        return Duplicates {
+            units: Vec::new(),
+            recheck: None,
+        };
+    };
+    // Every request elsewhere for a unit `p` has, with its expected answer: computed once per
+    // peer and then per place, as this runs on every fill in the endgame (thousands of
+    // requests in flight at a leecher of a real swarm; a map insert per request cost 4 % of
+    // its loop's CPU).
+    let mut elsewhere: Vec<(u64, Expected)> = Vec::new();
+    // When the request at the head of `p`'s queue was sent.
     let mut p_head = None;
-    for (unit, q, place, sent_at) in v.requests.active_with_place() {
-        if place == 0 {
-            head = sent_at;
-        }
+    for (q, head, units) in v.requests.active_queues() {
         if q == p.id {
-            p_head = p_head.or(Some(head));
+            p_head = Some(head);
             continue;
         }
         // A request at a peer we no longer know of cannot be answered.
-        let e = v
+        let pace = v
             .peers
             .get(&q)
-            .map_or(QUIET, |q| expect(q, place + 1, Some(head), v.now));
-        let f = in_flight.entry(unit).or_insert(InFlight {
-            soonest: e,
-            live: 0,
-        });
-        if e.wait < f.soonest.wait {
-            f.soonest = e;
+            .map_or(Pace::Quiet, |q| pace(q, Some(head), v.now));
+        for (place, unit) in units.enumerate() {
+            if view.has_unit(unit) {
+                elsewhere.push((unit, pace.expect(place as u32 + 1)));
+            }
         }
-        f.live += u32::from(!e.quiet);
+    }
+    // For each unit, its soonest expected answer and how many of its requests are live (a
+    // stable sort keeps the peers' order among a unit's requests: the first of equal waits).
+    elsewhere.sort_by_key(|&(unit, _)| unit);
+    let mut in_flight: Vec<(u64, InFlight)> = Vec::new();
+    for &(unit, e) in &elsewhere {
+        match in_flight.last_mut() {
+            Some((u, f)) if *u == unit => {
+                if e.wait < f.soonest.wait {
+                    f.soonest = e;
+                }
+                f.live += u32::from(!e.quiet);
+            }
+            _ => in_flight.push((
+                unit,
+                InFlight {
+                    soonest: e,
+                    live: u32::from(!e.quiet),
+                },
+            )),
+        }
     }
     let mut candidates: Vec<(Expected, u64)> = in_flight
         .into_iter()
         .filter(|(unit, f)| {
-            f.live < cap
-                && p.view.as_ref().is_some_and(|view| view.has_unit(*unit))
-                && !v.requests.contains(*unit, p.id)
-                && !v.claims.is_verifying(*unit)
+            f.live < cap && !v.requests.contains(*unit, p.id) && !v.claims.is_verifying(*unit)
         })
         .map(|(unit, f)| (f.soonest, unit))
         .collect();
@@ -88,6 +107,7 @@ pub(crate) fn plan(v: &SchedView, p: &Peer, budget: usize) -> Duplicates {
     candidates.sort_by(|a, b| b.0.wait.total_cmp(&a.0.wait).then(a.1.cmp(&b.1)));
     let queued = v.requests.counts(p.id).active;
     let rtt = base_rtt(p);
+    let own = pace(p, p_head, v.now);
     let mut out = Duplicates {
         units: Vec::new(),
         recheck: None,
@@ -97,8 +117,11 @@ pub(crate) fn plan(v: &SchedView, p: &Peer, budget: usize) -> Duplicates {
             break;
         }
         // An idle peer is not stalled: its quiet counts only from its oldest request in flight.
-        let ours = expect(p, queued + out.units.len() as u32 + 1, p_head, v.now).wait + rtt;
-        // A unit whose wait is unknown goes to any peer (as before any pace is measured).
+        let ours = own.expect(queued + out.units.len() as u32 + 1).wait + rtt;
+        // A unit whose wait is unknown goes to any peer, and a peer whose own pace is unknown
+        // (fewer than two units delivered: a fast seeder that connected during our endgame)
+        // takes any unit: its answers are what measure it, and holding it back would leave
+        // the last units waiting out a known slow queue while it idles.
         if e.wait.is_infinite() || ours < e.wait {
             out.units.push(unit);
         } else {
@@ -133,14 +156,44 @@ fn base_rtt(peer: &Peer) -> f64 {
     peer.rtt.min_rtt().map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// When `peer` is expected to deliver the `n`-th of our requests queued there, from its
-/// measured pace ([`Peer::unit_interval`]): unknown before it has sent two units, or once it
-/// has made no progress for four units' time and its shortest round trip since the later of
-/// its last progress and `head` (when the oldest of our requests there was sent; `None`:
-/// nothing waits there, so never quiet).
-fn expect(peer: &Peer, n: u32, head: Option<Timestamp>, now: Timestamp) -> Expected {
+/// What a peer's measured pace ([`Peer::unit_interval`]) says of the requests queued there.
+#[derive(Clone, Copy)]
+enum Pace {
+    /// Fewer than two units delivered: every wait is unknown.
+    Unknown,
+    /// No progress for four units' time and its shortest round trip since the later of its
+    /// last progress and when the oldest of our requests there was sent.
+    Quiet,
+    /// One unit per `per_unit` seconds; quiet at `lapses_at` if nothing arrives before.
+    Measured {
+        per_unit: f64,
+        lapses_at: Option<Timestamp>,
+    },
+}
+
+impl Pace {
+    /// When the `n`-th of our requests queued at the peer is expected.
+    fn expect(self, n: u32) -> Expected {
+        match self {
+            Pace::Unknown => UNKNOWN,
+            Pace::Quiet => QUIET,
+            Pace::Measured {
+                per_unit,
+                lapses_at,
+            } => Expected {
+                wait: f64::from(n) * per_unit,
+                lapses_at,
+                quiet: false,
+            },
+        }
+    }
+}
+
+/// `peer`'s pace, given `head`: when the oldest of our requests there was sent (`None`:
+/// nothing waits there, so it is never quiet).
+fn pace(peer: &Peer, head: Option<Timestamp>, now: Timestamp) -> Pace {
     let Some(per_unit) = peer.unit_interval else {
-        return UNKNOWN;
+        return Pace::Unknown;
     };
     let patience =
         Duration::try_from_secs_f64(4.0 * per_unit + base_rtt(peer)).unwrap_or(Duration::MAX);
@@ -148,11 +201,10 @@ fn expect(peer: &Peer, n: u32, head: Option<Timestamp>, now: Timestamp) -> Expec
     // At the instant itself the peer counts as quiet already, so a recheck is always later
     // than now (a wake-up at `now` would plan again at once, and again, forever).
     if lapses_at.is_some_and(|at| now >= at) {
-        return QUIET;
+        return Pace::Quiet;
     }
-    Expected {
-        wait: f64::from(n) * per_unit,
+    Pace::Measured {
+        per_unit,
         lapses_at,
-        quiet: false,
     }
 }

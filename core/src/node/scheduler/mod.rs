@@ -172,7 +172,7 @@ impl Node {
                 self.issue(peer, &dup.units, RequestPath::Endgame, window);
                 issued += dup.units.len();
                 if let Some(at) = dup.recheck {
-                    // Always later than now (`endgame::expect`): a wake-up at now would plan
+                    // Always later than now (`endgame::pace`): a wake-up at now would plan
                     // again at the same instant, forever.
                     debug_assert!(at > self.now, "endgame recheck not in the future");
                     self.wake_at(peer, at);
