@@ -240,6 +240,37 @@ mod tests {
         reader: impl FnOnce(FrameLimits) -> FrameReader,
         handshake: bool,
     ) -> (Vec<Message>, usize) {
+        read_all_from(msgs, reader, handshake, usize::MAX)
+    }
+
+    /// A stream that hands out at most `most` bytes per read.
+    struct Uneven {
+        data: Vec<u8>,
+        at: usize,
+        most: usize,
+    }
+
+    impl AsyncRead for Uneven {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            out: &mut [u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            let n = self.most.min(out.len()).min(self.data.len() - self.at);
+            let at = self.at;
+            out[..n].copy_from_slice(&self.data[at..at + n]);
+            self.at += n;
+            std::task::Poll::Ready(Ok(n))
+        }
+    }
+
+    /// [`read_all_with`], each read bringing at most `most` bytes.
+    fn read_all_from(
+        msgs: &[Message],
+        reader: impl FnOnce(FrameLimits) -> FrameReader,
+        handshake: bool,
+        most: usize,
+    ) -> (Vec<Message>, usize) {
         let mut wire = BytesMut::new();
         let hello = Message::Handshake {
             info_hash: Bytes::from_static(&[1; 32]),
@@ -251,7 +282,12 @@ mod tests {
             encode_frame(&[1; 32], m, &mut wire);
         }
         let limits = FrameLimits::for_geometry(Geometry::new(1 << 30).unwrap());
-        let mut r = StreamReader::new(futures::io::Cursor::new(wire.to_vec()), reader(limits));
+        let stream = Uneven {
+            data: wire.to_vec(),
+            at: 0,
+            most,
+        };
+        let mut r = StreamReader::new(stream, reader(limits));
         let (mut got, mut room) = (Vec::new(), 0);
         while let Some(f) = block_on(r.next()).unwrap() {
             room = room.max(r.frames.buffer().capacity());
@@ -285,5 +321,23 @@ mod tests {
         let (got, room) = read_all_with(&units, |l| FrameReader::for_data(l, false), false);
         assert_eq!(got, units);
         assert!(room < UNIT_READ_BUFFER / 2, "room {room}");
+    }
+
+    /// Reads of every size, from a few bytes to more than a read buffer, cut the same frames: the
+    /// bytes of a frame not yet complete move to the front of each new buffer.
+    #[test]
+    fn units_survive_reads_of_any_size() {
+        let units: Vec<Message> = (0..40u32)
+            .map(|i| Message::Transfer {
+                unit: u64::from(i),
+                data: (0..65536u32).map(|b| (b ^ i) as u8).collect::<Vec<u8>>().into(),
+                proof: None,
+            })
+            .collect();
+        for most in [7, 4096, 65_535, 65_536, 65_600, 300_000, 1 << 20] {
+            let (got, room) = read_all_from(&units, |l| FrameReader::new(l, false), true, most);
+            assert_eq!(got, units, "reads of at most {most} bytes");
+            assert!(room >= UNIT_READ_BUFFER / 2, "room {room}");
+        }
     }
 }
