@@ -330,7 +330,10 @@ mod tests {
         let units: Vec<Message> = (0..40u32)
             .map(|i| Message::Transfer {
                 unit: u64::from(i),
-                data: (0..65536u32).map(|b| (b ^ i) as u8).collect::<Vec<u8>>().into(),
+                data: (0..65536u32)
+                    .map(|b| (b ^ i) as u8)
+                    .collect::<Vec<u8>>()
+                    .into(),
                 proof: None,
             })
             .collect();
