@@ -118,11 +118,13 @@ pub(crate) fn plan(v: &SchedView, p: &Peer, budget: usize) -> Duplicates {
         }
         // An idle peer is not stalled: its quiet counts only from its oldest request in flight.
         let ours = own.expect(queued + out.units.len() as u32 + 1).wait + rtt;
-        // A unit whose wait is unknown goes to any peer, and a peer whose own pace is unknown
+        // A unit whose wait is unknown goes to any peer. A peer whose own pace is unknown
         // (fewer than two units delivered: a fast seeder that connected during our endgame)
-        // takes any unit: its answers are what measure it, and holding it back would leave
-        // the last units waiting out a known slow queue while it idles.
-        if e.wait.is_infinite() || ours < e.wait {
+        // takes units up to two in its queue, enough for its answers to measure it: holding
+        // it back would leave the last units waiting out a known slow queue while it idles,
+        // and giving it more would spend a slow newcomer's upload on duplicates.
+        let probe = matches!(own, Pace::Unknown) && queued as usize + out.units.len() < 2;
+        if e.wait.is_infinite() || probe || ours < e.wait {
             out.units.push(unit);
         } else {
             // The rest are expected sooner still; look again once one of their peers would
