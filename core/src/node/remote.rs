@@ -167,6 +167,7 @@ impl Node {
             }
             None => {}
         }
+        self.on_held(peer, unit);
         self.sched.mark_dirty(peer);
     }
 
