@@ -9,18 +9,22 @@
 //! 1. is serialised on `a`'s uplink: it starts at `max(t, uplink free)` and occupies the link for
 //!    `ceil(n · 10⁶ / upload)` µs;
 //! 2. propagates for `latency(a) + latency(b)` (the access latencies add up);
-//! 3. is serialised on `b`'s downlink likewise, in the earliest free gap at or after its
-//!    arrival that fits it;
+//! 3. is serialised on `b`'s downlink likewise, from its arrival on, in every stretch the
+//!    link is free until it is through (its packets interleave with those of messages booked
+//!    before it);
 //! 4. is delivered when its last byte leaves the downlink.
 //!
 //! Everything is integer microseconds (rounded up), so results are exact and identical on every
 //! platform. Delivery times are computed when the message is sent and never moved afterwards,
-//! so a downlink takes messages in the order they are sent, each into the first gap after its
+//! so a downlink takes messages in the order they are sent, each into the free time after its
 //! arrival: a message that arrives before one booked earlier for a later arrival (it waited in
-//! a slow sender's uplink queue) goes first when the gap fits it, and otherwise waits behind
-//! what is already booked. (Booking each message at the end of the downlink's queue instead, as
-//! the simulator did until 2026-12-01, held a seeder's units behind leechers' units that were
-//! still queued in the leechers' uplinks, hundreds of milliseconds away: `dev/SIMULATION.md`.)
+//! a slow sender's uplink queue) starts at once and fills the gap before it, and the rest of
+//! it follows in the next free stretches. The downlink is work-conserving: it never idles
+//! while a message that has arrived is not through. (Booking each message at the end of the
+//! downlink's queue, as the simulator did until 2026-12-01, held a seeder's units behind
+//! leechers' units still queued in the leechers' uplinks, hundreds of milliseconds away; booking
+//! each whole into the first gap that fits, until 2026-12-05, left every shorter gap idle:
+//! `dev/SIMULATION.md`, "A downlink that never idles".)
 //!
 //! # Control and bulk
 //!
@@ -267,8 +271,9 @@ struct Serialiser {
     control_free_at: u64,
     /// Total µs spent transmitting.
     busy_us: u64,
-    /// Bulk takes the first gap after its arrival that fits (a downlink: arrivals come out of
-    /// send order) instead of queueing behind everything booked (an uplink: FIFO).
+    /// Bulk takes every free stretch from its arrival on (a downlink: arrivals come out of send
+    /// order; [`Serialiser::fill_from`]) instead of queueing behind everything booked (an
+    /// uplink: FIFO).
     first_fit: bool,
 }
 
@@ -297,33 +302,45 @@ impl Serialiser {
         }
     }
 
+    /// Books `d` µs of bulk reaching a downlink at `t` into every free stretch from `t` on until
+    /// it is through, and returns when its last byte leaves. A real access link carries packets:
+    /// a unit that reaches it while a gap is open starts at once and interleaves with the units
+    /// booked after the gap, so the link never idles while something that has arrived waits.
+    /// (Booking each message whole into the first gap that fits left every gap shorter than a
+    /// unit idle: a leecher fed partly by slow uploaders, whose units are booked far ahead, lost
+    /// 11 % of its downlink: `dev/SIMULATION.md`, "A downlink that never idles".) Pieces are
+    /// kept apart, not merged, so that a control message waits only for the piece in progress.
+    /// Past the last booked piece it waits for `bulk_free_at`, which carries the control charge.
+    fn fill_from(&mut self, t: u64, d: u64) -> u64 {
+        let mut left = d;
+        let mut cursor = t;
+        let mut i = self.bulk.partition_point(|&(_, end)| end <= t);
+        while let Some(&(s, e)) = self.bulk.get(i) {
+            if cursor < s {
+                let piece = left.min(s - cursor);
+                self.bulk.insert(i, (cursor, cursor + piece));
+                i += 1;
+                left -= piece;
+                if left == 0 {
+                    return cursor + piece;
+                }
+            }
+            cursor = cursor.max(e);
+            i += 1;
+        }
+        let start = cursor.max(self.bulk_free_at);
+        let end = start.saturating_add(left);
+        self.bulk.push_back((start, end));
+        self.bulk_free_at = end;
+        end
+    }
+
     /// Transmits `bytes` reaching the link at `t`; returns when the last byte leaves.
     fn transmit(&mut self, t: u64, bytes: u64, class: Class) -> u64 {
         let d = self.duration(bytes);
         self.busy_us = self.busy_us.saturating_add(d);
         match class {
-            Class::Bulk if self.first_fit => {
-                // The earliest gap at or after `t` that fits: a message that reaches the link
-                // before others already booked for later (they wait in a slow sender's uplink
-                // queue) goes first, as packets do on a real access link. Past the last booked
-                // message it waits for `bulk_free_at`, which carries the control charge.
-                let mut start = t;
-                let mut i = self.bulk.partition_point(|&(_, end)| end <= t);
-                while let Some(&(s, e)) = self.bulk.get(i) {
-                    if start.saturating_add(d) <= s {
-                        break;
-                    }
-                    start = start.max(e);
-                    i += 1;
-                }
-                if i == self.bulk.len() {
-                    start = start.max(self.bulk_free_at);
-                }
-                let end = start.saturating_add(d);
-                self.bulk.insert(i, (start, end));
-                self.bulk_free_at = self.bulk_free_at.max(end);
-                end
-            }
+            Class::Bulk if self.first_fit => self.fill_from(t, d),
             Class::Bulk => {
                 let start = t.max(self.bulk_free_at);
                 let end = start.saturating_add(d);
@@ -812,10 +829,41 @@ mod tests {
             [40 * MS],
             "into the gap before the booked message"
         );
-        // One that does not fit before 105 ms waits behind it: 60 kB (30 ms down) arriving at
-        // 95 ms would end at 125 ms > 105 ms, so it goes 155..185 ms.
+        // One that does not fit before 105 ms uses the gap and finishes after the booked one:
+        // 60 kB (30 ms down) arriving at 95 ms takes 95..105 ms, then 155..175 ms (whole, it
+        // would have left the gap idle and ended at 185 ms).
         let big = n.send(at(20), 0, 1, 60_000, Class::Bulk);
-        assert_eq!(times(&big), [(20 + 60 + 15 + 30 + 30 + 30) * MS]);
+        assert_eq!(times(&big), [175 * MS]);
+        // The link never idled from 95 ms on: the next one waits for all three.
+        let next = n.send(at(60), 0, 1, 2_000, Class::Bulk);
+        assert_eq!(times(&next), [176 * MS]);
+    }
+
+    proptest::proptest! {
+        /// Bulk booked on a downlink in any order of arrivals: the booked pieces stay ordered
+        /// and disjoint, and from each message's arrival to its last byte the link is never
+        /// free (work-conserving), whatever was booked before it.
+        #[test]
+        fn a_downlink_never_idles_while_a_message_waits(
+            msgs in proptest::collection::vec((0u64..5_000, 1u64..400), 1..60)
+        ) {
+            let mut link = Serialiser::new(1_000_000);
+            link.first_fit = true;
+            for (t, d) in msgs {
+                let before = link.bulk.clone();
+                let end = link.transmit(t, d, Class::Bulk);
+                proptest::prop_assert!(end >= t + d);
+                for w in link.bulk.iter().zip(link.bulk.iter().skip(1)) {
+                    proptest::prop_assert!(w.0 .0 < w.0 .1 && w.0 .1 <= w.1 .0, "{:?}", link.bulk);
+                }
+                // The time the earlier bookings left free in [t, end) is exactly this message.
+                let busy_before: u64 = before
+                    .iter()
+                    .map(|&(s, e)| e.min(end).saturating_sub(s.max(t)))
+                    .sum();
+                proptest::prop_assert_eq!(end - t - busy_before, d);
+            }
+        }
     }
 
     #[test]
