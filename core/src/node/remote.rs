@@ -167,7 +167,7 @@ impl Node {
             }
             None => {}
         }
-        self.on_held(peer, unit);
+        self.withdraw_request(peer, unit, "held");
         self.sched.mark_dirty(peer);
     }
 

@@ -329,21 +329,15 @@ impl Node {
         }
     }
 
-    pub(super) fn on_cancel(&mut self, peer: PeerId, unit: u64) {
+    /// `peer` withdrew its request for `unit`: with a CANCEL (`reason` "cancelled"), or, as a
+    /// flat-only peer that is sent no CANCEL, by announcing the unit with a HAVE after getting it
+    /// elsewhere first (an endgame duplicate; `reason` "held", instead of 64 KiB it would drop
+    /// on arrival: on `lossy-churn`, 3.8 % of the flat path's serves, `dev/SIMULATION.md`). A
+    /// request still waiting in our queue is dropped and answered with that reject (every
+    /// request gets exactly one answer); one already handed out to send is sent.
+    pub(super) fn withdraw_request(&mut self, peer: PeerId, unit: u64, reason: &str) {
         if self.uploads.cancel(peer, unit) {
-            // Every request gets exactly one answer, even a cancelled one.
-            let reason = "cancelled".into();
-            self.send(peer, Message::Reject { unit, reason });
-        }
-    }
-
-    /// `peer` announced `unit` (HAVE) while its request for it still waits in our queue: it got
-    /// the unit elsewhere first (an endgame duplicate; a flat-only peer is sent no CANCEL), so
-    /// the request is answered with a reject `held` instead of 64 KiB it would drop on arrival
-    /// (on `lossy-churn`, 3.8 % of the flat path's serves, `dev/SIMULATION.md`).
-    pub(super) fn on_held(&mut self, peer: PeerId, unit: u64) {
-        if self.uploads.cancel(peer, unit) {
-            let reason = "held".into();
+            let reason = reason.into();
             self.send(peer, Message::Reject { unit, reason });
         }
     }
