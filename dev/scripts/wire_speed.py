@@ -172,7 +172,11 @@ def main():
             rate = blake3_one_thread(a.bin[0], src, a.size_mib)
             rates["blake3"].append(rate)
             print("run %d blake3 %.0f MiB/s (one thread)" % (r + 1, rate), flush=True)
-            for b, bin_ in enumerate(a.bin):
+            # The builds take turns at going first: in a run, the first fetch after the memory
+            # and BLAKE3 passes is often the slow one (fresh VM memory, dev/BENCHMARKS.md "Reads
+            # into uninitialised memory"), which a fixed order would always give the same build.
+            turn = r % len(a.bin)
+            for b, bin_ in [(b, a.bin[b]) for b in [*range(turn, len(a.bin)), *range(turn)]]:
                 for rt in a.runtimes.split(","):
                     rate, ok, diag = fetch_once(bin_, src, rt, work, [],
                                                 a.size_mib if a.warm else 0)

@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use async_io::{Async, Timer};
 use futures::io::{AsyncRead, AsyncWrite};
+use tierswarm_io::transport::stream::{ReadInto, Zeroing};
 use tierswarm_io::transport::tcp::TcpSockets;
 
 /// TCP sockets on `async-io`: `Tcp<AsyncIo>` is the TCP transport of async-std and smol.
@@ -50,12 +51,12 @@ impl TcpSockets for AsyncIo {
     fn split(
         stream: Async<TcpStream>,
     ) -> (
-        impl AsyncRead + Unpin + Send + 'static,
+        impl ReadInto + 'static,
         impl AsyncWrite + Unpin + Send + 'static,
     ) {
         let _ = stream.get_ref().set_nodelay(true);
         let shared = Arc::new(stream);
-        (Half(shared.clone()), Half(shared))
+        (Zeroing(Half(shared.clone())), Half(shared))
     }
 }
 

@@ -41,7 +41,7 @@ use quinn::{
     ConnectionError, Endpoint, EndpointConfig, RecvStream, SendStream, TransportConfig, VarInt,
 };
 use rustls::crypto::CryptoProvider;
-use tierswarm_io::transport::stream::StreamReader;
+use tierswarm_io::transport::stream::{StreamReader, Zeroing};
 use tierswarm_io::transport::{
     BoxFuture, Class, Connection, FrameRead, FrameWrite, Framing, Incoming, Listener, OutFrame,
     PeerUrl, Transport,
@@ -397,7 +397,10 @@ fn connection(
 }
 
 /// One stream and the result of reading its next frame.
-type StreamStep = (StreamReader<RecvStream>, io::Result<Option<Incoming>>);
+type StreamStep = (
+    StreamReader<Zeroing<RecvStream>>,
+    io::Result<Option<Incoming>>,
+);
 
 struct QuicReader {
     conn: quinn::Connection,
@@ -410,7 +413,7 @@ struct QuicReader {
     peer_done: Arc<AtomicBool>,
 }
 
-fn read_next(mut stream: StreamReader<RecvStream>) -> BoxFuture<'static, StreamStep> {
+fn read_next(mut stream: StreamReader<Zeroing<RecvStream>>) -> BoxFuture<'static, StreamStep> {
     Box::pin(async move {
         let next = stream.next().await;
         (stream, next)
@@ -436,7 +439,8 @@ impl QuicReader {
         } else {
             self.framing.data_reader()
         };
-        self.streams.push(read_next(StreamReader::new(s, frames)));
+        self.streams
+            .push(read_next(StreamReader::new(Zeroing(s), frames)));
     }
 }
 
@@ -462,7 +466,7 @@ impl FrameRead for QuicReader {
                             return Ok(Some(frame));
                         }
                         // The first stream the peer opens is its control stream.
-                        Ok(None) => self.peer_finished |= stream.get_ref().id().index() == 0,
+                        Ok(None) => self.peer_finished |= stream.get_ref().0.id().index() == 0,
                         // A unit the peer stopped sending (we cancelled it).
                         Err(e) if e.kind() == io::ErrorKind::ConnectionReset
                             && self.conn.close_reason().is_none() => {}

@@ -5,9 +5,9 @@
 //! split, for the shared [`Tcp`] transport); [`transports`] gives a node TCP and QUIC on tokio.
 //! The loop (connections, dialling, effects, the drain, readers and writers) is
 //! [`tierswarm_io::driver::run`], shared with the async-std and smol glues; every protocol
-//! decision is the core's. The read half reaches the shared framing through `tokio-util`'s
-//! `futures-io` compatibility wrapper, the write half through a wrapper of ours that keeps
-//! vectored writes vectored.
+//! decision is the core's. The read half reads straight into the framing's uninitialised
+//! buffer (tokio's `read_buf`, no zero-fill), the write half goes through a wrapper of ours that
+//! keeps vectored writes vectored.
 //!
 //! ```no_run
 //! # async fn demo(session: tierswarm_io::Session) {
@@ -32,13 +32,16 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use futures::io::{AsyncRead, AsyncWrite};
+use bytes::{BufMut, BytesMut};
+use futures::io::AsyncWrite;
 use tierswarm_io::driver::Runtime;
+use tierswarm_io::transport::stream::ReadInto;
 use tierswarm_io::transport::tcp::{Tcp, TcpSockets};
 use tierswarm_io::transport::Transports;
 use tierswarm_quic::{Identity, Quic};
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util::compat::TokioAsyncReadCompatExt;
 
 /// The tokio runtime (the current one: [`Runtime::spawn`] and listening must happen inside it).
 #[derive(Debug, Clone, Copy, Default)]
@@ -75,12 +78,24 @@ impl TcpSockets for Tokio {
     fn split(
         stream: TcpStream,
     ) -> (
-        impl AsyncRead + Unpin + Send + 'static,
+        impl ReadInto + 'static,
         impl AsyncWrite + Unpin + Send + 'static,
     ) {
         let _ = stream.set_nodelay(true);
         let (rd, wr) = stream.into_split();
-        (rd.compat(), VectoredWrite(wr))
+        (UninitRead(rd), VectoredWrite(wr))
+    }
+}
+
+/// A tokio read half that reads into a buffer's spare capacity as it is: tokio's `read_buf`
+/// takes uninitialised memory (its `ReadBuf`), where a `futures-io` read would have the 64 KiB
+/// zero-filled before every read, however few bytes the read brings.
+struct UninitRead(OwnedReadHalf);
+
+impl ReadInto for UninitRead {
+    async fn read_into(&mut self, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
+        // Cancel safe: `read_buf` advances the buffer only by the bytes a completed read brought.
+        self.0.read_buf(&mut (&mut *buf).limit(max)).await
     }
 }
 
@@ -145,5 +160,33 @@ mod tests {
         let mut got = Vec::new();
         accepted.unwrap().0.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, parts.concat());
+    }
+
+    /// A read into spare capacity appends after the bytes already held, takes no more than it
+    /// is offered, and reports the end of the stream as 0.
+    #[tokio::test]
+    async fn a_read_into_appends_at_most_what_it_is_offered() {
+        use tokio::io::AsyncWriteExt as _;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (mut rd, _wr) = Tokio::split(client.unwrap());
+        let mut peer = accepted.unwrap().0;
+        let sent: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        peer.write_all(&sent).await.unwrap();
+        peer.shutdown().await.unwrap();
+        let mut buf = BytesMut::from(&b"held"[..]);
+        loop {
+            buf.reserve(1000);
+            let before = buf.len();
+            let n = rd.read_into(&mut buf, 1000).await.unwrap();
+            assert!(n <= 1000, "read {n} bytes when offered 1000");
+            assert_eq!(buf.len(), before + n);
+            if n == 0 {
+                break;
+            }
+        }
+        assert_eq!(&buf[..4], b"held");
+        assert_eq!(&buf[4..], &sent[..]);
     }
 }

@@ -13,7 +13,7 @@ use futures::channel::mpsc;
 use futures::lock::Mutex;
 use futures::{SinkExt, StreamExt, TryStreamExt};
 
-use super::stream::StreamReader;
+use super::stream::{StreamReader, Zeroing};
 use super::{BoxFuture, Connection, FrameWrite, Framing, Listener, OutFrame, PeerUrl, Transport};
 
 /// Chunks (frame parts) a direction of a connection holds before its writer waits: about a
@@ -69,7 +69,7 @@ impl Pipe {
         let rd = self.rx.map(Ok::<_, io::Error>).into_async_read();
         Connection {
             remote: self.remote,
-            reader: Box::new(StreamReader::new(rd, framing.reader())),
+            reader: Box::new(StreamReader::new(Zeroing(rd), framing.reader())),
             writer: Arc::new(MemWriter {
                 tx: Mutex::new(self.tx),
             }),

@@ -2,6 +2,7 @@
 //! TCP on every runtime is this plus a connect and an accept; QUIC reads each of its streams
 //! with [`StreamReader`].
 
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::sync::Arc;
 
@@ -27,10 +28,52 @@ const UNIT_READ_BUFFER: usize = 512 * 1024;
 /// Bytes of small frames gathered before they are written (frames are flushed in batches).
 const WRITE_BUFFER: usize = 128 * 1024;
 
+/// The read half of a byte stream, read onto the end of a `BytesMut`.
+///
+/// A `futures-io` read needs initialised bytes, so [`Zeroing`] zero-fills the room it reads
+/// into: a byte zeroed per byte received, more where reads return less than they were offered
+/// (a swarm leecher's reads: `memset` was 8.5 % of its CPU samples, dev/BENCHMARKS.md). A
+/// runtime that can read into uninitialised memory (tokio's `read_buf`) implements this trait
+/// itself and skips the zeroing.
+pub trait ReadInto: Unpin + Send {
+    /// Appends at most `max` bytes to `buf`, whose spare capacity is at least `max`; `Ok(0)`
+    /// at end of stream. Cancel safe: dropped before it completes, `buf` is as it was.
+    fn read_into<'a>(
+        &'a mut self,
+        buf: &'a mut BytesMut,
+        max: usize,
+    ) -> impl Future<Output = io::Result<usize>> + Send + 'a;
+}
+
+/// A `futures-io` reader as a [`ReadInto`]: it zero-fills the bytes it offers each read.
+#[derive(Debug)]
+pub struct Zeroing<R>(pub R);
+
+impl<R: AsyncRead + Unpin + Send> ReadInto for Zeroing<R> {
+    async fn read_into(&mut self, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
+        /// Cuts the buffer back to the bytes actually read, also when the read is dropped.
+        struct Filled<'a> {
+            buf: &'a mut BytesMut,
+            len: usize,
+        }
+        impl Drop for Filled<'_> {
+            fn drop(&mut self) {
+                self.buf.truncate(self.len);
+            }
+        }
+        let start = buf.len();
+        buf.resize(start + max, 0);
+        let mut filled = Filled { buf, len: start };
+        let n = self.0.read(&mut filled.buf[start..]).await?;
+        filled.len = start + n;
+        Ok(n)
+    }
+}
+
 /// A connection over a read half and a write half of one byte stream.
 pub fn connection(
     remote: String,
-    rd: impl AsyncRead + Unpin + Send + 'static,
+    rd: impl ReadInto + 'static,
     wr: impl AsyncWrite + Unpin + Send + 'static,
     framing: Framing,
 ) -> Connection {
@@ -48,7 +91,7 @@ pub struct StreamReader<R> {
     frames: FrameReader,
 }
 
-impl<R: AsyncRead + Unpin + Send> StreamReader<R> {
+impl<R: ReadInto> StreamReader<R> {
     /// Reads `rd` into `frames`.
     pub fn new(rd: R, frames: FrameReader) -> Self {
         StreamReader { rd, frames }
@@ -84,7 +127,7 @@ impl<R: AsyncRead + Unpin + Send> StreamReader<R> {
     }
 }
 
-impl<R: AsyncRead + Unpin + Send + 'static> FrameRead for StreamReader<R> {
+impl<R: ReadInto + 'static> FrameRead for StreamReader<R> {
     fn next_frame(&mut self) -> BoxFuture<'_, io::Result<Option<Incoming>>> {
         Box::pin(self.next())
     }
@@ -96,31 +139,17 @@ impl<R: AsyncRead + Unpin + Send + 'static> FrameRead for StreamReader<R> {
 
 /// Reads up to [`READ_CHUNK`] more bytes onto the end of `buf` (into a new buffer of
 /// [`UNIT_READ_BUFFER`] bytes when `units` flow and `buf` is full); `Ok(0)` at end of stream.
-/// Cancel safe: dropped before the read completes, `buf` is as it was.
-async fn read_more(
-    rd: &mut (impl AsyncRead + Unpin),
-    buf: &mut BytesMut,
-    units: bool,
-) -> io::Result<usize> {
-    /// Cuts the buffer back to the bytes actually read, also when the read is dropped.
-    struct Filled<'a> {
-        buf: &'a mut BytesMut,
-        len: usize,
-    }
-    impl Drop for Filled<'_> {
-        fn drop(&mut self) {
-            self.buf.truncate(self.len);
-        }
-    }
+/// Cancel safe, as [`ReadInto::read_into`].
+async fn read_more(rd: &mut impl ReadInto, buf: &mut BytesMut, units: bool) -> io::Result<usize> {
     let start = buf.len();
-    if units && buf.capacity() - start < READ_CHUNK {
-        buf.reserve(UNIT_READ_BUFFER.max(start + READ_CHUNK) - start);
+    if buf.capacity() - start < READ_CHUNK {
+        let room = match units {
+            true => UNIT_READ_BUFFER.max(start + READ_CHUNK),
+            false => start + READ_CHUNK,
+        };
+        buf.reserve(room - start);
     }
-    buf.resize(start + READ_CHUNK, 0);
-    let mut filled = Filled { buf, len: start };
-    let n = rd.read(&mut filled.buf[start..]).await?;
-    filled.len = start + n;
-    Ok(n)
+    rd.read_into(buf, READ_CHUNK).await
 }
 
 /// Frames onto one byte stream: every class in one order, interleaved at frame boundaries
@@ -282,11 +311,11 @@ mod tests {
             encode_frame(&[1; 32], m, &mut wire);
         }
         let limits = FrameLimits::for_geometry(Geometry::new(1 << 30).unwrap());
-        let stream = Uneven {
+        let stream = Zeroing(Uneven {
             data: wire.to_vec(),
             at: 0,
             most,
-        };
+        });
         let mut r = StreamReader::new(stream, reader(limits));
         let (mut got, mut room) = (Vec::new(), 0);
         while let Some(f) = block_on(r.next()).unwrap() {

@@ -7,7 +7,7 @@ use std::io;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 
-use futures::io::{AsyncRead, AsyncWrite};
+use futures::io::AsyncWrite;
 
 use super::{stream, BoxFuture, Connection, Framing, Listener, PeerUrl, Transport};
 
@@ -26,11 +26,12 @@ pub trait TcpSockets: Send + Sync + 'static {
     /// Connects to `addr` (one attempt).
     fn connect(addr: SocketAddr) -> impl Future<Output = io::Result<Self::Stream>> + Send;
     /// Sets `TCP_NODELAY` (best effort: frames are batched by the writer) and splits the
-    /// stream into halves used from two tasks.
+    /// stream into halves used from two tasks. A `futures-io` read half becomes a
+    /// [`ReadInto`](stream::ReadInto) as [`Zeroing`](stream::Zeroing).
     fn split(
         stream: Self::Stream,
     ) -> (
-        impl AsyncRead + Unpin + Send + 'static,
+        impl stream::ReadInto + 'static,
         impl AsyncWrite + Unpin + Send + 'static,
     );
 }
