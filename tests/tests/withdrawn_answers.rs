@@ -108,3 +108,70 @@ fn requests_queued_behind_a_slow_but_serving_peer_wait_without_timing_out() {
         "nothing asked twice"
     );
 }
+
+/// A flat peer is sent no CANCEL: our HAVE of a unit withdraws the request for it there, and
+/// the peer answers REJECT `held`. Such answers are no more progress than a `cancelled` one:
+/// a flat peer that stopped serving but reads keeps answering them while we fetch elsewhere.
+#[test]
+fn a_flat_peer_answering_only_held_units_does_not_hold_our_requests() {
+    let units = 8192;
+    let file = units * T1_SIZE;
+    let mut s = Swarm::new(Duration::from_millis(10));
+    s.serve_time = Duration::from_millis(2);
+    let stuck = s.add(config("stuck", file, false), None);
+    let good = s.add(config("good", file, false), None);
+    let leech = s.add(config("leech", file, false), Some(&[]));
+    s.connect(stuck, leech);
+    s.connect(good, leech);
+    s.run_until(Timestamp::from_micros(200_000));
+    // From here the stuck peer serves nothing more to the leecher (its socket reported full),
+    // yet reads: every HAVE the leecher sends for a unit still in its queue is answered `held`.
+    s.input(
+        stuck,
+        Input::PeerCongested {
+            peer: PeerId(leech as u64),
+            congested: true,
+        },
+    );
+    assert!(s.run_until_complete(leech, Duration::from_secs(120)));
+    assert!(
+        s.count(stuck, leech, "reject") >= 16,
+        "the withdrawals were answered"
+    );
+    let served: BTreeSet<u64> = s
+        .wire
+        .iter()
+        .filter_map(|(_, f, _, m)| match m {
+            Message::Transfer { unit, .. } if *f == stuck => Some(*unit),
+            _ => None,
+        })
+        .collect();
+    // Requests to the stuck peer that were not answered time out within their timeout (500 ms
+    // on these short round trips, doubled per loss event: at most 2 s here), counted from when
+    // they were sent: the `held` answers do not re-arm them. Counted as progress, they did,
+    // and requests sent 1 s after the stall waited 3.8 s.
+    let timed_out = timeouts(&s);
+    let mut waited = Vec::new();
+    for (t, f, to, m) in &s.wire {
+        match m {
+            Message::Request { unit, .. }
+                if *f == leech && *to == stuck && !served.contains(unit) =>
+            {
+                if let Some(at) = timed_out.iter().find(|(u, at)| u == unit && at > t) {
+                    waited.push((*unit, at.1.since(*t)));
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        waited.len() >= 8,
+        "requests to the stuck peer timed out: {waited:?}"
+    );
+    for &(unit, wait) in &waited {
+        assert!(
+            wait <= Duration::from_millis(2050),
+            "unit {unit} waited {wait:?} at a peer that no longer served"
+        );
+    }
+}

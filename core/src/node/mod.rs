@@ -496,7 +496,7 @@ impl Node {
                 reject,
             } => self.on_refine_response(peer, tier, start, bits, id, reject),
             Message::Request { unit, held } => self.on_request(peer, unit, held),
-            Message::Cancel { unit } => self.withdraw_request(peer, unit, "cancelled"),
+            Message::Cancel { unit } => self.withdraw_request(peer, unit, Self::CANCELLED),
             Message::Transfer { unit, data, proof } => self.on_transfer(peer, unit, data, proof),
             Message::Reject { unit, reason } => self.on_reject(peer, unit, reason),
             Message::KeepAlive | Message::Unknown { .. } => {}

@@ -167,7 +167,7 @@ impl Node {
             }
             None => {}
         }
-        self.withdraw_request(peer, unit, "held");
+        self.withdraw_request(peer, unit, Self::HELD);
         self.sched.mark_dirty(peer);
     }
 

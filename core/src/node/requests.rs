@@ -469,8 +469,11 @@ impl Node {
         let now = self.now;
         let until = now.add(self.cfg.limits.reject_backoff);
         // Every request a capable peer holds that is no longer active was withdrawn with a
-        // CANCEL (a flat-only peer gets none): its refusal answers the withdrawal, not the queue.
-        let withdrawn = !active && self.peers.get(&peer).is_some_and(|p| p.is_capable());
+        // CANCEL; a flat-only peer gets none, but our HAVE of the unit withdraws it there too
+        // (answered "held"). Such a refusal answers the withdrawal, not the peer's queue: it is
+        // no sign that the peer is serving.
+        let withdrawn = !active
+            && (reason == Self::HELD || self.peers.get(&peer).is_some_and(|p| p.is_capable()));
         let p = self.answered_by(peer, !withdrawn);
         if active {
             p.note_rejected(unit, now, until);

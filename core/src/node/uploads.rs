@@ -329,6 +329,11 @@ impl Node {
         }
     }
 
+    /// The reject reason of a request withdrawn with a CANCEL.
+    pub(super) const CANCELLED: &'static str = "cancelled";
+    /// The reject reason of a request withdrawn by a HAVE of the unit asked for.
+    pub(super) const HELD: &'static str = "held";
+
     /// `peer` withdrew its request for `unit`: with a CANCEL (`reason` "cancelled"), or, as a
     /// flat-only peer that is sent no CANCEL, by announcing the unit with a HAVE after getting it
     /// elsewhere first (an endgame duplicate; `reason` "held", instead of 64 KiB it would drop
