@@ -24,6 +24,17 @@ fn server_and_leecher(units: u64, serve_time: Duration) -> (Swarm, usize, usize)
     (s, server, leech)
 }
 
+/// The units `server` sent anyone.
+fn served_by(s: &Swarm, server: usize) -> BTreeSet<u64> {
+    s.wire
+        .iter()
+        .filter_map(|(_, f, _, m)| match m {
+            Message::Transfer { unit, .. } if *f == server => Some(*unit),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Every unit request that timed out, and when: `(unit, time)`.
 fn timeouts(s: &Swarm) -> Vec<(u64, Timestamp)> {
     s.traces
@@ -53,14 +64,7 @@ fn a_peer_answering_only_withdrawals_does_not_hold_our_requests() {
         },
     );
     s.run_until(stuck_at.add(Duration::from_secs(30)));
-    let served: BTreeSet<u64> = s
-        .wire
-        .iter()
-        .filter_map(|(_, f, _, m)| match m {
-            Message::Transfer { unit, .. } if *f == server => Some(*unit),
-            _ => None,
-        })
-        .collect();
+    let served = served_by(&s, server);
     let stuck: Vec<(Timestamp, u64)> = s
         .wire
         .iter()
@@ -138,14 +142,7 @@ fn a_flat_peer_answering_only_held_units_does_not_hold_our_requests() {
         s.count(stuck, leech, "reject") >= 16,
         "the withdrawals were answered"
     );
-    let served: BTreeSet<u64> = s
-        .wire
-        .iter()
-        .filter_map(|(_, f, _, m)| match m {
-            Message::Transfer { unit, .. } if *f == stuck => Some(*unit),
-            _ => None,
-        })
-        .collect();
+    let served = served_by(&s, stuck);
     // Requests to the stuck peer that were not answered time out within their timeout (500 ms
     // on these short round trips, doubled per loss event: at most 2 s here), counted from when
     // they were sent: the `held` answers do not re-arm them. Counted as progress, they did,
