@@ -7,6 +7,16 @@
 //! so that a late or repeated answer is recognised rather than taken as unsolicited. The ledger
 //! keeps, at every step, `active` = the number of active requests, and per peer `owed`/`active`
 //! = that peer's owed/active requests.
+//!
+//! A forgotten request may still sit in the peer's queue: a flat-only peer is sent no CANCEL,
+//! and serves it, or answers it `held`, whenever it gets there. So each peer also counts its
+//! forgotten requests not yet answered: `unanswered`, which an answer matching no record may
+//! spend (the recent-answers ring alone held only seconds of a fast download's answers, and at
+//! 1 GiB flat leechers disconnected each other for "unit nobody asked for"), and `late`, which
+//! still occupies the peer's queue (it counts against the room [`RequestLedger::counts`] leaves,
+//! else requests pile up beyond that queue and the server counts them as a flood). A peer
+//! answers in issue order, so a unit served for a request issued after every forgotten one means
+//! those were answered or lost: `late` is then cleared.
 
 use super::api::DisconnectReason;
 use super::outbox::Class;
@@ -52,6 +62,18 @@ pub(crate) struct PeerRequests {
     pub(crate) owed: u32,
     /// Active requests.
     pub(crate) active: u32,
+    /// Forgotten requests that may still wait in the peer's queue (module docs).
+    pub(crate) late: u32,
+}
+
+/// What a peer's forgotten requests leave behind (module docs): kept beside its counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Forgotten {
+    /// Forgotten and never answered: how many answers matching no record it may still send.
+    unanswered: u32,
+    /// Issue number of the newest forgotten request: a unit served for a later one clears
+    /// `late`.
+    newest_seq: u64,
 }
 
 /// What an answer (TRANSFER or REJECT) to `(unit, peer)` turned out to be.
@@ -75,11 +97,13 @@ pub(crate) enum Answer {
 pub(crate) struct RequestLedger {
     requests: BTreeMap<(u64, PeerId), UnitReq>,
     by_peer: BTreeMap<PeerId, PeerRequests>,
+    forgotten: BTreeMap<PeerId, Forgotten>,
     /// Each peer's active requests in issue order: `(seq, unit)`.
     active_by_peer: BTreeMap<PeerId, BTreeSet<(u64, u64)>>,
     /// The next request's issue number.
     next_seq: u64,
-    settled: VecDeque<(u64, PeerId)>,
+    /// Recently settled requests, oldest first; `true` for a forgotten one (not answered yet).
+    settled: VecDeque<(u64, PeerId, bool)>,
     active: u32,
 }
 
@@ -211,21 +235,41 @@ impl RequestLedger {
             .collect()
     }
 
-    /// Settles the request an answer from `peer` for `unit` answers.
-    pub(crate) fn answer(&mut self, unit: u64, peer: PeerId) -> Answer {
+    /// Settles the request an answer from `peer` for `unit` answers; `served`: the answer is
+    /// the unit itself (a TRANSFER), which a peer sends in issue order.
+    pub(crate) fn answer(&mut self, unit: u64, peer: PeerId, served: bool) -> Answer {
         let Some(r) = self.requests.remove(&(unit, peer)) else {
-            return if self.take_settled(unit, peer) {
-                Answer::Settled
-            } else {
-                Answer::Unsolicited
+            return match self.take_settled(unit, peer) {
+                Some(forgotten) => {
+                    if forgotten {
+                        self.answered_late(peer);
+                    }
+                    Answer::Settled
+                }
+                // A forgotten request's record may have left the ring: an answer matching none
+                // is one of those while the peer still owes any.
+                None if self.forgotten.get(&peer).is_some_and(|f| f.unanswered > 0) => {
+                    self.answered_late(peer);
+                    Answer::Settled
+                }
+                None => Answer::Unsolicited,
             };
         };
         let active = r.state == ReqState::Active;
-        self.by_peer.entry(peer).or_default().owed -= 1;
+        let c = self.by_peer.entry(peer).or_default();
+        c.owed -= 1;
+        if served
+            && self
+                .forgotten
+                .get(&peer)
+                .is_some_and(|f| r.seq > f.newest_seq)
+        {
+            c.late = 0;
+        }
         if active {
             self.deactivate(unit, peer, r.seq);
         }
-        self.settle(unit, peer);
+        self.settle(unit, peer, false);
         Answer::Owed {
             sent_at: r.sent_at,
             seq: r.seq,
@@ -276,11 +320,26 @@ impl RequestLedger {
         let k = (unit, peer);
         let stale = self.is_forgettable(unit, peer, sent_at);
         if stale {
-            self.requests.remove(&k);
-            self.settle(unit, peer);
-            self.by_peer.entry(peer).or_default().owed -= 1;
+            let seq = self.requests.remove(&k).map_or(0, |r| r.seq);
+            self.settle(unit, peer, true);
+            let c = self.by_peer.entry(peer).or_default();
+            c.owed -= 1;
+            c.late = c.late.saturating_add(1);
+            let f = self.forgotten.entry(peer).or_default();
+            f.unanswered = f.unanswered.saturating_add(1);
+            f.newest_seq = f.newest_seq.max(seq);
         }
         stale
+    }
+
+    /// A forgotten request of `peer`'s was answered after all.
+    fn answered_late(&mut self, peer: PeerId) {
+        if let Some(f) = self.forgotten.get_mut(&peer) {
+            f.unanswered = f.unanswered.saturating_sub(1);
+        }
+        if let Some(c) = self.by_peer.get_mut(&peer) {
+            c.late = c.late.saturating_sub(1);
+        }
     }
 
     /// Drops everything held for `peer`. Returns the units whose active requests were
@@ -302,32 +361,34 @@ impl RequestLedger {
             }
         }
         self.by_peer.remove(&peer);
+        self.forgotten.remove(&peer);
         self.active_by_peer.remove(&peer);
         released
     }
 
-    fn settle(&mut self, unit: u64, peer: PeerId) {
+    fn settle(&mut self, unit: u64, peer: PeerId, forgotten: bool) {
         if self.settled.len() >= MAX_SETTLED {
             self.settled.pop_front();
         }
-        self.settled.push_back((unit, peer));
+        self.settled.push_back((unit, peer, forgotten));
     }
 
-    /// Whether `(unit, peer)` was settled; consumes the record.
-    fn take_settled(&mut self, unit: u64, peer: PeerId) -> bool {
-        match self.settled.iter().position(|&k| k == (unit, peer)) {
-            Some(i) => {
-                self.settled.remove(i);
-                true
-            }
-            None => false,
-        }
+    /// Whether `(unit, peer)` was settled, and if so whether it was forgotten unanswered;
+    /// consumes the record.
+    fn take_settled(&mut self, unit: u64, peer: PeerId) -> Option<bool> {
+        let i = self
+            .settled
+            .iter()
+            .position(|&(u, p, _)| (u, p) == (unit, peer))?;
+        self.settled.remove(i).map(|(_, _, forgotten)| forgotten)
     }
 
     /// Heap bytes held for `peer` (its share of the request map).
     pub(crate) fn peer_heap_bytes(&self, peer: PeerId) -> usize {
         let held = self.counts(peer).owed as usize;
         held * (core::mem::size_of::<((u64, PeerId), UnitReq)>() + 16)
+            + core::mem::size_of::<(PeerId, PeerRequests)>()
+            + core::mem::size_of::<(PeerId, Forgotten)>()
     }
 }
 
@@ -339,7 +400,12 @@ impl Node {
         data: Bytes,
         proof: Option<Proof>,
     ) {
-        let answer = self.requests.answer(unit, peer);
+        // Never asked of anyone; checked first, since an answer matching no record may pass as
+        // a forgotten request's (`RequestLedger::answer`).
+        if unit >= self.geo.units() {
+            return self.disconnect(peer, DisconnectReason::UnsolicitedTransfer);
+        }
+        let answer = self.requests.answer(unit, peer, true);
         let (sent_at, active) = match answer {
             Answer::Unsolicited => {
                 return self.disconnect(peer, DisconnectReason::UnsolicitedTransfer)
@@ -459,7 +525,7 @@ impl Node {
     }
 
     pub(super) fn on_reject(&mut self, peer: PeerId, unit: u64, reason: String) {
-        let active = match self.requests.answer(unit, peer) {
+        let active = match self.requests.answer(unit, peer, false) {
             Answer::Unsolicited => {
                 return self.disconnect(peer, DisconnectReason::UnsolicitedReject)
             }
@@ -565,6 +631,10 @@ mod tests {
         Timestamp::from_micros(us)
     }
 
+    fn counts(owed: u32, active: u32, late: u32) -> PeerRequests {
+        PeerRequests { owed, active, late }
+    }
+
     /// The counters agree with the map after every operation.
     fn check(l: &RequestLedger) {
         let active = l.iter().filter(|(_, _, a)| *a).count() as u32;
@@ -602,7 +672,7 @@ mod tests {
             queues(&l),
             vec![(a, 1, vec![30, 10, 40]), (b, 3, vec![20, 10])]
         );
-        assert!(matches!(l.answer(30, a), Answer::Owed { .. }));
+        assert!(matches!(l.answer(30, a, true), Answer::Owed { .. }));
         l.expire(20, b);
         assert_eq!(queues(&l), vec![(a, 2, vec![10, 40]), (b, 5, vec![10])]);
         check(&l);
@@ -618,7 +688,7 @@ mod tests {
         check(&l);
         assert_eq!(l.active_for(10), 2);
         assert_eq!(
-            l.answer(11, a),
+            l.answer(11, a, true),
             Answer::Owed {
                 sent_at: t(1),
                 seq: 1,
@@ -627,23 +697,25 @@ mod tests {
         );
         check(&l);
         assert_eq!(
-            l.answer(11, a),
+            l.answer(11, a, true),
             Answer::Settled,
             "a repeat is recognised once"
         );
-        assert_eq!(l.answer(11, a), Answer::Unsolicited);
+        assert_eq!(l.answer(11, a, true), Answer::Unsolicited);
         l.expire(10, b);
         check(&l);
-        assert_eq!(l.counts(b), PeerRequests { owed: 1, active: 0 });
+        assert_eq!(l.counts(b), counts(1, 0, 0));
         assert!(!l.forget(10, b, t(1)), "another request's timer");
         assert!(l.forget(10, b, t(2)));
         check(&l);
+        assert_eq!(l.counts(b), counts(0, 0, 1));
         assert_eq!(
-            l.answer(10, b),
+            l.answer(10, b, true),
             Answer::Settled,
             "late answer after forgetting"
         );
-        assert_eq!(l.counts(a), PeerRequests { owed: 1, active: 1 });
+        assert_eq!(l.counts(b), PeerRequests::default());
+        assert_eq!(l.counts(a), counts(1, 1, 0));
     }
 
     #[test]
@@ -659,7 +731,7 @@ mod tests {
         l.issue(15, a, t(3));
         assert_eq!(l.seq_of(13, a), Some(3));
         l.expire(11, a);
-        assert!(matches!(l.answer(15, a), Answer::Owed { seq: 5, .. }));
+        assert!(matches!(l.answer(15, a, true), Answer::Owed { seq: 5, .. }));
         check(&l);
         // Answering issue 5 overtook 0 and 3 (1 expired; 2 and 4 are b's).
         assert_eq!(
@@ -688,10 +760,10 @@ mod tests {
         assert_eq!(cancelled.as_slice(), &[(a, t(1)), (c, t(3))]);
         check(&l);
         assert_eq!(l.active_for(5), 1);
-        assert_eq!(l.counts(a), PeerRequests { owed: 1, active: 0 });
+        assert_eq!(l.counts(a), counts(1, 0, 0));
         // A cancelled request still gets its answer, which is not active.
         assert_eq!(
-            l.answer(5, a),
+            l.answer(5, a, true),
             Answer::Owed {
                 sent_at: t(1),
                 seq: 0,
@@ -710,14 +782,65 @@ mod tests {
         let mut l = RequestLedger::default();
         for u in 0..(MAX_SETTLED as u64 + 10) {
             l.issue(u, p, t(0));
-            l.answer(u, p);
+            l.answer(u, p, true);
         }
         assert_eq!(l.settled.len(), MAX_SETTLED);
         assert_eq!(
-            l.answer(0, p),
+            l.answer(0, p, true),
             Answer::Unsolicited,
             "the oldest was forgotten"
         );
-        assert_eq!(l.answer(MAX_SETTLED as u64, p), Answer::Settled);
+        assert_eq!(l.answer(MAX_SETTLED as u64, p, true), Answer::Settled);
+    }
+
+    /// A forgotten request's late answer is recognised however many answers settled since
+    /// (a fast download's answers push its record out of the ring in seconds), but only one
+    /// such answer per forgotten request.
+    #[test]
+    fn a_forgotten_request_is_answered_late_after_its_record_left_the_ring() {
+        let (slow, fast) = (PeerId(1), PeerId(2));
+        let mut l = RequestLedger::default();
+        l.issue(7, slow, t(1));
+        l.expire(7, slow);
+        assert!(l.forget(7, slow, t(1)));
+        for u in 100..=(100 + MAX_SETTLED as u64) {
+            l.issue(u, fast, t(2));
+            l.answer(u, fast, true);
+        }
+        assert!(!l.settled.iter().any(|&(u, p, _)| (u, p) == (7, slow)));
+        assert_eq!(l.answer(7, slow, false), Answer::Settled, "held, at last");
+        assert_eq!(l.answer(7, slow, true), Answer::Unsolicited, "only once");
+        assert_eq!(l.answer(100, fast, true), Answer::Unsolicited);
+        check(&l);
+    }
+
+    /// Forgotten requests keep occupying the peer's queue (`late`) until answered, or until a
+    /// unit is served for a request issued after all of them (a peer serves in issue order, so
+    /// the rest were lost); rejects come out of order and clear nothing.
+    #[test]
+    fn forgotten_requests_hold_the_queue_until_a_later_unit_is_served() {
+        let p = PeerId(1);
+        let mut l = RequestLedger::default();
+        for u in [1, 2, 3] {
+            l.issue(u, p, t(u));
+            l.expire(u, p);
+            assert!(l.forget(u, p, t(u)));
+        }
+        assert_eq!(l.counts(p).late, 3);
+        assert_eq!(l.answer(2, p, false), Answer::Settled);
+        assert_eq!(l.counts(p).late, 2);
+        l.issue(4, p, t(4));
+        l.issue(5, p, t(5));
+        assert!(matches!(l.answer(5, p, false), Answer::Owed { .. }));
+        assert_eq!(l.counts(p).late, 2, "a reject is no sign of order");
+        assert!(matches!(l.answer(4, p, true), Answer::Owed { .. }));
+        assert_eq!(l.counts(p).late, 0, "served after every forgotten one");
+        // The two never answered may still come; an answer matching no record counts as one
+        // of them (whose own record, while in the ring, is still recognised).
+        assert_eq!(l.answer(9, p, true), Answer::Settled);
+        assert_eq!(l.answer(1, p, true), Answer::Settled);
+        assert_eq!(l.answer(8, p, true), Answer::Unsolicited);
+        assert_eq!(l.answer(3, p, true), Answer::Settled);
+        check(&l);
     }
 }

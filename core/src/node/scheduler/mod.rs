@@ -140,11 +140,14 @@ impl Node {
         let min = l.min_window.min(max);
         let window = self.pressure.level().window(p.window(T1_SIZE, min, max));
         // Expired requests still owed an answer do not hold the window (a lossy or partitioned
-        // link would otherwise starve it), but they are bounded too.
+        // link would otherwise starve it), but they are bounded too, with those forgotten that
+        // may still wait in the peer's queue (`window` is at most half of that queue). Those
+        // count for at most a window: their answers may have been lost, and only a unit served
+        // for a later request clears them, so there must always be room for one.
         let c = self.requests.counts(peer);
         let room = window
             .saturating_sub(c.active)
-            .min((2 * window).saturating_sub(c.owed));
+            .min((2 * window).saturating_sub(c.owed.saturating_add(c.late.min(window))));
         let global = l.max_requests.saturating_sub(self.requests.active());
         let capable = p.is_capable();
         // Under a download limit, the pace caps what may be requested now.
