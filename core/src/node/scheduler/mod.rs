@@ -142,12 +142,20 @@ impl Node {
         // Expired requests still owed an answer do not hold the window (a lossy or partitioned
         // link would otherwise starve it), but they are bounded too, with those forgotten that
         // may still wait in the peer's queue (`window` is at most half of that queue). Those
-        // count for at most a window: their answers may have been lost, and only a unit served
-        // for a later request clears them, so there must always be room for one.
+        // count for at most a window here: their answers may have been lost, and only answers
+        // clear them. Against the peer's whole queue they count in full while requests are
+        // still owed there, whose answers or timeouts will come (else a requester served last
+        // by a busy seeder overfilled its queue: `dev/SIMULATION.md`, "The 1 GiB crowds").
         let c = self.requests.counts(peer);
+        let late = if c.owed > 0 {
+            c.late
+        } else {
+            c.late.min(window)
+        };
         let room = window
             .saturating_sub(c.active)
-            .min((2 * window).saturating_sub(c.owed.saturating_add(c.late.min(window))));
+            .min((2 * window).saturating_sub(c.owed.saturating_add(c.late.min(window))))
+            .min(p.serve_queue.saturating_sub(c.owed.saturating_add(late)));
         let global = l.max_requests.saturating_sub(self.requests.active());
         let capable = p.is_capable();
         // Under a download limit, the pace caps what may be requested now.
