@@ -66,7 +66,7 @@ pub(crate) struct PeerRequests {
     pub(crate) late: u32,
 }
 
-/// What a peer's forgotten requests leave behind (module docs): kept beside its counters.
+/// What a peer's forgotten requests leave behind (module docs).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct Forgotten {
     /// Forgotten and never answered: how many answers matching no record it may still send.
@@ -74,6 +74,13 @@ struct Forgotten {
     /// Issue number of the newest forgotten request: a unit served for a later one clears
     /// `late`.
     newest_seq: u64,
+}
+
+/// Everything the ledger keeps per peer besides its requests: one map entry, one lookup.
+#[derive(Debug, Default, Clone, Copy)]
+struct PeerEntry {
+    counts: PeerRequests,
+    forgotten: Forgotten,
 }
 
 /// What an answer (TRANSFER or REJECT) to `(unit, peer)` turned out to be.
@@ -96,8 +103,7 @@ pub(crate) enum Answer {
 #[derive(Debug, Default)]
 pub(crate) struct RequestLedger {
     requests: BTreeMap<(u64, PeerId), UnitReq>,
-    by_peer: BTreeMap<PeerId, PeerRequests>,
-    forgotten: BTreeMap<PeerId, Forgotten>,
+    by_peer: BTreeMap<PeerId, PeerEntry>,
     /// Each peer's active requests in issue order: `(seq, unit)`.
     active_by_peer: BTreeMap<PeerId, BTreeSet<(u64, u64)>>,
     /// The next request's issue number.
@@ -115,7 +121,10 @@ impl RequestLedger {
 
     /// `peer`'s counters.
     pub(crate) fn counts(&self, peer: PeerId) -> PeerRequests {
-        self.by_peer.get(&peer).copied().unwrap_or_default()
+        self.by_peer
+            .get(&peer)
+            .map(|e| e.counts)
+            .unwrap_or_default()
     }
 
     /// Whether any request (active or not) for `unit` to `peer` is held.
@@ -189,7 +198,7 @@ impl RequestLedger {
             },
         );
         debug_assert!(old.is_none(), "the scheduler never asks twice");
-        let c = self.by_peer.entry(peer).or_default();
+        let c = &mut self.by_peer.entry(peer).or_default().counts;
         c.owed += 1;
         c.active += 1;
         self.active += 1;
@@ -203,7 +212,7 @@ impl RequestLedger {
     /// An active request stops being active: the counters and the per-peer order follow.
     fn deactivate(&mut self, unit: u64, peer: PeerId, seq: u64) {
         self.active -= 1;
-        self.by_peer.entry(peer).or_default().active -= 1;
+        self.by_peer.entry(peer).or_default().counts.active -= 1;
         if let Some(s) = self.active_by_peer.get_mut(&peer) {
             s.remove(&(seq, unit));
             if s.is_empty() {
@@ -248,7 +257,11 @@ impl RequestLedger {
                 }
                 // A forgotten request's record may have left the ring: an answer matching none
                 // is one of those while the peer still owes any.
-                None if self.forgotten.get(&peer).is_some_and(|f| f.unanswered > 0) => {
+                None if self
+                    .by_peer
+                    .get(&peer)
+                    .is_some_and(|e| e.forgotten.unanswered > 0) =>
+                {
                     self.answered_late(peer);
                     Answer::Settled
                 }
@@ -256,15 +269,10 @@ impl RequestLedger {
             };
         };
         let active = r.state == ReqState::Active;
-        let c = self.by_peer.entry(peer).or_default();
-        c.owed -= 1;
-        if served
-            && self
-                .forgotten
-                .get(&peer)
-                .is_some_and(|f| r.seq > f.newest_seq)
-        {
-            c.late = 0;
+        let e = self.by_peer.entry(peer).or_default();
+        e.counts.owed -= 1;
+        if served && r.seq > e.forgotten.newest_seq {
+            e.counts.late = 0;
         }
         if active {
             self.deactivate(unit, peer, r.seq);
@@ -322,23 +330,20 @@ impl RequestLedger {
         if stale {
             let seq = self.requests.remove(&k).map_or(0, |r| r.seq);
             self.settle(unit, peer, true);
-            let c = self.by_peer.entry(peer).or_default();
-            c.owed -= 1;
-            c.late = c.late.saturating_add(1);
-            let f = self.forgotten.entry(peer).or_default();
-            f.unanswered = f.unanswered.saturating_add(1);
-            f.newest_seq = f.newest_seq.max(seq);
+            let e = self.by_peer.entry(peer).or_default();
+            e.counts.owed -= 1;
+            e.counts.late = e.counts.late.saturating_add(1);
+            e.forgotten.unanswered = e.forgotten.unanswered.saturating_add(1);
+            e.forgotten.newest_seq = e.forgotten.newest_seq.max(seq);
         }
         stale
     }
 
     /// A forgotten request of `peer`'s was answered after all.
     fn answered_late(&mut self, peer: PeerId) {
-        if let Some(f) = self.forgotten.get_mut(&peer) {
-            f.unanswered = f.unanswered.saturating_sub(1);
-        }
-        if let Some(c) = self.by_peer.get_mut(&peer) {
-            c.late = c.late.saturating_sub(1);
+        if let Some(e) = self.by_peer.get_mut(&peer) {
+            e.forgotten.unanswered = e.forgotten.unanswered.saturating_sub(1);
+            e.counts.late = e.counts.late.saturating_sub(1);
         }
     }
 
@@ -361,7 +366,6 @@ impl RequestLedger {
             }
         }
         self.by_peer.remove(&peer);
-        self.forgotten.remove(&peer);
         self.active_by_peer.remove(&peer);
         released
     }
@@ -387,8 +391,7 @@ impl RequestLedger {
     pub(crate) fn peer_heap_bytes(&self, peer: PeerId) -> usize {
         let held = self.counts(peer).owed as usize;
         held * (core::mem::size_of::<((u64, PeerId), UnitReq)>() + 16)
-            + core::mem::size_of::<(PeerId, PeerRequests)>()
-            + core::mem::size_of::<(PeerId, Forgotten)>()
+            + core::mem::size_of::<(PeerId, PeerEntry)>()
     }
 }
 
@@ -639,7 +642,7 @@ mod tests {
     fn check(l: &RequestLedger) {
         let active = l.iter().filter(|(_, _, a)| *a).count() as u32;
         assert_eq!(l.active(), active);
-        for (&peer, c) in &l.by_peer {
+        for (&peer, PeerEntry { counts: c, .. }) in &l.by_peer {
             let owed = l.iter().filter(|(_, p, _)| *p == peer).count() as u32;
             let act = l.iter().filter(|(_, p, a)| *p == peer && *a).count() as u32;
             assert_eq!((c.owed, c.active), (owed, act), "peer {peer}");
