@@ -348,9 +348,18 @@ struct Window {
     block: u64,
     bits: Bitfield,
     last_used: u64,
-    /// When the window was last refined, and how long that snapshot is trusted (`None` for a
-    /// window built only from pushed deltas or HAVEs).
-    refreshed: Option<(Timestamp, Duration)>,
+    /// When the window was last refined (or told in news), how long that snapshot is trusted,
+    /// and how many units it showed then (`None` for a window built only from pushed deltas or
+    /// HAVEs).
+    refreshed: Option<Refresh>,
+}
+
+/// The last refresh of a [`Window`]: when, for how long it is trusted, with how many units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Refresh {
+    at: Timestamp,
+    ttl: Duration,
+    units: u32,
 }
 
 /// What we know a capable (hierarchical) peer holds: two bits per T3 block plus a bounded set
@@ -545,16 +554,24 @@ impl TieredView {
     /// without a window: the peer has the whole block, or nothing is known).
     pub fn note_refreshed(&mut self, block: u64, at: Timestamp, ttl: Duration) {
         if let Some(w) = self.windows.iter_mut().find(|w| w.block == block) {
-            w.refreshed = Some((at, ttl));
+            let units = w.bits.count_ones() as u32;
+            w.refreshed = Some(Refresh { at, ttl, units });
         }
     }
 
     /// When the window of `block` was last refined and for how long it is trusted.
     pub fn freshness(&self, block: u64) -> Option<(Timestamp, Duration)> {
+        self.last_refresh(block).map(|(at, ttl, _)| (at, ttl))
+    }
+
+    /// When the window of `block` was last refined, for how long it is trusted, and how many
+    /// units it showed then.
+    pub fn last_refresh(&self, block: u64) -> Option<(Timestamp, Duration, u64)> {
         self.windows
             .iter()
             .find(|w| w.block == block)
             .and_then(|w| w.refreshed)
+            .map(|r| (r.at, r.ttl, u64::from(r.units)))
     }
 
     /// Applies a HAVE for one unit. Returns its T3 block if the peer is newly known to have

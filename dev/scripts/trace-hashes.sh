@@ -7,7 +7,7 @@
 set -euo pipefail
 SIM=${SIM:-target/release/tierswarm-sim}
 quick=${1:-}
-light="smoke capable-seeder-legacy-crowd legacy-seeder lossy-churn mixed-legacy sweep-small"
+light="smoke capable-seeder-legacy-crowd legacy-seeder lossy-churn mixed-legacy sweep-small lan"
 heavy="multi-gib flash-crowd thousand"
 tmp=$(mktemp)
 trap 'rm -f "$tmp"' EXIT

@@ -32,6 +32,7 @@ fn shipped_scenarios_parse() {
             "hetero-300-1gib.toml",
             "hetero-staggered.toml",
             "hostile-crowd.toml",
+            "lan.toml",
             "legacy-seeder.toml",
             "lossy-churn.toml",
             "mixed-legacy.toml",

@@ -72,12 +72,15 @@ impl Node {
         caps: Option<Capabilities>,
     ) {
         let capable = self.capable_with(caps);
-        let geo = self.geo;
+        let (geo, now) = (self.geo, self.now);
         let p = self
             .peers
             .get_mut(&peer)
             .expect("frames come from known peers");
         let was_flat = p.is_ready() && !p.is_capable();
+        if !p.is_ready() {
+            p.ready_at = now;
+        }
         p.state = Lifecycle::Ready { capable };
         match (was_flat, capable) {
             (false, false) => self.announce.flat_ready += 1,

@@ -102,6 +102,9 @@ pub struct Peer {
     pub(crate) current_blocks: VecDeque<u64>,
     /// When we last sent it anything.
     pub(crate) last_sent: Timestamp,
+    /// When its handshake made it ready (the first refinement of a block measures the peer's
+    /// pace there from this: [`next_ttl`](super::refinement::next_ttl)).
+    pub(crate) ready_at: Timestamp,
     /// When we last received anything from it (liveness).
     pub(crate) last_received: Timestamp,
     /// When a wake-up for this peer is already armed (so that re-checks are not duplicated).
@@ -135,6 +138,7 @@ impl Peer {
             last_loss_at: None,
             current_blocks: VecDeque::new(),
             last_sent: now,
+            ready_at: now,
             last_received: now,
             wake_at: None,
             rejected: BTreeMap::new(),

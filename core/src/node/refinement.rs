@@ -280,13 +280,45 @@ impl RefineLedger {
     }
 }
 
-/// How long a window just refined is trusted: the base time-to-live when the refinement taught
-/// us something, else double the previous one (up to `max_rto / 2`).
-pub(crate) fn next_ttl(previous: Option<Duration>, news: bool, l: &Limits) -> Duration {
-    if news {
-        l.refine_ttl
-    } else {
-        (previous.unwrap_or(l.refine_ttl) * 2).min(l.max_rto / 2)
+/// Units a peer should have gained in a block before its used-up window there is worth
+/// refining again.
+const REFINE_WORTH: f64 = 8.0;
+
+/// How long a window just refined (or told in news) is trusted before a used-up one may be
+/// refined again.
+///
+/// A refresh that taught nothing doubles the previous wait, to at least `refine_ttl` and at
+/// most `max_rto / 2`: a peer that stays partial is not polled. One that taught something trusts the window for about the time
+/// the peer takes to gain [`REFINE_WORTH`] more units of the block, at the pace it gained them
+/// since `last` (the previous refresh: when, and how many units it showed) or, at the first,
+/// since `ready` (when the peer became ready): within one round trip (`floor`) and
+/// `refine_ttl`. On links of a few Mbit/s that is `refine_ttl`, as before; on a LAN, where a
+/// peer gains hundreds of units a second, a fixed second left the downloaders fetching nearly
+/// everything from the seeder (`dev/SIMULATION.md`, "Fast links"). Refinement credit still
+/// bounds what polling costs per unit received.
+pub(crate) fn next_ttl(
+    last: Option<(Timestamp, Duration, u64)>,
+    ready: Timestamp,
+    units: u64,
+    news: bool,
+    now: Timestamp,
+    floor: Option<Duration>,
+    l: &Limits,
+) -> Duration {
+    if !news {
+        // At least the base: a peer that stopped gaining there (or held its units before it
+        // connected, which the first refresh takes for a fast pace) is not polled again soon.
+        let previous = last.map_or(l.refine_ttl, |(_, ttl, _)| ttl);
+        return (previous * 2).max(l.refine_ttl).min(l.max_rto / 2);
+    }
+    let (from, before) = last.map_or((ready, 0), |(at, _, n)| (at, n));
+    let gained = units.saturating_sub(before);
+    match floor {
+        Some(floor) if gained > 0 => now
+            .since(from)
+            .mul_f64(REFINE_WORTH / gained as f64)
+            .clamp(floor.min(l.refine_ttl), l.refine_ttl),
+        _ => l.refine_ttl,
     }
 }
 
@@ -381,8 +413,17 @@ impl Node {
         };
         v.note_refined(r.block);
         let units = v.window(r.block).map_or(0, |w| w.count_ones());
-        let previous = v.freshness(r.block).map(|(_, ttl)| ttl);
-        let ttl = next_ttl(previous, units > r.known, &self.cfg.limits);
+        let last = v.last_refresh(r.block);
+        let floor = p.rtt.srtt();
+        let ttl = next_ttl(
+            last,
+            p.ready_at,
+            units,
+            units > r.known,
+            now,
+            floor,
+            &self.cfg.limits,
+        );
         v.note_refreshed(r.block, now, ttl);
         self.sync_holders(peer);
         if !late {
@@ -565,13 +606,66 @@ mod tests {
     #[test]
     fn ttl_doubles_without_news_up_to_half_the_max_rto() {
         let l = Limits::default();
-        assert_eq!(next_ttl(None, true, &l), l.refine_ttl);
-        assert_eq!(next_ttl(None, false, &l), l.refine_ttl * 2);
+        let ms = Duration::from_millis;
+        let rtt = Some(ms(40));
+        let last = |ttl| Some((t(0), ttl, 10));
         assert_eq!(
-            next_ttl(Some(l.refine_ttl * 2), false, &l),
+            next_ttl(None, t(0), 0, false, t(0), rtt, &l),
+            l.refine_ttl * 2
+        );
+        assert_eq!(
+            next_ttl(last(l.refine_ttl * 2), t(0), 10, false, t(9), rtt, &l),
             l.refine_ttl * 4
         );
-        assert_eq!(next_ttl(Some(l.max_rto), false, &l), l.max_rto / 2);
-        assert_eq!(next_ttl(Some(l.max_rto), true, &l), l.refine_ttl);
+        assert_eq!(
+            next_ttl(last(l.max_rto), t(0), 10, false, t(9), rtt, &l),
+            l.max_rto / 2
+        );
+        // After a short wait that taught nothing, the base: a peer that held its units before
+        // it connected looks fast at its first refresh, and is not polled for it.
+        assert_eq!(
+            next_ttl(
+                last(Duration::from_millis(20)),
+                t(0),
+                10,
+                false,
+                t(9),
+                rtt,
+                &l
+            ),
+            l.refine_ttl
+        );
+    }
+
+    #[test]
+    fn ttl_with_news_is_the_time_to_gain_a_few_units_within_a_round_trip_and_the_base() {
+        let l = Limits::default();
+        let ms = Duration::from_millis;
+        let at = |n: u64| t(n * 1000);
+        let rtt = Some(ms(2));
+        // 16 units gained in the 100 ms since the last refresh: 8 more take 50 ms.
+        let last = Some((at(100), ms(50), 4));
+        assert_eq!(next_ttl(last, at(0), 20, true, at(200), rtt, &l), ms(50));
+        // A slow peer (one unit in two seconds) is trusted for the base time, as before.
+        let last = Some((at(0), ms(50), 4));
+        assert_eq!(
+            next_ttl(last, at(0), 5, true, at(2000), rtt, &l),
+            l.refine_ttl
+        );
+        // A very fast one (512 units in a millisecond) no less than a round trip.
+        let last = Some((at(100), ms(50), 0));
+        assert_eq!(next_ttl(last, at(0), 512, true, at(101), rtt, &l), ms(2));
+        // The first refresh of a block measures from when the peer became ready.
+        assert_eq!(next_ttl(None, at(100), 8, true, at(110), rtt, &l), ms(10));
+        // No round trip measured yet, or nothing gained: the base time.
+        assert_eq!(
+            next_ttl(None, at(100), 8, true, at(110), None, &l),
+            l.refine_ttl
+        );
+        let last = Some((at(100), ms(50), 8));
+        assert_eq!(
+            next_ttl(last, at(0), 8, true, at(110), rtt, &l),
+            l.refine_ttl
+        );
     }
 }

@@ -199,7 +199,18 @@ impl Node {
                         .unit_range(Tier::T3, block)
                         .is_ok_and(|u| end <= u.end + 7);
                     if within {
-                        v.note_refreshed(block, self.now, self.cfg.limits.refine_ttl);
+                        let units = v.window(block).map_or(0, |w| w.count_ones());
+                        let last = v.last_refresh(block);
+                        let ttl = super::refinement::next_ttl(
+                            last,
+                            p.ready_at,
+                            units,
+                            true,
+                            self.now,
+                            p.rtt.srtt(),
+                            &self.cfg.limits,
+                        );
+                        v.note_refreshed(block, self.now, ttl);
                     }
                 }
                 r
