@@ -53,7 +53,7 @@ import warnings
 # libtorrent's Python API marks the file_storage route to a torrent deprecated; it still works.
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
-TIME_FMT = "%e %U %S %M"
+TIME_FMT = "%e %U %S %M %R %w %c"
 
 
 LIVE = []
@@ -108,8 +108,9 @@ def stop(proc, sig):
 
 
 def read_time(path):
-    wall, user, sys_, rss = open(path).read().split()[-4:]
-    return {"cpu": float(user) + float(sys_), "rss_mib": int(rss) / 1024}
+    wall, user, sys_, rss, faults, vol, invol = open(path).read().split()[-7:]
+    return {"cpu": float(user) + float(sys_), "rss_mib": int(rss) / 1024,
+            "minor_faults": int(faults), "switches": int(vol) + int(invol)}
 
 
 def wait_line(stream, pattern, limit=120):
@@ -439,6 +440,64 @@ def run_libtorrent(args, src, work, topo):
     return res
 
 
+def cpu_of(time_file):
+    user, sys_ = open(time_file).read().split()[-2:]
+    return float(user) + float(sys_)
+
+
+def floor(src, work, leechers, size_mib):
+    """The least CPU any swarm of this topology spends on this machine, measured in the same run by
+    programs that do only the work every byte needs, and the time that CPU takes on all cores.
+
+    Each of the N leechers ends with the whole file, so N x SIZE bytes are, at least once each:
+    read from some sender's page cache and written into a new file on the same filesystem (N `dd`s
+    in parallel, 64 KiB blocks, `src` into new files: both copies, with the fresh pages a download
+    takes); sent and received over loopback TCP (`iperf3 -n N x SIZE`, CPU of both ends: the two
+    socket copies and TCP); hashed once (BLAKE3 on one thread over bytes in memory, Python's
+    `blake3` package, the same Rust crate; libtorrent hashes SHA-1, dearer). Nothing else is
+    counted: no protocol, no proofs, no scheduling, perfect use of every core. `floor_s` is that
+    CPU over the machine's cores: no swarm here finishes sooner (dev/BENCHMARKS.md, "The swarm's
+    floor")."""
+    total_mib = leechers * size_mib
+    # Read and write: N copies of the file, in parallel, into new files.
+    outs = [os.path.join(work, "floor-%d.bin" % i) for i in range(leechers)]
+    tfile = os.path.join(work, "floor-dd.time")
+    script = " ".join("dd if=%s of=%s bs=64K status=none &" % (src, o) for o in outs) + " wait"
+    subprocess.run(["/usr/bin/time", "-f", "%U %S", "-o", tfile, "sh", "-c", script], check=True)
+    copy_cpu = cpu_of(tfile)
+    for o in outs:
+        os.remove(o)
+    # TCP: both ends of one iperf3 stream carrying the same bytes.
+    port = free_ports(1)[0]
+    sfile, cfile = os.path.join(work, "floor-iperf-s.time"), os.path.join(work, "floor-iperf-c.time")
+    srv = subprocess.Popen(["/usr/bin/time", "-f", "%U %S", "-o", sfile, "iperf3", "-s", "-1",
+                            "-B", "127.0.0.1", "-p", str(port)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(200):  # until it listens (a probe connection would end a one-off server)
+        if subprocess.run(["ss", "-Hltn", "sport = :%d" % port],
+                          capture_output=True, text=True).stdout.strip():
+            break
+        time.sleep(0.01)
+    subprocess.run(["/usr/bin/time", "-f", "%U %S", "-o", cfile, "iperf3", "-c", "127.0.0.1",
+                    "-p", str(port), "-n", "%dM" % total_mib],
+                   check=True, stdout=subprocess.DEVNULL)
+    srv.wait(timeout=60)
+    tcp_cpu = cpu_of(sfile) + cpu_of(cfile)
+    # Hash: once per byte received, one thread.
+    out = subprocess.run([sys.executable, "-c", (
+        "import blake3, sys, time\n"
+        "data = open(sys.argv[1], 'rb').read()\n"
+        "t = time.thread_time()\n"
+        "for _ in range(int(sys.argv[2])): blake3.blake3(data).digest()\n"
+        "print(time.thread_time() - t)"), src, str(leechers)],
+        check=True, capture_output=True, text=True).stdout
+    hash_cpu = float(out)
+    cpu = copy_cpu + tcp_cpu + hash_cpu
+    return {"impl": "floor", "copy_cpu_s": round(copy_cpu, 3), "tcp_cpu_s": round(tcp_cpu, 3),
+            "hash_cpu_s": round(hash_cpu, 3), "cpu_s": round(cpu, 3),
+            "cores": os.cpu_count(), "floor_s": round(cpu / os.cpu_count(), 3)}
+
+
 def summarise(name, all_done, leech, seed, seed_units, unit_bytes, size):
     by_leech = sum(l["served"] for l in leech)
     total = by_leech + (seed_units or 0)
@@ -453,6 +512,11 @@ def summarise(name, all_done, leech, seed, seed_units, unit_bytes, size):
         "leecher_rss_mib": [round(l["rss_mib"], 1) for l in leech],
         "seeder_cpu_s": round(seed["cpu"], 2),
         "seeder_rss_mib": round(seed["rss_mib"], 1),
+        # Minor page faults and context switches (voluntary + involuntary), from `time`.
+        "leecher_faults": [l["minor_faults"] for l in leech],
+        "leecher_switches": [l["switches"] for l in leech],
+        "seeder_faults": seed["minor_faults"],
+        "seeder_switches": seed["switches"],
         # In 64 KiB units (libtorrent: payload bytes uploaded / 64 KiB).
         "served_by_seeder": round(seed_units or 0),
         # Copies of the file the seeder sent (1 at best when it is the bottleneck).
@@ -535,6 +599,10 @@ def main():
                    help="libtorrent's torrent: v1 only (its faster setting here, the default) "
                         "or libtorrent 2.x's own default, hybrid v1 + v2")
     b.add_argument("--json", help="append each result as a JSON line here")
+    b.add_argument("--floor", action="store_true",
+                   help="after each repeat, measure the least CPU any swarm of this topology "
+                   "needs here (copies, loopback TCP, one hash per byte; needs iperf3 and "
+                   "Python's blake3) and the time it takes on all cores")
     b.add_argument("--netns", action="store_true",
                    help="every peer in a network namespace of its own, rate-limited (root)")
     b.add_argument("--seed-up", type=float, default=100, help="Mbit/s (--netns)")
@@ -600,6 +668,13 @@ def main():
                 if a.record and impl == "tierswarm":
                     keep_records(work, res, a.keep_over)
                 results.append(res)
+            if a.floor:
+                res = floor(src, work, a.leechers, a.size_mib)
+                res["repeat"] = r + 1
+                print(json.dumps(res), flush=True)
+                if a.json:
+                    open(a.json, "a").write(json.dumps(res) + "\n")
+                results.append(res)
     finally:
         kill_live()
         topo.close()
@@ -617,6 +692,20 @@ def main():
                      ok))
     if len(med) == 2:
         print("libtorrent / tierswarm: %.2f" % (med["libtorrent"] / med["tierswarm"]))
+    fl = [r for r in results if r["impl"] == "floor"]
+    if fl:
+        f = statistics.median(r["floor_s"] for r in fl)
+        print("floor      %.2f (%.2f-%.2f) s: CPU %.2f s (copies %.2f, TCP %.2f, hash %.2f) on %d "
+              "cores" % (f, min(r["floor_s"] for r in fl), max(r["floor_s"] for r in fl),
+                         statistics.median(r["cpu_s"] for r in fl),
+                         statistics.median(r["copy_cpu_s"] for r in fl),
+                         statistics.median(r["tcp_cpu_s"] for r in fl),
+                         statistics.median(r["hash_cpu_s"] for r in fl), fl[0]["cores"]))
+        for impl, t in med.items():
+            cpu = [sum(r["leecher_cpu_s"]) + r["seeder_cpu_s"] for r in results
+                   if r["impl"] == impl]
+            print("%-10s %.2f of the floor's time, %.2f of its CPU" %
+                  (impl, t / f, statistics.median(cpu) / statistics.median(r["cpu_s"] for r in fl)))
     if sim:
         span = statistics.median(x["makespan_s"] for x in sim)
         bound, kr = sim[0]["bound_s"], sim[0]["bound_kr_s"]
