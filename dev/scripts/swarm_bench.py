@@ -4,8 +4,10 @@ loopback, every leecher also serving, run with tierswarm and with libtorrent 2.x
 
     dev/scripts/swarm-bench.sh [SIZE_MIB] [LEECHERS] [REPEATS]
 
-(the wrapper builds the release CLI and calls this with --bin). Each repeat runs tierswarm then
-libtorrent on the same file (random bytes on tmpfs) and topology:
+(the wrapper builds the release CLI and calls this with --bin). Each repeat runs tierswarm and
+libtorrent on the same file (random bytes on tmpfs) and topology, in turn, the one that goes first
+alternating from repeat to repeat (`--warm` also writes and removes the leechers' total size
+twice before the first; `--floor` measures the least CPU any swarm of the shape needs here):
 
 - the seeder starts first and the clock starts once it serves (tierswarm: its `listening on`
   line, after hashing; libtorrent: the torrent is seeding, after its check);
@@ -440,6 +442,17 @@ def run_libtorrent(args, src, work, topo):
     return res
 
 
+def warm_memory(work, mib):
+    """Writes `mib` MiB into the run's directory and removes it, twice: the first run on a fresh
+    VM otherwise pays for memory the host has not backed yet (fresh pages cost 5-8x more to
+    write there: dev/BENCHMARKS.md, "Against what one thread can do")."""
+    path = os.path.join(work, "warm.bin")
+    for _ in range(2):
+        subprocess.run(["dd", "if=/dev/zero", "of=" + path, "bs=1M", "count=%d" % mib,
+                        "status=none"], check=True)
+        os.remove(path)
+
+
 def cpu_of(time_file):
     user, sys_ = open(time_file).read().split()[-2:]
     return float(user) + float(sys_)
@@ -599,6 +612,9 @@ def main():
                    help="libtorrent's torrent: v1 only (its faster setting here, the default) "
                         "or libtorrent 2.x's own default, hybrid v1 + v2")
     b.add_argument("--json", help="append each result as a JSON line here")
+    b.add_argument("--warm", action="store_true",
+                   help="before the first repeat, write and remove as much as the leechers will "
+                   "write (twice), so that no run pays for memory the VM has not backed yet")
     b.add_argument("--floor", action="store_true",
                    help="after each repeat, measure the least CPU any swarm of this topology "
                    "needs here (copies, loopback TCP, one hash per byte; needs iperf3 and "
@@ -650,8 +666,13 @@ def main():
         if a.sim:
             scenario, sim = run_sim(a, work)
             print("simulator (%s): %s" % (scenario, json.dumps(sim)), flush=True)
+        if a.warm:
+            warm_memory(work, a.leechers * a.size_mib)
         for r in range(a.repeats):
-            for impl in ("tierswarm", "libtorrent"):
+            # Who goes first alternates: the first run after files were removed pays for memory
+            # the VM handed back (dev/BENCHMARKS.md, "The spread, narrowed").
+            order = ("tierswarm", "libtorrent") if r % 2 == 0 else ("libtorrent", "tierswarm")
+            for impl in order:
                 if a.only and a.only != impl:
                     continue
                 run = run_tierswarm if impl == "tierswarm" else run_libtorrent
