@@ -313,10 +313,12 @@ def run_tierswarm(args, src, work, topo):
     for i, p in enumerate(procs):
         err = open(os.path.join(work, "ts-leech-%d.err" % i)).read()
         m = re.search(r"from (\d+) peers?; (\d+) requests.*served (\d+) units", err)
+        refines = re.search(r"(\d+) refinements", err)
         if p.returncode != 0 or not m:
             raise RuntimeError("leecher %d failed (%s):\n%s" % (i, p.returncode, err[-2000:]))
         t = read_time(os.path.join(work, "ts-leech-%d.time" % i))
         t.update(peers=int(m.group(1)), requests=int(m.group(2)), served=int(m.group(3)),
+                 refines=int(refines.group(1)) if refines else None,
                  done=finish[i], verified=same(src, outs[i]))
         leech.append(t)
     for o in outs:
@@ -540,6 +542,8 @@ def summarise(name, all_done, leech, seed, seed_units, unit_bytes, size):
         # tierswarm: handshakes completed (a connection closed as a duplicate may count too).
         "peers_seen": [l["peers"] for l in leech],
         "requests": [l["requests"] for l in leech],
+        # tierswarm: refine requests sent (builds before 2026-12-06 do not print them: None).
+        "refines": [l.get("refines") for l in leech],
     }
 
 

@@ -489,8 +489,8 @@ fn fetch(
         Outcome::Complete => {
             let secs = report.elapsed_s.max(1e-6);
             eprintln!(
-                "fetched {} ({}) in {} at {} from {}; {} requests, {} retries, {} timeouts, {} bad units; \
-                 served {} units ({}) to others",
+                "fetched {} ({}) in {} at {} from {}; {} requests, {} retries, {} timeouts, {} bad units, \
+                 {} refinements; served {} units ({}) to others",
                 out.display(),
                 view::format_size(manifest.file_len),
                 view::format_duration(report.elapsed_s),
@@ -500,6 +500,7 @@ fn fetch(
                 report.stats.retries,
                 report.request_timeouts,
                 report.stats.failed_units,
+                report.stats.refine_requests,
                 report.stats.units_served,
                 view::format_size(report.bytes_uploaded)
             );
