@@ -19,6 +19,10 @@ use std::collections::{BTreeMap, VecDeque};
 /// the peer: the window may double per round trip.
 const SLOW_START_RTT_RATIO: f64 = 1.25;
 
+/// Blocks a peer began lately, remembered per peer with when ([`Peer::partial_since`]): a
+/// downloader fetches from a few blocks of a peer at once (`Limits::max_current_blocks`, 4).
+pub(crate) const PARTIAL_SINCE_KEPT: usize = 4;
+
 /// Rejected units remembered per peer.
 pub const MAX_REJECTED: usize = 4096;
 
@@ -103,8 +107,13 @@ pub struct Peer {
     /// When we last sent it anything.
     pub(crate) last_sent: Timestamp,
     /// When its handshake made it ready (the first refinement of a block measures the peer's
-    /// pace there from this: [`next_ttl`](super::refinement::next_ttl)).
+    /// pace there from this, unless the block is in `partial_since`:
+    /// [`next_ttl`](super::refinement::next_ttl)).
     pub(crate) ready_at: Timestamp,
+    /// The blocks its summaries said it had begun since it became ready, with when we heard,
+    /// newest last, at most [`PARTIAL_SINCE_KEPT`]: a block's first refinement measures the
+    /// peer's pace there from when it began it, not from when the peer connected.
+    pub(crate) partial_since: VecDeque<(u64, Timestamp)>,
     /// When we last received anything from it (liveness).
     pub(crate) last_received: Timestamp,
     /// When a wake-up for this peer is already armed (so that re-checks are not duplicated).
@@ -118,6 +127,32 @@ pub struct Peer {
     /// Requests the peer queues from us before it answers "busy" (its handshake's
     /// `serve_queue`): our window to it stays within half of it.
     pub(crate) serve_queue: u32,
+}
+
+/// Since when a peer's pace in `block` is measured: when its summary said it began the block
+/// (`partial_since`), else when it became ready (`ready_at`).
+pub(crate) fn pace_since(
+    partial_since: &VecDeque<(u64, Timestamp)>,
+    ready_at: Timestamp,
+    block: u64,
+) -> Timestamp {
+    partial_since
+        .iter()
+        .rev()
+        .find(|&&(b, _)| b == block)
+        .map_or(ready_at, |&(_, at)| at)
+}
+
+/// Notes that a peer began `block` at `at` (its summary said so), within [`PARTIAL_SINCE_KEPT`].
+pub(crate) fn note_partial_since(
+    partial_since: &mut VecDeque<(u64, Timestamp)>,
+    block: u64,
+    at: Timestamp,
+) {
+    if partial_since.len() >= PARTIAL_SINCE_KEPT {
+        partial_since.pop_front();
+    }
+    partial_since.push_back((block, at));
 }
 
 impl Peer {
@@ -139,6 +174,7 @@ impl Peer {
             current_blocks: VecDeque::new(),
             last_sent: now,
             ready_at: now,
+            partial_since: VecDeque::new(),
             last_received: now,
             wake_at: None,
             rejected: BTreeMap::new(),
@@ -284,6 +320,7 @@ impl Peer {
         core::mem::size_of::<Peer>()
             + self.view.as_ref().map_or(0, |v| v.heap_bytes())
             + self.current_blocks.capacity() * 8
+            + self.partial_since.capacity() * 16
             + self.rejected.len() * 32
             + self.peer_id.capacity()
     }
@@ -293,6 +330,25 @@ impl Peer {
 mod tests {
     use super::*;
     use core::time::Duration;
+
+    #[test]
+    fn a_blocks_pace_counts_from_when_the_peer_began_it_within_the_last_few() {
+        let t = Timestamp::from_micros;
+        let (ready, mut since) = (t(10), VecDeque::new());
+        assert_eq!(
+            pace_since(&since, ready, 3),
+            ready,
+            "unknown: since it became ready"
+        );
+        note_partial_since(&mut since, 3, t(500));
+        assert_eq!(pace_since(&since, ready, 3), t(500));
+        for b in 10..10 + PARTIAL_SINCE_KEPT as u64 {
+            note_partial_since(&mut since, b, t(600 + b));
+        }
+        assert_eq!(since.len(), PARTIAL_SINCE_KEPT, "bounded");
+        assert_eq!(pace_since(&since, ready, 3), ready, "the oldest went first");
+        assert_eq!(pace_since(&since, ready, 11), t(611));
+    }
 
     #[test]
     fn window_follows_throughput_times_min_rtt_within_caps() {

@@ -291,7 +291,8 @@ const REFINE_WORTH: f64 = 8.0;
 /// most `max_rto / 2`: a peer that stays partial is not polled. One that taught something trusts the window for about the time
 /// the peer takes to gain [`REFINE_WORTH`] more units of the block, at the pace it gained them
 /// since `last` (the previous refresh: when, and how many units it showed) or, at the first,
-/// since `ready` (when the peer became ready): within one round trip (`floor`) and
+/// since `ready` (when its summary said it began the block, else when it became ready): within
+/// one round trip (`floor`) and
 /// `refine_ttl`. On links of a few Mbit/s that is `refine_ttl`, as before; on a LAN, where a
 /// peer gains hundreds of units a second, a fixed second left the downloaders fetching nearly
 /// everything from the seeder (`dev/SIMULATION.md`, "Fast links"). Refinement credit still
@@ -415,9 +416,10 @@ impl Node {
         let units = v.window(r.block).map_or(0, |w| w.count_ones());
         let last = v.last_refresh(r.block);
         let floor = p.rtt.srtt();
+        let since = super::peer::pace_since(&p.partial_since, p.ready_at, r.block);
         let ttl = next_ttl(
             last,
-            p.ready_at,
+            since,
             units,
             units > r.known,
             now,

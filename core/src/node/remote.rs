@@ -187,7 +187,16 @@ impl Node {
             return;
         };
         let result = match Tier::from_number(tier) {
-            Some(Tier::T3) => v.apply_summary(start, &all, &partial),
+            Some(Tier::T3) => {
+                let r = v.apply_summary(start, &all, &partial);
+                // A block it began: its pace there counts from now.
+                if let Ok(newly) = &r {
+                    for &b in newly.iter().filter(|&&b| !v.has_all(b)) {
+                        super::peer::note_partial_since(&mut p.partial_since, b, self.now);
+                    }
+                }
+                r
+            }
             Some(t) => {
                 let r = v.apply_refined(t, start, &all);
                 // News or a push: the sender's window of that block is known as of now.
@@ -201,9 +210,10 @@ impl Node {
                     if within {
                         let units = v.window(block).map_or(0, |w| w.count_ones());
                         let last = v.last_refresh(block);
+                        let since = super::peer::pace_since(&p.partial_since, p.ready_at, block);
                         let ttl = super::refinement::next_ttl(
                             last,
-                            p.ready_at,
+                            since,
                             units,
                             true,
                             self.now,
