@@ -110,9 +110,10 @@ pub struct Peer {
     /// pace there from this, unless the block is in `partial_since`:
     /// [`next_ttl`](super::refinement::next_ttl)).
     pub(crate) ready_at: Timestamp,
-    /// The blocks its summaries said it had begun since it became ready, with when we heard,
-    /// newest last, at most [`PARTIAL_SINCE_KEPT`]: a block's first refinement measures the
-    /// peer's pace there from when it began it, not from when the peer connected.
+    /// The blocks its summaries said it had begun (its first summary: those it held in part
+    /// then), with when we heard, newest last, at most [`PARTIAL_SINCE_KEPT`]: a block's first
+    /// refinement measures the peer's pace there from when it began it, not from when the peer
+    /// connected.
     pub(crate) partial_since: VecDeque<(u64, Timestamp)>,
     /// When we last received anything from it (liveness).
     pub(crate) last_received: Timestamp,

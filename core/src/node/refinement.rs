@@ -288,18 +288,18 @@ const REFINE_WORTH: f64 = 8.0;
 /// refined again.
 ///
 /// A refresh that taught nothing doubles the previous wait, to at least `refine_ttl` and at
-/// most `max_rto / 2`: a peer that stays partial is not polled. One that taught something trusts the window for about the time
-/// the peer takes to gain [`REFINE_WORTH`] more units of the block, at the pace it gained them
-/// since `last` (the previous refresh: when, and how many units it showed) or, at the first,
-/// since `ready` (when its summary said it began the block, else when it became ready): within
-/// one round trip (`floor`) and
-/// `refine_ttl`. On links of a few Mbit/s that is `refine_ttl`, as before; on a LAN, where a
-/// peer gains hundreds of units a second, a fixed second left the downloaders fetching nearly
-/// everything from the seeder (`dev/SIMULATION.md`, "Fast links"). Refinement credit still
-/// bounds what polling costs per unit received.
+/// most `max_rto / 2`: a peer that stays partial is not polled. One that taught something
+/// trusts the window for about the time the peer takes to gain [`REFINE_WORTH`] more units of
+/// the block, at the pace it gained them since `last` (the previous refresh: when, and how many
+/// units it showed) or, at the first, since `since` (when its summary said it began the block,
+/// else when it became ready), within one round trip (`floor`) and `refine_ttl`. On links of a
+/// few Mbit/s that is `refine_ttl`, as before; on a LAN, where a peer gains hundreds of units a
+/// second, a fixed second left the downloaders fetching nearly everything from the seeder
+/// (`dev/SIMULATION.md`, "Fast links"). The refinement credit still bounds what polling costs
+/// per unit received.
 pub(crate) fn next_ttl(
     last: Option<(Timestamp, Duration, u64)>,
-    ready: Timestamp,
+    since: Timestamp,
     units: u64,
     news: bool,
     now: Timestamp,
@@ -312,7 +312,7 @@ pub(crate) fn next_ttl(
         let previous = last.map_or(l.refine_ttl, |(_, ttl, _)| ttl);
         return (previous * 2).max(l.refine_ttl).min(l.max_rto / 2);
     }
-    let (from, before) = last.map_or((ready, 0), |(at, _, n)| (at, n));
+    let (from, before) = last.map_or((since, 0), |(at, _, n)| (at, n));
     let gained = units.saturating_sub(before);
     match floor {
         Some(floor) if gained > 0 => now
