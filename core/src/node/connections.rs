@@ -79,7 +79,7 @@ impl Node {
             .expect("frames come from known peers");
         let was_flat = p.is_ready() && !p.is_capable();
         if !p.is_ready() {
-            p.ready_at = now;
+            p.starts.ready(now);
         }
         p.state = Lifecycle::Ready { capable };
         match (was_flat, capable) {

@@ -19,9 +19,9 @@ use std::collections::{BTreeMap, VecDeque};
 /// the peer: the window may double per round trip.
 const SLOW_START_RTT_RATIO: f64 = 1.25;
 
-/// Blocks a peer began lately, remembered per peer with when ([`Peer::partial_since`]): a
-/// downloader fetches from a few blocks of a peer at once (`Limits::max_current_blocks`, 4).
-pub(crate) const PARTIAL_SINCE_KEPT: usize = 4;
+/// Blocks a peer began lately, remembered per peer with when ([`BlockStarts`]): a downloader
+/// fetches from a few blocks of a peer at once (`Limits::max_current_blocks`, 4).
+pub(crate) const BLOCK_STARTS_KEPT: usize = 4;
 
 /// Rejected units remembered per peer.
 pub const MAX_REJECTED: usize = 4096;
@@ -106,15 +106,9 @@ pub struct Peer {
     pub(crate) current_blocks: VecDeque<u64>,
     /// When we last sent it anything.
     pub(crate) last_sent: Timestamp,
-    /// When its handshake made it ready (the first refinement of a block measures the peer's
-    /// pace there from this, unless the block is in `partial_since`:
-    /// [`next_ttl`](super::refinement::next_ttl)).
-    pub(crate) ready_at: Timestamp,
-    /// The blocks its summaries said it had begun (its first summary: those it held in part
-    /// then), with when we heard, newest last, at most [`PARTIAL_SINCE_KEPT`]: a block's first
-    /// refinement measures the peer's pace there from when it began it, not from when the peer
-    /// connected.
-    pub(crate) partial_since: VecDeque<(u64, Timestamp)>,
+    /// Since when its pace in a block is measured, for a window's time-to-live
+    /// ([`next_ttl`](super::refinement::next_ttl)).
+    pub(crate) starts: BlockStarts,
     /// When we last received anything from it (liveness).
     pub(crate) last_received: Timestamp,
     /// When a wake-up for this peer is already armed (so that re-checks are not duplicated).
@@ -130,30 +124,50 @@ pub struct Peer {
     pub(crate) serve_queue: u32,
 }
 
-/// Since when a peer's pace in `block` is measured: when its summary said it began the block
-/// (`partial_since`), else when it became ready (`ready_at`).
-pub(crate) fn pace_since(
-    partial_since: &VecDeque<(u64, Timestamp)>,
+/// Since when a peer's pace in each block is measured: when its summary said it began the
+/// block (its first summary: those it held in part then), for the last [`BLOCK_STARTS_KEPT`]
+/// it began, else when it became ready. A block's first refinement measures the pace from
+/// there, not from when the peer connected (`dev/SIMULATION.md`, "Fast links").
+#[derive(Debug, Clone)]
+pub(crate) struct BlockStarts {
     ready_at: Timestamp,
-    block: u64,
-) -> Timestamp {
-    partial_since
-        .iter()
-        .rev()
-        .find(|&&(b, _)| b == block)
-        .map_or(ready_at, |&(_, at)| at)
+    /// `(block, when we heard)`, newest last.
+    begun: VecDeque<(u64, Timestamp)>,
 }
 
-/// Notes that a peer began `block` at `at` (its summary said so), within [`PARTIAL_SINCE_KEPT`].
-pub(crate) fn note_partial_since(
-    partial_since: &mut VecDeque<(u64, Timestamp)>,
-    block: u64,
-    at: Timestamp,
-) {
-    if partial_since.len() >= PARTIAL_SINCE_KEPT {
-        partial_since.pop_front();
+impl BlockStarts {
+    fn new(now: Timestamp) -> Self {
+        BlockStarts {
+            ready_at: now,
+            begun: VecDeque::new(),
+        }
     }
-    partial_since.push_back((block, at));
+
+    /// The peer became ready at `at`.
+    pub(crate) fn ready(&mut self, at: Timestamp) {
+        self.ready_at = at;
+    }
+
+    /// The peer's summary said it began `block`; we heard at `at`.
+    pub(crate) fn note(&mut self, block: u64, at: Timestamp) {
+        if self.begun.len() >= BLOCK_STARTS_KEPT {
+            self.begun.pop_front();
+        }
+        self.begun.push_back((block, at));
+    }
+
+    /// Since when the peer's pace in `block` is measured.
+    pub(crate) fn since(&self, block: u64) -> Timestamp {
+        self.begun
+            .iter()
+            .rev()
+            .find(|&&(b, _)| b == block)
+            .map_or(self.ready_at, |&(_, at)| at)
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.begun.capacity() * core::mem::size_of::<(u64, Timestamp)>()
+    }
 }
 
 impl Peer {
@@ -174,8 +188,7 @@ impl Peer {
             last_loss_at: None,
             current_blocks: VecDeque::new(),
             last_sent: now,
-            ready_at: now,
-            partial_since: VecDeque::new(),
+            starts: BlockStarts::new(now),
             last_received: now,
             wake_at: None,
             rejected: BTreeMap::new(),
@@ -321,7 +334,7 @@ impl Peer {
         core::mem::size_of::<Peer>()
             + self.view.as_ref().map_or(0, |v| v.heap_bytes())
             + self.current_blocks.capacity() * 8
-            + self.partial_since.capacity() * 16
+            + self.starts.heap_bytes()
             + self.rejected.len() * 32
             + self.peer_id.capacity()
     }
@@ -335,20 +348,17 @@ mod tests {
     #[test]
     fn a_blocks_pace_counts_from_when_the_peer_began_it_within_the_last_few() {
         let t = Timestamp::from_micros;
-        let (ready, mut since) = (t(10), VecDeque::new());
-        assert_eq!(
-            pace_since(&since, ready, 3),
-            ready,
-            "unknown: since it became ready"
-        );
-        note_partial_since(&mut since, 3, t(500));
-        assert_eq!(pace_since(&since, ready, 3), t(500));
-        for b in 10..10 + PARTIAL_SINCE_KEPT as u64 {
-            note_partial_since(&mut since, b, t(600 + b));
+        let mut starts = BlockStarts::new(t(0));
+        starts.ready(t(10));
+        assert_eq!(starts.since(3), t(10), "unknown: since it became ready");
+        starts.note(3, t(500));
+        assert_eq!(starts.since(3), t(500));
+        for b in 10..10 + BLOCK_STARTS_KEPT as u64 {
+            starts.note(b, t(600 + b));
         }
-        assert_eq!(since.len(), PARTIAL_SINCE_KEPT, "bounded");
-        assert_eq!(pace_since(&since, ready, 3), ready, "the oldest went first");
-        assert_eq!(pace_since(&since, ready, 11), t(611));
+        assert_eq!(starts.begun.len(), BLOCK_STARTS_KEPT, "bounded");
+        assert_eq!(starts.since(3), t(10), "the oldest went first");
+        assert_eq!(starts.since(11), t(611));
     }
 
     #[test]

@@ -10,10 +10,10 @@
 
 use super::api::DisconnectReason;
 use super::config::Limits;
-use super::peer::{Peer, PeerId};
+use super::peer::{BlockStarts, Peer, PeerId};
 use super::timers::Timer;
 use super::Node;
-use crate::availability::PeerView;
+use crate::availability::{PeerView, TieredView};
 use crate::tiers::Tier;
 use crate::time::Timestamp;
 use crate::trace::Record;
@@ -297,6 +297,31 @@ const REFINE_WORTH: f64 = 8.0;
 /// second, a fixed second left the downloaders fetching nearly everything from the seeder
 /// (`dev/SIMULATION.md`, "Fast links"). The refinement credit still bounds what polling costs
 /// per unit received.
+/// The time-to-live of `v`'s window of `block`, just refreshed at `now` ([`next_ttl`]): it
+/// taught something unless it shows no more units than `known` (the refinement's count when
+/// asked; `None` for news, which always does).
+pub(crate) fn refreshed_ttl(
+    v: &TieredView,
+    block: u64,
+    known: Option<u64>,
+    starts: &BlockStarts,
+    srtt: Option<Duration>,
+    now: Timestamp,
+    l: &Limits,
+) -> Duration {
+    let units = v.window(block).map_or(0, |w| w.count_ones());
+    let news = known.is_none_or(|k| units > k);
+    next_ttl(
+        v.last_refresh(block),
+        starts.since(block),
+        units,
+        news,
+        now,
+        srtt,
+        l,
+    )
+}
+
 pub(crate) fn next_ttl(
     last: Option<(Timestamp, Duration, u64)>,
     since: Timestamp,
@@ -414,16 +439,13 @@ impl Node {
         };
         v.note_refined(r.block);
         let units = v.window(r.block).map_or(0, |w| w.count_ones());
-        let last = v.last_refresh(r.block);
-        let floor = p.rtt.srtt();
-        let since = super::peer::pace_since(&p.partial_since, p.ready_at, r.block);
-        let ttl = next_ttl(
-            last,
-            since,
-            units,
-            units > r.known,
+        let ttl = refreshed_ttl(
+            v,
+            r.block,
+            Some(r.known),
+            &p.starts,
+            p.rtt.srtt(),
             now,
-            floor,
             &self.cfg.limits,
         );
         v.note_refreshed(r.block, now, ttl);

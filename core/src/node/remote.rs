@@ -192,7 +192,7 @@ impl Node {
                 // A block it began: its pace there counts from now.
                 if let Ok(newly) = &r {
                     for &b in newly.iter().filter(|&&b| !v.has_all(b)) {
-                        super::peer::note_partial_since(&mut p.partial_since, b, self.now);
+                        p.starts.note(b, self.now);
                     }
                 }
                 r
@@ -208,16 +208,13 @@ impl Node {
                         .unit_range(Tier::T3, block)
                         .is_ok_and(|u| end <= u.end + 7);
                     if within {
-                        let units = v.window(block).map_or(0, |w| w.count_ones());
-                        let last = v.last_refresh(block);
-                        let since = super::peer::pace_since(&p.partial_since, p.ready_at, block);
-                        let ttl = super::refinement::next_ttl(
-                            last,
-                            since,
-                            units,
-                            true,
-                            self.now,
+                        let ttl = super::refinement::refreshed_ttl(
+                            v,
+                            block,
+                            None,
+                            &p.starts,
                             p.rtt.srtt(),
+                            self.now,
                             &self.cfg.limits,
                         );
                         v.note_refreshed(block, self.now, ttl);
