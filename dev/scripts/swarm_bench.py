@@ -654,6 +654,8 @@ def main():
         ap.error("bench or lt-peer")
     if a.sim and not a.netns:
         ap.error("--sim compares with the rate-limited swarm: it needs --netns")
+    if a.floor and a.netns:
+        ap.error("--floor measures the loopback swarm's floor (CPU on this host): not with --netns")
     # A signal ends the run through the `finally`s below (peers, namespaces, files).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
     if a.netns:

@@ -37,8 +37,10 @@ pub struct Limits {
     /// Base of the refinement retry backoff (doubled per attempt, with jitter).
     #[serde(with = "micros")]
     pub refine_backoff: Duration,
-    /// How long a refined window is trusted before an exhausted one may be refined again
-    /// (doubled while refinements of it bring nothing new, up to `max_rto / 2`).
+    /// The longest a refined window is trusted before a used-up one may be refined again: the
+    /// time-to-live follows the peer's pace in the block, within a round trip and this
+    /// (`dev/PROTOCOL.md` §4.3); while refinements of it bring nothing new it doubles instead,
+    /// from at least this, up to `max_rto / 2`.
     #[serde(with = "micros")]
     pub refine_ttl: Duration,
     /// Timeout before any round trip is measured.

@@ -284,6 +284,25 @@ impl RefineLedger {
 /// refining again.
 const REFINE_WORTH: f64 = 8.0;
 
+/// The time-to-live of `v`'s window of `block`, refreshed at `now` ([`next_ttl`]), and the
+/// units the window shows: the refresh taught something unless it shows no more than `known`
+/// (the refinement's count when asked; `None` for news, which always does).
+pub(crate) fn refreshed_ttl(
+    v: &TieredView,
+    block: u64,
+    known: Option<u64>,
+    starts: &BlockStarts,
+    srtt: Option<Duration>,
+    now: Timestamp,
+    l: &Limits,
+) -> (Duration, u64) {
+    let units = v.window(block).map_or(0, |w| w.count_ones());
+    let news = known.is_none_or(|k| units > k);
+    let last = v.last_refresh(block);
+    let ttl = next_ttl(last, starts.since(block), units, news, now, srtt, l);
+    (ttl, units)
+}
+
 /// How long a window just refined (or told in news) is trusted before a used-up one may be
 /// refined again.
 ///
@@ -297,31 +316,6 @@ const REFINE_WORTH: f64 = 8.0;
 /// second, a fixed second left the downloaders fetching nearly everything from the seeder
 /// (`dev/SIMULATION.md`, "Fast links"). The refinement credit still bounds what polling costs
 /// per unit received.
-/// The time-to-live of `v`'s window of `block`, just refreshed at `now` ([`next_ttl`]): it
-/// taught something unless it shows no more units than `known` (the refinement's count when
-/// asked; `None` for news, which always does).
-pub(crate) fn refreshed_ttl(
-    v: &TieredView,
-    block: u64,
-    known: Option<u64>,
-    starts: &BlockStarts,
-    srtt: Option<Duration>,
-    now: Timestamp,
-    l: &Limits,
-) -> Duration {
-    let units = v.window(block).map_or(0, |w| w.count_ones());
-    let news = known.is_none_or(|k| units > k);
-    next_ttl(
-        v.last_refresh(block),
-        starts.since(block),
-        units,
-        news,
-        now,
-        srtt,
-        l,
-    )
-}
-
 pub(crate) fn next_ttl(
     last: Option<(Timestamp, Duration, u64)>,
     since: Timestamp,
@@ -438,8 +432,7 @@ impl Node {
             }
         };
         v.note_refined(r.block);
-        let units = v.window(r.block).map_or(0, |w| w.count_ones());
-        let ttl = refreshed_ttl(
+        let (ttl, units) = refreshed_ttl(
             v,
             r.block,
             Some(r.known),

@@ -208,7 +208,7 @@ impl Node {
                         .unit_range(Tier::T3, block)
                         .is_ok_and(|u| end <= u.end + 7);
                     if within {
-                        let ttl = super::refinement::refreshed_ttl(
+                        let (ttl, _) = super::refinement::refreshed_ttl(
                             v,
                             block,
                             None,
